@@ -1,0 +1,276 @@
+"""Shape, parameter and FLOP inference, one rule per op type.
+
+Each rule takes the op's canonical attributes and the per-example input shape and returns the output
+shape, the parameter specs and the forward FLOPs per example, or raises :class:`ShapeProblem` with a
+message and a hint. The front end turns a ``ShapeProblem`` into a positioned diagnostic.
+
+Padding and rounding (the same on every backend): ``valid`` gives ``floor((n - k) / s) + 1``;
+``same`` gives ``ceil(n / s)`` and pads ``max((out - 1) * s + k - n, 0)`` in all, ``total // 2`` before
+and the rest (the odd pixel) after, which is TensorFlow's rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .ir import (
+    DataConfig,
+    Graph,
+    Initializer,
+    Node,
+    ParamSpec,
+    Shape,
+    TrainConfig,
+)
+
+
+class ShapeProblem(Exception):
+    """A layer cannot take its input; ``message`` says what was found and ``hint`` how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "E0301"):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What shape inference learns about one layer."""
+
+    output_shape: Shape
+    params: tuple[ParamSpec, ...] = ()
+    flops: int = 0
+
+
+Rule = Callable[[Mapping[str, Any], Shape], Inferred]
+_RULES: dict[str, Rule] = {}
+
+DEFAULT_KERNEL_INIT = Initializer("glorot_uniform")
+DEFAULT_BIAS_INIT = Initializer("zeros")
+
+#: Defaults of every optional attribute, per op, in canonical form.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "dense": {"activation": "linear", "use_bias": True, "kernel_init": DEFAULT_KERNEL_INIT, "bias_init": DEFAULT_BIAS_INIT},
+    "conv2d": {
+        "strides": (1, 1),
+        "padding": "valid",
+        "activation": "linear",
+        "use_bias": True,
+        "kernel_init": DEFAULT_KERNEL_INIT,
+        "bias_init": DEFAULT_BIAS_INIT,
+    },
+    "max_pool2d": {"padding": "valid"},
+    "avg_pool2d": {"padding": "valid"},
+    "flatten": {},
+    "reshape": {},
+    "dropout": {},
+    "activation": {},
+    "softmax": {},
+}
+
+
+def rule(op: str) -> Callable[[Rule], Rule]:
+    """Register the inference rule of ``op``."""
+
+    def register(fn: Rule) -> Rule:
+        _RULES[op] = fn
+        return fn
+
+    return register
+
+
+def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape) -> Inferred:
+    """Infer one layer; raises :class:`ShapeProblem` when it cannot take ``input_shape``."""
+    return _RULES[op](attrs, tuple(input_shape))
+
+
+def _size(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def output_length(n: int, k: int, s: int, padding: str) -> int:
+    """Length of one spatial axis after a window of size ``k`` and stride ``s`` (see module docstring)."""
+    if padding == "same":
+        return -(-n // s)
+    return (n - k) // s + 1
+
+
+def same_padding(n: int, k: int, s: int) -> tuple[int, int]:
+    """Padding (before, after) of one axis under ``same``: the odd pixel goes after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def padding_pairs(node: Node) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit ((top, bottom), (left, right)) padding of a conv or pool node."""
+    window = node.attrs["kernel"] if node.op == "conv2d" else node.attrs["size"]
+    if node.attrs["padding"] == "valid":
+        return (0, 0), (0, 0)
+    h, w = node.input_shape[0], node.input_shape[1]
+    return (
+        same_padding(h, window[0], node.attrs["strides"][0]),
+        same_padding(w, window[1], node.attrs["strides"][1]),
+    )
+
+
+def _needs_rank(shape: Shape, rank: int, what: str, hint: str) -> None:
+    if len(shape) != rank:
+        raise ShapeProblem(f"needs {what}; got {shape}", hint)
+
+
+def _spatial(attrs: Mapping[str, Any], shape: Shape, window: tuple[int, int], label: str) -> tuple[int, int]:
+    (h, w), (kh, kw), (sh, sw) = shape[:2], window, attrs["strides"]
+    padding = attrs["padding"]
+    if padding == "valid" and (kh > h or kw > w):
+        raise ShapeProblem(
+            f"{label} {window[0]}x{window[1]} is larger than its input {h}x{w} with padding 'valid'",
+            f"use a smaller {label}, or padding: same",
+            code="E0302",
+        )
+    return output_length(h, kh, sh, padding), output_length(w, kw, sw, padding)
+
+
+@rule("dense")
+def _dense(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    _needs_rank(shape, 1, "a rank-1 input per example", "insert `- flatten` before it")
+    n_in, units = shape[0], attrs["units"]
+    params = [ParamSpec("kernel", (n_in, units), attrs["kernel_init"], n_in, units)]
+    if attrs["use_bias"]:
+        params.append(ParamSpec("bias", (units,), attrs["bias_init"], n_in, units))
+    flops = 2 * n_in * units + (units if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], units)
+    return Inferred((units,), tuple(params), flops)
+
+
+@rule("conv2d")
+def _conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "give input.shape as [H, W, C], or add a `reshape` before it")
+    kh, kw = attrs["kernel"]
+    oh, ow = _spatial(attrs, shape, (kh, kw), "kernel")
+    cin, cout = shape[2], attrs["filters"]
+    fan_in, fan_out = kh * kw * cin, kh * kw * cout
+    params = [ParamSpec("kernel", (kh, kw, cin, cout), attrs["kernel_init"], fan_in, fan_out)]
+    if attrs["use_bias"]:
+        params.append(ParamSpec("bias", (cout,), attrs["bias_init"], fan_in, fan_out))
+    out = oh * ow * cout
+    flops = 2 * kh * kw * cin * out + (out if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], out)
+    return Inferred((oh, ow, cout), tuple(params), flops)
+
+
+def _pool(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    ph, pw = attrs["size"]
+    oh, ow = _spatial(attrs, shape, (ph, pw), "pool size")
+    return Inferred((oh, ow, shape[2]), (), ph * pw * oh * ow * shape[2])
+
+
+rule("max_pool2d")(_pool)
+rule("avg_pool2d")(_pool)
+
+
+@rule("flatten")
+def _flatten(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    return Inferred((_size(shape),))
+
+
+@rule("reshape")
+def _reshape(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    target = tuple(attrs["shape"])
+    if _size(target) != _size(shape):
+        raise ShapeProblem(
+            f"cannot reshape {shape} ({_size(shape)} values) to {target} ({_size(target)} values)",
+            "the new shape must hold the same number of values; use -1 for one axis to infer it",
+            code="E0303",
+        )
+    return Inferred(target)
+
+
+@rule("dropout")
+def _dropout(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    return Inferred(shape, (), _size(shape))
+
+
+@rule("activation")
+def _activation(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    return Inferred(shape, (), _activation_flops(attrs["activation"], _size(shape)))
+
+
+@rule("softmax")
+def _softmax(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    return Inferred(shape, (), 3 * _size(shape))
+
+
+def _activation_flops(name: str, n: int) -> int:
+    return 0 if name == "linear" else n
+
+
+def resolve_reshape_target(target: Sequence[int], input_shape: Shape) -> Shape:
+    """Replace one ``-1`` in a reshape target by the length that keeps the size; raises ShapeProblem."""
+    target = tuple(int(t) for t in target)
+    if target.count(-1) > 1:
+        raise ShapeProblem("reshape may infer at most one axis (-1)", "give every axis but one explicitly", code="E0303")
+    if -1 in target:
+        known = _size(t for t in target if t != -1)
+        total = _size(input_shape)
+        if known == 0 or total % known:
+            raise ShapeProblem(
+                f"cannot reshape {input_shape} ({total} values) to {target}",
+                "the new shape must hold the same number of values",
+                code="E0303",
+            )
+        target = tuple(total // known if t == -1 else t for t in target)
+    return target
+
+
+def make_node(index: int, name: str, op: str, attrs: Mapping[str, Any], input_shape: Shape) -> Node:
+    """Fill defaults into ``attrs``, infer shapes and return the :class:`Node` (raises ShapeProblem)."""
+    full = {**DEFAULTS[op], **attrs}
+    for key in ("kernel", "strides", "size"):
+        if key in full and isinstance(full[key], int):
+            full[key] = (full[key], full[key])
+        elif key in full:
+            full[key] = tuple(full[key])
+    if op in ("max_pool2d", "avg_pool2d") and "strides" not in full:
+        full["strides"] = tuple(full["size"])
+    if op == "reshape":
+        full["shape"] = resolve_reshape_target(full["shape"], input_shape)
+    result = infer(op, full, input_shape)
+    return Node(index, name, op, full, tuple(input_shape), result.output_shape, result.params, result.flops)
+
+
+def make_graph(
+    input_shape: Sequence[int],
+    layers: Sequence[tuple[str, Mapping[str, Any]] | str],
+    *,
+    name: str = "model",
+    train: TrainConfig | None = None,
+    data: DataConfig | None = None,
+    dtype: str = "float32",
+) -> Graph:
+    """Build a :class:`Graph` directly from Python, for tests and tools (no YAML, no diagnostics).
+
+    ``layers`` holds ``(op, attrs)`` pairs (or bare op names); ``attrs`` may carry ``name``. Default names
+    are ``<op>_<n>``, counted per op from 1.
+    """
+    nodes: list[Node] = []
+    counts: dict[str, int] = {}
+    shape: Shape = tuple(input_shape)
+    for index, layer in enumerate(layers):
+        op, attrs = (layer, {}) if isinstance(layer, str) else layer
+        attrs = dict(attrs)
+        counts[op] = counts.get(op, 0) + 1
+        layer_name = attrs.pop("name", f"{op}_{counts[op]}")
+        node = make_node(index, layer_name, op, attrs, shape)
+        nodes.append(node)
+        shape = node.output_shape
+    return Graph(
+        name=name,
+        input_shape=tuple(input_shape),
+        nodes=tuple(nodes),
+        train=train or TrainConfig(),
+        data=data or DataConfig(),
+        dtype=dtype,
+    )

@@ -1,0 +1,73 @@
+"""Errors and diagnostics shared by every part of nnspec.
+
+A :class:`Diagnostic` is one problem in a spec, with its source position; a :class:`SpecError`
+carries all the diagnostics of one check. Other user-facing failures (a missing data file, a backend
+that cannot run a layer) raise :class:`DataError` or :class:`BackendError`. The CLI prints any
+:class:`NnspecError` as a plain message and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a spec, in the compiler style ``file:line:col: error[CODE]: message``."""
+
+    code: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str = ""
+    hint: str | None = None
+    severity: str = "error"
+
+    def location(self) -> str:
+        """Return ``file:line:col`` (as much of it as is known)."""
+        parts = [self.file or "<spec>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def format(self) -> str:
+        """Render the diagnostic as printed by the CLI (one line, plus a hint line when there is one)."""
+        text = f"{self.location()}: {self.severity}[{self.code}]: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def sort_key(self) -> tuple:
+        """Key that orders diagnostics by file, then position, then code."""
+        return (self.file or "", self.line or 0, self.column or 0, self.code)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class NnspecError(Exception):
+    """Base class of every error nnspec reports to a user."""
+
+
+class SpecError(NnspecError, ValueError):
+    """A spec has one or more problems; ``diagnostics`` lists them all, sorted by position."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics: list[Diagnostic] = sorted(diagnostics, key=Diagnostic.sort_key)
+        super().__init__("\n".join(d.format() for d in self.diagnostics) or "invalid spec")
+
+
+class BackendError(NnspecError, RuntimeError):
+    """A backend is unavailable, or cannot run what a spec asks for (names the layer and the backend)."""
+
+
+class DataError(NnspecError, ValueError):
+    """A data file is missing or malformed, or the data does not fit the spec (names the path)."""
+
+
+class WeightsError(NnspecError, ValueError):
+    """A weights file does not match the spec (lists the differences)."""

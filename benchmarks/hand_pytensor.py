@@ -1,0 +1,174 @@
+"""Hand-written PyTensor (Theano's maintained successor), in the classic Theano style.
+
+Training data, weights and Adam slots are ``shared`` variables; one ``pytensor.function([i], loss,
+updates=..., givens=...)`` runs batch ``i`` of the epoch, the batch taken by index from the shared data
+through ``givens``; Python loops over the batches. PyTensor has no fast convolution or pooling op any
+more, so the convnet's convolutions are written as im2col (nine shifted slices concatenated) plus one
+``dot``, and max pooling as reshape + max. Two compile modes:
+
+* ``C``: the C virtual machine (mode ``CVM``; PyTensor 3's default ``FAST_RUN`` is Numba), whose ``dot`` calls the BLAS named by ``blas__ldflags``
+  (the harness sets ``-lopenblas`` where Debian's OpenBLAS is installed, see :func:`configure_env`);
+* ``Numba``: PyTensor's Numba linker.
+
+Dropout in the convnet uses PyTensor's own RNG (``RandomStream``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import chunks, time_epochs
+from .data import BenchData
+from .result import Measurement
+from .settings import ADAM, CNN_DROPOUT, BenchConfig, weight_list
+
+VARIANTS: tuple[str, ...] = ("C", "Numba")
+
+#: Debian's OpenBLAS (package libopenblas-dev); linked into PyTensor's C code when present.
+OPENBLAS_PATHS: tuple[str, ...] = ("/usr/lib/x86_64-linux-gnu/libopenblas.so", "/usr/lib/aarch64-linux-gnu/libopenblas.so")
+
+
+def configure_env(cold_compiledir: bool = False) -> str:
+    """Set ``PYTENSOR_FLAGS`` before PyTensor is imported; returns a description of what was set.
+
+    Adds ``blas__ldflags=-lopenblas`` when OpenBLAS is installed and no BLAS flag was given, and, with
+    ``cold_compiledir``, points ``base_compiledir`` at a new empty folder so that compile times are cold.
+    """
+    flags = [f for f in os.environ.get("PYTENSOR_FLAGS", "").split(",") if f]
+    notes = []
+    if not any(f.startswith("blas__ldflags") or f.startswith("blas.ldflags") for f in flags):
+        lib = next((p for p in OPENBLAS_PATHS if Path(p).exists()), None)
+        if lib:
+            flags.append(f"blas__ldflags=-L{Path(lib).parent} -lopenblas")
+            notes.append("blas__ldflags=-lopenblas")
+    if cold_compiledir:
+        folder = tempfile.mkdtemp(prefix="nnspec-bench-pytensor-")
+        flags.append(f"base_compiledir={folder}")
+        notes.append(f"base_compiledir={folder} (cold)")
+    os.environ["PYTENSOR_FLAGS"] = ",".join(flags)
+    return "; ".join(notes)
+
+
+def _conv_relu(x: Any, kernel: Any, bias: Any, shape: tuple[int, int, int], kernel_shape: tuple[int, int, int, int]) -> Any:
+    """Valid 2-D convolution + bias + relu as im2col and one matrix product (channels last)."""
+    import pytensor.tensor as pt
+
+    h, w, c = shape
+    kh, kw, _, f = kernel_shape
+    oh, ow = h - kh + 1, w - kw + 1
+    # Patch feature order (i, j, channel) matches the kernel's [kh, kw, in, out] layout flattened.
+    patches = pt.concatenate([x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3)
+    out = pt.dot(patches.reshape((-1, kh * kw * c)), kernel.reshape((kh * kw * c, f))) + bias
+    return pt.maximum(out, 0.0).reshape((-1, oh, ow, f))
+
+
+def _max_pool2(x: Any, shape: tuple[int, int, int]) -> Any:
+    """2x2 max pooling, stride 2, valid (odd rows and columns dropped)."""
+    h, w, c = shape
+    ph, pw = h // 2, w // 2
+    return x[:, : 2 * ph, : 2 * pw, :].reshape((-1, ph, 2, pw, 2, c)).max(axis=(2, 4))
+
+
+def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None) -> Any:
+    import pytensor.tensor as pt
+
+    if model == "mlp":
+        w1, b1, w2, b2 = params
+        h = pt.maximum(pt.dot(x.reshape((-1, 784)), w1) + b1, 0.0)
+        return pt.dot(h, w2) + b2
+    k1, c1, k2, c2, w, b = params
+    h = _max_pool2(_conv_relu(x, k1, c1, (28, 28, 1), (3, 3, 1, 32)), (26, 26, 32))
+    h = _max_pool2(_conv_relu(h, k2, c2, (13, 13, 32), (3, 3, 32, 64)), (11, 11, 64))
+    h = h.reshape((-1, 5 * 5 * 64))
+    if dropout_rng is not None:
+        keep = dropout_rng.uniform(size=h.shape, dtype="float32") >= CNN_DROPOUT
+        h = pt.switch(keep, h * np.float32(1.0 / (1.0 - CNN_DROPOUT)), np.float32(0.0))
+    return pt.dot(h, w) + b
+
+
+def _build(model: str, variant: str, data: BenchData, config: BenchConfig) -> tuple[Any, Any, Any, Any, float]:
+    """Graph and compiled functions; returns (train_fn, perm_shared, predict_fn, params, compile seconds)."""
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.tensor.random.utils import RandomStream
+    from pytensor.tensor.special import log_softmax
+
+    b = config.batch_size
+    floatx = np.float32
+    x_shared = pytensor.shared(data.x_train, name="x_train", borrow=True)
+    y_shared = pytensor.shared(data.y_train, name="y_train", borrow=True)
+    perm = pytensor.shared(np.zeros(len(data.x_train), np.int32), name="perm")
+    params = [pytensor.shared(w, name=f"p{i}") for i, w in enumerate(weight_list(model, config))]
+    ms = [pytensor.shared(np.zeros_like(w)) for w in (p.get_value() for p in params)]
+    vs = [pytensor.shared(np.zeros_like(w)) for w in (p.get_value() for p in params)]
+    t = pytensor.shared(floatx(0.0), name="t")
+
+    x = pt.tensor4("x", dtype="float32")
+    y = pt.ivector("y")
+    i = pt.iscalar("i")
+    rng = RandomStream(seed=config.seed) if model == "cnn" else None
+    logp = log_softmax(_logits(model, params, x, rng), axis=-1)
+    loss = -pt.mean(logp[pt.arange(y.shape[0]), y])
+    grads = pytensor.grad(loss, params)
+
+    b1, b2, eps, lr = (floatx(ADAM[k]) for k in ("beta_1", "beta_2", "epsilon", "learning_rate"))
+    t_next = t + floatx(1.0)
+    lr_t = lr * pt.sqrt(floatx(1.0) - b2**t_next) / (floatx(1.0) - b1**t_next)
+    updates = [(t, t_next)]
+    for p, m, v, g in zip(params, ms, vs, grads):
+        m_next = m + (g - m) * (floatx(1.0) - b1)
+        v_next = v + (g * g - v) * (floatx(1.0) - b2)
+        updates += [(m, m_next), (v, v_next), (p, p - lr_t * m_next / (pt.sqrt(v_next) + eps))]
+
+    batch = perm[i * b : (i + 1) * b]
+    mode = "NUMBA" if variant == "Numba" else "CVM"
+    start = time.perf_counter()
+    train = pytensor.function([i], loss, updates=updates, givens={x: x_shared[batch], y: y_shared[batch]}, mode=mode)
+    x_eval = pt.tensor4("x_eval", dtype="float32")
+    predict = pytensor.function([x_eval], pt.argmax(_logits(model, params, x_eval, None), axis=-1), mode=mode)
+    return train, perm, predict, params, time.perf_counter() - start
+
+
+def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, warm_compile: bool = True) -> Measurement:
+    """Train ``model`` with the hand-written PyTensor ``variant`` and measure it.
+
+    With ``warm_compile`` the same graph is built and compiled a second time, which PyTensor serves
+    from its compile cache: that time is reported as ``compile_warm_s``.
+    """
+    import pytensor
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown PyTensor variant {variant!r}; expected one of {VARIANTS}")
+    n = len(data.x_train)
+    steps = config.steps_per_epoch(n)
+    train, perm, predict, _, compile_seconds = _build(model, variant, data, config)
+
+    def run_epoch(order: np.ndarray) -> float:
+        perm.set_value(order, borrow=True)
+        return sum(float(train(i)) for i in range(steps)) / steps
+
+    seconds, last_loss = time_epochs(config, n, run_epoch)
+    correct = sum(int(np.sum(predict(data.x_test[s:e]) == data.y_test[s:e])) for s, e in chunks(len(data.x_test)))
+    warm = _build(model, variant, data, config)[4] if warm_compile else None
+    blas = pytensor.config.blas__ldflags or "none (NumPy C-API fallback)"
+    notes = f"mode {'NUMBA' if variant == 'Numba' else 'CVM (C linker)'}, BLAS: {blas if variant == 'C' else 'n/a'}"
+    if model == "cnn":
+        notes += "; conv as im2col + dot; dropout: RandomStream"
+    return Measurement(
+        model=model,
+        engine="theano",
+        implementation=f"hand: function+updates ({variant})",
+        epoch_seconds=seconds,
+        examples_per_epoch=steps * config.batch_size,
+        final_train_loss=last_loss,
+        test_accuracy=correct / max(len(data.x_test), 1),
+        compile_seconds=compile_seconds,
+        compile_warm_seconds=warm,
+        notes=notes,
+    )

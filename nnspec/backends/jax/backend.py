@@ -1,0 +1,63 @@
+"""The JAX backend: compiles an nnspec graph to XLA programs through JAX.
+
+Importing this module imports no JAX; :meth:`JaxBackend.availability` only looks for the package.
+Every v1 layer, activation and optimiser is supported, in float32 and float64, on the CPU and on a GPU
+when JAX sees one. How an epoch is run (one fused ``lax.scan`` program or one program per step) is
+chosen per model and device by :func:`nnspec.backends.jax.model.fused_epoch`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ...compiler.ir import Graph
+from ..base import Backend, Capabilities
+
+if TYPE_CHECKING:
+    from .model import JaxModel
+
+
+class JaxBackend(Backend):
+    """nnspec on JAX (CPU, and GPU when the installed jaxlib has one)."""
+
+    name: ClassVar[str] = "jax"
+    engine: ClassVar[str] = "jax"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """``(True, '')`` when the ``jax`` package is installed (it is not imported here)."""
+        try:
+            found = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("jaxlib") is not None
+        except (ImportError, ValueError):
+            found = False
+        return (True, "") if found else (False, "the 'jax' package is not installed (pip install 'nnspec[jax]')")
+
+    def engine_version(self) -> str:
+        """JAX's version."""
+        import jax
+
+        return jax.__version__
+
+    def devices(self) -> list[str]:
+        """``['cpu']``, plus ``'gpu'`` when JAX has a GPU backend with at least one device."""
+        import jax
+
+        found = ["cpu"]
+        try:
+            if jax.devices("gpu"):
+                found.append("gpu")
+        except RuntimeError:
+            pass
+        return found
+
+    def capabilities(self) -> Capabilities:
+        """Every v1 layer, activation and optimiser; float32 and float64; CPU and GPU."""
+        return Capabilities(devices=("cpu", "gpu"))
+
+    def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "JaxModel":
+        from .model import JaxModel
+
+        return JaxModel(graph, self, device, dtype, weights)

@@ -1,0 +1,118 @@
+"""JAX implementation of :class:`nnspec.runtime.ops.Ops` (imports JAX: load it only from inside the backend).
+
+Matrix products run at ``Precision.HIGHEST`` so that a GPU never silently uses TF32 for float32 work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+class JaxOps:
+    """Array operations in ``jax.numpy`` for one float dtype (float64 needs the x64 scope of the model)."""
+
+    def __init__(self, float_dtype: str = "float32"):
+        self.float_dtype = float_dtype
+        self.dtype = jnp.dtype(float_dtype)
+
+    def constant(self, value: float) -> Any:
+        return jnp.asarray(value, dtype=self.dtype)
+
+    def sqrt(self, x: Any) -> Any:
+        return jnp.sqrt(x)
+
+    def exp(self, x: Any) -> Any:
+        return jnp.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return jnp.log(x)
+
+    def log1p(self, x: Any) -> Any:
+        return jnp.log1p(x)
+
+    def tanh(self, x: Any) -> Any:
+        return jnp.tanh(x)
+
+    def erf(self, x: Any) -> Any:
+        return lax.erf(x)
+
+    def cos(self, x: Any) -> Any:
+        return jnp.cos(x)
+
+    def floor(self, x: Any) -> Any:
+        return jnp.floor(x)
+
+    def abs(self, x: Any) -> Any:
+        return jnp.abs(x)
+
+    def power(self, base: Any, exponent: Any) -> Any:
+        return jnp.power(base, exponent)
+
+    def maximum(self, x: Any, y: Any) -> Any:
+        return jnp.maximum(x, y)
+
+    def minimum(self, x: Any, y: Any) -> Any:
+        return jnp.minimum(x, y)
+
+    def where(self, cond: Any, x: Any, y: Any) -> Any:
+        return jnp.where(cond, x, y)
+
+    def sigmoid(self, x: Any) -> Any:
+        return jax.nn.sigmoid(x)
+
+    def log_softmax(self, x: Any) -> Any:
+        shifted = x - lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+        return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+    def softmax(self, x: Any) -> Any:
+        return jnp.exp(self.log_softmax(x))
+
+    def one_hot(self, labels: Any, depth: int) -> Any:
+        return jax.nn.one_hot(labels, depth, dtype=self.dtype)
+
+    def sum(self, x: Any, axis: int | None = None) -> Any:
+        return jnp.sum(x, axis=axis)
+
+    def mean(self, x: Any) -> Any:
+        return jnp.mean(x)
+
+    def argmax(self, x: Any) -> Any:
+        return jnp.argmax(x, axis=-1).astype(jnp.int32)
+
+    def equal(self, x: Any, y: Any) -> Any:
+        return jnp.equal(x, y)
+
+    def to_float(self, x: Any) -> Any:
+        return jnp.asarray(x).astype(self.dtype)
+
+    def matmul(self, x: Any, y: Any) -> Any:
+        return jnp.matmul(x, y, precision=HIGHEST)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return jnp.reshape(x, shape)
+
+    def u32(self, value: Any) -> Any:
+        if isinstance(value, int):
+            return jnp.asarray(value & 0xFFFFFFFF, dtype=jnp.uint32)
+        return jnp.asarray(value).astype(jnp.uint32)
+
+    def u32_iota(self, n: int) -> Any:
+        return lax.iota(jnp.uint32, n)
+
+    def u32_xor(self, a: Any, b: Any) -> Any:
+        return jnp.bitwise_xor(a, b)
+
+    def u32_shr(self, a: Any, bits: int) -> Any:
+        return jnp.right_shift(a, jnp.asarray(bits, dtype=jnp.uint32))
+
+    def u32_mul(self, a: Any, constant: int) -> Any:
+        return jnp.multiply(a, jnp.asarray(constant, dtype=jnp.uint32))
+
+    def u32_ge(self, a: Any, constant: int) -> Any:
+        return a >= jnp.asarray(constant, dtype=jnp.uint32)

@@ -1,0 +1,103 @@
+"""The ``keras`` backend: a spec compiled to a ``keras.Model`` of standard Keras 3 layers.
+
+Keras runs on the engine it is configured for (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else
+TensorFlow); nnspec's Keras backend trains on ``jax`` and ``tensorflow``. Importing this module imports
+neither Keras nor an engine; :meth:`KerasBackend.availability` finds out without importing them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+
+from ...compiler.ir import Graph
+from ...errors import BackendError
+from ..base import Backend, Capabilities, CompiledModel
+
+#: Keras engines nnspec's Keras backend can train on (it needs the engine's own gradient).
+TRAINABLE_ENGINES: tuple[str, ...] = ("jax", "tensorflow")
+
+FLOAT64_ON_JAX = (
+    "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 "
+    "model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
+)
+
+
+def configured_engine() -> str:
+    """The engine Keras uses or will use here, found without importing Keras when it is not loaded yet."""
+    if "keras" in sys.modules:
+        try:
+            return sys.modules["keras"].backend.backend()
+        except Exception:  # a half-imported keras: fall through to the configuration
+            pass
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        return env.strip().lower()
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as fh:
+            return str(json.load(fh).get("backend", "tensorflow")).lower()
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+class KerasBackend(Backend):
+    """Keras 3 on the engine it is configured for (``KERAS_BACKEND``: jax or tensorflow)."""
+
+    name = "keras"
+    engine = "keras"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        if importlib.util.find_spec("keras") is None:
+            return False, "keras is not installed (pip install 'nnspec[keras]')"
+        engine = configured_engine()
+        if engine not in TRAINABLE_ENGINES:
+            return False, f"Keras is configured for '{engine}'; nnspec's keras backend runs on KERAS_BACKEND=jax or tensorflow"
+        if importlib.util.find_spec(engine) is None:
+            return False, f"Keras is configured for '{engine}', which is not installed"
+        return True, ""
+
+    def engine_version(self) -> str:
+        import keras
+
+        engine = keras.backend.backend()
+        module = importlib.import_module(engine)
+        return f"keras {keras.__version__} on {engine} {getattr(module, '__version__', '?')}"
+
+    def devices(self) -> list[str]:
+        import keras
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            platforms = {d.platform for d in jax.devices()}
+            return ["cpu"] + (["gpu"] if platforms & {"gpu", "cuda", "rocm"} else [])
+        import tensorflow as tf
+
+        return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
+
+    def capabilities(self) -> Capabilities:
+        if configured_engine() == "jax":
+            return Capabilities(devices=("cpu", "gpu"), dtypes=("float32",), gaps={"float64": FLOAT64_ON_JAX})
+        return Capabilities(devices=("cpu", "gpu"), dtypes=("float32", "float64"))
+
+    def check(self, graph: Graph, dtype: str) -> None:
+        """As :meth:`Backend.check`, and a refused dtype says why (float64 on Keras-JAX)."""
+        caps = self.capabilities()
+        if dtype not in caps.dtypes and dtype in caps.gaps:
+            raise BackendError(f"dtype '{dtype}' is not supported by backend '{self.name}' on {configured_engine()}: {caps.gaps[dtype]}")
+        super().check(graph, dtype)
+
+    def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
+        from .model import KerasModel
+
+        if device == "gpu" and configured_engine() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+        return KerasModel(graph, self, device, dtype, weights)

@@ -1,0 +1,131 @@
+"""The TensorFlow backend: registration, a quiet TensorFlow import, devices and capabilities.
+
+TensorFlow is imported on first use only, through :func:`load_tensorflow`, which
+
+* sets ``TF_CPP_MIN_LOG_LEVEL=3`` when the user has not set it;
+* holds back what TensorFlow's native libraries print on standard error while they load (the oneDNN
+  notice, the absl "InitializeLog" warning, CUDA factory registrations): the captured text is dropped
+  when it is only such start-up notices, and replayed otherwise, so real errors still reach the user;
+* silences TensorFlow's Python-side absl logger and its deprecation warnings;
+* turns TF32 off (contract: float32 means float32) and lets GPU memory grow on demand, so that other
+  engines in the same process keep room on the device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...compiler.ir import Graph
+from ..base import Backend, Capabilities
+
+if TYPE_CHECKING:
+    from .model import TensorFlowModel
+
+#: Lines TensorFlow's native code prints while it loads that carry no information for a user.
+_STARTUP_NOISE = re.compile(
+    r"oneDNN custom operations are on|before absl::InitializeLog\(\)|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|"
+    r"This TensorFlow binary is optimized to use available CPU instructions|"
+    r"in other operations, rebuild TensorFlow with the appropriate compiler flags|"
+    r"TF-TRT Warning|Could not find cuda drivers|cuda_executor\.cc.*NUMA node|"
+    r"cpu_feature_guard\.cc|^\s*$"
+)
+
+_tf: ModuleType | None = None
+
+
+def _import_quietly() -> ModuleType:
+    """Import TensorFlow with file descriptor 2 captured; replay captured lines that are not start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import tensorflow as tf
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            lines = text.splitlines()
+            kept = lines if failed else [line for line in lines if not _STARTUP_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+    return tf
+
+
+def load_tensorflow() -> ModuleType:
+    """Import and configure TensorFlow once (quietly; TF32 off; GPU memory on demand); return the module."""
+    global _tf
+    if _tf is not None:
+        return _tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = _import_quietly()
+    tf.get_logger().setLevel("ERROR")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; be tolerant all the same
+        pass
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorflow(\.|$)")
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by earlier use in this process
+            pass
+    _tf = tf
+    return tf
+
+
+class TensorFlowBackend(Backend):
+    """Compiles nnspec graphs to TensorFlow ``tf.function`` programs over ``tf.Variable`` weights."""
+
+    name = "tensorflow"
+    aliases = ("tf",)
+    engine = "tensorflow"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """Whether TensorFlow is installed, judged without importing it."""
+        try:
+            found = importlib.util.find_spec("tensorflow") is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return True, ""
+        return False, "TensorFlow is not installed (pip install 'nnspec[tensorflow]')"
+
+    def engine_version(self) -> str:
+        """TensorFlow's version string."""
+        return str(load_tensorflow().__version__)
+
+    def devices(self) -> list[str]:
+        """``['cpu']``, plus ``'gpu'`` when TensorFlow sees a GPU."""
+        tf = load_tensorflow()
+        return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
+
+    def capabilities(self) -> Capabilities:
+        """Every v1 layer, activation and optimiser, in float32 and float64."""
+        return Capabilities(devices=tuple(self.devices()))
+
+    def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "TensorFlowModel":
+        from .model import TensorFlowModel
+
+        return TensorFlowModel(graph, self, device, dtype, weights)
+

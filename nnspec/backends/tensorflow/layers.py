@@ -1,0 +1,142 @@
+"""One TensorFlow lowering per IR op, registered by op type.
+
+A lowering takes the :class:`Context` of the forward pass, the node, the weights (tensors or
+``tf.Variable``) and the node's input batch (NHWC) and returns the node's output. TensorFlow's ``SAME``
+padding is the contract's rule (the odd pixel after); its max pool ignores padded positions (as padding
+with -inf would) and its average pool divides by the in-image elements only, which is the contract, so
+the native ops are used as they are. Activations and dropout masks come from :mod:`nnspec.runtime`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ...compiler.ir import Graph, Node
+from ...errors import BackendError
+from ...runtime.activations import activate
+from ...runtime.dropout import apply_dropout
+from .backend import load_tensorflow
+from .ops import TensorFlowOps
+
+tf = load_tensorflow()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a forward pass knows besides the data: ops, mode, the step (an int64 tensor) and the seed."""
+
+    ops: TensorFlowOps
+    training: bool = False
+    step: Any = 0
+    seed: int = 0
+
+
+Params = Mapping[str, Any]
+Lowering = Callable[[Context, Node, Params, Any], Any]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowering(op: str) -> Callable[[Lowering], Lowering]:
+    """Register the TensorFlow lowering of ``op``."""
+
+    def register(fn: Lowering) -> Lowering:
+        LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+def _bias_activation(ctx: Context, node: Node, params: Params, z: Any) -> Any:
+    if node.attrs["use_bias"]:
+        z = tf.nn.bias_add(z, params[node.key("bias")])
+    return activate(ctx.ops, node.attrs["activation"], z)
+
+
+def _padding(node: Node) -> str:
+    return "SAME" if node.attrs["padding"] == "same" else "VALID"
+
+
+@lowering("dense")
+def _dense(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return _bias_activation(ctx, node, params, tf.matmul(x, params[node.key("kernel")]))
+
+
+@lowering("conv2d")
+def _conv2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    sh, sw = node.attrs["strides"]
+    z = tf.nn.conv2d(x, params[node.key("kernel")], strides=[1, sh, sw, 1], padding=_padding(node), data_format="NHWC")
+    return _bias_activation(ctx, node, params, z)
+
+
+def _pool_args(node: Node) -> dict[str, Any]:
+    (ph, pw), (sh, sw) = node.attrs["size"], node.attrs["strides"]
+    return {"ksize": [1, ph, pw, 1], "strides": [1, sh, sw, 1], "padding": _padding(node), "data_format": "NHWC"}
+
+
+@lowering("max_pool2d")
+def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return tf.nn.max_pool2d(x, **_pool_args(node))
+
+
+@lowering("avg_pool2d")
+def _avg_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return tf.nn.avg_pool2d(x, **_pool_args(node))
+
+
+@lowering("flatten")
+def _flatten(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return tf.reshape(x, (-1, node.output_shape[0]))
+
+
+@lowering("reshape")
+def _reshape(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return tf.reshape(x, (-1, *node.attrs["shape"]))
+
+
+@lowering("dropout")
+def _dropout(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    if not ctx.training:
+        return x
+    shape = tuple(x.shape)
+    if any(d is None for d in shape):
+        raise BackendError(f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; got shape {shape}")
+    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), shape)
+
+
+@lowering("activation")
+def _activation(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return activate(ctx.ops, node.attrs["activation"], x)
+
+
+@lowering("softmax")
+def _softmax(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    return ctx.ops.softmax(x)
+
+
+def lower(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    """Apply one node; an op without a lowering is a :class:`BackendError` naming the layer."""
+    fn = LOWERINGS.get(node.op)
+    if fn is None:
+        raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no lowering in backend 'tensorflow'")
+    return fn(ctx, node, params, x)
+
+
+def run_nodes(ctx: Context, nodes: tuple[Node, ...], params: Params, x: Any, *, keep_all: bool = False) -> Any:
+    """Apply ``nodes`` in order; returns the last output, or every node's output when ``keep_all``."""
+    outputs = []
+    for node in nodes:
+        x = lower(ctx, node, params, x)
+        if keep_all:
+            outputs.append(x)
+    return outputs if keep_all else x
+
+
+def head(ctx: Context, graph: Graph, params: Params, x: Any) -> Any:
+    """Output of ``graph.logits_nodes``: the logits when the loss is taken from them."""
+    return run_nodes(ctx, graph.logits_nodes, params, x)
+
+
+def finish(ctx: Context, graph: Graph, head_value: Any) -> Any:
+    """The model's final output from its head (applies the final softmax the head left out)."""
+    return ctx.ops.softmax(head_value) if graph.loss_from_logits else head_value

@@ -1,0 +1,139 @@
+"""TensorFlow implementation of :class:`nnspec.runtime.ops.Ops`.
+
+U32 values are ``tf.uint32`` tensors: TensorFlow multiplies, shifts, XORs and compares uint32 with
+wrap-around both eagerly and under XLA, bit for bit as NumPy does (checked by the tests against
+:func:`nnspec.runtime.dropout.numpy_keep_mask`). Integer scalars such as a traced ``int64`` step are
+reduced modulo 2**32 in int64 before the cast, so the conversion never depends on a narrowing cast's rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import load_tensorflow
+
+tf = load_tensorflow()
+
+_U32_MASK = 0xFFFFFFFF
+
+
+class TensorFlowOps:
+    """Array operations in TensorFlow for one float dtype (``float32`` or ``float64``)."""
+
+    def __init__(self, float_dtype: str = "float32"):
+        self.float_dtype = float_dtype
+        self.dtype = tf.as_dtype(float_dtype)
+
+    # --- floating point -------------------------------------------------------------------------
+    def constant(self, value: float) -> Any:
+        """A scalar constant of the model's float dtype."""
+        return tf.constant(value, dtype=self.dtype)
+
+    def sqrt(self, x: Any) -> Any:
+        return tf.sqrt(x)
+
+    def exp(self, x: Any) -> Any:
+        return tf.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return tf.math.log(x)
+
+    def log1p(self, x: Any) -> Any:
+        return tf.math.log1p(x)
+
+    def tanh(self, x: Any) -> Any:
+        return tf.tanh(x)
+
+    def erf(self, x: Any) -> Any:
+        return tf.math.erf(x)
+
+    def cos(self, x: Any) -> Any:
+        return tf.cos(x)
+
+    def floor(self, x: Any) -> Any:
+        return tf.floor(x)
+
+    def abs(self, x: Any) -> Any:
+        return tf.abs(x)
+
+    def power(self, base: Any, exponent: Any) -> Any:
+        return tf.pow(base, exponent)
+
+    def maximum(self, x: Any, y: Any) -> Any:
+        return tf.maximum(x, y)
+
+    def minimum(self, x: Any, y: Any) -> Any:
+        return tf.minimum(x, y)
+
+    def where(self, cond: Any, x: Any, y: Any) -> Any:
+        return tf.where(cond, x, y)
+
+    def sigmoid(self, x: Any) -> Any:
+        return tf.sigmoid(x)
+
+    def log_softmax(self, x: Any) -> Any:
+        """Log-softmax over the last axis, from logits."""
+        return tf.nn.log_softmax(x, axis=-1)
+
+    def softmax(self, x: Any) -> Any:
+        """Softmax over the last axis."""
+        return tf.nn.softmax(x, axis=-1)
+
+    def one_hot(self, labels: Any, depth: int) -> Any:
+        """Float one-hot rows of integer ``labels``."""
+        return tf.one_hot(tf.cast(labels, tf.int32), depth, dtype=self.dtype)
+
+    def sum(self, x: Any, axis: int | None = None) -> Any:
+        return tf.reduce_sum(x, axis=axis)
+
+    def mean(self, x: Any) -> Any:
+        """Mean over all elements."""
+        return tf.reduce_mean(x)
+
+    def argmax(self, x: Any) -> Any:
+        """Index (int32) of the largest value along the last axis."""
+        return tf.argmax(x, axis=-1, output_type=tf.int32)
+
+    def equal(self, x: Any, y: Any) -> Any:
+        """Elementwise equality; integer operands of different widths are compared as int64."""
+        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        if x.dtype != y.dtype:
+            x, y = tf.cast(x, tf.int64), tf.cast(y, tf.int64)
+        return tf.equal(x, y)
+
+    def to_float(self, x: Any) -> Any:
+        """Cast to the model's float dtype."""
+        return tf.cast(x, self.dtype)
+
+    def matmul(self, x: Any, y: Any) -> Any:
+        return tf.matmul(x, y)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return tf.reshape(x, shape)
+
+    # --- unsigned 32-bit integers ------------------------------------------------------------------
+    def u32(self, value: Any) -> Any:
+        """A Python int or an integer tensor, modulo 2**32, as ``tf.uint32``."""
+        if isinstance(value, int):
+            return tf.constant(value & _U32_MASK, dtype=tf.uint32)
+        wide = tf.bitwise.bitwise_and(tf.cast(value, tf.int64), tf.constant(_U32_MASK, tf.int64))
+        return tf.cast(wide, tf.uint32)
+
+    def u32_iota(self, n: int) -> Any:
+        """``0, 1, ..., n - 1`` as ``tf.uint32``."""
+        return tf.cast(tf.range(n, dtype=tf.int64), tf.uint32)
+
+    def u32_xor(self, a: Any, b: Any) -> Any:
+        return tf.bitwise.bitwise_xor(a, b)
+
+    def u32_shr(self, a: Any, bits: int) -> Any:
+        """Logical right shift by a constant."""
+        return tf.bitwise.right_shift(a, tf.constant(bits, tf.uint32))
+
+    def u32_mul(self, a: Any, constant: int) -> Any:
+        """Product with a constant, modulo 2**32 (uint32 arithmetic wraps)."""
+        return a * tf.constant(constant & _U32_MASK, tf.uint32)
+
+    def u32_ge(self, a: Any, constant: int) -> Any:
+        """Boolean ``a >= constant``."""
+        return a >= tf.constant(constant & _U32_MASK, tf.uint32)

@@ -1,0 +1,104 @@
+"""``TheanoBackend``: nnspec's Theano backend, running on PyTensor.
+
+The linker is chosen on purpose (see :mod:`nnspec.backends.theano.config` and docs/backends.md):
+
+* CPU: PyTensor's C linker with a system BLAS (OpenBLAS, MKL, BLIS or reference BLAS) linked, found by
+  nnspec because a pip-installed PyTensor does not find one itself. Without a BLAS nnspec falls back,
+  deliberately and visibly (``nnspec backends`` says so), to PyTensor's Numba linker, which measured
+  several times faster than the C linker without BLAS.
+* GPU: the same PyTensor graph through PyTensor's JAX linker; ``devices()`` lists ``gpu`` only when JAX
+  sees a GPU.
+* ``NNSPEC_THEANO_MODE=c|numba|jax`` overrides the choice.
+
+Importing this module does not import PyTensor.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import ClassVar
+
+import numpy as np
+
+from ...compiler.ir import Graph
+from ..base import Backend, Capabilities, CompiledModel
+from . import config
+
+
+class TheanoBackend(Backend):
+    """PyTensor (Theano) behind nnspec."""
+
+    name: ClassVar[str] = "theano"
+    aliases: ClassVar[tuple[str, ...]] = ("pytensor",)
+    engine: ClassVar[str] = "pytensor"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            if importlib.util.find_spec("pytensor") is None:
+                return False, "PyTensor is not installed (pip install 'nnspec[theano]')"
+        except (ImportError, ValueError) as exc:
+            return False, f"PyTensor cannot be found: {exc}"
+        return True, ""
+
+    def engine_version(self) -> str:
+        config.setup()
+        import pytensor
+
+        return str(pytensor.__version__)
+
+    def devices(self) -> list[str]:
+        found = ["cpu"]
+        if os.environ.get(config.MODE_ENV, "auto").strip().lower() not in ("auto", "jax", ""):
+            return found
+        if importlib.util.find_spec("jax") is None:
+            return found
+        try:
+            import jax
+
+            if any(d.platform == "gpu" for d in jax.devices()):
+                config.setup()
+                config.import_jax_linker()
+                found.append("gpu")
+        except Exception:  # no GPU runtime, or PyTensor's JAX linker does not import: no gpu
+            pass
+        return found
+
+    def description(self) -> str:
+        """One line on the linker and BLAS this backend uses here (shown by ``nnspec backends``)."""
+        info = config.setup()
+        mode = config.default_mode("cpu")
+        if mode == "c":
+            return f"PyTensor C linker, BLAS: {info.blas_ldflags} ({info.blas_source}); cache {config.cache_dir()}"
+        if mode == "numba" and not info.blas_ldflags and os.environ.get(config.MODE_ENV, "auto") in ("auto", ""):
+            return (
+                "PyTensor Numba linker: no system BLAS found for the C linker "
+                "(install OpenBLAS, e.g. apt-get install libopenblas-dev, for the faster C path)"
+            )
+        return f"PyTensor {mode} linker ({config.MODE_ENV}); cache {config.cache_dir()}"
+
+    def capabilities(self) -> Capabilities:
+        gaps = {}
+        dtypes: tuple[str, ...] = ("float32", "float64")
+        if os.environ.get(config.MODE_ENV, "").strip().lower() == "jax":
+            import jax
+
+            if not jax.config.jax_enable_x64:
+                dtypes = ("float32",)
+                gaps["float64"] = "the JAX linker computes in float32 unless jax_enable_x64 is on"
+        return Capabilities(devices=tuple(self.devices()), dtypes=dtypes, gaps=gaps)
+
+    def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
+        from ...errors import BackendError
+        from .model import TheanoModel
+
+        mode = config.default_mode(device)
+        if device == "gpu" and mode != "jax":
+            raise BackendError(f"backend 'theano' runs on the GPU only through PyTensor's JAX linker; {config.MODE_ENV}={mode} is CPU-only")
+        if mode == "jax" and dtype == "float64":
+            import jax
+
+            if not jax.config.jax_enable_x64:
+                raise BackendError("backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype float32 or the c/numba linker")
+        return TheanoModel(graph, self, device, dtype, weights, mode)

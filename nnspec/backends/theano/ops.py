@@ -1,0 +1,124 @@
+"""PyTensor implementation of :class:`nnspec.runtime.ops.Ops` (symbolic: every method builds graph nodes).
+
+Unsigned 32-bit values are held in ``uint64``: PyTensor has no shift operators and its fused elementwise
+C code does not wrap ``uint32`` products, so a product of two values below 2**32 is formed exactly in
+64 bits and masked with ``& 0xFFFFFFFF``; a right shift by ``k`` is an integer division by ``2**k``.
+Every constant mixed with them is a ``uint64`` constant, so that no operation promotes to float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.tensor import special
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _u64(value: int) -> Any:
+    return pt.constant(np.uint64(value), dtype="uint64")
+
+
+class PyTensorOps:
+    """Symbolic array operations for one float dtype (``float32`` or ``float64``)."""
+
+    def __init__(self, float_dtype: str = "float32"):
+        self.float_dtype = float_dtype
+
+    def constant(self, value: float) -> Any:
+        return pt.constant(np.asarray(value, dtype=self.float_dtype))
+
+    def sqrt(self, x: Any) -> Any:
+        return pt.sqrt(x)
+
+    def exp(self, x: Any) -> Any:
+        return pt.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return pt.log(x)
+
+    def log1p(self, x: Any) -> Any:
+        return pt.log1p(x)
+
+    def tanh(self, x: Any) -> Any:
+        return pt.tanh(x)
+
+    def erf(self, x: Any) -> Any:
+        return pt.erf(x)
+
+    def cos(self, x: Any) -> Any:
+        return pt.cos(x)
+
+    def floor(self, x: Any) -> Any:
+        return pt.floor(x)
+
+    def abs(self, x: Any) -> Any:
+        return pt.abs(x)
+
+    def power(self, base: Any, exponent: Any) -> Any:
+        return pt.power(base, exponent)
+
+    def maximum(self, x: Any, y: Any) -> Any:
+        return pt.maximum(x, y)
+
+    def minimum(self, x: Any, y: Any) -> Any:
+        return pt.minimum(x, y)
+
+    def where(self, cond: Any, x: Any, y: Any) -> Any:
+        return pt.switch(cond, x, y)
+
+    def sigmoid(self, x: Any) -> Any:
+        return pt.sigmoid(x)
+
+    def log_softmax(self, x: Any) -> Any:
+        return special.log_softmax(x, axis=-1)
+
+    def softmax(self, x: Any) -> Any:
+        return special.softmax(x, axis=-1)
+
+    def one_hot(self, labels: Any, depth: int) -> Any:
+        return pt.cast(pt.eq(pt.shape_padright(labels), pt.arange(depth)), self.float_dtype)
+
+    def sum(self, x: Any, axis: int | None = None) -> Any:
+        return pt.sum(x, axis=axis)
+
+    def mean(self, x: Any) -> Any:
+        return pt.cast(pt.mean(x), self.float_dtype)
+
+    def argmax(self, x: Any) -> Any:
+        return pt.argmax(x, axis=-1)
+
+    def equal(self, x: Any, y: Any) -> Any:
+        return pt.eq(x, y)
+
+    def to_float(self, x: Any) -> Any:
+        return pt.cast(x, self.float_dtype)
+
+    def matmul(self, x: Any, y: Any) -> Any:
+        return pt.dot(x, y)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return pt.reshape(x, shape)
+
+    # --- unsigned 32-bit integers held in uint64 -----------------------------------------------
+    def u32(self, value: Any) -> Any:
+        if isinstance(value, (int, np.integer)):
+            return _u64(int(value) & _MASK32)
+        return pt.bitwise_and(pt.cast(pt.cast(value, "int64"), "uint64"), _u64(_MASK32))
+
+    def u32_iota(self, n: int) -> Any:
+        return pt.arange(n, dtype="uint64")
+
+    def u32_xor(self, a: Any, b: Any) -> Any:
+        return pt.bitwise_xor(a, b)
+
+    def u32_shr(self, a: Any, bits: int) -> Any:
+        return pt.int_div(a, _u64(2**bits))
+
+    def u32_mul(self, a: Any, constant: int) -> Any:
+        return pt.bitwise_and(a * _u64(constant & _MASK32), _u64(_MASK32))
+
+    def u32_ge(self, a: Any, constant: int) -> Any:
+        return pt.ge(a, _u64(constant))

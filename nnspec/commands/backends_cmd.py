@@ -1,0 +1,58 @@
+"""``nnspec backends``: each registered backend with its engine version, availability and devices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``nnspec backends``."""
+    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+
+
+def describe_backend(name: str) -> dict[str, Any]:
+    """``{name, aliases, engine, version, available, reason, devices}`` of one backend (never raises)."""
+    from ..backends import ALIASES, backend_class, get_backend
+
+    info: dict[str, Any] = {"name": name, "aliases": sorted(a for a, n in ALIASES.items() if n == name), "engine": "", "version": "", "available": False, "reason": "", "devices": []}
+    try:
+        cls = backend_class(name)
+        info["engine"] = getattr(cls, "engine", "")
+        ok, why = cls.availability()
+        if not ok:
+            info["reason"] = why
+            return info
+        backend = get_backend(name)
+        info["version"] = backend.engine_version()
+        info["devices"] = list(backend.devices())
+        info["available"] = True
+    except Exception as exc:  # a broken backend is reported, not raised
+        info["reason"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the backends table."""
+    from ..backends import backend_names
+
+    rows = [describe_backend(n) for n in backend_names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("backend", "engine", "version", "devices", "status")
+    table = [
+        (
+            r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
+            r["engine"],
+            r["version"] or "-",
+            ", ".join(r["devices"]) or "-",
+            "available" if r["available"] else f"unavailable: {r['reason']}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header) - 1)]
+    for row in (header, *table):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return 0

@@ -1,0 +1,150 @@
+"""Parity of one compiled model against the NumPy float64 reference: forward per layer, loss and gradients,
+and a K-step training trajectory. Each function returns a :class:`pandas.DataFrame`, one row per compared
+tensor (or step), with the measures of :mod:`nnspec.compare.tolerances` and an ``ok`` column.
+
+The reference side is computed once per comparison (:class:`Reference`) and shared by every engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..compiler.ir import Graph
+from ..reference.backward import loss_and_gradients
+from ..runtime.optimizers import init_state
+from ..reference.train import Trajectory, reference_trajectory
+from .tolerances import Tolerances, errors, weights_distance
+
+if TYPE_CHECKING:
+    from ..backends.base import CompiledModel
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference results a comparison checks every engine against."""
+
+    weights: dict[str, np.ndarray]
+    x: np.ndarray
+    y: np.ndarray
+    outputs: list[np.ndarray]
+    training_outputs: list[np.ndarray] | None
+    loss: float
+    gradients: dict[str, np.ndarray]
+    batches: list[Batch]
+    trajectory: Trajectory | None
+
+
+def has_dropout(graph: Graph) -> bool:
+    """True when some layer drops units in training."""
+    return any(n.op == "dropout" and float(n.attrs["rate"]) > 0 for n in graph.nodes)
+
+
+def compute_reference(graph: Graph, weights: Mapping[str, np.ndarray], batches: Sequence[Batch], *, trajectory: bool = True) -> Reference:
+    """Reference forward (inference, and training at step 0 when there is dropout), loss and gradients on
+    ``batches[0]``, and the trajectory over all of ``batches``. Inputs and weights are used exactly as given
+    (already rounded to the engines' dtype), in float64."""
+    from ..reference.forward import layer_outputs
+
+    w64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    x, y = batches[0]
+    x64 = np.asarray(x, dtype=np.float64)
+    outputs = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=False, step=0)]
+    training = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=True, step=0)] if has_dropout(graph) else None
+    loss, grads = loss_and_gradients(graph, w64, x64, y, step=0)
+    traj = reference_trajectory(graph, w64, [(np.asarray(bx, dtype=np.float64), by) for bx, by in batches]) if trajectory else None
+    return Reference(w64, x64, np.asarray(y), outputs, training, loss, grads, list(batches), traj)
+
+
+def compare_forward(graph: Graph, model: "CompiledModel", ref: Reference, tol: Tolerances) -> pd.DataFrame:
+    """Per-layer forward errors (inference mode, and training mode at step 0 when the graph has dropout).
+
+    Columns: ``mode, index, layer, op, max_abs, max_rel, tolerance, ok``; the final layer's row also has
+    ``argmax_agreement`` (fraction of examples whose largest output matches the reference's).
+    """
+    x = ref.x.astype(model.dtype)
+    rows = []
+    modes = [("inference", False, ref.outputs)]
+    if ref.training_outputs is not None:
+        modes.append(("training", True, ref.training_outputs))
+    for mode, training, expected in modes:
+        got = model.layer_outputs(x, training=training, step=0)
+        for node, a, r in zip(graph.nodes, got, expected):
+            max_abs, max_rel = errors(a, r)
+            row = {"mode": mode, "index": node.index, "layer": node.name, "op": node.op, "max_abs": max_abs, "max_rel": max_rel}
+            if node is graph.nodes[-1]:
+                row["argmax_agreement"] = argmax_agreement(np.asarray(a), r)
+            rows.append(row)
+    return _with_tolerance(pd.DataFrame(rows), tol.forward)
+
+
+def argmax_agreement(actual: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of examples whose largest output (last axis) is at the same index as the reference's."""
+    if actual.shape != reference.shape:
+        return 0.0
+    return float(np.mean(np.argmax(actual, axis=-1) == np.argmax(reference, axis=-1)))
+
+
+def compare_gradients(graph: Graph, model: "CompiledModel", ref: Reference, tol: Tolerances) -> pd.DataFrame:
+    """Loss and per-weight gradient errors on the first batch (dropout on, masks of step 0).
+
+    Columns: ``item`` (``loss`` or a weight key), ``layer``, ``max_abs``, ``max_rel``, ``tolerance``, ``ok``.
+    """
+    loss, grads = model.loss_and_gradients(ref.x.astype(model.dtype), ref.y, step=0)
+    rows = [{"item": "loss", "layer": "", **dict(zip(("max_abs", "max_rel"), errors(np.asarray(loss), np.asarray(ref.loss))))}]
+    for key, node, _ in graph.param_specs():
+        got = grads.get(key)
+        max_abs, max_rel = errors(got, ref.gradients[key]) if got is not None else (float("inf"), float("inf"))
+        rows.append({"item": key, "layer": node.name, "max_abs": max_abs, "max_rel": max_rel})
+    return _with_tolerance(pd.DataFrame(rows), tol.gradients)
+
+
+def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol: Tolerances) -> pd.DataFrame:
+    """Train ``model`` K steps from the reference's initial weights (step counter reset to 0) on the
+    reference's batches (pass a freshly compiled model: its optimiser slots must be zero, unless it offers
+    ``set_optimizer_state``, which is then used to reset them); per step: the reference loss, the engine's loss, their relative error, and the
+    distance between the weights after the step.
+
+    Columns: ``step, ref_loss, loss, loss_rel, weights_max_abs, weights_rel, max_rel, tolerance, ok``
+    where ``max_rel`` is the larger of ``loss_rel`` and ``weights_rel``.
+    """
+    assert ref.trajectory is not None, "the reference was computed without a trajectory"
+    start = {k: v.astype(model.dtype) for k, v in ref.weights.items()}
+    model.set_weights(start)
+    if hasattr(model, "set_optimizer_state"):  # optional hook: restart from fresh optimiser slots
+        model.set_optimizer_state(init_state(graph.train.optimizer, start))
+    model.step = 0
+    rows = []
+    for k, ((bx, by), ref_loss, ref_w) in enumerate(zip(ref.batches, ref.trajectory.losses, ref.trajectory.weights)):
+        loss = float(model.train_step(np.asarray(bx, dtype=model.dtype), by))
+        loss_abs, loss_rel = errors(np.asarray(loss), np.asarray(ref_loss))
+        w_abs, w_rel = weights_distance(model.get_weights(), ref_w)
+        rows.append(
+            {
+                "step": k,
+                "ref_loss": ref_loss,
+                "loss": loss,
+                "loss_rel": loss_rel,
+                "weights_max_abs": w_abs,
+                "weights_rel": w_rel,
+                "max_rel": max(loss_rel, w_rel),
+            }
+        )
+    return _with_tolerance(pd.DataFrame(rows), tol.trajectory)
+
+
+def _with_tolerance(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    df["tolerance"] = tolerance
+    df["ok"] = df["max_rel"] <= tolerance
+    return df
+
+
+def first_over(df: pd.DataFrame, column: str) -> str | None:
+    """The ``column`` value of the first row that is over its tolerance, or ``None``."""
+    bad = df[~df["ok"]]
+    return None if bad.empty else str(bad.iloc[0][column])

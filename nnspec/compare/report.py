@@ -1,0 +1,229 @@
+"""Rendering a :class:`~nnspec.compare.core.CompareResult`: terminal text, Markdown, CSV and a trajectory plot.
+
+The report's tables are pivots of the result's long DataFrames: one row per layer (or weight, or step),
+one column per engine, holding the relative error; a ``!`` marks a value over its tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .core import CompareResult
+
+
+def fmt_error(value: float) -> str:
+    """An error measure in short scientific notation (``0`` for exact agreement)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value == 0:
+        return "0"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.1e}"
+
+
+def _cell(value: float, ok: bool) -> str:
+    return fmt_error(value) + ("" if ok else " !")
+
+
+def _pivot(df: pd.DataFrame, keys: list[str], backends: list[str]) -> pd.DataFrame:
+    """Rows ``keys``, one column per engine with its marked relative error."""
+    table = df.assign(cell=[_cell(v, ok) for v, ok in zip(df["max_rel"], df["ok"])])
+    wide = table.pivot_table(index=keys, columns="backend", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=[b for b in backends if b in wide.columns]).reset_index()
+    wide.columns.name = None
+    return wide.fillna("-")
+
+
+def forward_table(result: "CompareResult", mode: str) -> pd.DataFrame:
+    """Forward relative error per layer and engine in ``mode`` (``inference`` or ``training``), plus argmax agreement."""
+    df = result.forward[result.forward["mode"] == mode]
+    if df.empty:
+        return pd.DataFrame()
+    wide = _pivot(df, ["index", "layer", "op"], result.backends)
+    agree = {"index": "", "layer": "argmax agreement", "op": ""}
+    for b in wide.columns[3:]:
+        values = df[(df["backend"] == b)]["argmax_agreement"].dropna()
+        agree[b] = f"{100 * values.iloc[-1]:.0f}%" if len(values) else "-"
+    return pd.concat([wide, pd.DataFrame([agree])], ignore_index=True)
+
+
+def gradients_table(result: "CompareResult") -> pd.DataFrame:
+    """Loss and gradient relative error per weight and engine."""
+    return _pivot(result.gradients, ["item"], result.backends) if len(result.gradients) else pd.DataFrame()
+
+
+def trajectory_table(result: "CompareResult") -> pd.DataFrame:
+    """Per step: the reference loss and, per engine, the loss's and the weights' relative errors."""
+    df = result.trajectory
+    if df.empty:
+        return pd.DataFrame()
+    first = df[df["backend"] == df["backend"].iloc[0]]
+    out = pd.DataFrame({"step": first["step"].to_numpy(), "ref loss": [f"{v:.6f}" for v in first["ref_loss"]]})
+    for b in [b for b in result.backends if b in set(df["backend"])]:
+        part = df[df["backend"] == b].set_index("step").reindex(out["step"])
+        out[f"{b} loss"] = [_cell(v, v <= t) for v, t in zip(part["loss_rel"], part["tolerance"])]
+        out[f"{b} weights"] = [_cell(v, v <= t) for v, t in zip(part["weights_rel"], part["tolerance"])]
+    return out
+
+
+def timing_table(result: "CompareResult") -> pd.DataFrame:
+    """Timing per engine in readable units."""
+    t = result.timing
+    if t.empty:
+        return pd.DataFrame()
+    return pd.DataFrame(
+        {
+            "backend": t["backend"],
+            "device": t["device"],
+            "compile s": t["compile_s"].map(lambda v: f"{v:.2f}"),
+            "first step s": t["first_step_s"].map(lambda v: f"{v:.2f}"),
+            "step ms": t["step_s"].map(lambda v: f"{1000 * v:.2f}"),
+            "epoch s": t["epoch_s"].map(lambda v: f"{v:.3f}"),
+            "examples": t["epoch_examples"].astype(int),
+            "examples/s": t["examples_per_s"].map(lambda v: f"{v:,.0f}"),
+        }
+    )
+
+
+def summary_table(result: "CompareResult") -> pd.DataFrame:
+    """One row per engine: status, the first layer / weight / step over tolerance, argmax agreement, message."""
+    s = result.summary
+    out = pd.DataFrame(
+        {
+            "backend": s["backend"],
+            "status": s["status"],
+            "first layer over tol": s["first_forward"].fillna("-"),
+            "first gradient over tol": s["first_gradient"].fillna("-"),
+            "first step over tol": s["first_step"].fillna("-").astype(str),
+            "argmax": s["argmax_agreement"].map(lambda v: "-" if pd.isna(v) else f"{100 * v:.0f}%"),
+        }
+    )
+    messages = s["message"].fillna("")
+    if messages.astype(bool).any():
+        out["message"] = messages
+    return out
+
+
+def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
+    """The report's titled tables, in order."""
+    t = result.tolerances
+    parts = [
+        (f"Forward per layer, inference (max relative error vs NumPy float64; tolerance {t.forward:g})", forward_table(result, "inference")),
+        (f"Forward per layer, training: dropout masks of step 0 (tolerance {t.forward:g})", forward_table(result, "training")),
+        (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
+        (f"Training trajectory, {result.steps} steps: relative error of the loss and of the weights (tolerance {t.trajectory:g})", trajectory_table(result)),
+        ("Timing (medians, warm-up excluded)", timing_table(result)),
+        ("Summary", summary_table(result)),
+    ]
+    return [(title, df) for title, df in parts if len(df)]
+
+
+def header_lines(result: "CompareResult") -> list[str]:
+    """What was compared, on what data, with which tolerances."""
+    t = result.tolerances
+    return [
+        f"spec {result.spec}: {', '.join(result.backends)} vs the NumPy float64 reference",
+        f"dtype {result.dtype}, batch {result.batch}, {result.steps} training steps; data: {result.data_source}",
+        f"tolerances (relative): forward {t.forward:g}, gradients {t.gradients:g}, trajectory {t.trajectory:g}; '!' marks a value over it",
+    ]
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """A plain, aligned text table (left-aligned text, right-aligned numbers)."""
+    cols = [str(c) for c in df.columns]
+    rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    numeric = [all(_looks_numeric(r[i]) for r in rows) for i in range(len(cols))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _looks_numeric(text: str) -> bool:
+    stripped = text.replace(" !", "").replace("%", "").replace(",", "").strip()
+    if stripped in ("-", "", "inf"):
+        return True
+    try:
+        float(stripped)
+        return True
+    except ValueError:
+        return False
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (pipes in cells escaped)."""
+
+    def esc(v: object) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule] + body)
+
+
+def render(result: "CompareResult", table: Callable[[pd.DataFrame], str] = text_table, markdown: bool = False) -> str:
+    """The whole report as text (``markdown=True``: as a Markdown document)."""
+    lines: list[str] = []
+    if markdown:
+        lines += [f"# nnspec compare: {result.spec}", ""] + [f"- {h}" for h in header_lines(result)] + [""]
+    else:
+        lines += header_lines(result) + [""]
+    for title, df in sections(result):
+        lines += [f"## {title}" if markdown else title, ""] if markdown else [title]
+        lines += [table(df), ""]
+    verdict = "all engines agree with the reference" if result.ok else "some engines DISAGREE with the reference"
+    lines.append(f"**Result: {verdict}.**" if markdown else f"Result: {verdict} (exit code {result.exit_code}).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_trajectory(result: "CompareResult", path: str | os.PathLike) -> None:
+    """Loss per step (reference and engines) and the weights' relative distance to the reference per step."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    df = result.trajectory
+    fig, (ax_loss, ax_dist) = plt.subplots(1, 2, figsize=(11, 4))
+    if len(df):
+        first = df[df["backend"] == df["backend"].iloc[0]]
+        ax_loss.plot(first["step"], first["ref_loss"], "k-", linewidth=3, alpha=0.4, label="NumPy float64 reference")
+        for b in [b for b in result.backends if b in set(df["backend"])]:
+            part = df[df["backend"] == b]
+            ax_loss.plot(part["step"], part["loss"], marker="o", markersize=3, label=b)
+            ax_dist.plot(part["step"], part["weights_rel"].clip(lower=1e-18), marker="o", markersize=3, label=b)
+        ax_dist.axhline(result.tolerances.trajectory, color="red", linestyle="--", linewidth=1, label="tolerance")
+        ax_dist.set_yscale("log")
+    ax_loss.set(title=f"{result.spec}: training loss per step ({result.dtype})", xlabel="step", ylabel="loss")
+    ax_dist.set(title="weights: relative distance to the reference", xlabel="step", ylabel="||w - w_ref|| / ||w_ref||")
+    for ax in (ax_loss, ax_dist):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(result: "CompareResult", out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``compare.csv`` (every row, long format), ``summary.csv``, ``compare.md`` and ``trajectory.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("compare.csv", "summary.csv", "compare.md", "trajectory.png")}
+    result.to_frame().to_csv(paths["compare.csv"], index=False)
+    result.summary.drop(columns=["traceback"], errors="ignore").to_csv(paths["summary.csv"], index=False)
+    paths["compare.md"].write_text(render(result, markdown_table, markdown=True))
+    if len(result.trajectory):
+        plot_trajectory(result, paths["trajectory.png"])
+    else:
+        del paths["trajectory.png"]
+    return paths

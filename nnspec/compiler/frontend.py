@@ -1,0 +1,225 @@
+"""The front end of the compiler: spec text -> checked, shape-inferred, frozen :class:`Graph`.
+
+Pipeline: load (safe YAML -> positioned nodes) -> compose (``extends``, overrides) -> validate and
+resolve each section (vocabulary, types, ranges, defaults, names) -> infer (shapes, parameters,
+FLOPs, via :func:`nnspec.compiler.shapes.make_node`) -> :class:`Graph`. Every problem found on the way
+is collected; if there is any, one :class:`SpecError` lists them all, sorted by position.
+
+Nothing here imports an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+from ..errors import Diagnostic, SpecError
+from .compose import apply_extends, apply_overrides
+from .ir import Graph, Node, Shape, TrainConfig
+from .loader import YMap, YNode, YScalar, YSeq, parse, read_text
+from .report import Report
+from .resolve import LayerDraft, resolve_data, resolve_input, resolve_layers, resolve_train
+from .schema import FAILED, LANGUAGE_VERSIONS, TOP_FIELDS, read_section
+from .shapes import ShapeProblem, make_node
+from .values import describe
+
+Overrides = Mapping[str, Any] | Sequence[str] | None
+
+#: Examples per image of the built-in data sets and their number of classes, checked against the spec.
+KNOWN_DATASETS: dict[str, tuple[Shape, int]] = {
+    "digits": ((8, 8, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+}
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Overrides = None) -> Graph:
+    """Load, check and shape-infer the spec file at ``path``; raises :class:`SpecError` listing every problem.
+
+    ``overrides`` are settings applied on top of the file: ``{'train.epochs': 3}`` or
+    ``['train.epochs=3']`` (as ``--set`` on the command line).
+    """
+    shown = os.fspath(path)
+    text = read_text(shown)
+    return check_text(text, shown, overrides, base_dir=os.path.dirname(shown) or ".")
+
+
+def check_text(text: str, filename: str = "<spec>", overrides: Overrides = None, base_dir: str | None = None) -> Graph:
+    """Check spec ``text`` (named ``filename`` in diagnostics) and return its :class:`Graph`.
+
+    ``base_dir`` is where ``extends`` paths are looked up (default: the current directory).
+    """
+    root = parse(text, filename)
+    report = Report(filename)
+    if root is None:
+        report.add("E0108", "spec is empty", None, "start with `nnspec: 1`, then input, layers, train and data")
+        report.raise_if_any()
+    if not isinstance(root, YMap):
+        report.add("E0108", f"a spec is a mapping of sections (nnspec, name, input, layers, train, data); got {describe(root)}", root, "start with `nnspec: 1`")
+        report.raise_if_any()
+    assert isinstance(root, YMap)
+    root = apply_extends(root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ())
+    root = apply_overrides(root, overrides, report)
+    graph = build_graph(root, report, filename)
+    report.raise_if_any()
+    assert graph is not None
+    return graph
+
+
+def diagnose(path: str | os.PathLike[str], overrides: Overrides = None) -> tuple[Graph | None, list[Diagnostic]]:
+    """Check a spec file without raising: ``(graph, [])`` when valid, ``(None, diagnostics)`` otherwise."""
+    try:
+        return load_spec(path, overrides), []
+    except SpecError as exc:
+        return None, exc.diagnostics
+
+
+def diagnose_text(text: str, filename: str = "<spec>", overrides: Overrides = None) -> list[Diagnostic]:
+    """The diagnostics of spec ``text`` (an empty list when it is valid)."""
+    try:
+        check_text(text, filename, overrides)
+    except SpecError as exc:
+        return exc.diagnostics
+    return []
+
+
+def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
+    """Validate, resolve and infer a composed spec mapping; problems go to ``report``."""
+    top = read_section(root, TOP_FIELDS, report, where="spec", sep=".", codes=("E0601", "E0608", "E0602"), section="top")
+    version = top.get("nnspec")
+    if isinstance(version, int) and version not in LANGUAGE_VERSIONS:
+        report.add("E0603", f"unsupported spec language version {version}; this nnspec reads version {', '.join(map(str, LANGUAGE_VERSIONS))}", root.get("nnspec"), "write nnspec: 1")
+    name = top.get("name")
+    if not isinstance(name, str):
+        name = _name_from_file(source)
+    description = top.get("description")
+    input_shape, dtype = resolve_input(top["input"], report) if "input" in top else (None, "float32")
+    drafts = resolve_layers(top["layers"], report) if "layers" in top else []
+    train = resolve_train(top.get("train"), report)
+    data = resolve_data(top.get("data"), report)
+    nodes = infer_nodes(drafts, input_shape, report)
+    if nodes is not None:
+        _check_head(nodes, drafts, train, report)
+    if input_shape is not None and data.dataset in KNOWN_DATASETS and top.get("data") is not None:
+        _check_dataset(input_shape, nodes, data.dataset, root, report)
+    if report or nodes is None or input_shape is None:
+        return None
+    return Graph(
+        name=name,
+        input_shape=input_shape,
+        nodes=tuple(nodes),
+        train=train,
+        data=data,
+        description=description if isinstance(description, str) else "",
+        dtype=dtype,
+        source=source,
+        version=version if isinstance(version, int) else 1,
+        positions=positions(root, source),
+    )
+
+
+def _name_from_file(source: str) -> str:
+    stem = os.path.splitext(os.path.basename(source))[0]
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", stem).strip("_-")[:64]
+    return cleaned if re.match(r"^[A-Za-z_]", cleaned or "") else f"model_{cleaned}".rstrip("_")
+
+
+def infer_nodes(drafts: list[LayerDraft], input_shape: Shape | None, report: Report) -> list[Node] | None:
+    """Shape-infer the layers in order; a layer that fails makes everything after it unknown (no cascade).
+
+    Returns None when any layer could not be inferred.
+    """
+    nodes: list[Node] = []
+    shape = input_shape
+    previous = "input.shape"
+    complete = input_shape is not None and bool(drafts)
+    for draft in drafts:
+        if draft.attrs is None or shape is None:
+            shape, complete = None, False
+            continue
+        try:
+            node = make_node(draft.index, draft.name, draft.op, draft.attrs, shape)
+        except ShapeProblem as problem:
+            report.add(problem.code, _shape_message(draft, problem, shape, previous), draft.node, problem.hint)
+            shape, complete = None, False
+            continue
+        nodes.append(node)
+        shape = node.output_shape
+        previous = repr(node.name)
+    return nodes if complete else None
+
+
+def _shape_message(draft: LayerDraft, problem: ShapeProblem, shape: Shape, previous: str) -> str:
+    if problem.message.startswith("needs"):
+        return f"{draft.label} {problem.message} from {previous}"
+    return f"{draft.label}: {problem.message}; its input comes from {previous}"
+
+
+def _check_head(nodes: list[Node], drafts: list[LayerDraft], train: TrainConfig, report: Report) -> None:
+    """The loss compares the output with integer class labels: it needs a rank-1 output."""
+    last = nodes[-1]
+    draft = drafts[-1]
+    if len(last.output_shape) != 1:
+        report.add(
+            "E0304",
+            f"{draft.label}: the model's output must be rank-1 (one score per class) for loss {train.loss}; got {last.output_shape}",
+            draft.node,
+            "end the model with `- flatten` and `- dense: {units: <classes>}`",
+        )
+    elif train.loss == "cross_entropy" and last.output_shape[0] < 2:
+        report.add("E0304", f"{draft.label}: loss cross_entropy needs at least 2 output units (classes); got {last.output_shape[0]}", draft.node, "use one unit per class")
+
+
+def _check_dataset(input_shape: Shape, nodes: list[Node] | None, dataset: str, root: YMap, report: Report) -> None:
+    expected, classes = KNOWN_DATASETS[dataset]
+    if tuple(input_shape) != expected:
+        node = _at(root, "input", "shape")
+        report.add("E0505", f"input.shape {list(input_shape)} does not match dataset {dataset}, whose examples are {list(expected)}", node, f"write input: {{shape: {list(expected)}}}")
+    elif nodes and len(nodes[-1].output_shape) == 1 and nodes[-1].output_shape[0] < classes:
+        node = _at(root, "layers")
+        if isinstance(node, YSeq) and node.items:
+            node = node.items[-1]
+        report.add("E0505", f"dataset {dataset} has {classes} classes but the model outputs {nodes[-1].output_shape[0]} scores", node, f"make the last dense layer units: {classes}")
+
+
+def _at(root: YMap, *keys: str) -> YNode | None:
+    node: YNode | None = root
+    for key in keys:
+        node = node.get(key) if isinstance(node, YMap) else None
+    return node
+
+
+def positions(root: YMap, source: str) -> dict[str, tuple[int, int]]:
+    """``{"input.shape": (line, column), "layers[2]": ..., "layers[2].units": ..., "train.batch_size": ...}``.
+
+    Values' positions, for nodes that come from ``source`` itself (not a base spec or an override).
+    """
+    found: dict[str, tuple[int, int]] = {}
+
+    def record(path: str, node: YNode | None, key: YScalar | None = None) -> None:
+        target = node if node is not None and not (isinstance(node, YScalar) and node.kind == "null") else key
+        if target is not None and target.file == source and target.line is not None and target.column is not None:
+            found[path] = (target.line, target.column)
+
+    def walk(path: str, node: YNode | None, key: YScalar | None = None) -> None:
+        record(path, node, key)
+        if isinstance(node, YMap):
+            for k, (kn, v) in node.items.items():
+                walk(f"{path}.{k}" if path else k, v, kn)
+        elif isinstance(node, YSeq) and path != "layers":
+            for i, item in enumerate(node.items):
+                walk(f"{path}[{i}]", item)
+
+    walk("", root)
+    layers = root.get("layers")
+    if isinstance(layers, YSeq):
+        for i, item in enumerate(layers.items):
+            record(f"layers[{i}]", item)
+            if isinstance(item, YMap) and len(item.items) == 1:
+                _, params = next(iter(item.items.values()))
+                if isinstance(params, YMap):
+                    for k, (kn, v) in params.items.items():
+                        record(f"layers[{i}].{k}", v, kn)
+    found.pop("", None)
+    return found

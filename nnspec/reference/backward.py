@@ -1,0 +1,231 @@
+"""The NumPy float64 reference backward pass: hand-written backpropagation, one rule per IR op.
+
+Every engine's gradients are checked against these. The forward pass is
+:func:`nnspec.reference.forward.forward_trace`, whose per-layer records hold what the rules need (the
+layer's input, its pre-activation, its dropout keep-mask).
+
+Conventions where the derivative is not unique (the engines must agree with them, see docs/backends.md):
+
+* ``relu``: derivative 0 at 0 (``z > 0``).
+* ``max_pool2d``: when several elements of a window share the maximum, the first one in row-major
+  window order receives the gradient.
+* ``dropout``: the mask of ``(train.seed, layer index, step)`` from :mod:`nnspec.runtime.dropout`.
+* ``cross_entropy`` after a final ``softmax`` is differentiated as one fused op from the logits:
+  ``(softmax(z) - one_hot(y)) / batch``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..compiler.ir import Graph, Node
+from ..compiler.shapes import padding_pairs
+from ..runtime.losses import loss_from_head
+from ..runtime.numpy_ops import NumpyOps
+from .forward import LayerRecord, forward_trace, windows
+
+Grads = dict[str, np.ndarray]
+#: A backward rule: (layer record, weights, output gradient) -> (input gradient, weight gradients).
+BackwardRule = Callable[[LayerRecord, Mapping[str, np.ndarray], np.ndarray], tuple[np.ndarray, Grads]]
+_RULES: dict[str, BackwardRule] = {}
+_OPS = NumpyOps("float64")
+
+
+def backward_rule(op: str) -> Callable[[BackwardRule], BackwardRule]:
+    """Register the backward rule of IR op ``op``."""
+
+    def register(fn: BackwardRule) -> BackwardRule:
+        _RULES[op] = fn
+        return fn
+
+    return register
+
+
+# ---- windows (conv2d and the pools) --------------------------------------------------------------------
+
+
+def _window_of(node: Node) -> tuple[int, int]:
+    return tuple(node.attrs["kernel"] if node.op == "conv2d" else node.attrs["size"])  # type: ignore[return-value]
+
+
+def node_windows(node: Node, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """The windows of a conv/pool node over its input ``x``: shape (B, OH, OW, KH, KW, C), a view."""
+    return windows(x, _window_of(node), node.attrs["strides"], padding_pairs(node), fill).transpose(0, 1, 2, 4, 5, 3)
+
+
+def scatter_windows(node: Node, d_windows: np.ndarray, batch: int) -> np.ndarray:
+    """Adjoint of :func:`node_windows`: add window gradients (B, OH, OW, KH, KW, C) back into the padded
+    input, then crop the padding away. Returns the gradient of the (B, H, W, C) input."""
+    (top, bottom), (left, right) = padding_pairs(node)
+    h, w, c = node.input_shape
+    kh, kw = _window_of(node)
+    sh, sw = node.attrs["strides"]
+    oh, ow = d_windows.shape[1:3]
+    dp = np.zeros((batch, h + top + bottom, w + left + right, c), dtype=d_windows.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] += d_windows[:, :, :, i, j, :]
+    return dp[:, top : top + h, left : left + w, :]
+
+
+# ---- activations ---------------------------------------------------------------------------------------
+
+
+def activation_derivative(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """d activation(z) / dz, given the pre-activation ``z`` and the activation ``a``."""
+    if name == "linear":
+        return np.ones_like(z)
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    if name == "sigmoid":
+        return a * (1.0 - a)
+    if name == "tanh":
+        return 1.0 - a * a
+    if name == "elu":
+        return np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0)))
+    if name == "gelu":
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(z / math.sqrt(2.0)))
+        return cdf + z * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    if name == "softplus":
+        return 1.0 / (1.0 + np.exp(-z))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _through_activation(rec: LayerRecord, dy: np.ndarray) -> np.ndarray:
+    node = rec.node
+    name = node.attrs["activation"]
+    assert rec.pre_activation is not None
+    return dy * activation_derivative(name, rec.pre_activation, rec.output)
+
+
+# ---- rules ---------------------------------------------------------------------------------------------
+
+
+@backward_rule("dense")
+def _dense(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    node = rec.node
+    kernel = w[node.key("kernel")]
+    dz = _through_activation(rec, dy)
+    grads = {node.key("kernel"): rec.input.T @ dz}
+    if node.attrs["use_bias"]:
+        grads[node.key("bias")] = dz.sum(axis=0)
+    return dz @ kernel.T, grads
+
+
+@backward_rule("conv2d")
+def _conv2d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    node = rec.node
+    kernel = w[node.key("kernel")]
+    kh, kw, cin, cout = kernel.shape
+    patches = node_windows(node, rec.input)
+    b, oh, ow = patches.shape[:3]
+    cols = patches.reshape(b * oh * ow, kh * kw * cin)
+    flat_kernel = kernel.reshape(kh * kw * cin, cout)
+    dz = _through_activation(rec, dy).reshape(-1, cout)
+    grads = {node.key("kernel"): (cols.T @ dz).reshape(kernel.shape)}
+    if node.attrs["use_bias"]:
+        grads[node.key("bias")] = dz.sum(axis=0)
+    d_windows = (dz @ flat_kernel.T).reshape(b, oh, ow, kh, kw, cin)
+    return scatter_windows(node, d_windows, b), grads
+
+
+@backward_rule("max_pool2d")
+def _max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    node = rec.node
+    win = node_windows(node, rec.input, fill=-np.inf)
+    b, oh, ow, ph, pw, c = win.shape
+    flat = win.transpose(0, 1, 2, 5, 3, 4).reshape(b, oh, ow, c, ph * pw)
+    first = np.argmax(flat, axis=-1)  # the first maximum in row-major window order
+    routed = (np.arange(ph * pw) == first[..., None]) * dy[..., None]
+    return scatter_windows(node, routed.reshape(b, oh, ow, c, ph, pw).transpose(0, 1, 2, 4, 5, 3), b), {}
+
+
+@backward_rule("avg_pool2d")
+def _avg_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    node = rec.node
+    inside = node_windows(node, np.ones((1,) + tuple(node.input_shape[:2]) + (1,)))  # 0 on padding
+    count = inside.sum(axis=(3, 4))  # (1, OH, OW, 1): padding is not counted
+    return scatter_windows(node, (dy / count)[:, :, :, None, None, :] * inside, dy.shape[0]), {}
+
+
+@backward_rule("flatten")
+@backward_rule("reshape")
+def _reshape(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    return dy.reshape(rec.input.shape), {}
+
+
+@backward_rule("dropout")
+def _dropout(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    if rec.keep is None:  # inference, or rate 0
+        return dy, {}
+    return np.where(rec.keep, dy * rec.scale, 0.0), {}
+
+
+@backward_rule("activation")
+def _activation(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    return _through_activation(rec, dy), {}
+
+
+def softmax_backward(s: np.ndarray, ds: np.ndarray) -> np.ndarray:
+    """Gradient through ``s = softmax(z)`` (last axis): ``s * (ds - sum(ds * s))``."""
+    return s * (ds - np.sum(ds * s, axis=-1, keepdims=True))
+
+
+@backward_rule("softmax")
+def _softmax(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    return softmax_backward(rec.output, dy), {}
+
+
+# ---- loss ----------------------------------------------------------------------------------------------
+
+
+def loss_and_head_gradient(graph: Graph, head: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """The shared loss of one batch and its gradient with respect to ``head`` (the output of ``graph.logits_nodes``)."""
+    head = np.asarray(head, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    loss = float(loss_from_head(_OPS, graph, head, labels))
+    onehot = _OPS.one_hot(labels, graph.output_shape[-1])
+    if graph.train.loss == "cross_entropy":
+        return loss, (_OPS.softmax(head) - onehot) / head.shape[0]
+    if graph.train.loss == "mse":
+        return loss, 2.0 * (head - onehot) / head.size
+    raise ValueError(f"unknown loss {graph.train.loss!r}")
+
+
+# ---- the whole pass ------------------------------------------------------------------------------------
+
+
+def backward(graph: Graph, weights: Mapping[str, np.ndarray], records: list[LayerRecord], d_head: np.ndarray) -> Grads:
+    """Gradients of every weight from a forward trace and the gradient of the loss with respect to the head.
+
+    ``d_head`` is the gradient with respect to the output of the last of ``graph.logits_nodes`` (the
+    logits when the loss is fused with a final softmax).
+    """
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    grads: Grads = {}
+    dy = np.asarray(d_head, dtype=np.float64)
+    for rec in reversed(records[: len(graph.logits_nodes)]):
+        dy, g = _RULES[rec.node.op](rec, w, dy.reshape(rec.output.shape))
+        grads.update(g)
+    return {key: grads[key] for key, _, _ in graph.param_specs()}
+
+
+def loss_and_gradients(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    step: int = 0,
+    training: bool = True,
+) -> tuple[float, Grads]:
+    """Reference loss of one batch and its float64 gradient per weight (dropout on, masks of ``step``).
+
+    The same contract as :meth:`nnspec.backends.base.CompiledModel.loss_and_gradients`.
+    """
+    records = forward_trace(graph, weights, x, training=training, step=step, dtype="float64")
+    loss, d_head = loss_and_head_gradient(graph, records[len(graph.logits_nodes) - 1].output, y)
+    return loss, backward(graph, weights, records, d_head)

@@ -1,0 +1,126 @@
+"""Run directories (contract): what ``nnspec run`` writes, and reading runs back for ``nnspec plot``.
+
+A run directory holds ``spec.yaml`` (resolved), ``metrics.csv``, ``test.json``, ``history.png``,
+``weights.safetensors`` and ``env.json``; the default place is ``runs/<name>/<backend>-<timestamp>/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import DataError
+from .history import read_metrics, write_metrics
+from .plots import plot_history
+from .specfile import dump_spec
+from .weights import save_weights
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..backends.base import CompiledModel
+    from ..compiler.ir import Graph
+
+RUN_FILES: tuple[str, ...] = ("spec.yaml", "metrics.csv", "test.json", "history.png", "weights.safetensors", "env.json")
+
+
+def default_run_dir(graph: "Graph", backend: str, root: str | os.PathLike = "runs", now: _dt.datetime | None = None) -> Path:
+    """``<root>/<name>/<backend>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... added when that exists."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / graph.name / f"{backend}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _absolute_data_path(graph: "Graph") -> "Graph":
+    """The graph with a relative ``data.path`` made absolute, so the run's spec.yaml loads from anywhere."""
+    from dataclasses import replace
+
+    from ..data.load import resolve_path
+
+    path = graph.data.path
+    if not path or os.path.isabs(path):
+        return graph
+    return graph.replace(data=replace(graph.data, path=os.path.abspath(resolve_path(path, graph, None) or path)))
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_run(
+    directory: str | os.PathLike,
+    model: "CompiledModel",
+    history: "pd.DataFrame",
+    test: Mapping[str, float],
+    env: Mapping[str, Any],
+) -> Path:
+    """Write every contract file of a finished run into ``directory`` (created if needed)."""
+    from .. import __version__
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    graph = _absolute_data_path(model.graph)
+    header = f"resolved by nnspec {__version__}" + (f" from {graph.source}" if graph.source else "")
+    (out / "spec.yaml").write_text(dump_spec(graph, header))
+    write_metrics(history, out / "metrics.csv")
+    _write_json(out / "test.json", {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])})
+    plot_history(history, out / "history.png", f"{graph.name} ({model.backend.name})")
+    save_weights(out / "weights.safetensors", model.get_weights(), graph)
+    _write_json(out / "env.json", env)
+    return out
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run directory read back: its label parts and metrics."""
+
+    directory: Path
+    name: str
+    backend: str
+    history: "pd.DataFrame"
+    test: Mapping[str, float] | None
+
+    @property
+    def label(self) -> str:
+        """``<spec name> (<backend>)``."""
+        return f"{self.name} ({self.backend})"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    return data if isinstance(data, dict) else None
+
+
+def read_run(directory: str | os.PathLike) -> RunRecord:
+    """Read a run directory's metrics, spec name and backend; a missing ``metrics.csv`` is a :class:`DataError`."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"{d}: no such run directory")
+    history = read_metrics(d / "metrics.csv")
+    name = d.parent.name or d.name
+    spec = d / "spec.yaml"
+    if spec.is_file():
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(spec.read_text())
+            if isinstance(loaded, dict) and isinstance(loaded.get("name"), str):
+                name = loaded["name"]
+        except yaml.YAMLError:
+            pass
+    env = _read_json(d / "env.json") or {}
+    backend = str(env.get("backend") or d.name.split("-")[0])
+    return RunRecord(d, name, backend, history, _read_json(d / "test.json"))

@@ -1,0 +1,73 @@
+"""Writing a resolved :class:`~nnspec.compiler.ir.Graph` back in the spec language (every default filled
+in, every layer named), as ``spec.yaml`` of a run directory. Loading the text again gives the same graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compiler.ir import Graph, Initializer, Node
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Initializer):
+        return value.name if not value.args else {value.name: {k: float(v) for k, v in value.args}}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # NumPy scalars
+        return value.item()
+    return value
+
+
+_ORDER = ("units", "filters", "kernel", "size", "strides", "padding", "rate", "shape", "activation", "use_bias", "kernel_init", "bias_init")
+
+
+def _layer(node: Node) -> dict[str, Any]:
+    keys = sorted(node.attrs, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
+    return {node.op: {"name": node.name, **{k: _plain(node.attrs[k]) for k in keys}}}
+
+
+def graph_to_spec(graph: Graph) -> dict[str, Any]:
+    """The spec (as plain Python data) that describes ``graph``, with every default written out."""
+    t, d = graph.train, graph.data
+    train: dict[str, Any] = {
+        "loss": t.loss,
+        "optimizer": {t.optimizer.name: _plain(dict(t.optimizer.params))},
+        "schedule": {t.schedule.name: _plain(dict(t.schedule.params))} if t.schedule.params else t.schedule.name,
+        "weight_decay": t.weight_decay,
+        "batch_size": t.batch_size,
+        "epochs": t.epochs,
+        "seed": t.seed,
+        "metrics": list(t.metrics),
+    }
+    data: dict[str, Any] = {"dataset": d.dataset}
+    if d.path:
+        data["path"] = d.path
+    data.update({k: _plain(v) for k, v in d.options.items()})
+    data.update({"validation_split": d.validation_split, "test_split": d.test_split, "normalize": d.normalize})
+    spec: dict[str, Any] = {"nnspec": graph.version, "name": graph.name}
+    if graph.description:
+        spec["description"] = graph.description
+    spec["input"] = {"shape": list(graph.input_shape), "dtype": graph.dtype}
+    spec["layers"] = [_layer(n) for n in graph.nodes]
+    spec["train"] = train
+    spec["data"] = data
+    return spec
+
+
+def dump_spec(graph: Graph, header: str | None = None) -> str:
+    """YAML text of :func:`graph_to_spec`, one line per layer; ``header`` becomes a leading comment."""
+    import yaml
+
+    spec = graph_to_spec(graph)
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    top = {k: v for k, v in spec.items() if k != "layers"}
+    head = yaml.safe_dump({k: top[k] for k in ("nnspec", "name", "description", "input") if k in top}, sort_keys=False, default_flow_style=None, width=120)
+    layers = "layers:\n" + "".join(
+        f"  - {op}: " + yaml.safe_dump(params, sort_keys=False, default_flow_style=True, width=10_000).strip() + "\n"
+        for layer in spec["layers"]
+        for op, params in layer.items()
+    )
+    tail = yaml.safe_dump({"train": top["train"], "data": top["data"]}, sort_keys=False, default_flow_style=False, width=120)
+    return "\n".join(lines + [head.rstrip(), layers.rstrip(), tail.rstrip()]) + "\n"

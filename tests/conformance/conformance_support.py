@@ -1,0 +1,56 @@
+"""Helpers shared by the conformance tests: small graphs, random weights and data, tolerances.
+
+Nothing here knows any engine: every test reaches its backend through ``get_backend(backend_name)`` and
+the :class:`~nnspec.backends.base.CompiledModel` contract only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nnspec.backends import get_backend
+from nnspec.backends.base import CompiledModel
+from nnspec.compiler.ir import Graph, OptimizerConfig, TrainConfig
+from nnspec.compiler.shapes import make_graph
+
+#: (rtol, atol relative to the reference's largest magnitude) per dtype, for forward values.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+
+
+def graph(input_shape: Sequence[int], layers: Sequence[Any], **train: Any) -> Graph:
+    """A graph from Python layer descriptions; ``train`` fields override :class:`TrainConfig`'s defaults."""
+    return make_graph(tuple(input_shape), list(layers), train=TrainConfig(**train))
+
+
+def random_weights(g: Graph, seed: int = 0, scale: float = 0.5) -> dict[str, np.ndarray]:
+    """Normal float64 weights (biases included, so that they matter) for every parameter of ``g``."""
+    rng = np.random.default_rng(seed)
+    return {key: rng.normal(scale=scale, size=spec.shape) for key, _, spec in g.param_specs()}
+
+
+def random_batch(g: Graph, n: int, seed: int = 1, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 batch of ``n`` examples in ``g``'s input shape and integer labels."""
+    rng = np.random.default_rng(seed)
+    classes = classes or g.output_shape[-1]
+    return rng.normal(size=(n, *g.input_shape)), rng.integers(0, classes, size=n).astype(np.int32)
+
+
+def compile_model(backend_name: str, g: Graph, weights: Mapping[str, np.ndarray] | None = None, dtype: str = "float64") -> CompiledModel:
+    """Compile ``g`` on the CPU of backend ``backend_name``."""
+    return get_backend(backend_name).compile(g, weights, device="cpu", dtype=dtype)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str, what: str = "") -> None:
+    """Equal shapes, and values within :data:`TOLERANCE` of ``dtype`` (relative, plus an absolute floor)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    tol = TOLERANCE[dtype]
+    floor = tol * max(float(np.max(np.abs(expected), initial=0.0)), 1e-3)
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=tol, atol=floor, err_msg=what)
+
+
+def adam(**params: float) -> OptimizerConfig:
+    """An Adam configuration with Keras's defaults and ``params`` over them."""
+    return OptimizerConfig("adam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, **params})

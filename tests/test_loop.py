@@ -1,0 +1,201 @@
+"""The loop driver, history, progress output, run-directory writer and plots, on a recording fake engine."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnspec.backends.base import CompiledModel
+from nnspec.compiler.init import initial_weights
+from nnspec.compiler.ir import DataConfig, TrainConfig
+from nnspec.compiler.shapes import make_graph
+from nnspec.data import Dataset
+from nnspec.errors import DataError
+from nnspec.runtime.history import COLUMNS, read_metrics, write_metrics
+from nnspec.runtime.loop import epoch_order, fit
+from nnspec.runtime.plots import plot_runs
+from nnspec.runtime.progress import Progress
+from nnspec.runtime.rundir import RUN_FILES, default_run_dir, read_run, write_run
+from nnspec.runtime.weights import load_weights
+
+
+class FakeBackend:
+    name = "fake"
+    engine = "numpy"
+
+    def engine_version(self) -> str:
+        return "1.0"
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+
+class RecordingModel(CompiledModel):
+    """Records what the loop asks of an engine; the 'loss' of an epoch is 1 / (epoch + 1)."""
+
+    def __init__(self, graph: Any):
+        super().__init__(graph, FakeBackend(), "cpu", "float32")  # type: ignore[arg-type]
+        self.puts: list[np.ndarray] = []
+        self.epochs: list[tuple[np.ndarray, int]] = []
+        self.evaluated = 0
+        self.weights = initial_weights(graph)
+
+    def put(self, array: np.ndarray) -> Any:
+        self.puts.append(array)
+        return ("device", len(self.puts) - 1)
+
+    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+        assert x[0] == "device" and y[0] == "device"
+        self.epochs.append((order.copy(), batch_size))
+        self.step += len(order) // batch_size
+        return 1.0 / len(self.epochs), 0.5
+
+    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
+        self.evaluated += 1
+        return 0.25, 0.75
+
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), 3))
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return dict(self.weights)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        self.weights = dict(weights)
+
+    def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+def graph(epochs: int = 3, batch_size: int = 4, seed: int = 7):
+    return make_graph((5,), [("dense", {"units": 3}), "softmax"], name="toy", train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed), data=DataConfig("npz"))
+
+
+def dataset(n_train: int = 10, n_val: int = 3) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_train + n_val + 4, 5)).astype(np.float32)
+    y = rng.integers(0, 3, len(x)).astype(np.int32)
+    return Dataset("toy", x[:n_train], y[:n_train], x[n_train : n_train + n_val], y[n_train : n_train + n_val], x[-4:], y[-4:], 3)
+
+
+def test_epoch_order_contract() -> None:
+    order = epoch_order(3, 2, 50)
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(order, np.random.default_rng([3, 2]).permutation(50))
+
+
+def test_fit_history_and_orders() -> None:
+    model = RecordingModel(graph())
+    history = fit(model, dataset(), progress=False)
+    assert list(history.columns) == list(COLUMNS)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history["loss"].tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
+    assert history["val_loss"].tolist() == [0.25] * 3 and history["val_accuracy"].tolist() == [0.75] * 3
+    assert (history["seconds"] >= 0).all()
+    assert len(model.puts) == 4  # train x, y, validation x, y: once
+    assert model.puts[0].dtype == np.float32 and model.puts[1].dtype == np.int32
+    for e, (order, batch) in enumerate(model.epochs):
+        np.testing.assert_array_equal(order, epoch_order(7, e, 10))
+        assert batch == 4
+    assert model.step == 3 * (10 // 4)
+
+
+def test_fit_continues_epoch_numbering() -> None:
+    model, ds = RecordingModel(graph()), dataset()
+    first = fit(model, ds, epochs=2, progress=False)
+    second = fit(model, ds, epochs=2, progress=False)
+    assert first["epoch"].tolist() == [1, 2] and second["epoch"].tolist() == [3, 4]
+    assert model.history["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_array_equal(model.epochs[3][0], epoch_order(7, 3, 10))
+    assert len(model.puts) == 4  # the same data set is not copied to the device again
+
+
+def test_fit_without_validation_and_large_batch() -> None:
+    model = RecordingModel(graph(epochs=1, batch_size=64))
+    history = fit(model, dataset(n_val=0), progress=False)
+    assert math.isnan(history["val_loss"][0]) and math.isnan(history["val_accuracy"][0])
+    assert model.evaluated == 0 and len(model.puts) == 2
+    assert model.epochs[0][1] == 10  # batch size clipped to the training set
+
+
+def test_fit_via_compiled_model_method() -> None:
+    model = RecordingModel(graph(epochs=1))
+    history = model.fit(dataset(), progress=False)
+    assert list(history.columns) == list(COLUMNS)
+
+
+def test_fit_refuses_empty_training_split() -> None:
+    with pytest.raises(DataError, match="no training examples"):
+        fit(RecordingModel(graph()), dataset(n_train=0), progress=False)
+
+
+def test_progress_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    fit(RecordingModel(graph(epochs=2)), dataset(), progress=None)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("epoch 1/2  loss 1.0000  accuracy 0.5000  val_loss 0.2500")
+    fit(RecordingModel(graph(epochs=2)), dataset(), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar() -> None:
+    stream = io.StringIO()
+    fit(RecordingModel(graph(epochs=2)), dataset(), progress=Progress(2, "bar", stream))
+    text = stream.getvalue()
+    assert "\r" in text and "[" + "#" * 24 + "] 2/2" in text and text.endswith("\n")
+
+
+def test_metrics_csv_round_trip(tmp_path: Path) -> None:
+    history = fit(RecordingModel(graph()), dataset(), progress=False)
+    write_metrics(history, tmp_path / "metrics.csv")
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    back = read_metrics(tmp_path / "metrics.csv")
+    pd.testing.assert_frame_equal(back, history, check_exact=False, rtol=1e-7)
+    (tmp_path / "bad.csv").write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(DataError, match="lacks column"):
+        read_metrics(tmp_path / "bad.csv")
+
+
+def test_write_and_read_run_directory(tmp_path: Path) -> None:
+    model = RecordingModel(graph())
+    history = fit(model, dataset(), progress=False)
+    out = write_run(tmp_path / "run", model, history, {"loss": 0.5, "accuracy": 0.8}, {"backend": "fake", "seed": 7})
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    assert json.loads((out / "test.json").read_text()) == {"loss": 0.5, "accuracy": 0.8}
+    assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(load_weights(out / "weights.safetensors", model.graph)) == {"dense_1.kernel", "dense_1.bias"}
+    assert "name: toy" in (out / "spec.yaml").read_text()
+    record = read_run(out)
+    assert record.label == "toy (fake)" and len(record.history) == 3 and record.test == {"loss": 0.5, "accuracy": 0.8}
+    plot_runs([(record.label, record.history), ("other", record.history)], tmp_path / "cmp.png", "a vs b")
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_default_run_dir_is_unique(tmp_path: Path) -> None:
+    import datetime
+
+    now = datetime.datetime(2024, 5, 6, 7, 8, 9)
+    first = default_run_dir(graph(), "jax", tmp_path, now)
+    assert first == tmp_path / "toy" / "jax-20240506-070809"
+    first.mkdir(parents=True)
+    assert default_run_dir(graph(), "jax", tmp_path, now).name == "jax-20240506-070809-2"
+
+
+def test_read_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such run directory"):
+        read_run(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="metrics.csv: no such metrics file"):
+        read_run(tmp_path / "empty")

@@ -80,8 +80,8 @@ def _train_step(model: str, seed: int, state: tuple, xb: Any, yb: Any) -> tuple[
     return (params, m, v, t + 1), loss
 
 
-def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measurement:
-    """Train ``model`` with the hand-written JAX ``variant`` and measure it."""
+def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, device: str = "cpu") -> Measurement:
+    """Train ``model`` with the hand-written JAX ``variant`` on ``device`` (``cpu`` or ``gpu``) and measure it."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -89,8 +89,9 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
     b = config.batch_size
     n = len(data.x_train)
     steps = config.steps_per_epoch(n)
-    x_all, y_all = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    params = [jax.device_put(w) for w in weight_list(model, config)]
+    dev = jax.devices(device)[0]
+    x_all, y_all = jax.device_put(data.x_train, dev), jax.device_put(data.y_train, dev)
+    params = [jax.device_put(w, dev) for w in weight_list(model, config)]
     state: Any = (params, [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params], jnp.zeros((), jnp.int32))
 
     if variant == "jit step":
@@ -103,7 +104,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
 
         def run_epoch(order: np.ndarray) -> float:
             nonlocal state
-            perm = jax.device_put(order)
+            perm = jax.device_put(order, dev)
             loss_sum = jnp.zeros((), jnp.float32)
             for i in range(steps):
                 state, loss_sum = step(state, loss_sum, x_all, y_all, perm, i)
@@ -121,7 +122,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
 
         def run_epoch(order: np.ndarray) -> float:
             nonlocal state
-            state, loss = epoch(state, x_all, y_all, jax.device_put(order))
+            state, loss = epoch(state, x_all, y_all, jax.device_put(order, dev))
             return float(loss)
 
     else:
@@ -130,7 +131,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
     seconds, last_loss = time_epochs(config, n, run_epoch)
 
     predict = jax.jit(lambda p, x: jnp.argmax(_logits(model, p, x, None), axis=-1))
-    x_test = jax.device_put(data.x_test)
+    x_test = jax.device_put(data.x_test, dev)
     correct = sum(int(jnp.sum(predict(state[0], x_test[s:e]) == data.y_test[s:e])) for s, e in chunks(len(data.x_test)))
     return Measurement(
         model=model,
@@ -141,5 +142,5 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
         final_train_loss=last_loss,
         test_accuracy=correct / max(len(data.x_test), 1),
         notes="dropout: jax.random" if model == "cnn" else "",
-        extra={"device": str(jax.devices()[0])},
+        extra={"device": str(dev)},
     )

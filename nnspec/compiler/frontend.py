@@ -101,7 +101,8 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     nodes = infer_nodes(drafts, input_shape, report)
     if nodes is not None:
         _check_head(nodes, drafts, train, report)
-    if input_shape is not None and data.dataset in KNOWN_DATASETS and top.get("data") is not None:
+    chosen = _at(root, "data", "dataset")
+    if input_shape is not None and data.dataset in KNOWN_DATASETS and isinstance(chosen, YScalar) and chosen.text == data.dataset:
         _check_dataset(input_shape, nodes, data.dataset, root, report)
     if report or nodes is None or input_shape is None:
         return None

@@ -208,6 +208,8 @@ def _events(text: str, filename: str | None) -> Iterator[Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
+        if "nesting depth" in problem:
+            raise _Abort(Diagnostic("E0106", f"spec is nested more than {MAX_DEPTH} levels deep", filename, *_pos(mark), hint="a spec needs only a few levels; remove the extra nesting")) from None
         context = f" ({exc.context})" if exc.context else ""
         raise _Abort(
             Diagnostic("E0103", f"YAML syntax error: {problem}{context}", filename, *_pos(mark), hint="check indentation, colons and brackets on this line and the one before")

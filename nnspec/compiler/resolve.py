@@ -258,9 +258,6 @@ def resolve_data(node: YNode | None, report: Report) -> DataConfig:
     if dataset in DATASET_OPTIONS and "path" not in values:
         report.add("E0504", f"data: dataset {dataset} needs a path", node.items["dataset"][1], f"add path: <file.{dataset}>")
     settled = {k: (DATA_FIELDS[k].default if v is FAILED else v) for k, v in values.items()}
-    split_sum = settled.get("validation_split", 0.1) + settled.get("test_split", 0.2)
-    if split_sum >= 1.0 and "validation_split" in node.items:
-        report.add("E0502", f"data.validation_split + data.test_split must be below 1; got {split_sum:g}", node.items["validation_split"][1], "leave some data to train on")
     options = {key: settled.get(key, DATA_FIELDS[key].default) for key in DATASET_OPTIONS.get(dataset, ())}
     return DataConfig(
         dataset=dataset,

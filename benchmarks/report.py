@@ -1,0 +1,158 @@
+"""Turn measurements into the results table, the ratio table, the target checks, machine info and markdown."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from importlib import metadata
+from typing import Any, Iterable
+
+import pandas as pd
+
+#: Distributions whose versions the report lists.
+PACKAGES: tuple[str, ...] = ("nnspec", "numpy", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "pytensor", "numba", "keras", "pandas")
+
+#: The figures the issues ask for: (label, model, engine, numerator, denominator, limit, device).
+#: ``numerator``/``denominator`` name an implementation: ``nnspec``, ``best hand``, ``keras fit``,
+#: ``fastest nnspec`` (nnspec's fastest engine for that model), or an exact implementation name.
+TARGETS: tuple[tuple[str, str, str, str, str, float, str], ...] = (
+    ("nnspec JAX vs hand-written JAX (MLP)", "mlp", "jax", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec JAX vs hand-written JAX (convnet)", "cnn", "jax", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec TF vs hand-written TF (MLP)", "mlp", "tensorflow", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec TF vs hand-written TF (convnet)", "cnn", "tensorflow", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec TF vs Keras 3 fit on TF (MLP)", "mlp", "tensorflow", "nnspec", "keras fit", 1.0, "cpu"),
+    ("nnspec TF vs Keras 3 fit on TF (convnet)", "cnn", "tensorflow", "nnspec", "keras fit", 1.0, "cpu"),
+    ("nnspec theano vs nnspec's fastest backend (MLP)", "mlp", "theano", "nnspec", "fastest nnspec", 1.5, "cpu"),
+    ("nnspec theano vs nnspec's fastest backend (convnet)", "cnn", "theano", "nnspec", "fastest nnspec", 3.0, "cpu"),
+    ("nnspec theano vs hand-written PyTensor (MLP)", "mlp", "theano", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec theano vs hand-written PyTensor (convnet)", "cnn", "theano", "nnspec", "best hand", 1.1, "cpu"),
+    ("nnspec JAX vs hand-written scan-fused JAX (MLP)", "mlp", "jax", "nnspec", "hand: scan epoch", 1.1, "gpu"),
+    ("nnspec JAX vs Keras 3 fit on JAX (MLP): >= 10x faster", "mlp", "jax", "nnspec", "keras fit", 0.1, "gpu"),
+)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU model, core count, load, OS, Python and package versions, and the date."""
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for name in PACKAGES:
+        version = _version(name)
+        if version:
+            info[name] = version
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS", "PYTENSOR_FLAGS", "KERAS_BACKEND"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
+    info.update(extra or {})
+    return info
+
+
+def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The results table, one row per (model, engine, implementation)."""
+    return pd.DataFrame(list(rows))
+
+
+def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation: str) -> tuple[str, float] | None:
+    """(implementation, median epoch) for a name of :data:`TARGETS`, or None when it was not measured."""
+    ok = frame[(frame["model"] == model) & frame["median_epoch_s"].notna()]
+    if implementation == "fastest nnspec":
+        rows = ok[ok["implementation"] == "nnspec"]
+    else:
+        rows = ok[ok["engine"] == engine]
+        if implementation == "best hand":
+            rows = rows[rows["implementation"].str.startswith("hand: ")]
+        else:
+            rows = rows[rows["implementation"] == implementation]
+    if rows.empty:
+        return None
+    best = rows.loc[rows["median_epoch_s"].astype(float).idxmin()]
+    label = best["implementation"] if implementation != "fastest nnspec" else f"nnspec on {best['engine']}"
+    return str(label), float(best["median_epoch_s"])
+
+
+def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, engine): nnspec's median epoch against the best hand-written one and Keras ``fit``."""
+    out = []
+    for (model, engine), _ in frame.groupby(["model", "engine"], sort=False):
+        mine = _median(frame, model, engine, "nnspec")
+        hand = _median(frame, model, engine, "best hand")
+        fit = _median(frame, model, engine, "keras fit")
+        fastest = _median(frame, model, None, "fastest nnspec")
+        out.append(
+            {
+                "model": model,
+                "engine": engine,
+                "nnspec_s": mine[1] if mine else None,
+                "best_hand": hand[0] if hand else None,
+                "best_hand_s": hand[1] if hand else None,
+                "nnspec/hand": round(mine[1] / hand[1], 3) if mine and hand else None,
+                "keras_fit_s": fit[1] if fit else None,
+                "nnspec/keras_fit": round(mine[1] / fit[1], 3) if mine and fit else None,
+                "nnspec/fastest_nnspec": round(mine[1] / fastest[1], 3) if mine and fastest else None,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def targets_frame(frame: pd.DataFrame, device: str) -> pd.DataFrame:
+    """The issues' figures: measured ratio, the limit, and whether it holds (only for this run's device)."""
+    out = []
+    for label, model, engine, num, den, limit, target_device in TARGETS:
+        a = _median(frame, model, engine, num)
+        b = _median(frame, model, engine, den)
+        if target_device != device:
+            status, ratio = f"not measured ({target_device.upper()} target)", None
+        elif a is None or b is None:
+            status, ratio = "not measured", None
+        else:
+            ratio = round(a[1] / b[1], 3)
+            status = "ok" if ratio <= limit else "MISSED"
+        out.append({"figure": label, "device": target_device, "ratio": ratio, "limit": f"<= {limit:.3g}", "status": status})
+    return pd.DataFrame(out)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return ""
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def markdown_report(info: dict[str, Any], results: pd.DataFrame, ratios: pd.DataFrame, targets: pd.DataFrame) -> str:
+    """The whole report as markdown, for docs/benchmarks.md."""
+    machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    return (
+        f"### Machine\n\n{machine}\n\n### Results\n\n{markdown_table(results)}\n\n"
+        f"### Ratios (median epoch)\n\n{markdown_table(ratios)}\n\n### Targets\n\n{markdown_table(targets)}\n"
+    )

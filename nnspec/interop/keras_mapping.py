@@ -1,0 +1,260 @@
+"""One mapping per Keras layer class to nnspec spec layers, registered by class name.
+
+A mapper reads a layer's config and returns the spec layers it becomes (usually one; ``Dense`` with
+``activation='softmax'`` becomes ``dense`` + ``softmax``), or raises :class:`KerasImportError` naming the
+Keras layer and the option nnspec lacks. Options that do not change what the layer computes (a dropout
+seed, an initialiser nnspec has no name for) become notes instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..compiler.ir import ACTIVATIONS
+from .errors import KerasImportError
+from .keras_config import KerasLayer
+
+
+@dataclass
+class SpecLayer:
+    """One nnspec layer made from a Keras layer: op, spec parameters (YAML form), name, and its source."""
+
+    op: str
+    params: dict[str, Any]
+    name: str
+    source: KerasLayer
+    holds_weights: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+Mapper = Callable[[KerasLayer], list[SpecLayer]]
+_MAPPERS: dict[str, Mapper] = {}
+
+_INITIALIZERS = {
+    "GlorotUniform": "glorot_uniform",
+    "GlorotNormal": "glorot_normal",
+    "HeNormal": "he_normal",
+    "HeUniform": "he_uniform",
+    "LecunNormal": "lecun_normal",
+    "LecunUniform": "lecun_uniform",
+    "Zeros": "zeros",
+    "Ones": "ones",
+}
+
+
+def maps(*class_names: str) -> Callable[[Mapper], Mapper]:
+    """Register the mapper of Keras layer classes ``class_names``."""
+
+    def register(fn: Mapper) -> Mapper:
+        for name in class_names:
+            _MAPPERS[name] = fn
+        return fn
+
+    return register
+
+
+def known_classes() -> list[str]:
+    """Keras layer classes nnspec can import."""
+    return sorted(_MAPPERS)
+
+
+def map_layer(layer: KerasLayer) -> list[SpecLayer]:
+    """The spec layers of one Keras layer; a class nnspec does not know is an error naming it."""
+    if layer.class_name == "Lambda":
+        raise KerasImportError(f"{layer.label}: Lambda layers hold Python code; nnspec never loads code from a model file")
+    if layer.class_name in ("Sequential", "Functional", "Model"):
+        raise KerasImportError(f"{layer.label} is a nested model; rebuild the Keras model with its layers inline")
+    mapper = _MAPPERS.get(layer.class_name)
+    if mapper is None:
+        raise KerasImportError(f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})")
+    _check_dtype(layer)
+    return mapper(layer)
+
+
+def clean_float(value: Any) -> float:
+    """A float from a Keras config in its shortest float32 form when that is what it is (0.0010000000474974513 -> 0.001)."""
+    exact = float(value)
+    short = float(str(np.float32(exact)))
+    return short if abs(short - exact) <= 1e-7 * abs(exact) else exact
+
+
+def _check_dtype(layer: KerasLayer) -> None:
+    policy = layer.config.get("dtype")
+    name = (policy.get("config") or {}).get("name") if isinstance(policy, dict) else policy
+    if name not in (None, "float32", "float64"):
+        raise KerasImportError(f"{layer.label} uses dtype policy '{name}'; nnspec computes in float32 or float64")
+
+
+def _unsupported(layer: KerasLayer, key: str, value: Any, why: str) -> KerasImportError:
+    return KerasImportError(f"{layer.label}: {key}={value!r} is not supported ({why})")
+
+
+def _require_default(layer: KerasLayer, key: str, default: Any, why: str) -> None:
+    value = layer.config.get(key, default)
+    if isinstance(value, list):
+        value = tuple(value)
+    if value != default and value is not None:
+        raise _unsupported(layer, key, layer.config.get(key), why)
+
+
+def _no_extras(layer: KerasLayer, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if layer.config.get(key) not in (None, False):
+            raise _unsupported(layer, key, layer.config.get(key), "nnspec has no regularisers, constraints, LoRA or quantisation")
+
+
+def _activation(layer: KerasLayer, value: Any) -> str:
+    if isinstance(value, dict):
+        raise KerasImportError(f"{layer.label}: activation {value.get('config', value)!r} is a custom function; nnspec knows {', '.join(ACTIVATIONS)}, softmax")
+    name = str(value or "linear")
+    if name != "softmax" and name not in ACTIVATIONS:
+        raise KerasImportError(f"{layer.label}: activation '{name}' has no nnspec equivalent (nnspec knows {', '.join(ACTIVATIONS)}, softmax)")
+    return name
+
+
+def _initializer(layer: KerasLayer, key: str, default: str) -> tuple[Any, list[str]]:
+    """The spec form of a Keras initialiser (``None`` when it is nnspec's default) and notes."""
+    init = layer.config.get(key)
+    if init is None or init == default:
+        return None, []
+    if not isinstance(init, dict):
+        if init in _INITIALIZERS.values():
+            return init, []
+        return None, [f"{layer.label}: {key} {init!r} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+    cls, cfg = init.get("class_name"), init.get("config") or {}
+    if cls in _INITIALIZERS:
+        name = _INITIALIZERS[cls]
+        return (None if name == default else name), []
+    if cls == "RandomNormal":
+        return {"normal": {"mean": clean_float(cfg.get("mean", 0.0)), "stddev": clean_float(cfg.get("stddev", 0.05))}}, []
+    if cls == "RandomUniform":
+        return {"uniform": {"minval": clean_float(cfg.get("minval", -0.05)), "maxval": clean_float(cfg.get("maxval", 0.05))}}, []
+    return None, [f"{layer.label}: {key} {cls} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+
+
+def _pair(value: Any) -> Any:
+    values = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value,))]
+    if len(values) == 1:
+        values *= 2
+    return values[0] if values[0] == values[1] else values
+
+
+def _channels_last(layer: KerasLayer) -> None:
+    fmt = layer.config.get("data_format")
+    if fmt not in (None, "channels_last"):
+        raise _unsupported(layer, "data_format", fmt, "nnspec is channels-last: (height, width, channels)")
+
+
+def _with_activation(layer: KerasLayer, op: str, params: dict[str, Any], notes: list[str]) -> list[SpecLayer]:
+    activation = _activation(layer, layer.config.get("activation"))
+    if activation not in ("linear", "softmax"):
+        params["activation"] = activation
+    main = SpecLayer(op, params, layer.name, layer, holds_weights=True, notes=notes)
+    if activation == "softmax":
+        note = f"{layer.label}: its softmax activation becomes a separate softmax layer"
+        return [main, SpecLayer("softmax", {}, f"{layer.name}_softmax", layer, notes=[note])]
+    return [main]
+
+
+def _weights_options(layer: KerasLayer, params: dict[str, Any]) -> list[str]:
+    _no_extras(layer, ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_rank", "quantization_config"))
+    if not layer.config.get("use_bias", True):
+        params["use_bias"] = False
+    notes: list[str] = []
+    for key, spec_key, default in (("kernel_initializer", "kernel_init", "glorot_uniform"), ("bias_initializer", "bias_init", "zeros")):
+        value, more = _initializer(layer, key, default)
+        notes += more
+        if value is not None:
+            params[spec_key] = value
+    return notes
+
+
+@maps("Dense")
+def _dense(layer: KerasLayer) -> list[SpecLayer]:
+    params: dict[str, Any] = {"units": int(layer.config["units"])}
+    notes = _weights_options(layer, params)
+    return _with_activation(layer, "dense", params, notes)
+
+
+@maps("Conv2D")
+def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
+    cfg = layer.config
+    _channels_last(layer)
+    if _pair(cfg.get("dilation_rate", 1)) != 1:
+        raise _unsupported(layer, "dilation_rate", cfg["dilation_rate"], "nnspec's conv2d has no dilation")
+    _require_default(layer, "groups", 1, "nnspec's conv2d has no grouped convolution")
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same"):
+        raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
+    params: dict[str, Any] = {"filters": int(cfg["filters"]), "kernel": _pair(cfg["kernel_size"])}
+    if _pair(cfg.get("strides", 1)) != 1:
+        params["strides"] = _pair(cfg["strides"])
+    if padding != "valid":
+        params["padding"] = padding
+    notes = _weights_options(layer, params)
+    return _with_activation(layer, "conv2d", params, notes)
+
+
+@maps("MaxPooling2D", "AveragePooling2D")
+def _pool(layer: KerasLayer) -> list[SpecLayer]:
+    cfg = layer.config
+    _channels_last(layer)
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same"):
+        raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
+    size = _pair(cfg.get("pool_size", 2))
+    params: dict[str, Any] = {"size": size}
+    strides = _pair(cfg["strides"]) if cfg.get("strides") is not None else size
+    if strides != size:
+        params["strides"] = strides
+    if padding != "valid":
+        params["padding"] = padding
+    op = "max_pool2d" if layer.class_name == "MaxPooling2D" else "avg_pool2d"
+    return [SpecLayer(op, params, layer.name, layer)]
+
+
+@maps("Flatten")
+def _flatten(layer: KerasLayer) -> list[SpecLayer]:
+    _channels_last(layer)
+    return [SpecLayer("flatten", {}, layer.name, layer)]
+
+
+@maps("Reshape")
+def _reshape(layer: KerasLayer) -> list[SpecLayer]:
+    return [SpecLayer("reshape", {"shape": [int(d) for d in layer.config["target_shape"]]}, layer.name, layer)]
+
+
+@maps("Dropout")
+def _dropout(layer: KerasLayer) -> list[SpecLayer]:
+    if layer.config.get("noise_shape") is not None:
+        raise _unsupported(layer, "noise_shape", layer.config["noise_shape"], "nnspec drops each unit independently")
+    notes = [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"] if layer.config.get("seed") is not None else []
+    return [SpecLayer("dropout", {"rate": clean_float(layer.config["rate"])}, layer.name, layer, notes=notes)]
+
+
+@maps("Activation")
+def _activation_layer(layer: KerasLayer) -> list[SpecLayer]:
+    name = _activation(layer, layer.config.get("activation"))
+    if name == "softmax":
+        return [SpecLayer("softmax", {}, layer.name, layer)]
+    return [SpecLayer("activation", {"activation": name}, layer.name, layer)]
+
+
+@maps("ReLU")
+def _relu(layer: KerasLayer) -> list[SpecLayer]:
+    _require_default(layer, "max_value", None, "nnspec's relu is unbounded")
+    for key in ("negative_slope", "threshold"):
+        if float(layer.config.get(key) or 0.0) != 0.0:
+            raise _unsupported(layer, key, layer.config[key], "nnspec's relu is max(x, 0)")
+    return [SpecLayer("activation", {"activation": "relu"}, layer.name, layer)]
+
+
+@maps("Softmax")
+def _softmax(layer: KerasLayer) -> list[SpecLayer]:
+    axis = layer.config.get("axis", -1)
+    if axis not in (-1, [-1]):
+        raise _unsupported(layer, "axis", axis, "nnspec's softmax is over the last axis")
+    return [SpecLayer("softmax", {}, layer.name, layer)]

@@ -194,8 +194,11 @@ def test_positions_are_recorded_for_later_diagnostics() -> None:
 def test_overrides_as_dict_and_as_strings(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(BASE)
-    graph = load_spec(path, {"train.epochs": 3, "train.optimizer": "sgd", "layers.1.dense.units": 32})
+    graph = load_spec(path, {"train.epochs": 3, "train.optimizer": "sgd", "layers.1.dense.units": 32, "train.seed": "7"})
     assert graph.train.epochs == 3 and graph.train.optimizer.name == "sgd" and graph.nodes[1].output_shape == (32,)
+    assert graph.train.seed == 7
+    graph = load_spec(path, {"input.shape": [64], "layers.0": "dropout: 0.0", "train.optimizer": {"sgd": {"nesterov": True, "momentum": 0.5}}})
+    assert graph.input_shape == (64,) and graph.nodes[0].op == "dropout" and graph.train.optimizer.params["nesterov"] is True
     graph = nnspec.load(str(path), ["train.epochs=4", "train.optimizer={adam: {learning_rate: 1e-2}}", "layers[1].dense.units=8", "data.dataset=digits"])
     assert graph.train.epochs == 4 and graph.train.optimizer.learning_rate == 0.01 and graph.nodes[1].output_shape == (8,)
 
@@ -261,3 +264,16 @@ def test_spec_error_is_a_value_error_with_all_diagnostics() -> None:
         check_text("nnspec: 1\n")
     assert isinstance(err.value, SpecError)
     assert [d.code for d in err.value.diagnostics] == ["E0602", "E0602"]
+
+
+def test_schema_tables_agree_with_the_ir_and_runtime() -> None:
+    from nnspec.compiler import ir, schema
+    from nnspec.runtime.optimizers import OPTIMIZER_DEFAULTS
+    from nnspec.runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
+
+    assert tuple(schema.LAYER_FIELDS) == ir.LAYER_TYPES
+    assert {k: set(v) for k, v in schema.OPTIMIZER_FIELDS.items()} == {k: set(v) for k, v in OPTIMIZER_DEFAULTS.items()}
+    assert set(schema.SCHEDULE_FIELDS) == set(SCHEDULE_DEFAULTS) == set(ir.SCHEDULES)
+    for name, fields in schema.SCHEDULE_FIELDS.items():
+        assert set(fields) == set(SCHEDULE_DEFAULTS[name]) | set(SCHEDULE_REQUIRED[name])
+        assert {k for k, f in fields.items() if f.required} == set(SCHEDULE_REQUIRED[name])

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     graph = load(args.spec, overrides=args.overrides)
     backends = [b for b in args.backends.split(",") if b.strip()] if args.backends else None
     data = load_data(graph, random=args.random_data)
-    if not args.random_data and data.source.startswith("random"):
-        print(f"nnspec compare: note: {data.source}", file=sys.stderr)
+    if data.detail:
+        print(f"nnspec compare: note: comparing on random data: {data.detail}", file=sys.stderr)
     result = compare(
         graph,
         backends,

@@ -25,6 +25,8 @@ class ComparisonData:
     x: np.ndarray
     y: np.ndarray
     source: str
+    #: why the spec's own data were not used, when they were not (empty otherwise)
+    detail: str = ""
 
     @property
     def size(self) -> int:
@@ -54,7 +56,7 @@ def load_data(graph: Graph, *, fallback_examples: int | None = 512, random: bool
         if fallback_examples is None:
             raise
         data = random_data(graph, fallback_examples)
-        return ComparisonData(data.x, data.y, f"{data.source}; data set '{graph.data.dataset}' unavailable: {exc}")
+        return ComparisonData(data.x, data.y, f"{data.source}; data set '{graph.data.dataset}' not available", str(exc))
     return ComparisonData(np.asarray(ds.x_train), np.asarray(ds.y_train), f"{ds.name} training split")
 
 

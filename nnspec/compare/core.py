@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 EXIT_DISAGREE = 3
 
 AGREE, DISAGREE, ERROR, UNSUPPORTED = "agree", "DISAGREE", "error", "unsupported"
+#: The parity checks a comparison can run, in order.
+PARTS: tuple[str, ...] = ("forward", "gradients", "trajectory")
 
 
 @dataclass
@@ -106,6 +108,7 @@ def compare(
     data: ComparisonData | None = None,
     models: Mapping[str, "CompiledModel"] | None = None,
     epoch_examples: int = 1024,
+    parts: Sequence[str] = PARTS,
 ) -> CompareResult:
     """Compare ``backends`` (default: every available one) on ``graph`` against the NumPy reference.
 
@@ -113,6 +116,8 @@ def compare(
     and gradient checks, so a test can perturb one); the others are compiled here, from the seeded initial
     weights. ``data`` defaults to the spec's training split (seeded random inputs when its data set is not
     installed). ``tolerance`` is one relative tolerance for every part, or a :class:`Tolerances`.
+    ``parts`` selects among ``forward``, ``gradients`` and ``trajectory`` (the trajectory also needs
+    ``steps > 0``).
     """
     from ..backends import available_backends, canonical_name
 
@@ -123,6 +128,10 @@ def compare(
     batch = min(int(batch or graph.train.batch_size), data.size)
     run_batches = [(np.asarray(x, dtype=dtype), y) for x, y in batches(data, batch, max(steps, 1), graph.train.seed)]
     weights = initial_weights(graph, dtype=dtype)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown comparison parts {sorted(unknown)}; expected some of {', '.join(PARTS)}")
+    steps = steps if "trajectory" in parts else 0
     ref = compute_reference(graph, weights, run_batches[: max(steps, 1)], trajectory=steps > 0)
 
     result = CompareResult(graph.name, dtype, batch, max(steps, 0), tol, data.source, names)
@@ -140,10 +149,10 @@ def compare(
         except BackendError as exc:
             row.update(status=UNSUPPORTED, message=str(exc).splitlines()[0])
             continue
-        parts: list[tuple[str, Any]] = [("forward", compare_forward), ("gradients", compare_gradients)]
-        if steps > 0:
-            parts.append(("trajectory", compare_trajectory))
-        for part, fn in parts:
+        checks = {"forward": compare_forward, "gradients": compare_gradients, "trajectory": compare_trajectory}
+        for part, fn in checks.items():
+            if part not in parts or (part == "trajectory" and steps <= 0):
+                continue
             try:
                 df = fn(graph, model, ref, tol)
             except Exception as exc:  # an engine that crashes is reported, not fatal to the other engines

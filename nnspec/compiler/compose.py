@@ -6,7 +6,8 @@ wins); every other value, ``layers`` and ``train.optimizer`` included, is replac
 are allowed up to :data:`MAX_EXTENDS` files; a cycle is an error.
 
 Overrides address the mapping by dotted paths (``train.epochs``, ``layers.0.dense.units`` or
-``layers[0].dense.units``); values are read as YAML (``3``, ``1e-3``, ``[28, 28, 1]``, ``sgd``). Keys
+``layers[0].dense.units``); values given as text are read as YAML (``3``, ``1e-3``, ``[28, 28, 1]``,
+``sgd``), other Python values (ints, floats, bools, lists, dicts) are taken as they are. Keys
 that do not exist yet are created, so a misspelt key is reported by the schema like one in the file.
 """
 
@@ -85,7 +86,9 @@ def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, rep
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
             label = f"--set {key}={_show(value)}"
-            result.append((label, str(key), from_python(value, label)))
+            node = _parse_value(value, label, report) if isinstance(value, str) else from_python(value, label)
+            if node is not None:
+                result.append((label, str(key), node))
         return result
     for item in overrides:
         label = f"--set {item}"
@@ -93,15 +96,21 @@ def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, rep
             report.diagnostics.append(_plain(label, "E0111", f"override {item!r} must look like key=value", "write e.g. --set train.epochs=3"))
             continue
         key, text = item.split("=", 1)
-        try:
-            value = parse(text, label)
-        except SpecError as exc:
-            first = exc.diagnostics[0]
-            report.diagnostics.append(_plain(label, "E0111", f"override value {text!r} is not valid YAML: {first.message}", first.hint))
-            continue
-        value = _strip_positions(value, label) if value is not None else YScalar("", True, label, None, None)
-        result.append((label, key.strip(), value))
+        node = _parse_value(text, label, report)
+        if node is not None:
+            result.append((label, key.strip(), node))
     return result
+
+
+def _parse_value(text: str, label: str, report: Report) -> YNode | None:
+    """An override's value text read as YAML (safely, with the file's limits); None when it is not valid."""
+    try:
+        value = parse(text, label)
+    except SpecError as exc:
+        first = exc.diagnostics[0]
+        report.diagnostics.append(_plain(label, "E0111", f"override value {text!r} is not valid YAML: {first.message}", first.hint))
+        return None
+    return _strip_positions(value, label) if value is not None else YScalar("", True, label, None, None)
 
 
 def _show(value: Any) -> str:
@@ -115,7 +124,7 @@ def _plain(label: str, code: str, message: str, hint: str | None = None) -> Any:
 
 
 def from_python(value: Any, label: str) -> YNode:
-    """A node for a Python value given as an override (strings count as quoted YAML strings)."""
+    """A node for a Python value given as an override (a string here counts as a quoted YAML string)."""
     if isinstance(value, bool):
         return YScalar("true" if value else "false", True, label, None, None)
     if value is None:

@@ -20,7 +20,7 @@ from .ir import Graph, Node, Shape, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq, parse, read_text
 from .report import Report
 from .resolve import LayerDraft, resolve_data, resolve_input, resolve_layers, resolve_train
-from .schema import FAILED, LANGUAGE_VERSIONS, TOP_FIELDS, read_section
+from .schema import LANGUAGE_VERSIONS, TOP_FIELDS, read_section
 from .shapes import ShapeProblem, make_node
 from .values import describe
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
 import yaml
@@ -131,7 +131,6 @@ class _Frame:
     anchor: str | None
     pending_key: YScalar | None = None
     size: int = 1
-    problems: list[Diagnostic] = field(default_factory=list)
 
 
 class _Abort(Exception):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ..runtime.optimizers import OPTIMIZER_DEFAULTS
 from ..runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
-from .ir import ACTIVATIONS, DATASETS, INITIALIZERS, LAYER_TYPES, LOSSES, NORMALIZATIONS, Initializer
+from .ir import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, NORMALIZATIONS, Initializer
 from .loader import YMap, YNode, YScalar
 from .report import Report
 from .values import (
@@ -148,7 +147,6 @@ LAYER_FIELDS: dict[str, dict[str, Field]] = {
     "activation": {"activation": Field(_ACTIVATION, required=True)},
     "softmax": {},
 }
-assert tuple(LAYER_FIELDS) == LAYER_TYPES
 
 #: Layers whose single main key may be written directly: ``- dropout: 0.5``, ``- activation: relu``.
 LAYER_SHORTHAND: dict[str, str] = {"dropout": "rate", "activation": "activation", "reshape": "shape"}
@@ -163,7 +161,6 @@ OPTIMIZER_FIELDS: dict[str, dict[str, Field]] = {
     "adam": {"learning_rate": _LR, "beta_1": _UNIT_OPEN, "beta_2": _UNIT_OPEN, "epsilon": _EPSILON},
     "rmsprop": {"learning_rate": _LR, "rho": _UNIT_OPEN, "momentum": _UNIT_OPEN, "epsilon": _EPSILON},
 }
-assert all(set(OPTIMIZER_FIELDS[k]) == set(v) for k, v in OPTIMIZER_DEFAULTS.items())
 
 #: Parameters of each learning-rate schedule (defaults and required keys: ``nnspec.runtime.schedules``).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {

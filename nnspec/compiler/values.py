@@ -158,11 +158,7 @@ def _float_range(minimum: float | None, maximum: float | None, min_open: bool, m
 
 
 def _unquote_hint(s: YScalar) -> str | None:
-    if not s.plain:
-        return "remove the quotes"
-    if s.kind == "bool":
-        return None
-    return None
+    return None if s.plain else "remove the quotes"
 
 
 def read_bool(node: YNode | None) -> bool:

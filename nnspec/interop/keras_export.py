@@ -96,6 +96,7 @@ def build_keras_model(graph: Graph, weights: Mapping[str, np.ndarray], *, compil
         if compile:
             loss, metrics = keras_loss(graph)
             model.compile(optimizer=keras_optimizer(graph), loss=loss, metrics=metrics)
+            model.optimizer.build(model.trainable_variables)  # save its slots, so that loading matches them
     return model
 
 

@@ -2,6 +2,13 @@
 
 ``gelu`` is the exact form ``0.5 x (1 + erf(x / sqrt 2))``; ``elu`` uses alpha = 1; ``softplus`` is the
 stable ``log1p(exp(-|x|)) + max(x, 0)``.
+
+The kinks are written so that every engine's automatic differentiation gives the same derivative there:
+engines disagree on the gradient of ``maximum``/``minimum`` at a tie (JAX splits it, TensorFlow gives it
+to the first argument, PyTensor to both), and exact ties are common (a zero input patch with a zero bias
+gives a pre-activation of exactly 0). So only ``where`` (whose gradient follows the condition) and ``abs``
+(``sign(0) = 0`` everywhere) are used at a kink: ``relu'(0) = 0``, ``elu'(0) = 1``, ``softplus'(0) = 1/2``,
+the values of :mod:`nnspec.reference.backward`. The forward values are the same as with max/min.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ Activation = Callable[[Ops, Any], Any]
 
 
 def _relu(ops: Ops, x: Any) -> Any:
-    return ops.maximum(x, ops.constant(0.0))
+    return ops.where(x > ops.constant(0.0), x, ops.constant(0.0))
 
 
 def _sigmoid(ops: Ops, x: Any) -> Any:
@@ -27,8 +34,9 @@ def _tanh(ops: Ops, x: Any) -> Any:
 
 
 def _elu(ops: Ops, x: Any) -> Any:
-    negative = ops.exp(ops.minimum(x, ops.constant(0.0))) - ops.constant(1.0)
-    return ops.where(x > ops.constant(0.0), x, negative)
+    positive = x > ops.constant(0.0)
+    negative = ops.exp(ops.where(positive, ops.constant(0.0), x)) - ops.constant(1.0)
+    return ops.where(positive, x, negative)
 
 
 def _gelu(ops: Ops, x: Any) -> Any:
@@ -36,7 +44,8 @@ def _gelu(ops: Ops, x: Any) -> Any:
 
 
 def _softplus(ops: Ops, x: Any) -> Any:
-    return ops.log1p(ops.exp(-ops.abs(x))) + ops.maximum(x, ops.constant(0.0))
+    magnitude = ops.abs(x)
+    return ops.log1p(ops.exp(-magnitude)) + (x + magnitude) * ops.constant(0.5)
 
 
 def _linear(ops: Ops, x: Any) -> Any:

@@ -62,6 +62,16 @@ class CounterDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "layer_index": self.layer_index}
 
 
+@keras.saving.register_keras_serializable(package="nnspec", name="exact_gelu")
+def exact_gelu(x: Any) -> Any:
+    """``0.5 x (1 + erf(x / sqrt 2))`` through ``keras.ops.erf``, exact in float64 on every engine.
+
+    Keras's ``gelu`` is the same function, but on TensorFlow it goes through ``tf.math.erfc``, which is only
+    accurate to about 5e-9 in float64; float64 models use this one so that they meet float64 tolerances.
+    """
+    return 0.5 * x * (1.0 + keras.ops.erf(x * (1.0 / np.sqrt(2.0))))
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """How layers are built: the float dtype, the dropout seed, and whether the model is for export."""
@@ -69,6 +79,12 @@ class BuildOptions:
     dtype: str = "float32"
     seed: int = 0
     export: bool = False
+
+    def activation(self, name: str) -> Any:
+        """The Keras activation of nnspec's ``name``: Keras's own, but exact gelu in float64 models."""
+        if name == "gelu" and self.dtype == "float64" and not self.export:
+            return exact_gelu
+        return name
 
 
 LayerBuilder = Callable[[Node, BuildOptions], keras.layers.Layer]
@@ -116,7 +132,7 @@ def _dense(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
     return keras.layers.Dense(
         a["units"],
-        activation=a["activation"],
+        activation=opts.activation(a["activation"]),
         use_bias=a["use_bias"],
         kernel_initializer=keras_initializer(a["kernel_init"]),
         bias_initializer=keras_initializer(a["bias_init"]),
@@ -134,7 +150,7 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
         strides=tuple(a["strides"]),
         padding=a["padding"],
         data_format="channels_last",
-        activation=a["activation"],
+        activation=opts.activation(a["activation"]),
         use_bias=a["use_bias"],
         kernel_initializer=keras_initializer(a["kernel_init"]),
         bias_initializer=keras_initializer(a["bias_init"]),
@@ -179,7 +195,7 @@ def _dropout(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 
 @builds("activation")
 def _activation(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return keras.layers.Activation(node.attrs["activation"], name=node.name, dtype=opts.dtype)
+    return keras.layers.Activation(opts.activation(node.attrs["activation"]), name=node.name, dtype=opts.dtype)
 
 
 @builds("softmax")

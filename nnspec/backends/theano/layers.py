@@ -37,7 +37,7 @@ class Context:
     params: Mapping[str, Any]
     training: bool
     step: Any
-    batch: int | None
+    batch: int
     seed: int
 
 
@@ -83,7 +83,7 @@ def _pad(x: Any, pads: tuple[tuple[int, int], tuple[int, int]], value: float) ->
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
         return x
-    b, h, w, c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    b, h, w, c = (x.type.shape[i] if x.type.shape[i] is not None else x.shape[i] for i in range(4))
     base = pt.full((b, h + top + bottom, w + left + right, c), np.asarray(value, dtype=x.dtype), dtype=x.dtype)
     return pt.set_subtensor(base[:, top : top + h, left : left + w, :], x)
 
@@ -107,24 +107,25 @@ def _conv2d(node: Node, x: Any, ctx: Context) -> Any:
     views = _windows(xp, (kh, kw), node.attrs["strides"], (oh, ow))
     patches = views[0] if len(views) == 1 else pt.concatenate(views, axis=3)
     kernel = pt.reshape(ctx.params[node.key("kernel")], (kh * kw * cin, cout))
-    y = pt.dot(pt.reshape(patches, (-1, kh * kw * cin)), kernel)
-    return _bias_and_activation(node, pt.reshape(y, (-1, oh, ow, cout)), ctx)
+    y = pt.dot(pt.reshape(patches, (ctx.batch * oh * ow, kh * kw * cin)), kernel)
+    return _bias_and_activation(node, pt.reshape(y, (ctx.batch, oh, ow, cout)), ctx)
 
 
 def _tiles(node: Node) -> bool:
     return node.attrs["size"] == node.attrs["strides"] and node.attrs["padding"] == "valid"
 
 
-def _tile_view(node: Node, x: Any) -> Any:
+def _tile_view(node: Node, x: Any, batch: int) -> Any:
     (ph, pw), (oh, ow, c) = node.attrs["size"], node.output_shape
-    x = x[:, : oh * ph, : ow * pw, :]
-    return pt.reshape(x, (-1, oh, ph, ow, pw, c))
+    if (oh * ph, ow * pw) != tuple(node.input_shape[:2]):
+        x = x[:, : oh * ph, : ow * pw, :]
+    return pt.reshape(x, (batch, oh, ph, ow, pw, c))
 
 
 @lowering("max_pool2d")
 def _max_pool(node: Node, x: Any, ctx: Context) -> Any:
     if _tiles(node):
-        return pt.max(_tile_view(node, x), axis=(2, 4))
+        return pt.max(_tile_view(node, x, ctx.batch), axis=(2, 4))
     xp = _pad(x, padding_pairs(node), -np.inf)
     views = _windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2])
     y = views[0]
@@ -146,7 +147,7 @@ def _in_image_counts(node: Node) -> np.ndarray:
 @lowering("avg_pool2d")
 def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
     if _tiles(node):
-        return pt.mean(_tile_view(node, x), axis=(2, 4))
+        return pt.mean(_tile_view(node, x, ctx.batch), axis=(2, 4))
     ph, pw = node.attrs["size"]
     xp = _pad(x, padding_pairs(node), 0.0)
     views = _windows(xp, (ph, pw), node.attrs["strides"], node.output_shape[:2])
@@ -160,20 +161,18 @@ def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
 
 @lowering("flatten")
 def _flatten(node: Node, x: Any, ctx: Context) -> Any:
-    return pt.reshape(x, (-1, node.output_shape[0]))
+    return pt.reshape(x, (ctx.batch, node.output_shape[0]))
 
 
 @lowering("reshape")
 def _reshape(node: Node, x: Any, ctx: Context) -> Any:
-    return pt.reshape(x, (-1, *node.output_shape))
+    return pt.reshape(x, (ctx.batch, *node.output_shape))
 
 
 @lowering("dropout")
 def _dropout(node: Node, x: Any, ctx: Context) -> Any:
     if not ctx.training:
         return x
-    if ctx.batch is None:
-        raise ValueError("dropout in training mode needs a static batch size")
     shape = (ctx.batch, *node.input_shape)
     return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), shape)
 

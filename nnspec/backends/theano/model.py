@@ -53,12 +53,16 @@ class TheanoModel(CompiledModel):
         self._x = pytensor.shared(np.zeros((0, *graph.input_shape), dtype=dtype), shape=(None, *graph.input_shape), name="X")
         self._y = pytensor.shared(np.zeros((0,), dtype=np.int32), name="Y")
         self._order = pytensor.shared(np.zeros((0,), dtype=np.int64), name="order")
-        self._x_type = pt.TensorType(dtype, shape=(None, *graph.input_shape))
         self._ndim = ndim
         self._fns: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     # ---- graph building -------------------------------------------------------------------------
-    def _forward(self, x: Any, *, training: bool, step: Any, batch: int | None, nodes: Any = None) -> list[Any]:
+    def _x_input(self, batch: int) -> Any:
+        import pytensor.tensor as pt
+
+        return pt.TensorType(self.dtype, shape=(batch, *self.graph.input_shape))("x")
+
+    def _forward(self, x: Any, *, training: bool, step: Any, batch: int, nodes: Any = None) -> list[Any]:
         from .layers import Context, forward
 
         ctx = Context(self._ops, self._params, training, step, batch, self.graph.train.seed)
@@ -94,7 +98,8 @@ class TheanoModel(CompiledModel):
             start = time.perf_counter()
             with pytensor.config.change_flags(floatX=self.dtype):
                 inputs, outputs, updates = build()
-                self._fns[key] = pytensor.function(inputs, outputs, updates=updates, mode=self._pt_mode, on_unused_input="ignore")
+                fn = pytensor.function(inputs, outputs, updates=updates, mode=self._pt_mode, on_unused_input="ignore")
+            self._fns[key] = _quiet_first_call(fn) if self.mode == "jax" else fn
             self.compile_seconds += time.perf_counter() - start
         return self._fns[key]
 
@@ -103,7 +108,7 @@ class TheanoModel(CompiledModel):
             import pytensor.tensor as pt
 
             i = pt.lscalar("i")
-            idx = self._order[i * batch : (i + 1) * batch]
+            idx = self._order[i * batch + pt.arange(batch)]  # a gather: static size for every linker
             loss, correct, grads = self._loss_grads(self._x[idx], self._y[idx], self._step, batch)
             updates = self._optimizer_updates(grads, self._step)
             updates += [(self._loss_sum, self._loss_sum + loss), (self._correct_sum, self._correct_sum + correct)]
@@ -111,19 +116,19 @@ class TheanoModel(CompiledModel):
 
         return self._compiled(("train", batch), build)
 
-    def _eval_fn(self) -> Callable[..., Any]:
+    def _eval_fn(self, size: int) -> Callable[..., Any]:
         def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
             import pytensor.tensor as pt
 
             start = pt.lscalar("start")
-            xb, yb = self._x[start : start + EVAL_CHUNK], self._y[start : start + EVAL_CHUNK]
-            head, _ = self._head_and_output(self._forward(xb, training=False, step=self._step, batch=None))
-            n = self._ops.to_float(xb.shape[0])
-            loss = losses.loss_from_head(self._ops, self.graph, head, yb) * n
+            idx = start + pt.arange(size)
+            xb, yb = self._x[idx], self._y[idx]
+            head, _ = self._head_and_output(self._forward(xb, training=False, step=self._step, batch=size))
+            loss = losses.loss_from_head(self._ops, self.graph, head, yb) * self._ops.constant(float(size))
             correct = losses.correct_count(self._ops, head, yb)
             return [start], [], [(self._loss_sum, self._loss_sum + loss), (self._correct_sum, self._correct_sum + correct)]
 
-        return self._compiled(("evaluate",), build)
+        return self._compiled(("evaluate", size), build)
 
     # ---- data -----------------------------------------------------------------------------------
     def put(self, array: np.ndarray) -> Any:
@@ -165,23 +170,24 @@ class TheanoModel(CompiledModel):
         return loss_sum / steps, correct / (steps * batch)
 
     def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
-        fn = self._eval_fn()
         self._load_slots(x, y)
         n = int(x.shape[0])
         self._reset_sums()
         for start in range(0, n, EVAL_CHUNK):
-            fn(start)
+            self._eval_fn(min(EVAL_CHUNK, n - start))(start)
         loss_sum, correct = self._read_sums()
         return loss_sum / n, correct / n
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
-            xs = self._x_type("x")
-            return [xs], self._forward(xs, training=False, step=self._step, batch=None)[-1], []
+        def predict_fn(size: int) -> Callable[..., Any]:
+            def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
+                xs = self._x_input(size)
+                return [xs], self._forward(xs, training=False, step=self._step, batch=size)[-1], []
 
-        fn = self._compiled(("predict",), build)
+            return self._compiled(("predict", size), build)
+
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        parts = [np.asarray(fn(x[s : s + EVAL_CHUNK])) for s in range(0, len(x), EVAL_CHUNK)]
+        parts = [np.asarray(predict_fn(len(x[s : s + EVAL_CHUNK]))(x[s : s + EVAL_CHUNK])) for s in range(0, len(x), EVAL_CHUNK)]
         if not parts:
             return np.zeros((0, *self.graph.output_shape), dtype=self.dtype)
         return np.concatenate(parts)
@@ -196,12 +202,12 @@ class TheanoModel(CompiledModel):
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        batch = int(x.shape[0]) if training else None
+        batch = int(x.shape[0])
 
         def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
             import pytensor.tensor as pt
 
-            xs, s = self._x_type("x"), pt.lscalar("step")
+            xs, s = self._x_input(batch), pt.lscalar("step")
             return [xs, s], self._forward(xs, training=training, step=s, batch=batch), []
 
         fn = self._compiled(("layers", training, batch), build)
@@ -214,7 +220,7 @@ class TheanoModel(CompiledModel):
         def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
             import pytensor.tensor as pt
 
-            xs, ys, s = self._x_type("x"), pt.ivector("y"), pt.lscalar("step")
+            xs, ys, s = self._x_input(batch), pt.ivector("y"), pt.lscalar("step")
             loss, _, grads = self._loss_grads(xs, ys, s, batch)
             return [xs, ys, s], [loss, *grads], []
 
@@ -229,7 +235,7 @@ class TheanoModel(CompiledModel):
         def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
             import pytensor.tensor as pt
 
-            xs, ys = self._x_type("x"), pt.ivector("y")
+            xs, ys = self._x_input(batch), pt.ivector("y")
             loss, _, grads = self._loss_grads(xs, ys, self._step, batch)
             return [xs, ys], loss, self._optimizer_updates(grads, self._step)
 
@@ -238,3 +244,26 @@ class TheanoModel(CompiledModel):
         loss = float(np.asarray(fn(x, np.asarray(y, dtype=np.int32))))
         self.step += 1
         return loss
+
+
+def _quiet_first_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``'s first call (when JAX traces it) without JAX's warnings that 64-bit types become 32-bit.
+
+    Without ``jax_enable_x64`` the JAX linker holds PyTensor's int64/uint64 values in 32 bits; nnspec's
+    graphs are written so that this changes no result (the dropout hash wraps modulo 2**32 either way).
+    """
+    import warnings
+
+    traced = False
+
+    def call(*args: Any) -> Any:
+        nonlocal traced
+        if traced:
+            return fn(*args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+            out = fn(*args)
+        traced = True
+        return out
+
+    return call

@@ -1,0 +1,76 @@
+"""Loss and gradients of one batch against float64 central finite differences of the NumPy reference loss.
+
+Dropout is on (training mode) with the masks of a fixed step, so gradients flow through the shared masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conformance_support import compile_model, graph, random_batch, random_weights
+
+from nnspec import reference
+
+EPS = 1e-6
+
+#: id -> (input shape, layers, loss). Small, so that finite differences over every weight stay cheap.
+MODELS: dict[str, tuple[tuple[int, ...], list, str]] = {
+    "mlp-dropout": (
+        (6,),
+        [("dense", {"units": 5, "activation": "tanh"}), ("dropout", {"rate": 0.4}), ("dense", {"units": 3, "activation": "gelu"}),
+         ("dense", {"units": 3}), "softmax"],
+        "cross_entropy",
+    ),
+    "conv-maxpool-dropout": (
+        (6, 5, 2),
+        [("conv2d", {"filters": 3, "kernel": 3, "padding": "same", "activation": "softplus"}), ("max_pool2d", {"size": 2, "padding": "same"}),
+         "flatten", ("dropout", {"rate": 0.3}), ("dense", {"units": 3}), "softmax"],
+        "cross_entropy",
+    ),
+    "conv-strided-avgpool": (
+        (7, 6, 1),
+        [("conv2d", {"filters": 2, "kernel": [3, 2], "strides": 2, "padding": "same", "activation": "elu"}),
+         ("avg_pool2d", {"size": 3, "strides": 1, "padding": "same"}), ("conv2d", {"filters": 2, "kernel": 2, "activation": "sigmoid"}),
+         "flatten", ("dense", {"units": 3})],
+        "cross_entropy",
+    ),
+    "reshape-mse-softmax": (
+        (12,),
+        [("reshape", {"shape": [2, 3, 2]}), ("conv2d", {"filters": 2, "kernel": 2, "padding": "same", "activation": "relu"}), "flatten",
+         ("dense", {"units": 3}), "softmax"],
+        "mse",
+    ),
+}
+
+
+def _finite_differences(g, weights, x, y, step):
+    grads = {}
+    for key, value in weights.items():
+        grad = np.zeros_like(value)
+        for i in np.ndindex(value.shape):
+            saved = value[i]
+            value[i] = saved + EPS
+            up = reference.loss(g, weights, x, y, step=step)
+            value[i] = saved - EPS
+            down = reference.loss(g, weights, x, y, step=step)
+            value[i] = saved
+            grad[i] = (up - down) / (2 * EPS)
+        grads[key] = grad
+    return grads
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradients_match_finite_differences(backend_name: str, name: str) -> None:
+    shape, layers, loss = MODELS[name]
+    g = graph(shape, layers, loss=loss, seed=5)
+    weights = random_weights(g, seed=2)
+    x, y = random_batch(g, 4, seed=3)
+    step = 3
+    model = compile_model(backend_name, g, weights)
+    value, grads = model.loss_and_gradients(x, y, step=step)
+    assert value == pytest.approx(reference.loss(g, weights, x, y, step=step), rel=1e-10)
+    expected = _finite_differences(g, weights, x, y, step)
+    assert set(grads) == set(expected)
+    for key in expected:
+        assert grads[key].shape == expected[key].shape, key
+        np.testing.assert_allclose(grads[key], expected[key], rtol=1e-5, atol=1e-7, err_msg=f"{name}: d loss / d {key}")

@@ -1,0 +1,95 @@
+"""Parity suite: every spec in specs/ on every installed backend against the NumPy float64 reference.
+
+* float64: forward per layer (inference, and training with the dropout masks of step 0) within 1e-10
+  relative, loss and gradients within 1e-9;
+* float32: forward within 1e-5, and ten training steps (dropout on) whose losses and weights stay within
+  1e-4 relative of the reference trajectory.
+
+Batches are 8 examples of the spec's training data in the seeded epoch order, or seeded random inputs of
+the spec's input shape when its data set is not installed (nothing is downloaded). A backend that
+declares it cannot run a spec (a documented gap) is skipped with its reason, never silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnspec
+from nnspec.compare import ComparisonData, compare, load_data, render
+from nnspec.compare.core import AGREE, UNSUPPORTED, CompareResult
+from nnspec.compiler.ir import Graph, TrainConfig
+from nnspec.compiler.shapes import make_graph
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+SPECS = sorted(SPEC_DIR.glob("*.yaml"))
+BATCH = 8
+STEPS = 10
+
+
+@functools.lru_cache(maxsize=None)
+def _graph(spec: Path) -> Graph:
+    return nnspec.load(str(spec))
+
+
+@functools.lru_cache(maxsize=None)
+def _data(spec: Path) -> ComparisonData:
+    """The spec's training split when installed (never downloaded here), else seeded random inputs."""
+    old = os.environ.get("NNSPEC_OFFLINE")
+    os.environ["NNSPEC_OFFLINE"] = "1"
+    try:
+        return load_data(_graph(spec), fallback_examples=256)
+    finally:
+        if old is None:
+            del os.environ["NNSPEC_OFFLINE"]
+        else:
+            os.environ["NNSPEC_OFFLINE"] = old
+
+
+def _check(result: CompareResult, backend: str) -> None:
+    status = result.status(backend)
+    if status == UNSUPPORTED:
+        pytest.skip(f"declared gap: {result.summary.iloc[0]['message']}")
+    assert status == AGREE, "\n" + render(result)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
+    result = compare(_graph(spec), [backend_name], dtype="float64", batch=BATCH, data=_data(spec), timing=False, parts=("forward", "gradients"))
+    assert result.tolerances.forward == 1e-10
+    _check(result, backend_name)
+    assert set(result.forward["layer"]) == {n.name for n in _graph(spec).nodes}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_float32_forward_and_training_trajectory(spec: Path, backend_name: str) -> None:
+    result = compare(_graph(spec), [backend_name], dtype="float32", steps=STEPS, batch=BATCH, data=_data(spec), timing=False, parts=("forward", "trajectory"))
+    assert (result.tolerances.forward, result.tolerances.trajectory) == (1e-5, 1e-4)
+    _check(result, backend_name)
+    assert len(result.trajectory) == STEPS
+
+
+def test_max_pool_ties_route_the_gradient_to_one_element(backend_name: str) -> None:
+    """ReLU outputs equal to a positive bias over blank image regions tie in every pooling window; the
+    gradient must go to one element of the window (the reference: the first), not to each of them."""
+    graph = make_graph(
+        (6, 6, 1),
+        [("conv2d", {"filters": 2, "kernel": 3, "padding": "same", "activation": "relu"}), ("max_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})],
+        train=TrainConfig(batch_size=4),
+    )
+    x = np.zeros((64, 6, 6, 1), dtype=np.float32)
+    x[:, :2, :2, 0] = np.random.default_rng(0).random((64, 2, 2))  # blank except one corner
+    data = ComparisonData(x, np.arange(64, dtype=np.int32) % 3, "blank images")
+    weights = nnspec.compiler.init.initial_weights(graph, dtype="float64")
+    weights["conv2d_1.bias"] = np.array([0.1, 0.2])
+    model = nnspec.compile(graph, backend_name, {k: v.astype("float64") for k, v in weights.items()}, dtype="float64", device="cpu")
+    from nnspec.compare.parity import compare_gradients, compute_reference
+    from nnspec.compare.tolerances import tolerances_for
+
+    ref = compute_reference(graph, weights, [(data.x[:4].astype("float64"), data.y[:4])], trajectory=False)
+    grads = compare_gradients(graph, model, ref, tolerances_for("float64"))
+    assert grads["ok"].all(), "\n" + grads.to_string()

@@ -12,7 +12,6 @@ convnet uses JAX's own RNG (``jax.random.bernoulli`` with a key folded with the 
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -86,7 +85,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, devic
     import jax.numpy as jnp
     from jax import lax
 
-    b = config.batch_size
+    b = min(config.batch_size, len(data.x_train))
     n = len(data.x_train)
     steps = config.steps_per_epoch(n)
     dev = jax.devices(device)[0]

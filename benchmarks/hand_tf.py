@@ -78,7 +78,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
     """Train ``model`` with the hand-written TensorFlow ``variant`` and measure it."""
     import tensorflow as tf
 
-    b = config.batch_size
+    b = min(config.batch_size, len(data.x_train))
     n = len(data.x_train)
     steps = config.steps_per_epoch(n)
     x_all, y_all = tf.constant(data.x_train), tf.constant(data.y_train)

@@ -8,15 +8,17 @@ time to ``model.compile_seconds``; it is taken out of the epoch's time and repor
 from __future__ import annotations
 
 import time
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .data import BenchData
 from .result import Measurement
 from .settings import BenchConfig, initial_weights, make_model_graph
 
+if TYPE_CHECKING:
+    from nnspec.backends.base import CompiledModel
 
-def _compile(model: str, engine: str, config: BenchConfig, device: str) -> tuple[object, float]:
+
+def _compile(model: str, engine: str, config: BenchConfig, device: str) -> tuple["CompiledModel", float]:
     import nnspec
 
     start = time.perf_counter()
@@ -64,7 +66,7 @@ def run(model: str, engine: str, data: BenchData, config: BenchConfig, *, device
         engine=engine,
         implementation="nnspec",
         epoch_seconds=seconds,
-        examples_per_epoch=config.steps_per_epoch(n) * config.batch_size,
+        examples_per_epoch=config.steps_per_epoch(n) * min(config.batch_size, n),
         final_train_loss=float(loss),
         test_accuracy=float(accuracy),
         compile_seconds=compile_total,

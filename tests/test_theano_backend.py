@@ -1,7 +1,8 @@
 """PyTensor-specific tests of the Theano backend: linker set-up, BLAS, dropout bits per linker, JAX x64
-isolation, conv/pool gradients against finite differences, and the fused training step.
+isolation, chunked evaluation.
 
-Backend-independent behaviour is checked by tests/conformance (which runs this backend too).
+Backend-independent behaviour (forward values, gradients against finite differences, fused epochs equal
+to single steps, optimisers, weights) is checked by tests/conformance, which runs this backend too.
 """
 
 from __future__ import annotations
@@ -119,68 +120,6 @@ def test_pytensor_leaves_jax_x64_off() -> None:
         """
     )
     assert out.split() == ["False", "float32", "float32"]
-
-
-def _conv_graph(optimizer: str = "adam") -> "object":
-    layers = [
-        ("conv2d", {"filters": 3, "kernel": [3, 2], "strides": [2, 1], "padding": "same", "activation": "tanh"}),
-        ("max_pool2d", {"size": 3, "strides": 2, "padding": "same"}),
-        ("conv2d", {"filters": 2, "kernel": 2, "padding": "same", "activation": "softplus"}),
-        ("avg_pool2d", {"size": 2, "strides": 1, "padding": "same"}),
-        "flatten",
-        ("dropout", {"rate": 0.25}),
-        ("dense", {"units": 4}),
-        "softmax",
-    ]
-    opt = OptimizerConfig(optimizer, {"learning_rate": 0.01})
-    return make_graph((7, 6, 2), layers, train=TrainConfig(batch_size=4, optimizer=opt))
-
-
-@pytest.fixture(scope="module")
-def conv64():
-    """A float64 convnet model, compiled once for the tests below."""
-    g = _conv_graph()
-    return get_backend("theano").compile(g, device="cpu", dtype="float64")
-
-
-def test_conv_pool_gradients_match_finite_differences(conv64) -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4, 7, 6, 2))
-    y = rng.integers(0, 4, size=4).astype(np.int32)
-    start = conv64.get_weights()
-    loss, grads = conv64.loss_and_gradients(x, y, step=3)
-    eps = 1e-6
-    for key, w in start.items():
-        flat = w.reshape(-1)
-        for i in rng.choice(flat.size, size=min(4, flat.size), replace=False):
-            plus, minus = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
-            plus[key].reshape(-1)[i] += eps
-            minus[key].reshape(-1)[i] -= eps
-            conv64.set_weights(plus)
-            lp, _ = conv64.loss_and_gradients(x, y, step=3)
-            conv64.set_weights(minus)
-            lm, _ = conv64.loss_and_gradients(x, y, step=3)
-            numeric = (lp - lm) / (2 * eps)
-            assert abs(numeric - grads[key].reshape(-1)[i]) < 1e-6 + 1e-5 * abs(numeric), key
-    conv64.set_weights(start)
-    assert np.isfinite(loss)
-
-
-def test_fused_epoch_equals_single_steps() -> None:
-    g = _conv_graph("sgd")
-    backend = get_backend("theano")
-    fused, single = backend.compile(g, device="cpu", dtype="float64"), backend.compile(g, device="cpu", dtype="float64")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(10, 7, 6, 2))
-    y = rng.integers(0, 4, size=10).astype(np.int32)
-    order = rng.permutation(10)
-    loss, acc = fused.run_epoch(fused.put(x), fused.put(y), order, 4)
-    losses = [single.train_step(x[order[i * 4 : (i + 1) * 4]], y[order[i * 4 : (i + 1) * 4]]) for i in range(2)]
-    assert fused.step == single.step == 2
-    assert loss == pytest.approx(np.mean(losses), rel=1e-12)
-    assert 0.0 <= acc <= 1.0
-    for k, w in fused.get_weights().items():
-        np.testing.assert_allclose(w, single.get_weights()[k], rtol=1e-12, atol=1e-14)
 
 
 def test_training_mlp_learns_and_evaluates_in_chunks() -> None:

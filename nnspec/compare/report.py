@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
+from .parity import KINK_FACTOR
+
 if TYPE_CHECKING:
     from .core import CompareResult
 
@@ -70,6 +72,9 @@ def trajectory_table(result: "CompareResult") -> pd.DataFrame:
         part = df[df["backend"] == b].set_index("step").reindex(out["step"])
         out[f"{b} loss"] = [_cell(v, v <= t) for v, t in zip(part["loss_rel"], part["tolerance"])]
         out[f"{b} weights"] = [_cell(v, v <= t) for v, t in zip(part["weights_rel"], part["tolerance"])]
+    if "near_kink" in first and first["near_kink"].astype(bool).any():
+        out["tolerance"] = [f"{t:g}" for t in first["tolerance"]]
+        out["near kink (reference)"] = first["near_kink"].fillna("").to_numpy()
     return out
 
 
@@ -118,7 +123,11 @@ def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
         (f"Forward per layer, inference (max relative error vs NumPy float64; tolerance {t.forward:g})", forward_table(result, "inference")),
         (f"Forward per layer, training: dropout masks of step 0 (tolerance {t.forward:g})", forward_table(result, "training")),
         (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
-        (f"Training trajectory, {result.steps} steps: relative error of the loss and of the weights (tolerance {t.trajectory:g})", trajectory_table(result)),
+        (
+            f"Training trajectory, {result.steps} steps: relative error of the loss and of the weights (tolerance {t.trajectory:g}; "
+            f"x{KINK_FACTOR:g} from a step whose forward pass comes near a kink)",
+            trajectory_table(result),
+        ),
         ("Timing (medians, warm-up excluded)", timing_table(result)),
         ("Summary", summary_table(result)),
     ]

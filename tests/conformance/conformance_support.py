@@ -38,8 +38,14 @@ def random_batch(g: Graph, n: int, seed: int = 1, classes: int | None = None) ->
 
 
 def compile_model(backend_name: str, g: Graph, weights: Mapping[str, np.ndarray] | None = None, dtype: str = "float64") -> CompiledModel:
-    """Compile ``g`` on the CPU of backend ``backend_name``."""
-    return get_backend(backend_name).compile(g, weights, device="cpu", dtype=dtype)
+    """Compile ``g`` on the CPU of backend ``backend_name``; a dtype the backend declares it lacks is a skip with its reason."""
+    backend = get_backend(backend_name)
+    caps = backend.capabilities()
+    if dtype not in caps.dtypes:
+        import pytest
+
+        pytest.skip(f"backend '{backend.name}' declares no {dtype}: {caps.gaps.get(dtype, 'not supported')}")
+    return backend.compile(g, weights, device="cpu", dtype=dtype)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str, what: str = "") -> None:

@@ -99,9 +99,34 @@ class TheanoModel(CompiledModel):
             with pytensor.config.change_flags(floatX=self.dtype):
                 inputs, outputs, updates = build()
                 fn = pytensor.function(inputs, outputs, updates=updates, mode=self._pt_mode, on_unused_input="ignore")
-            self._fns[key] = _quiet_first_call(fn) if self.mode == "jax" else fn
+            self._fns[key] = fn if self.mode == "c" else self._jit_on_first_call(fn)
             self.compile_seconds += time.perf_counter() - start
         return self._fns[key]
+
+    def _jit_on_first_call(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a Numba or JAX function, which JIT-compiles on its first call: that call's seconds count as
+        compile time, and JAX's warnings that 64-bit types become 32-bit are silenced while it traces.
+
+        Without ``jax_enable_x64`` the JAX linker holds PyTensor's int64/uint64 values in 32 bits; nnspec's
+        graphs are written so that this changes no result (the dropout hash wraps modulo 2**32 either way).
+        """
+        import warnings
+
+        done = False
+
+        def call(*args: Any) -> Any:
+            nonlocal done
+            if done:
+                return fn(*args)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+                out = fn(*args)
+            done = True
+            self.compile_seconds += time.perf_counter() - start
+            return out
+
+        return call
 
     def _train_fn(self, batch: int) -> Callable[..., Any]:
         def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
@@ -244,26 +269,3 @@ class TheanoModel(CompiledModel):
         loss = float(np.asarray(fn(x, np.asarray(y, dtype=np.int32))))
         self.step += 1
         return loss
-
-
-def _quiet_first_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``'s first call (when JAX traces it) without JAX's warnings that 64-bit types become 32-bit.
-
-    Without ``jax_enable_x64`` the JAX linker holds PyTensor's int64/uint64 values in 32 bits; nnspec's
-    graphs are written so that this changes no result (the dropout hash wraps modulo 2**32 either way).
-    """
-    import warnings
-
-    traced = False
-
-    def call(*args: Any) -> Any:
-        nonlocal traced
-        if traced:
-            return fn(*args)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Explicitly requested dtype")
-            out = fn(*args)
-        traced = True
-        return out
-
-    return call

@@ -1,0 +1,112 @@
+"""What only the JAX backend has: lazy import, the epoch-mode rule, scoped float64, compile-once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nnspec.backends import available_backends, get_backend
+from nnspec.compiler.ir import TrainConfig
+from nnspec.compiler.shapes import make_graph
+
+pytestmark = pytest.mark.skipif("jax" not in available_backends(), reason="JAX is not installed (test_backends_installed fails for it)")
+
+CNN = [
+    ("conv2d", {"filters": 3, "kernel": 3, "padding": "same", "activation": "relu"}),
+    ("max_pool2d", {"size": 2}),
+    "flatten",
+    ("dropout", {"rate": 0.3}),
+    ("dense", {"units": 10}),
+    "softmax",
+]
+MLP = ["flatten", ("dense", {"units": 12, "activation": "tanh"}), ("dropout", {"rate": 0.2}), ("dense", {"units": 10}), "softmax"]
+
+
+def _graph(layers: list, batch_size: int = 16):
+    return make_graph((6, 6, 1), layers, train=TrainConfig(batch_size=batch_size, seed=3))
+
+
+def _data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 6, 6, 1)), rng.integers(0, 10, size=n).astype(np.int32)
+
+
+def test_importing_the_backend_module_imports_no_jax() -> None:
+    code = (
+        "import sys, nnspec, nnspec.backends.jax.backend as b; "
+        "from nnspec.backends import available_backends; available_backends(); "
+        "assert b.JaxBackend.availability()[0]; "
+        "assert 'jax' not in sys.modules and 'jaxlib' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_epoch_mode_rule() -> None:
+    from nnspec.backends.jax.model import fused_epoch
+
+    assert fused_epoch(_graph(MLP), "cpu")
+    assert not fused_epoch(_graph(CNN), "cpu")
+    assert fused_epoch(_graph(CNN), "gpu") and fused_epoch(_graph(MLP), "gpu")
+    assert get_backend("jax").compile(_graph(CNN), device="cpu").epoch_mode == "step"
+    assert get_backend("jax").compile(_graph(MLP), device="cpu").epoch_mode == "scan"
+
+
+@pytest.mark.parametrize("layers", [MLP, CNN], ids=["mlp", "cnn"])
+def test_scan_and_step_modes_agree(layers: list) -> None:
+    g = _graph(layers)
+    x, y = _data(100)
+    models = []
+    for mode in ("scan", "step"):
+        model = get_backend("jax").compile(g, device="cpu", dtype="float64")
+        model.epoch_mode = mode
+        xd, yd = model.put(x), model.put(y)
+        metrics = [model.run_epoch(xd, yd, np.random.default_rng([3, e]).permutation(100), 16) for e in range(2)]
+        metrics.append(model.evaluate_arrays(model.put(x[:77]), model.put(y[:77])))
+        models.append((model, metrics))
+    (scan, scan_metrics), (step, step_metrics) = models
+    np.testing.assert_allclose(np.array(scan_metrics), np.array(step_metrics), rtol=1e-12)
+    for key, value in scan.get_weights().items():
+        np.testing.assert_allclose(value, step.get_weights()[key], rtol=1e-11, atol=1e-14, err_msg=key)
+    assert scan.step == step.step == 12
+
+
+@pytest.mark.parametrize("mode", ["scan", "step"])
+def test_compiled_once_per_model_and_data_shape(mode: str) -> None:
+    model = get_backend("jax").compile(_graph(CNN), device="cpu")
+    model.epoch_mode = mode
+    x, y = _data(90)
+    xd, yd = model.put(x), model.put(y)
+    model.run_epoch(xd, yd, np.random.default_rng(0).permutation(90), 16)
+    model.evaluate_arrays(xd, yd)
+    compiled, seconds = len(model._executables), model.compile_seconds
+    assert seconds > 0
+    for epoch in range(1, 4):
+        model.run_epoch(xd, yd, np.random.default_rng(epoch).permutation(90), 16)
+        model.evaluate_arrays(xd, yd)
+    assert len(model._executables) == compiled and model.compile_seconds == seconds
+
+
+def test_predict_compiles_few_chunk_sizes() -> None:
+    model = get_backend("jax").compile(_graph(MLP), device="cpu")
+    x, _ = _data(1500)
+    full = model.predict(x)
+    for n in (1, 3, 5, 7, 100, 1025, 1500):
+        np.testing.assert_allclose(model.predict(x[:n]), full[:n], rtol=1e-6, atol=1e-7)
+    assert len(model._executables) <= 10
+
+
+def test_float64_is_really_float64_and_leaves_jax_in_float32() -> None:
+    import jax
+
+    g = make_graph((2,), [("dense", {"units": 1, "use_bias": False})])
+    weights = {"dense_1.kernel": np.array([[1.0], [-1.0]])}
+    x = np.array([[1.0 + 1e-12, 1.0]])
+    wide = get_backend("jax").compile(g, weights, dtype="float64")
+    assert wide.predict(x)[0, 0] == pytest.approx(1e-12, rel=1e-3)  # float32 would give 0
+    narrow = get_backend("jax").compile(g, weights, dtype="float32")
+    assert narrow.predict(x)[0, 0] == 0.0
+    assert not jax.config.jax_enable_x64
+    assert jax.numpy.asarray(np.ones(2)).dtype == np.float32

@@ -10,7 +10,7 @@ more, so the convnet's convolutions are written as im2col (nine shifted slices c
   (the harness sets ``-lopenblas`` where Debian's OpenBLAS is installed, see :func:`configure_env`);
 * ``Numba``: PyTensor's Numba linker.
 
-Dropout in the convnet uses PyTensor's own RNG (``RandomStream``).
+Dropout in the convnet uses PyTensor's own RNG (a shared generator, ``pt.random.shared_rng``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def _max_pool2(x: Any, shape: tuple[int, int, int]) -> Any:
     return x[:, : 2 * ph, : 2 * pw, :].reshape((-1, ph, 2, pw, 2, c)).max(axis=(2, 4))
 
 
-def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None) -> Any:
+def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None = None, updates: list[Any] | None = None) -> Any:
+    """The model's logits; with ``dropout_rng`` (a shared generator) dropout is on and the generator's
+    update is appended to ``updates``."""
     import pytensor.tensor as pt
 
     if model == "mlp":
@@ -87,7 +89,9 @@ def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None) -> A
     h = _max_pool2(_conv_relu(h, k2, c2, (13, 13, 32), (3, 3, 32, 64)), (11, 11, 64))
     h = h.reshape((-1, 5 * 5 * 64))
     if dropout_rng is not None:
-        keep = dropout_rng.uniform(size=h.shape, dtype="float32") >= CNN_DROPOUT
+        next_rng, u = dropout_rng.uniform(size=h.shape, dtype="float32")
+        updates.append((dropout_rng, next_rng))
+        keep = u >= CNN_DROPOUT
         h = pt.switch(keep, h * np.float32(1.0 / (1.0 - CNN_DROPOUT)), np.float32(0.0))
     return pt.dot(h, w) + b
 
@@ -96,7 +100,6 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
     """Graph and compiled functions; returns (train_fn, perm_shared, predict_fn, params, seconds to compile train_fn)."""
     import pytensor
     import pytensor.tensor as pt
-    from pytensor.tensor.random.utils import RandomStream
     from pytensor.tensor.special import log_softmax
 
     b = min(config.batch_size, len(data.x_train))
@@ -113,15 +116,16 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
     x = pt.tensor("x", dtype="float32", shape=(b, 28, 28, 1))
     y = pt.tensor("y", dtype="int32", shape=(b,))
     i = pt.iscalar("i")
-    rng = RandomStream(seed=config.seed) if model == "cnn" else None
-    logp = log_softmax(_logits(model, params, x, rng), axis=-1)
+    rng = pt.random.shared_rng(seed=config.seed, name="dropout_rng") if model == "cnn" else None
+    rng_updates: list[Any] = []
+    logp = log_softmax(_logits(model, params, x, rng, rng_updates), axis=-1)
     loss = -pt.mean(logp[pt.arange(y.shape[0]), y])
     grads = pytensor.grad(loss, params)
 
     b1, b2, eps, lr = (floatx(ADAM[k]) for k in ("beta_1", "beta_2", "epsilon", "learning_rate"))
     t_next = t + floatx(1.0)
     lr_t = lr * pt.sqrt(floatx(1.0) - b2**t_next) / (floatx(1.0) - b1**t_next)
-    updates = [(t, t_next)]
+    updates = [(t, t_next), *rng_updates]
     for p, m, v, g in zip(params, ms, vs, grads):
         m_next = m + (g - m) * (floatx(1.0) - b1)
         v_next = v + (g * g - v) * (floatx(1.0) - b2)
@@ -172,7 +176,7 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, warm_
     blas = pytensor.config.blas__ldflags or "none (NumPy C-API fallback)"
     notes = f"mode {'NUMBA' if variant == 'Numba' else 'CVM (C linker)'}, BLAS: {blas if variant == 'C' else 'n/a'}"
     if model == "cnn":
-        notes += "; conv as im2col + dot; dropout: RandomStream"
+        notes += "; conv as im2col + dot; dropout: pt.random.shared_rng"
     return Measurement(
         model=model,
         engine="theano",

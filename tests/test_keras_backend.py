@@ -203,6 +203,10 @@ def test_counter_dropout_model_saves_and_loads_in_safe_mode(tmp_path) -> None:
     assert any(isinstance(layer, CounterDropout) for layer in loaded.layers)
     x, _ = _batch(g, 2)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    from nnspec.interop.keras_import import import_keras
+
+    imported = import_keras(str(path))  # nnspec's own dropout layer imports back as dropout
+    assert [(n.op, dict(n.attrs)) for n in imported.graph.nodes] == [(n.op, dict(n.attrs)) for n in g.nodes]
 
 
 def test_float64_is_refused_with_its_reason_on_jax() -> None:

@@ -28,6 +28,7 @@ CONVNET = [
     ("dense", {"units": 10}),
     "softmax",
 ]
+MLP = ["flatten", ("dense", {"units": 32, "activation": "relu"}), ("dropout", {"rate": 0.25}), ("dense", {"units": 10}), "softmax"]
 #: Every v1 op, with odd sizes, strides and 'same' padding where TensorFlow's rule matters.
 EVERY_OP = [
     ("conv2d", {"filters": 3, "kernel": (3, 2), "strides": 2, "padding": "same", "activation": "elu"}),
@@ -113,13 +114,13 @@ def test_dropout_mask_is_bit_identical_to_numpy(jit: bool) -> None:
     np.testing.assert_array_equal(keep_mask(ops, 2**33 + 1, 0, 9, shape, 0.5).numpy(), numpy_keep_mask(2**33 + 1, 0, 9, shape, 0.5))
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_no_retracing_across_epochs_batches_and_calls(fused: bool) -> None:
+@pytest.mark.parametrize(("fused", "jit"), [(True, False), (False, False), (True, True)])
+def test_no_retracing_across_epochs_batches_and_calls(fused: bool, jit: bool) -> None:
     from nnspec.backends.tensorflow.model import ExecutionPlan
 
     graph = make_graph((8, 8, 1), CONVNET, train=TrainConfig(batch_size=16, optimizer=ADAM))
     model = get_backend("tensorflow").compile(graph, device="cpu")
-    model.set_plan(ExecutionPlan(fused=fused, jit=False))
+    model.set_plan(ExecutionPlan(fused=fused, jit=jit))
     x, y = _data(100, (8, 8, 1), 10)
     xd, yd = model.put(x), model.put(y)
     for epoch in range(3):
@@ -217,9 +218,18 @@ def test_refuses_what_it_lacks() -> None:
             backend.compile(graph, device="gpu")
 
 
-def test_one_epoch_matches_jax_in_float32_with_dropout() -> None:
+def test_default_plan_follows_the_measured_rule() -> None:
+    from nnspec.backends.tensorflow.model import ExecutionPlan, default_plan
+
+    assert default_plan(make_graph((8, 8, 1), CONVNET), "cpu") == ExecutionPlan(fused=False, jit=False)
+    assert default_plan(make_graph((8, 8, 1), MLP), "cpu") == ExecutionPlan(fused=True, jit=True)
+    assert default_plan(make_graph((8, 8, 1), CONVNET), "gpu") == ExecutionPlan(fused=True, jit=True)
+
+
+@pytest.mark.parametrize("layers", [CONVNET, MLP], ids=["convnet", "mlp"])
+def test_one_epoch_matches_jax_in_float32_with_dropout(layers: list) -> None:
     jax_backend = get_backend("jax")  # the JAX backend is a required part of nnspec: no skip
-    graph = make_graph((8, 8, 1), CONVNET, train=TrainConfig(batch_size=32, optimizer=ADAM, seed=7))
+    graph = make_graph((8, 8, 1), layers, train=TrainConfig(batch_size=32, optimizer=ADAM, seed=7))
     x, y = _data(320, (8, 8, 1), 10, seed=2)
     order = np.random.default_rng([7, 0]).permutation(320)
     weights = {}

@@ -72,9 +72,11 @@ def trajectory_table(result: "CompareResult") -> pd.DataFrame:
         part = df[df["backend"] == b].set_index("step").reindex(out["step"])
         out[f"{b} loss"] = [_cell(v, v <= t) for v, t in zip(part["loss_rel"], part["tolerance"])]
         out[f"{b} weights"] = [_cell(v, v <= t) for v, t in zip(part["weights_rel"], part["tolerance"])]
-    if "near_kink" in first and first["near_kink"].astype(bool).any():
-        out["tolerance"] = [f"{t:g}" for t in first["tolerance"]]
-        out["near kink (reference)"] = first["near_kink"].fillna("").to_numpy()
+    flips = df[df["kink_flip"].fillna("").astype(bool)] if "kink_flip" in df else df.iloc[:0]
+    if len(flips):
+        out["kink flips"] = [
+            "; ".join(f"{b}: {f}" for b, f in zip(flips[flips["step"] == s]["backend"], flips[flips["step"] == s]["kink_flip"])) for s in out["step"]
+        ]
     return out
 
 
@@ -125,7 +127,7 @@ def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
         (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
         (
             f"Training trajectory, {result.steps} steps: relative error of the loss and of the weights (tolerance {t.trajectory:g}; "
-            f"x{KINK_FACTOR:g} from a step whose forward pass comes near a kink)",
+            f"x{KINK_FACTOR:g} for an engine from a step where it took the other side of a kink)",
             trajectory_table(result),
         ),
         ("Timing (medians, warm-up excluded)", timing_table(result)),

@@ -213,6 +213,8 @@ def _read_weights(path: str, layers: list[SpecLayer], graph: Graph) -> dict[str,
     """The weights of a checked ``.keras`` archive, loaded with Keras in safe mode, keyed ``<layer>.<param>``."""
     import keras
 
+    from ..backends.keras import layers as _registers_counter_dropout  # noqa: F401  (nnspec>CounterDropout)
+
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many kinds; the user needs the message, not the type

@@ -235,6 +235,12 @@ def _dropout(layer: KerasLayer) -> list[SpecLayer]:
     return [SpecLayer("dropout", {"rate": clean_float(layer.config["rate"])}, layer.name, layer, notes=notes)]
 
 
+@maps("CounterDropout")
+def _counter_dropout(layer: KerasLayer) -> list[SpecLayer]:
+    """nnspec's own training dropout (in a model saved from the keras backend's ``to_keras()``)."""
+    return [SpecLayer("dropout", {"rate": clean_float(layer.config["rate"])}, layer.name, layer)]
+
+
 @maps("Activation")
 def _activation_layer(layer: KerasLayer) -> list[SpecLayer]:
     name = _activation(layer, layer.config.get("activation"))

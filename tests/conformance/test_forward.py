@@ -57,8 +57,10 @@ CASES: dict[str, tuple[tuple[int, ...], list]] = {
          _pool("avg_pool2d", 2), "flatten", ("dropout", {"rate": 0.3}), ("dense", {"units": 4}), "softmax"],
     ),
 }
-CASES.update({f"activation-{name}": ((3, 5), [("activation", {"activation": name})]) for name in ACTIVATIONS})
-CASES.update({f"dense-{name}": ((6,), [("dense", {"units": 5, "activation": name})]) for name in ACTIVATIONS if name != "linear"})
+# every activation, as a layer and inside dense; the dense layers between mix signs again for the next one
+CASES["activations"] = ((6,), [layer for name in ACTIVATIONS for layer in (("dense", {"units": 6}), ("activation", {"activation": name}))])
+CASES["dense-activations"] = ((6,), [("dense", {"units": 6, "activation": name}) for name in ACTIVATIONS])
+CASES["activation-rank3"] = ((3, 5), [("activation", {"activation": "gelu"})])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

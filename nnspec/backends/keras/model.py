@@ -166,6 +166,7 @@ class KerasModel(CompiledModel):
             return K.convert_to_tensor(np.asarray(array))
 
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+        batch_size = max(1, min(batch_size, len(order)))  # a batch larger than the data is clipped to it
         steps = len(order) // batch_size
         if steps == 0:
             return float("nan"), float("nan")

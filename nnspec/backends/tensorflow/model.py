@@ -5,15 +5,18 @@ Weights and optimiser slots are ``tf.Variable`` in the contract layouts (dense `
 fixed input signatures (the example axis left open), so each is traced once per model (training once per
 batch size), never per epoch or per batch; :attr:`TensorFlowModel.trace_counts` counts the traces.
 
-How an epoch runs (:class:`ExecutionPlan`), chosen by measurement (epoch times in docs/benchmarks.md and
-the backend's report): ``fused`` runs the whole epoch as one ``tf.function`` (a ``tf.while_loop`` over the
-batches, gathered on the device by index from the epoch's permutation); otherwise one ``tf.function`` call
-per batch, the Python loop feeding only the batch number. ``jit`` compiles the training program with XLA.
+How an epoch runs (:class:`ExecutionPlan`) is chosen by measurement: ``fused`` runs the whole epoch as one
+``tf.function`` (a ``tf.while_loop`` over the batches, gathered on the device by index from the epoch's
+permutation); otherwise one ``tf.function`` call per batch, the Python loop feeding only the batch number.
+``jit`` compiles the training program with XLA. The rule (:func:`default_plan`):
 
-* CPU: one fused epoch without XLA. Fusing costs nothing and saves the per-call dispatch (a few percent on
-  an MLP); XLA's CPU code was slower than TensorFlow's own (oneDNN) kernels for the convnet, fused or not.
-* GPU: one fused epoch with XLA, following the design notes' measurement (no GPU was available to
-  measure this backend on; :meth:`TensorFlowModel.set_plan` switches for a benchmark).
+* CPU, a graph with a convolution or pooling layer: one call per batch, no XLA. Measured at Fashion-MNIST
+  size (60000 x 28 x 28 x 1, batch 128, Keras's MNIST convnet, 2 shared cores): per-step 17-20 s an epoch,
+  fused 29-35 s, per-step XLA 79-86 s, fused XLA 810-920 s (XLA's CPU convolution inside a loop).
+* CPU, dense-only graphs: one fused epoch with XLA. Measured on the 784-128-10 MLP: fused XLA 0.43-0.91 s,
+  fused 1.1-1.5 s, per-step XLA 1.7-2.3 s, per-step 2.2-2.5 s.
+* GPU: one fused epoch with XLA, following the design notes' measurement (no GPU was available to measure
+  this backend on). :meth:`TensorFlowModel.set_plan` switches plans, for benchmarks.
 
 Evaluation runs one ``tf.function`` over all examples in chunks of :data:`EVAL_BATCH` (the last chunk
 shorter), without XLA, so that every example counts exactly once. Metrics are read back once per call.
@@ -42,6 +45,8 @@ tf = load_tensorflow()
 
 #: Examples per chunk when evaluating or predicting.
 EVAL_BATCH = 1024
+#: Ops whose presence makes XLA and the fused loop slower on a CPU (see the module docstring).
+SPATIAL_OPS = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,13 @@ class ExecutionPlan:
     jit: bool = False
 
 
-def default_plan(device: str) -> ExecutionPlan:
-    """The measured choice per device (see the module docstring)."""
-    return ExecutionPlan(fused=True, jit=device == "gpu")
+def default_plan(graph: Graph, device: str) -> ExecutionPlan:
+    """The measured choice for ``graph`` on ``device`` (see the module docstring)."""
+    if device == "gpu":
+        return ExecutionPlan(fused=True, jit=True)
+    if any(node.op in SPATIAL_OPS for node in graph.nodes):
+        return ExecutionPlan(fused=False, jit=False)
+    return ExecutionPlan(fused=True, jit=True)
 
 
 class TensorFlowModel(CompiledModel):
@@ -73,7 +82,7 @@ class TensorFlowModel(CompiledModel):
         self.ops = TensorFlowOps(dtype)
         self.tf_dtype = tf.as_dtype(dtype)
         self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
-        self.plan = plan or default_plan(device)
+        self.plan = plan or default_plan(graph, device)
         #: How often each program was traced (Python side), keyed by program name.
         self.trace_counts: Counter[str] = Counter()
         self._keys = [key for key, _, _ in graph.param_specs()]

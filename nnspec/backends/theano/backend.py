@@ -79,15 +79,9 @@ class TheanoBackend(Backend):
         return f"PyTensor {mode} linker ({config.MODE_ENV}); cache {config.cache_dir()}"
 
     def capabilities(self) -> Capabilities:
-        gaps = {"gpu": "through PyTensor's JAX linker only"}
-        dtypes: tuple[str, ...] = ("float32", "float64")
-        if os.environ.get(config.MODE_ENV, "").strip().lower() == "jax":
-            import jax
-
-            if not jax.config.jax_enable_x64:
-                dtypes = ("float32",)
-                gaps["float64"] = "the JAX linker computes in float32 unless jax_enable_x64 is on"
-        return Capabilities(devices=("cpu", "gpu"), dtypes=dtypes, gaps=gaps)  # devices() says what is here
+        """Everything of spec v1; the GPU only through PyTensor's JAX linker, in float32 (imports no engine)."""
+        gaps = {"gpu": "through PyTensor's JAX linker only, in float32 (float64 there needs jax_enable_x64)"}
+        return Capabilities(devices=("cpu", "gpu"), gaps=gaps)
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
         from ...errors import BackendError

@@ -77,9 +77,12 @@ def test_tensorflow_start_up_is_quiet() -> None:
     result = _run_python(
         "import numpy as np, nnspec\n"
         "from nnspec.compiler.shapes import make_graph\n"
-        "g = make_graph((4,), [('dense', {'units': 3})])\n"
+        "g = make_graph((4,), [('dense', {'units': 3}), ('dropout', {'rate': 0.5})])\n"
         "m = nnspec.compile(g, backend='tensorflow')\n"
-        "print(m.predict(np.ones((2, 4), np.float32)).shape)\n"
+        "assert m.plan.jit  # the XLA path must be quiet as well\n"
+        "x, y = np.ones((32, 4), np.float32), np.zeros(32, np.int32)\n"
+        "m.run_epoch(m.put(x), m.put(y), np.arange(32), 8)\n"
+        "print(m.predict(x[:2]).shape)\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 3)"

@@ -1,4 +1,5 @@
-"""The loop driver, history, progress output, run-directory writer and plots, on a recording fake engine."""
+"""The loop driver, history, progress output, run-directory writer and plots, on the real JAX engine
+(its hooks wrapped to record what the driver asks of them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import nnspec
 from nnspec.backends.base import CompiledModel
 from nnspec.compiler.init import initial_weights
 from nnspec.compiler.ir import DataConfig, TrainConfig
@@ -26,58 +28,36 @@ from nnspec.runtime.rundir import RUN_FILES, default_run_dir, read_run, write_ru
 from nnspec.runtime.weights import load_weights
 
 
-class FakeBackend:
-    name = "fake"
-    engine = "numpy"
+class Recorder:
+    """Wraps a real compiled model's engine hooks and records what the loop driver asks of them."""
 
-    def engine_version(self) -> str:
-        return "1.0"
-
-    def devices(self) -> list[str]:
-        return ["cpu"]
-
-
-class RecordingModel(CompiledModel):
-    """Records what the loop asks of an engine; the 'loss' of an epoch is 1 / (epoch + 1)."""
-
-    def __init__(self, graph: Any):
-        super().__init__(graph, FakeBackend(), "cpu", "float32")  # type: ignore[arg-type]
+    def __init__(self, model: CompiledModel):
+        self.model = model
         self.puts: list[np.ndarray] = []
-        self.epochs: list[tuple[np.ndarray, int]] = []
-        self.evaluated = 0
-        self.weights = initial_weights(graph)
+        self.epochs: list[tuple[np.ndarray, int, tuple[float, float]]] = []
+        self.evaluations: list[tuple[float, float]] = []
+        put, run_epoch, evaluate = model.put, model.run_epoch, model.evaluate_arrays
 
-    def put(self, array: np.ndarray) -> Any:
-        self.puts.append(array)
-        return ("device", len(self.puts) - 1)
+        def recording_put(array: np.ndarray) -> Any:
+            self.puts.append(np.array(array))
+            return put(array)
 
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        assert x[0] == "device" and y[0] == "device"
-        self.epochs.append((order.copy(), batch_size))
-        self.step += len(order) // batch_size
-        return 1.0 / len(self.epochs), 0.5
+        def recording_run_epoch(x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+            result = run_epoch(x, y, order, batch_size)
+            self.epochs.append((np.array(order), batch_size, result))
+            return result
 
-    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
-        self.evaluated += 1
-        return 0.25, 0.75
+        def recording_evaluate(x: Any, y: Any) -> tuple[float, float]:
+            result = evaluate(x, y)
+            self.evaluations.append(result)
+            return result
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        return np.zeros((len(x), 3))
+        model.put, model.run_epoch, model.evaluate_arrays = recording_put, recording_run_epoch, recording_evaluate  # type: ignore[method-assign]
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return dict(self.weights)
 
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        self.weights = dict(weights)
-
-    def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        raise NotImplementedError
+def recorded(g: Any) -> Recorder:
+    """A real JAX model of ``g`` whose engine calls are recorded."""
+    return Recorder(nnspec.compile(g, backend="jax"))
 
 
 def graph(epochs: int = 3, batch_size: int = 4, seed: int = 7):
@@ -98,67 +78,81 @@ def test_epoch_order_contract() -> None:
 
 
 def test_fit_history_and_orders() -> None:
-    model = RecordingModel(graph())
-    history = fit(model, dataset(), progress=False)
+    rec = recorded(graph())
+    history = fit(rec.model, dataset(), progress=False)
     assert list(history.columns) == list(COLUMNS)
     assert history["epoch"].tolist() == [1, 2, 3]
-    assert history["loss"].tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
-    assert history["val_loss"].tolist() == [0.25] * 3 and history["val_accuracy"].tolist() == [0.75] * 3
+    assert history["loss"].tolist() == [pytest.approx(r[0]) for _, _, r in rec.epochs]
+    assert history["accuracy"].tolist() == [pytest.approx(r[1]) for _, _, r in rec.epochs]
+    assert history["val_loss"].tolist() == [pytest.approx(r[0]) for r in rec.evaluations]
+    assert history["val_accuracy"].tolist() == [pytest.approx(r[1]) for r in rec.evaluations]
+    assert np.isfinite(history["loss"]).all() and (history["loss"] > 0).all()
     assert (history["seconds"] >= 0).all()
-    assert len(model.puts) == 4  # train x, y, validation x, y: once
-    assert model.puts[0].dtype == np.float32 and model.puts[1].dtype == np.int32
-    for e, (order, batch) in enumerate(model.epochs):
+    assert len(rec.puts) == 4  # train x, y, validation x, y: once
+    assert rec.puts[0].dtype == np.float32 and rec.puts[1].dtype == np.int32
+    for e, (order, batch, _) in enumerate(rec.epochs):
         np.testing.assert_array_equal(order, epoch_order(7, e, 10))
         assert batch == 4
-    assert model.step == 3 * (10 // 4)
+    assert rec.model.step == 3 * (10 // 4)
 
 
 def test_fit_continues_epoch_numbering() -> None:
-    model, ds = RecordingModel(graph()), dataset()
-    first = fit(model, ds, epochs=2, progress=False)
-    second = fit(model, ds, epochs=2, progress=False)
+    rec, ds = recorded(graph()), dataset()
+    first = fit(rec.model, ds, epochs=2, progress=False)
+    second = fit(rec.model, ds, epochs=2, progress=False)
     assert first["epoch"].tolist() == [1, 2] and second["epoch"].tolist() == [3, 4]
-    assert model.history["epoch"].tolist() == [1, 2, 3, 4]
-    np.testing.assert_array_equal(model.epochs[3][0], epoch_order(7, 3, 10))
-    assert len(model.puts) == 4  # the same data set is not copied to the device again
+    assert rec.model.history["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_array_equal(rec.epochs[3][0], epoch_order(7, 3, 10))
+    assert len(rec.puts) == 4  # the same data set is not copied to the device again
+
+
+def test_fit_twice_equals_fit_once() -> None:
+    ds = dataset()
+    split, whole = recorded(graph()), recorded(graph())
+    fit(split.model, ds, epochs=1, progress=False)
+    fit(split.model, ds, epochs=2, progress=False)
+    fit(whole.model, ds, epochs=3, progress=False)
+    for key, value in whole.model.get_weights().items():
+        np.testing.assert_array_equal(split.model.get_weights()[key], value)
 
 
 def test_fit_without_validation_and_large_batch() -> None:
-    model = RecordingModel(graph(epochs=1, batch_size=64))
-    history = fit(model, dataset(n_val=0), progress=False)
+    rec = recorded(graph(epochs=1, batch_size=64))
+    history = fit(rec.model, dataset(n_val=0), progress=False)
     assert math.isnan(history["val_loss"][0]) and math.isnan(history["val_accuracy"][0])
-    assert model.evaluated == 0 and len(model.puts) == 2
-    assert model.epochs[0][1] == 10  # batch size clipped to the training set
+    assert rec.evaluations == [] and len(rec.puts) == 2
+    assert rec.epochs[0][1] == 10  # batch size clipped to the training set
 
 
 def test_fit_via_compiled_model_method() -> None:
-    model = RecordingModel(graph(epochs=1))
-    history = model.fit(dataset(), progress=False)
+    rec = recorded(graph(epochs=1))
+    history = rec.model.fit(dataset(), progress=False)
     assert list(history.columns) == list(COLUMNS)
+    assert len(rec.epochs) == 1
 
 
 def test_fit_refuses_empty_training_split() -> None:
     with pytest.raises(DataError, match="no training examples"):
-        fit(RecordingModel(graph()), dataset(n_train=0), progress=False)
+        fit(recorded(graph()).model, dataset(n_train=0), progress=False)
 
 
 def test_progress_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    fit(RecordingModel(graph(epochs=2)), dataset(), progress=None)
+    fit(recorded(graph(epochs=2)).model, dataset(), progress=None)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("epoch 1/2  loss 1.0000  accuracy 0.5000  val_loss 0.2500")
-    fit(RecordingModel(graph(epochs=2)), dataset(), progress=False)
+    assert len(err) == 2 and err[0].startswith("epoch 1/2  loss ") and "val_loss" in err[0] and err[1].startswith("epoch 2/2")
+    fit(recorded(graph(epochs=2)).model, dataset(), progress=False)
     assert capsys.readouterr().err == ""
 
 
 def test_progress_bar() -> None:
     stream = io.StringIO()
-    fit(RecordingModel(graph(epochs=2)), dataset(), progress=Progress(2, "bar", stream))
+    fit(recorded(graph(epochs=2)).model, dataset(), progress=Progress(2, "bar", stream))
     text = stream.getvalue()
     assert "\r" in text and "[" + "#" * 24 + "] 2/2" in text and text.endswith("\n")
 
 
 def test_metrics_csv_round_trip(tmp_path: Path) -> None:
-    history = fit(RecordingModel(graph()), dataset(), progress=False)
+    history = fit(recorded(graph()).model, dataset(), progress=False)
     write_metrics(history, tmp_path / "metrics.csv")
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     back = read_metrics(tmp_path / "metrics.csv")
@@ -169,16 +163,16 @@ def test_metrics_csv_round_trip(tmp_path: Path) -> None:
 
 
 def test_write_and_read_run_directory(tmp_path: Path) -> None:
-    model = RecordingModel(graph())
+    model = recorded(graph()).model
     history = fit(model, dataset(), progress=False)
-    out = write_run(tmp_path / "run", model, history, {"loss": 0.5, "accuracy": 0.8}, {"backend": "fake", "seed": 7})
+    out = write_run(tmp_path / "run", model, history, {"loss": 0.5, "accuracy": 0.8}, {"backend": "jax", "seed": 7})
     assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
     assert json.loads((out / "test.json").read_text()) == {"loss": 0.5, "accuracy": 0.8}
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(load_weights(out / "weights.safetensors", model.graph)) == {"dense_1.kernel", "dense_1.bias"}
     assert "name: toy" in (out / "spec.yaml").read_text()
     record = read_run(out)
-    assert record.label == "toy (fake)" and len(record.history) == 3 and record.test == {"loss": 0.5, "accuracy": 0.8}
+    assert record.label == "toy (jax)" and len(record.history) == 3 and record.test == {"loss": 0.5, "accuracy": 0.8}
     plot_runs([(record.label, record.history), ("other", record.history)], tmp_path / "cmp.png", "a vs b")
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 

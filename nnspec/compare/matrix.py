@@ -11,6 +11,7 @@ Reading ``capabilities()`` constructs each backend class but imports no engine (
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -106,7 +107,12 @@ def update_document(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nnspec.compare.matrix [DOC]``: update DOC (default docs/backends.md)."""
+    """``python -m nnspec.compare.matrix [DOC]``: update DOC (default docs/backends.md).
+
+    Some declarations depend on configuration (Keras's on its engine); like the test suite
+    (tests/conftest.py), this takes ``KERAS_BACKEND=jax`` unless the environment says otherwise.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     args = sys.argv[1:] if argv is None else argv
     target = Path(args[0]) if args else Path("docs/backends.md")
     changed = update_document(target)

@@ -114,7 +114,10 @@ def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: 
 
     A flip is *explained by rounding* when the reference is within ``threshold`` (relative to the layer's
     largest value) of the kink there: the ReLU input is that close to 0, or the two window elements are
-    that close. Exact zeros and exact ties are computed exactly by every engine and never flip. Returns
+    that close. Exact zeros and exact ties are computed exactly by every engine and never flip. Each
+    description reads ``'<layer> <n> ReLU flip(s) at <distance>'`` or ``'<layer> <n> max moved at
+    <distance>'``, the distance relative to the layer's largest value, with ``', NOT rounding'`` added
+    when it is over ``threshold``. Returns
     the descriptions and whether every flip found is explained by rounding (True when there is none).
     After an explained flip an engine's trajectory rightly parts from the reference's by far more than
     rounding (in float32, about 1e-4 relative after one Adam step).
@@ -132,7 +135,7 @@ def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: 
                 worst = float(np.abs(z[flipped]).max() / max(np.abs(z).max(), 1e-300))
                 ok = worst <= threshold
                 explained &= ok
-                found.append(f"{node.name}: {int(flipped.sum())} ReLU unit(s) on the other side of 0 ({'within' if ok else 'NOT within'} rounding: {worst:.0e})")
+                found.append(f"{node.name} {int(flipped.sum())} ReLU flip(s) at {worst:.0e}{'' if ok else ', NOT rounding'}")
         elif node.op == "max_pool2d":
             win_r = node_windows(node, rec.input, fill=-np.inf)
             win_r = win_r.reshape(win_r.shape[:3] + (-1, win_r.shape[-1]))
@@ -144,7 +147,7 @@ def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: 
                 worst = float(gap[moved].max() / max(np.abs(rec.input).max(), 1e-300))
                 ok = worst <= threshold
                 explained &= ok
-                found.append(f"{node.name}: {int(moved.sum())} pooling window(s) with the maximum elsewhere ({'within' if ok else 'NOT within'} rounding: {worst:.0e})")
+                found.append(f"{node.name} {int(moved.sum())} max moved at {worst:.0e}{'' if ok else ', NOT rounding'}")
     return found, explained
 
 

@@ -110,3 +110,57 @@ def test_float64_is_really_float64_and_leaves_jax_in_float32() -> None:
     assert narrow.predict(x)[0, 0] == 0.0
     assert not jax.config.jax_enable_x64
     assert jax.numpy.asarray(np.ones(2)).dtype == np.float32
+
+
+POOLS = {
+    "2-valid": ((8, 6, 3), {"size": 2}, True),
+    "2-valid-odd": ((7, 7, 2), {"size": 2}, True),
+    "3-valid": ((9, 6, 2), {"size": 3}, True),
+    "2x4-same-divides": ((6, 8, 2), {"size": [2, 4], "padding": "same"}, True),
+    "2-same-odd": ((5, 5, 1), {"size": 2, "padding": "same"}, False),
+    "3-s2-overlapping": ((7, 8, 2), {"size": 3, "strides": 2}, False),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(POOLS))
+def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
+    """The tiled max pool (reshape + max) gives reduce_window's values and the reference's gradients (first
+    maximum in row-major window order on ties, NaN counted as the maximum, all -inf windows)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from nnspec.backends.jax.layers import LOWERINGS, Context, tiled_window
+    from nnspec.backends.jax.ops import JaxOps
+    from nnspec.compiler.shapes import padding_pairs
+    from nnspec.reference.backward import _RULES
+    from nnspec.reference.forward import LayerRecord
+
+    shape, attrs, tiled = POOLS[name]
+    node = make_graph(shape, [("max_pool2d", attrs)]).nodes[0]
+    assert (tiled_window(node) is not None) == tiled
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=(4, *shape)).astype(dtype)  # many ties
+    x[0, 0, 0, 0] = np.nan
+    x[1, :3, :3, 0] = -np.inf
+    dy = rng.standard_normal((4, *node.output_shape)).astype(dtype)
+
+    def pool(v):
+        return LOWERINGS["max_pool2d"](Context(JaxOps(dtype)), node, {}, v)
+
+    def windowed(v):
+        dims, strides = (1, *node.attrs["size"], 1), (1, *node.attrs["strides"], 1)
+        return lax.reduce_window(v, np.array(-np.inf, dtype=v.dtype), lax.max, dims, strides, ((0, 0), *padding_pairs(node), (0, 0)))
+
+    with jax.enable_x64(dtype == "float64"):
+        y, vjp = jax.vjp(pool, jnp.asarray(x))
+        (dx,) = vjp(jnp.asarray(dy))
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(windowed(jnp.asarray(x))))
+        y, dx = np.asarray(y), np.asarray(dx)
+    assert y.dtype == dx.dtype == np.dtype(dtype)
+    expected, _ = _RULES["max_pool2d"](LayerRecord(node, x.astype(np.float64), y.astype(np.float64)), {}, dy.astype(np.float64))
+    if tiled:  # the reduce_window path (select_and_scatter) agrees on ties, but not in the NaN and -inf corners
+        np.testing.assert_array_equal(dx, expected.astype(dtype))
+    finite = np.isfinite(x).all(axis=(1, 2, 3))  # overlapping windows add their routed gradients in another order
+    np.testing.assert_allclose(dx[finite], expected[finite], rtol=1e-6 if dtype == "float32" else 1e-14, atol=0)

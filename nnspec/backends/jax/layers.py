@@ -7,9 +7,11 @@ come from :mod:`nnspec.runtime`, evaluated with :class:`~nnspec.backends.jax.ops
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -76,8 +78,82 @@ def _window(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[i
     return (1, ph, pw, 1), (1, sh, sw, 1), ((0, 0), pad_h, pad_w, (0, 0))
 
 
+def tiled_window(node: Node) -> tuple[int, int] | None:
+    """The pool's window ``(ph, pw)`` when its windows tile the input (stride == size, no padding), else None.
+
+    Rows and columns past the last whole window (``valid`` padding of a size that does not divide) are in
+    no window, so they are cropped away.
+    """
+    size, strides = tuple(node.attrs["size"]), tuple(node.attrs["strides"])
+    if size != strides or any(p for pair in padding_pairs(node) for p in pair):
+        return None
+    return size  # type: ignore[return-value]
+
+
+def _tiles(x: Any, window: tuple[int, int]) -> Any:
+    """``x`` (N, H, W, C) cropped to whole windows and split into them: (N, OH, PH, OW, PW, C), a reshape."""
+    (ph, pw), (n, h, w, c) = window, x.shape
+    oh, ow = h // ph, w // pw
+    return jnp.reshape(x[:, : oh * ph, : ow * pw, :], (n, oh, ph, ow, pw, c))
+
+
+def _first_max_mask(tiles: Any, y: Any) -> Any:
+    """True at the first maximum of each window in row-major window order (the reference's rule on ties).
+
+    A NaN counts as the maximum (``y`` is NaN then), as ``numpy.argmax`` counts it in the reference.
+    """
+    ph, pw = tiles.shape[2], tiles.shape[4]
+    taken = None
+    rows = []
+    for a in range(ph):
+        row = []
+        for b in range(pw):
+            v = tiles[:, :, a, :, b, :]
+            hit = (v == y) | jnp.isnan(v)
+            if taken is None:
+                taken = hit
+            else:
+                hit = hit & ~taken
+                taken = taken | hit
+            row.append(hit)
+        rows.append(jnp.stack(row, axis=3))
+    return jnp.stack(rows, axis=2)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def tiled_max_pool(x: Any, window: tuple[int, int]) -> Any:
+    """Max pool of (N, H, W, C) ``x`` over non-overlapping ``window`` tiles, as a reshape and a max.
+
+    Same values as ``lax.reduce_window`` (a max is exact). The derivative routes each window's gradient to
+    its first maximum (:func:`_first_max_mask`), as the NumPy reference does; a plain ``jnp.max`` would
+    split it between tied elements. Why not ``reduce_window``: its gradient is XLA's ``select_and_scatter``,
+    which on the CPU costs about as much as the rest of a convnet step (see :func:`_max_pool2d`).
+    """
+    return jnp.max(_tiles(x, window), axis=(2, 4))
+
+
+@tiled_max_pool.defjvp
+def _tiled_max_pool_jvp(window: tuple[int, int], primals: tuple[Any], tangents: tuple[Any]) -> tuple[Any, Any]:
+    (x,), (t,) = primals, tangents
+    tiles = _tiles(x, window)
+    y = jnp.max(tiles, axis=(2, 4))
+    mask = _first_max_mask(tiles, y)
+    return y, jnp.sum(jnp.where(mask, _tiles(t, window), jnp.zeros((), t.dtype)), axis=(2, 4))
+
+
 @lowering("max_pool2d")
 def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+    """Max pool: a reshape and a max when the windows tile the input, else ``lax.reduce_window``.
+
+    The tiled form is for speed on the CPU. Measured (JAX 0.10.2, 2 shared cores, CPU seconds per step of
+    the benchmark convnet, batch 128, Adam, 60000x28x28x1 resident data): 127 to 130 ms with
+    ``reduce_window`` (whose gradient is XLA's ``select_and_scatter``) vs 60 to 61 ms tiled. Both give the
+    same values and the same gradients, the first maximum of a window taking it on ties; only the tiled
+    form also agrees with the reference on windows holding a NaN or only -inf.
+    """
+    window = tiled_window(node)
+    if window is not None:
+        return tiled_max_pool(x, window)
     dims, strides, pads = _window(node)
     return lax.reduce_window(x, np.array(-np.inf, dtype=x.dtype), lax.max, dims, strides, pads)
 

@@ -12,8 +12,8 @@ compile time is measured apart from the step time, in :attr:`compile_seconds`):
 
 Both read metrics back once per epoch. The rule (:func:`fused_epoch`, with the measurements behind it):
 on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or pooling (an MLP epoch:
-0.41 s CPU fused vs 0.59 s per step) and ``step`` for the others (a convnet step: 133 ms CPU per step vs
-750 ms inside a scan, where XLA's CPU backend takes a slow path for convolutions).
+0.41 s CPU fused vs 0.59 s per step) and ``step`` for the others (a convnet step: 61 ms CPU per step vs
+565 ms inside a scan, where XLA's CPU backend takes a slow path for convolutions).
 :attr:`JaxModel.epoch_mode` may be set to ``'scan'`` or ``'step'`` to override it (benchmarks, tests).
 Evaluation follows the same choice: one ``lax.map`` over chunks, or one program per chunk.
 
@@ -60,8 +60,9 @@ def fused_epoch(graph: Graph, device: str) -> bool:
     * MLP flatten-dense128(relu)-dense10-softmax, 468 steps: fused 0.55 s wall / 0.41 s CPU per epoch,
       per step 0.58 s wall / 0.59 s CPU (fused about 1.4x less CPU);
     * convnet conv32(3x3, relu)-maxpool2-conv64(3x3, relu)-maxpool2-flatten-dropout(0.5)-dense10-softmax,
-      40 steps: per step 14.6 s wall / 5.3 s CPU (133 ms CPU a step, about 62 s CPU a 468-step epoch),
-      fused 88 s wall / 29.9 s CPU (750 ms CPU a step): fused about 5.6x slower.
+      with the tiled max pool of :func:`nnspec.backends.jax.layers.tiled_max_pool`, 20 to 50 steps, CPU
+      seconds a step: per step 61 ms (about 29 s CPU a 468-step epoch), fused 565 ms: fused about 9x
+      slower. (With ``reduce_window`` pooling: per step 128 to 133 ms, fused 660 to 750 ms.)
     """
     if device == "gpu":
         return True

@@ -1,6 +1,9 @@
 """JAX implementation of :class:`nnspec.runtime.ops.Ops` (imports JAX: load it only from inside the backend).
 
-Matrix products run at ``Precision.HIGHEST`` so that a GPU never silently uses TF32 for float32 work.
+Matrix products (and convolutions, in :mod:`.layers`) run at ``Precision.HIGHEST`` so that a GPU never
+silently uses TF32 for float32 work. On the CPU it changes nothing: XLA computes float32 in float32 there
+either way, and it costs nothing measurable (benchmark convnet step, JAX 0.10.2, 2 cores: 132 to 139 ms CPU
+with ``HIGHEST``, 131 to 136 ms with the default precision), so it is set on every device.
 """
 
 from __future__ import annotations

@@ -181,6 +181,7 @@ def setup() -> Setup:
 
 def default_mode(device: str) -> str:
     """The linker used for ``device`` (``cpu``/``gpu``): ``$NNSPEC_THEANO_MODE`` or the measured best."""
+    setup()
     requested = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
     if requested != "auto":
         if requested not in MODES:

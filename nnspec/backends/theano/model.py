@@ -35,6 +35,7 @@ class TheanoModel(CompiledModel):
 
     def __init__(self, graph: Graph, backend: Backend, device: str, dtype: str, weights: Mapping[str, np.ndarray], mode: str):
         super().__init__(graph, backend, device, dtype)
+        config.setup()  # before the first import of pytensor: floatX, compile cache, BLAS
         import pytensor
         import pytensor.tensor as pt
 

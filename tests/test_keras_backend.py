@@ -1,6 +1,6 @@
 """The Keras 3 backend: lazy import, masks bit for bit, forward, gradients and training against the NumPy reference.
 
-Keras runs on the engine KERAS_BACKEND names (tests/conftest.py sets jax when unset); one test runs the
+Keras runs on the engine KERAS_BACKEND names (tests/conftest.py sets tensorflow, Keras's own default, when unset); one test runs the
 same checks in a subprocess on the other trainable engine, so both are covered in every run.
 """
 

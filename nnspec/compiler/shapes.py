@@ -117,6 +117,22 @@ def padding_pairs(node: Node) -> tuple[tuple[int, int], tuple[int, int]]:
     )
 
 
+def pool_window_counts(node: Node) -> "np.ndarray":
+    """How many in-image elements each output position of a pool covers, shape (oh, ow, 1), float64.
+
+    ``avg_pool2d`` divides its window sums by these counts, so that ``same`` padding is not averaged in.
+    """
+    import numpy as np
+
+    (ph, pw), (sh, sw) = node.attrs["size"], node.attrs["strides"]
+    (top, _), (left, _) = padding_pairs(node)
+    h, w = node.input_shape[0], node.input_shape[1]
+    oh, ow = node.output_shape[0], node.output_shape[1]
+    rows = np.array([min(i * sh - top + ph, h) - max(i * sh - top, 0) for i in range(oh)])
+    cols = np.array([min(j * sw - left + pw, w) - max(j * sw - left, 0) for j in range(ow)])
+    return (rows[:, None] * cols[None, :])[:, :, None].astype(np.float64)
+
+
 def _needs_rank(shape: Shape, rank: int, what: str, hint: str) -> None:
     if len(shape) != rank:
         raise ShapeProblem(f"needs {what}; got {shape}", hint)

@@ -22,6 +22,7 @@ from ..runtime.activations import activate
 from ..runtime.dropout import apply_dropout, numpy_keep_mask, scale
 from ..runtime.losses import correct_count, loss_from_head
 from ..runtime.numpy_ops import NumpyOps
+from ..backends.lowering import OpRegistry
 
 Weights = Mapping[str, np.ndarray]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -77,17 +78,8 @@ def avg_pool2d(x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], p
 
 # ---- one function per op ----------------------------------------------------------------------------
 Forward = Callable[[Node, Weights, np.ndarray, NumpyOps, bool, int, int], LayerRecord]
-FORWARD: dict[str, Forward] = {}
-
-
-def forward_op(op: str) -> Callable[[Forward], Forward]:
-    """Register the NumPy forward of ``op``."""
-
-    def register(fn: Forward) -> Forward:
-        FORWARD[op] = fn
-        return fn
-
-    return register
+FORWARD: OpRegistry[Forward] = OpRegistry("reference")
+forward_op = FORWARD.register
 
 
 def _finish(node: Node, weights: Weights, x: np.ndarray, z: np.ndarray, ops: NumpyOps) -> LayerRecord:

@@ -17,10 +17,11 @@ import numpy as np
 from jax import lax
 
 from ...compiler.ir import Graph, Node
-from ...compiler.shapes import padding_pairs
+from ...compiler.shapes import padding_pairs, pool_window_counts
 from ...runtime.activations import activate
 from ...runtime.dropout import apply_dropout
 from .ops import HIGHEST, JaxOps
+from ..lowering import OpRegistry
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,8 @@ class Context:
 
 Params = Mapping[str, Any]
 Lowering = Callable[[Context, Node, Params, Any], Any]
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowering(op: str) -> Callable[[Lowering], Lowering]:
-    """Register the JAX lowering of ``op``."""
-
-    def register(fn: Lowering) -> Lowering:
-        LOWERINGS[op] = fn
-        return fn
-
-    return register
+LOWERINGS: OpRegistry[Lowering] = OpRegistry("jax")
+lowering = LOWERINGS.register
 
 
 def _bias_activation(ctx: Context, node: Node, params: Params, z: Any) -> Any:
@@ -158,22 +150,11 @@ def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     return lax.reduce_window(x, np.array(-np.inf, dtype=x.dtype), lax.max, dims, strides, pads)
 
 
-def window_counts(node: Node) -> np.ndarray:
-    """How many in-image elements each output position of a pool averages over, shape (oh, ow, 1)."""
-    (ph, pw), (sh, sw) = node.attrs["size"], node.attrs["strides"]
-    (top, bottom), (left, right) = padding_pairs(node)
-    h, w = node.input_shape[0], node.input_shape[1]
-    oh, ow = node.output_shape[0], node.output_shape[1]
-    rows = np.array([min(i * sh - top + ph, h) - max(i * sh - top, 0) for i in range(oh)])
-    cols = np.array([min(j * sw - left + pw, w) - max(j * sw - left, 0) for j in range(ow)])
-    return (rows[:, None] * cols[None, :])[:, :, None].astype(np.float64)
-
-
 @lowering("avg_pool2d")
 def _avg_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     dims, strides, pads = _window(node)
     total = lax.reduce_window(x, np.array(0, dtype=x.dtype), lax.add, dims, strides, pads)
-    return total / jnp.asarray(window_counts(node), dtype=x.dtype)
+    return total / jnp.asarray(pool_window_counts(node), dtype=x.dtype)
 
 
 @lowering("flatten")

@@ -20,6 +20,7 @@ from ...compiler.ir import Graph, Initializer, Node
 from ...errors import BackendError
 from ...runtime.dropout import apply_dropout
 from .ops import KerasOps
+from ..lowering import OpRegistry
 
 
 @keras.saving.register_keras_serializable(package="nnspec", name="CounterDropout")
@@ -88,17 +89,8 @@ class BuildOptions:
 
 
 LayerBuilder = Callable[[Node, BuildOptions], keras.layers.Layer]
-_BUILDERS: dict[str, LayerBuilder] = {}
-
-
-def builds(op: str) -> Callable[[LayerBuilder], LayerBuilder]:
-    """Register the Keras-layer builder of IR op ``op``."""
-
-    def register(fn: LayerBuilder) -> LayerBuilder:
-        _BUILDERS[op] = fn
-        return fn
-
-    return register
+_BUILDERS: OpRegistry[LayerBuilder] = OpRegistry("keras")
+builds = _BUILDERS.register
 
 
 def supported_ops() -> frozenset[str]:

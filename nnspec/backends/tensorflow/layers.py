@@ -18,6 +18,7 @@ from ...runtime.activations import activate
 from ...runtime.dropout import apply_dropout
 from .backend import load_tensorflow
 from .ops import TensorFlowOps
+from ..lowering import OpRegistry
 
 tf = load_tensorflow()
 
@@ -34,17 +35,8 @@ class Context:
 
 Params = Mapping[str, Any]
 Lowering = Callable[[Context, Node, Params, Any], Any]
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowering(op: str) -> Callable[[Lowering], Lowering]:
-    """Register the TensorFlow lowering of ``op``."""
-
-    def register(fn: Lowering) -> Lowering:
-        LOWERINGS[op] = fn
-        return fn
-
-    return register
+LOWERINGS: OpRegistry[Lowering] = OpRegistry("tensorflow")
+lowering = LOWERINGS.register
 
 
 def _bias_activation(ctx: Context, node: Node, params: Params, z: Any) -> Any:

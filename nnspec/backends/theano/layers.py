@@ -23,10 +23,11 @@ import numpy as np
 import pytensor.tensor as pt
 
 from ...compiler.ir import Graph, Node
-from ...compiler.shapes import padding_pairs
+from ...compiler.shapes import padding_pairs, pool_window_counts
 from ...runtime.activations import activate
 from ...runtime.dropout import apply_dropout
 from .ops import PyTensorOps
+from ..lowering import OpRegistry
 
 
 @dataclass
@@ -42,17 +43,8 @@ class Context:
 
 
 Lowering = Callable[[Node, Any, Context], Any]
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowering(op: str) -> Callable[[Lowering], Lowering]:
-    """Register the lowering of IR op ``op``."""
-
-    def register(fn: Lowering) -> Lowering:
-        LOWERINGS[op] = fn
-        return fn
-
-    return register
+LOWERINGS: OpRegistry[Lowering] = OpRegistry("theano")
+lowering = LOWERINGS.register
 
 
 def forward(graph: Graph, x: Any, ctx: Context, nodes: tuple[Node, ...] | None = None) -> list[Any]:
@@ -211,16 +203,6 @@ def _max_pool(node: Node, x: Any, ctx: Context) -> Any:
     return _max_with_first_max_gradient(views, _maximum_of, _views_max_pullback)
 
 
-def _in_image_counts(node: Node) -> np.ndarray:
-    """Number of in-image elements of each ``same`` pooling window, shape (OH, OW, 1)."""
-    h, w = node.input_shape[:2]
-    (top, _), (left, _) = padding_pairs(node)
-    (ph, pw), (sh, sw), (oh, ow) = node.attrs["size"], node.attrs["strides"], node.output_shape[:2]
-    rows = np.array([min(i * sh - top + ph, h) - max(i * sh - top, 0) for i in range(oh)])
-    cols = np.array([min(j * sw - left + pw, w) - max(j * sw - left, 0) for j in range(ow)])
-    return (rows[:, None] * cols[None, :])[:, :, None].astype(np.float64)
-
-
 @lowering("avg_pool2d")
 def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
     if _tiles(node):
@@ -232,7 +214,7 @@ def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
     for v in views[1:]:
         total = total + v
     if node.attrs["padding"] == "same":
-        return total * pt.constant((1.0 / _in_image_counts(node)).astype(x.dtype))
+        return total * pt.constant((1.0 / pool_window_counts(node)).astype(x.dtype))
     return total * ctx.ops.constant(1.0 / (ph * pw))
 
 

@@ -117,6 +117,35 @@ def test_dropout_mask_is_bit_identical_to_numpy(jit: bool) -> None:
     np.testing.assert_array_equal(keep_mask(ops, 2**33 + 1, 0, 9, shape, 0.5).numpy(), numpy_keep_mask(2**33 + 1, 0, 9, shape, 0.5))
 
 
+def test_native_relu_matches_the_shared_definition_with_ties_at_zero() -> None:
+    """relu is lowered to tf.nn.relu: same values, and derivative 0 at exactly 0 (zero patches, zero bias)."""
+    from nnspec.backends.tensorflow.layers import compiled_keep_mask
+    from nnspec.reference.backward import loss_and_gradients as reference_gradients
+
+    layers = [("conv2d", {"filters": 4, "kernel": 3, "activation": "relu"}), "flatten", ("dropout", {"rate": 0.5}),
+              ("dense", {"units": 6, "activation": "relu"}), ("activation", {"activation": "relu"}), ("dense", {"units": 3}), "softmax"]
+    graph = make_graph((6, 6, 1), layers, train=TrainConfig(batch_size=8, optimizer=ADAM, seed=3))
+    weights = initial_weights(graph, dtype="float64")
+    weights = {k: (np.zeros_like(v) if k.endswith("bias") else v) for k, v in weights.items()}
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(8, 6, 6, 1))
+    x[:, :3] = 0.0  # exact-zero pre-activations in the convolution's output
+    y = rng.integers(0, 3, 8)
+    model = get_backend("tensorflow").compile(graph, weights, dtype="float64")
+    outputs = model.layer_outputs(x, training=True, step=11)
+    for ours, theirs in zip(outputs, reference.layer_outputs(graph, weights, x, training=True, step=11)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    assert (outputs[0] == 0).any() and (outputs[0] > 0).any()
+    loss, grads = model.loss_and_gradients(x, y, step=11)
+    ref_loss, ref_grads = reference_gradients(graph, weights, x, y, step=11)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for key, value in grads.items():
+        np.testing.assert_allclose(value, ref_grads[key], rtol=1e-10, atol=1e-13)
+    mask = compiled_keep_mask(3, 2, (8, 144), 0.5)
+    for step in (0, 11, 2**32 + 7):
+        np.testing.assert_array_equal(mask(np.int64(step)).numpy(), numpy_keep_mask(3, 2, step, (8, 144), 0.5))
+
+
 @pytest.mark.parametrize(("fused", "jit"), [(True, False), (False, False), (True, True)])
 def test_no_retracing_across_epochs_batches_and_calls(fused: bool, jit: bool) -> None:
     from nnspec.backends.tensorflow.model import ExecutionPlan
@@ -224,7 +253,7 @@ def test_refuses_what_it_lacks() -> None:
 def test_default_plan_follows_the_measured_rule() -> None:
     from nnspec.backends.tensorflow.model import ExecutionPlan, default_plan
 
-    assert default_plan(make_graph((8, 8, 1), CONVNET), "cpu") == ExecutionPlan(fused=False, jit=False)
+    assert default_plan(make_graph((8, 8, 1), CONVNET), "cpu") == ExecutionPlan(fused=True, jit=False)
     assert default_plan(make_graph((8, 8, 1), MLP), "cpu") == ExecutionPlan(fused=True, jit=True)
     assert default_plan(make_graph((8, 8, 1), CONVNET), "gpu") == ExecutionPlan(fused=True, jit=True)
 

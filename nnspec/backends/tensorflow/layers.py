@@ -4,18 +4,31 @@ A lowering takes the :class:`Context` of the forward pass, the node, the weights
 ``tf.Variable``) and the node's input batch (NHWC) and returns the node's output. TensorFlow's ``SAME``
 padding is the contract's rule (the odd pixel after); its max pool ignores padded positions (as padding
 with -inf would) and its average pool divides by the in-image elements only, which is the contract, so
-the native ops are used as they are. Activations and dropout masks come from :mod:`nnspec.runtime`.
+the native ops are used as they are. Activations and dropout masks come from :mod:`nnspec.runtime`,
+with two lowerings chosen for speed that compute the same numbers:
+
+* ``relu`` is ``tf.nn.relu``, not the shared ``where(x > 0, x, 0)``: the same value for every non-NaN
+  input, and the same derivative everywhere, 0 at exactly 0 included (TensorFlow's ``ReluGrad`` passes
+  the gradient where the output is > 0); checked by the tests. It lets grappler fuse convolution, bias
+  and relu into one kernel and differentiates with one ``ReluGrad`` instead of a select, a zeros tensor
+  and a second select: about 4 ms of a 33 ms convnet step on 2 CPU cores. (A NaN pre-activation stays
+  NaN instead of becoming 0; training has diverged by then either way.)
+* The dropout keep-mask (the shared ``keep_mask``: a dozen uint32 passes over the layer's elements) is
+  compiled with XLA on its own, a function of the step only, so it runs as one loop instead of a dozen
+  kernels (about 1 ms less per convnet step on 2 CPU cores). Integer arithmetic, so bit for bit the same;
+  the mask is applied as :func:`nnspec.runtime.dropout.apply_dropout` applies it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 from ...compiler.ir import Graph, Node
 from ...errors import BackendError
 from ...runtime.activations import activate
-from ...runtime.dropout import apply_dropout
+from ...runtime.dropout import keep_mask, scale
 from .backend import load_tensorflow
 from .ops import TensorFlowOps
 from ..lowering import OpRegistry
@@ -39,10 +52,19 @@ LOWERINGS: OpRegistry[Lowering] = OpRegistry("tensorflow")
 lowering = LOWERINGS.register
 
 
+#: Activations lowered to TensorFlow's own op (same values and derivatives; see the module docstring).
+NATIVE_ACTIVATIONS: dict[str, Callable[[Any], Any]] = {"relu": tf.nn.relu}
+
+
+def _activate(ctx: Context, name: str, x: Any) -> Any:
+    native = NATIVE_ACTIVATIONS.get(name)
+    return native(x) if native is not None else activate(ctx.ops, name, x)
+
+
 def _bias_activation(ctx: Context, node: Node, params: Params, z: Any) -> Any:
     if node.attrs["use_bias"]:
         z = tf.nn.bias_add(z, params[node.key("bias")])
-    return activate(ctx.ops, node.attrs["activation"], z)
+    return _activate(ctx, node.attrs["activation"], z)
 
 
 def _padding(node: Node) -> str:
@@ -93,12 +115,27 @@ def _dropout(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     shape = tuple(x.shape)
     if any(d is None for d in shape):
         raise BackendError(f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; got shape {shape}")
-    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), shape)
+    rate = float(node.attrs["rate"])
+    if rate <= 0.0:
+        return x
+    keep = compiled_keep_mask(ctx.seed, node.index, shape, rate)(tf.cast(ctx.step, tf.int64))
+    return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))
+
+
+@lru_cache(maxsize=None)
+def compiled_keep_mask(seed: int, layer_index: int, shape: tuple[int, ...], rate: float) -> Any:
+    """The shared ``keep_mask`` for one dropout layer as an XLA-compiled function of the (int64) step."""
+    ops = TensorFlowOps("float32")  # the mask uses only the uint32 operations
+
+    def mask(step: Any) -> Any:
+        return keep_mask(ops, seed, layer_index, step, shape, rate)
+
+    return tf.function(mask, input_signature=[tf.TensorSpec((), tf.int64)], jit_compile=True, autograph=False)
 
 
 @lowering("activation")
 def _activation(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return activate(ctx.ops, node.attrs["activation"], x)
+    return _activate(ctx, node.attrs["activation"], x)
 
 
 @lowering("softmax")

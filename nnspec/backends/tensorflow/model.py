@@ -10,9 +10,11 @@ How an epoch runs (:class:`ExecutionPlan`) is chosen by measurement: ``fused`` r
 permutation); otherwise one ``tf.function`` call per batch, the Python loop feeding only the batch number.
 ``jit`` compiles the training program with XLA. The rule (:func:`default_plan`):
 
-* CPU, a graph with a convolution or pooling layer: one call per batch, no XLA. Measured at Fashion-MNIST
-  size (60000 x 28 x 28 x 1, batch 128, Keras's MNIST convnet, 2 shared cores): per-step 17-20 s an epoch,
-  fused 29-35 s, per-step XLA 79-86 s, fused XLA 810-920 s (XLA's CPU convolution inside a loop).
+* CPU, a graph with a convolution or pooling layer: one fused epoch, no XLA. Measured on Keras's MNIST
+  convnet at Fashion-MNIST size (60000 x 28 x 28 x 1, batch 128, 2 cores shared with another process,
+  load 3-3.5), process CPU ms per step over full epochs: fused 27.3-28.0, per-step 27.8-29.0 (the
+  hand-written ``tf.function`` epoch 26.5, per-step 28.3); with XLA far slower (per-step XLA 79-86 s an
+  epoch, fused XLA 810-920 s: XLA's CPU convolution inside a loop).
 * CPU, dense-only graphs: one fused epoch with XLA. Measured on the 784-128-10 MLP: fused XLA 0.43-0.91 s,
   fused 1.1-1.5 s, per-step XLA 1.7-2.3 s, per-step 2.2-2.5 s.
 * GPU: one fused epoch with XLA, following the design notes' measurement (no GPU was available to measure
@@ -45,7 +47,7 @@ tf = load_tensorflow()
 
 #: Examples per chunk when evaluating or predicting.
 EVAL_BATCH = 1024
-#: Ops whose presence makes XLA and the fused loop slower on a CPU (see the module docstring).
+#: Ops whose presence makes XLA slower on a CPU (see the module docstring).
 SPATIAL_OPS = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})
 
 
@@ -62,7 +64,7 @@ def default_plan(graph: Graph, device: str) -> ExecutionPlan:
     if device == "gpu":
         return ExecutionPlan(fused=True, jit=True)
     if any(node.op in SPATIAL_OPS for node in graph.nodes):
-        return ExecutionPlan(fused=False, jit=False)
+        return ExecutionPlan(fused=True, jit=False)
     return ExecutionPlan(fused=True, jit=True)
 
 

@@ -207,13 +207,24 @@ def import_jax_linker() -> None:
         jax.config.update("jax_enable_x64", before)
 
 
-def get_mode(mode: str) -> Any:
-    """PyTensor's compile mode object for linker ``mode`` (``c``, ``numba`` or ``jax``)."""
+def get_mode(mode: str, *, keep_buffers: bool = False) -> Any:
+    """PyTensor's compile mode object for linker ``mode`` (``c``, ``numba`` or ``jax``).
+
+    With ``keep_buffers`` the C linker keeps each intermediate array's memory between calls (``cvm_nogc``)
+    instead of freeing it after its last use and allocating it again on the next call: for a function
+    called once per step this saves the allocator's work (multi-megabyte convnet patches, fresh pages each
+    step) at the price of holding the intermediates' memory while the function lives.
+
+    The C mode leaves out PyTensor's ``symbolic_op_recognition`` rewrites, which would turn nnspec's
+    elementwise softmax (``exp(x) / sum(exp(x))``) back into PyTensor's ``Softmax``, an op without C code
+    that the C linker runs through a Python ``perform`` (see :mod:`.ops`).
+    """
     setup()
     from pytensor.compile.mode import Mode, get_mode as pt_get_mode
 
     if mode == "c":
-        return Mode(linker="cvm", optimizer="fast_run")
+        linker = "cvm_nogc" if keep_buffers else "cvm"
+        return Mode(linker=linker, optimizer="fast_run").excluding("symbolic_op_recognition")
     if mode == "numba":
         return pt_get_mode("NUMBA")
     if mode == "jax":

@@ -30,6 +30,18 @@ from . import config
 EVAL_CHUNK = 512  # examples per evaluation call: bounds the memory of the conv patches
 
 
+def _static_shared(value: np.ndarray, name: str) -> Any:
+    """A shared variable whose type carries the array's shape.
+
+    PyTensor updates a shared variable in place only when the new value's type equals the variable's
+    type; gradients of layers with static batch shapes have static shapes, so without the shape here
+    the optimiser's fused update wrote new arrays every step instead of updating weights and slots in place.
+    """
+    import pytensor
+
+    return pytensor.shared(value, shape=value.shape, name=name)
+
+
 class TheanoModel(CompiledModel):
     """A model compiled with PyTensor (C, Numba or JAX linker)."""
 
@@ -43,10 +55,11 @@ class TheanoModel(CompiledModel):
 
         self.mode = mode
         self._pt_mode = config.get_mode(mode)
+        self._pt_step_mode = config.get_mode(mode, keep_buffers=True)  # functions run once per training step
         self._ops = PyTensorOps(dtype)
-        self._params = {k: pytensor.shared(np.asarray(weights[k], dtype=dtype), name=k) for k, _, _ in graph.param_specs()}
+        self._params = {k: _static_shared(np.asarray(weights[k], dtype=dtype), k) for k, _, _ in graph.param_specs()}
         state = optimizers.init_state(graph.train.optimizer, {k: np.asarray(w, dtype=dtype) for k, w in weights.items()})
-        self._state = {k: pytensor.shared(v, name=k) for k, v in state.items()}
+        self._state = {k: _static_shared(v, k) for k, v in state.items()}
         self._step = pytensor.shared(np.int64(0), name="step")
         self._loss_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="loss_sum")
         self._correct_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="correct_sum")
@@ -92,14 +105,16 @@ class TheanoModel(CompiledModel):
         return [(var, value.astype(var.dtype)) for var, value in pairs] + [(self._step, self._step + 1)]
 
     def _compiled(self, key: tuple[Any, ...], build: Callable[[], tuple[list[Any], Any, list[tuple[Any, Any]]]]) -> Callable[..., Any]:
-        """The compiled function ``key``, built by ``build() -> (inputs, outputs, updates)`` on first use."""
+        """The compiled function ``key``, built by ``build() -> (inputs, outputs, updates)`` on first use.
+        Training-step functions keep their intermediate buffers between calls (see ``config.get_mode``)."""
         if key not in self._fns:
             import pytensor
 
             start = time.perf_counter()
+            mode = self._pt_step_mode if key[0] in ("train", "train_step") else self._pt_mode
             with pytensor.config.change_flags(floatX=self.dtype):
                 inputs, outputs, updates = build()
-                fn = pytensor.function(inputs, outputs, updates=updates, mode=self._pt_mode, on_unused_input="ignore")
+                fn = pytensor.function(inputs, outputs, updates=updates, mode=mode, on_unused_input="ignore")
             self._fns[key] = fn if self.mode == "c" else self._jit_on_first_call(fn)
             self.compile_seconds += time.perf_counter() - start
         return self._fns[key]

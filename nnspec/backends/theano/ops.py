@@ -4,6 +4,11 @@ Unsigned 32-bit values are held in ``uint64``: PyTensor has no shift operators a
 C code does not wrap ``uint32`` products, so a product of two values below 2**32 is formed exactly in
 64 bits and masked with ``& 0xFFFFFFFF``; a right shift by ``k`` is an integer division by ``2**k``.
 Every constant mixed with them is a ``uint64`` constant, so that no operation promotes to float.
+
+``log_softmax`` and ``softmax`` are written from elementwise ops and reductions, not with PyTensor's
+``special.log_softmax``/``softmax``: those are symbolic ops without C code, which the C linker ran through a
+Python ``perform`` inside every compiled step (the C mode also keeps PyTensor from recognising the
+elementwise softmax as its op again; see ``config.get_mode``).
 """
 
 from __future__ import annotations
@@ -12,9 +17,19 @@ from typing import Any
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.tensor import special
+from pytensor.gradient import zero_grad
 
 _MASK32 = 0xFFFFFFFF
+
+
+def _shifted(x: Any) -> Any:
+    """``x`` minus its maximum over the last axis, the shift held out of the gradient.
+
+    The shift's true derivative is zero (log-softmax and softmax are invariant under it); keeping it out
+    of the graph of the derivative also avoids ``max``'s gradient, which PyTensor gives to every tied
+    maximum.
+    """
+    return x - zero_grad(pt.max(x, axis=-1, keepdims=True))
 
 
 def _u64(value: int) -> Any:
@@ -73,10 +88,12 @@ class PyTensorOps:
         return pt.sigmoid(x)
 
     def log_softmax(self, x: Any) -> Any:
-        return special.log_softmax(x, axis=-1)
+        shifted = _shifted(x)
+        return shifted - pt.log(pt.sum(pt.exp(shifted), axis=-1, keepdims=True))
 
     def softmax(self, x: Any) -> Any:
-        return special.softmax(x, axis=-1)
+        e = pt.exp(_shifted(x))
+        return e / pt.sum(e, axis=-1, keepdims=True)
 
     def one_hot(self, labels: Any, depth: int) -> Any:
         return pt.cast(pt.eq(pt.shape_padright(labels), pt.arange(depth)), self.float_dtype)

@@ -107,9 +107,9 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
     x_shared = pytensor.shared(data.x_train, name="x_train", borrow=True)
     y_shared = pytensor.shared(data.y_train, name="y_train", borrow=True)
     perm = pytensor.shared(np.zeros(len(data.x_train), np.int32), name="perm")
-    params = [pytensor.shared(w, name=f"p{i}") for i, w in enumerate(weight_list(model, config))]
-    ms = [pytensor.shared(np.zeros_like(w)) for w in (p.get_value() for p in params)]
-    vs = [pytensor.shared(np.zeros_like(w)) for w in (p.get_value() for p in params)]
+    params = [pytensor.shared(w, name=f"p{i}", shape=w.shape) for i, w in enumerate(weight_list(model, config))]  # fixed shapes: in-place updates
+    ms = [pytensor.shared(np.zeros_like(w), shape=w.shape) for w in (p.get_value() for p in params)]
+    vs = [pytensor.shared(np.zeros_like(w), shape=w.shape) for w in (p.get_value() for p in params)]
     t = pytensor.shared(floatx(0.0), name="t")
 
     # Static batch shapes (every batch is full) let PyTensor specialise the graph.

@@ -17,7 +17,7 @@ def describe(row: Mapping[str, Any]) -> str:
     parts = [f"loss {_fmt(row['loss'])}", f"accuracy {_fmt(row['accuracy'])}"]
     if not math.isnan(row.get("val_loss", math.nan)):
         parts += [f"val_loss {_fmt(row['val_loss'])}", f"val_accuracy {_fmt(row['val_accuracy'])}"]
-    parts.append(f"{row['seconds']:.2f} s")
+    parts.append(f"{row['seconds']:.3g} s")
     return "  ".join(parts)
 
 

@@ -1,8 +1,9 @@
-"""The per-op registry every engine's lowering module uses: one function per IR op type."""
+"""What every engine's lowering module shares: the per-op registry and the forward-pass context."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
 
 from ..errors import BackendError
 
@@ -31,3 +32,14 @@ class OpRegistry(dict, Generic[F]):
 
     def __missing__(self, op: str) -> F:
         raise BackendError(f"backend '{self.engine}' has no lowering for layer type '{op}'")
+
+
+@dataclass(frozen=True)
+class LoweringContext:
+    """What a forward pass knows besides the data: the engine's Ops, the mode, the step (an engine
+    integer scalar, possibly traced) and the seed of the dropout masks."""
+
+    ops: Any
+    training: bool = False
+    step: Any = 0
+    seed: int = 0

@@ -8,7 +8,6 @@ come from :mod:`nnspec.runtime`, evaluated with :class:`~nnspec.backends.jax.ops
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import jax
@@ -21,17 +20,10 @@ from ...compiler.shapes import padding_pairs, pool_window_counts
 from ...runtime.activations import activate
 from ...runtime.dropout import apply_dropout
 from .ops import HIGHEST, JaxOps
-from ..lowering import OpRegistry
+from ..lowering import LoweringContext, OpRegistry
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a forward pass knows besides the data: the ops, the mode, the step (traced) and the seed."""
-
-    ops: JaxOps
-    training: bool = False
-    step: Any = 0
-    seed: int = 0
+Context = LoweringContext
 
 
 Params = Mapping[str, Any]

@@ -21,7 +21,6 @@ with two lowerings chosen for speed that compute the same numbers:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
@@ -31,19 +30,12 @@ from ...runtime.activations import activate
 from ...runtime.dropout import keep_mask, scale
 from .backend import load_tensorflow
 from .ops import TensorFlowOps
-from ..lowering import OpRegistry
+from ..lowering import LoweringContext, OpRegistry
 
 tf = load_tensorflow()
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a forward pass knows besides the data: ops, mode, the step (an int64 tensor) and the seed."""
-
-    ops: TensorFlowOps
-    training: bool = False
-    step: Any = 0
-    seed: int = 0
+Context = LoweringContext
 
 
 Params = Mapping[str, Any]

@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ...compiler.ir import Graph, Node
+from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
 from ...runtime.activations import activate
 from ...runtime.dropout import apply_dropout
 from .ops import HIGHEST, JaxOps
-from ..lowering import LoweringContext, OpRegistry
+from ..lowering import LoweringContext, OpRegistry, finish
 
 
 Context = LoweringContext
@@ -176,23 +176,5 @@ def _softmax(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     return ctx.ops.softmax(x)
 
 
-def run_nodes(ctx: Context, nodes: tuple[Node, ...], params: Params, x: Any, *, keep_all: bool = False) -> Any:
-    """Apply ``nodes`` in order; returns the last output, or every node's output when ``keep_all``."""
-    outputs = []
-    for node in nodes:
-        x = LOWERINGS[node.op](ctx, node, params, x)
-        if keep_all:
-            outputs.append(x)
-    return outputs if keep_all else x
-
-
-def head(ctx: Context, graph: Graph, params: Params, x: Any) -> Any:
-    """Output of ``graph.logits_nodes``: the logits when the loss is taken from them."""
-    return run_nodes(ctx, graph.logits_nodes, params, x)
-
-
-def finish(ctx: Context, graph: Graph, head_value: Any) -> Any:
-    """The model's final output from its head (applies a final softmax that the head left out)."""
-    if graph.loss_from_logits:
-        return ctx.ops.softmax(head_value)
-    return head_value
+run_nodes = LOWERINGS.run_nodes
+head = LOWERINGS.head

@@ -24,13 +24,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from ...compiler.ir import Graph, Node
+from ...compiler.ir import Node
 from ...errors import BackendError
 from ...runtime.activations import activate
 from ...runtime.dropout import keep_mask, scale
 from .backend import load_tensorflow
 from .ops import TensorFlowOps
-from ..lowering import LoweringContext, OpRegistry
+from ..lowering import LoweringContext, OpRegistry, finish
 
 tf = load_tensorflow()
 
@@ -135,29 +135,5 @@ def _softmax(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     return ctx.ops.softmax(x)
 
 
-def lower(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    """Apply one node; an op without a lowering is a :class:`BackendError` naming the layer."""
-    fn = LOWERINGS.get(node.op)
-    if fn is None:
-        raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no lowering in backend 'tensorflow'")
-    return fn(ctx, node, params, x)
-
-
-def run_nodes(ctx: Context, nodes: tuple[Node, ...], params: Params, x: Any, *, keep_all: bool = False) -> Any:
-    """Apply ``nodes`` in order; returns the last output, or every node's output when ``keep_all``."""
-    outputs = []
-    for node in nodes:
-        x = lower(ctx, node, params, x)
-        if keep_all:
-            outputs.append(x)
-    return outputs if keep_all else x
-
-
-def head(ctx: Context, graph: Graph, params: Params, x: Any) -> Any:
-    """Output of ``graph.logits_nodes``: the logits when the loss is taken from them."""
-    return run_nodes(ctx, graph.logits_nodes, params, x)
-
-
-def finish(ctx: Context, graph: Graph, head_value: Any) -> Any:
-    """The model's final output from its head (applies the final softmax the head left out)."""
-    return ctx.ops.softmax(head_value) if graph.loss_from_logits else head_value
+run_nodes = LOWERINGS.run_nodes
+head = LOWERINGS.head

@@ -119,18 +119,22 @@ def keras_initializer(init: Initializer) -> keras.initializers.Initializer:
     raise BackendError(f"no Keras initialiser for nnspec initialiser '{init.name}'")
 
 
+def _weighted_layer_options(node: Node, opts: BuildOptions) -> dict[str, Any]:
+    """Keyword arguments shared by the Keras layers that hold a kernel and a bias."""
+    a = node.attrs
+    return {
+        "activation": opts.activation(a["activation"]),
+        "use_bias": a["use_bias"],
+        "kernel_initializer": keras_initializer(a["kernel_init"]),
+        "bias_initializer": keras_initializer(a["bias_init"]),
+        "name": node.name,
+        "dtype": opts.dtype,
+    }
+
+
 @builds("dense")
 def _dense(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    a = node.attrs
-    return keras.layers.Dense(
-        a["units"],
-        activation=opts.activation(a["activation"]),
-        use_bias=a["use_bias"],
-        kernel_initializer=keras_initializer(a["kernel_init"]),
-        bias_initializer=keras_initializer(a["bias_init"]),
-        name=node.name,
-        dtype=opts.dtype,
-    )
+    return keras.layers.Dense(node.attrs["units"], **_weighted_layer_options(node, opts))
 
 
 @builds("conv2d")
@@ -142,12 +146,7 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
         strides=tuple(a["strides"]),
         padding=a["padding"],
         data_format="channels_last",
-        activation=opts.activation(a["activation"]),
-        use_bias=a["use_bias"],
-        kernel_initializer=keras_initializer(a["kernel_init"]),
-        bias_initializer=keras_initializer(a["bias_init"]),
-        name=node.name,
-        dtype=opts.dtype,
+        **_weighted_layer_options(node, opts),
     )
 
 

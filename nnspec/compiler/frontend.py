@@ -134,13 +134,14 @@ def infer_nodes(drafts: list[LayerDraft], input_shape: Shape | None, report: Rep
     nodes: list[Node] = []
     shape = input_shape
     previous = "input.shape"
+    previous_name = "input"
     complete = input_shape is not None and bool(drafts)
     for draft in drafts:
         if draft.attrs is None or shape is None:
             shape, complete = None, False
             continue
         try:
-            node = make_node(draft.index, draft.name, draft.op, draft.attrs, shape)
+            node = make_node(draft.index, draft.name, draft.op, draft.attrs, shape, (previous_name,))
         except ShapeProblem as problem:
             report.add(problem.code, _shape_message(draft, problem, shape, previous), draft.node, problem.hint)
             shape, complete = None, False
@@ -148,6 +149,7 @@ def infer_nodes(drafts: list[LayerDraft], input_shape: Shape | None, report: Rep
         nodes.append(node)
         shape = node.output_shape
         previous = repr(node.name)
+        previous_name = node.name
     return nodes if complete else None
 
 

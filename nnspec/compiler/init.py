@@ -98,6 +98,9 @@ def _lecun_normal(rng: np.random.Generator, p: ParamSpec, init: Initializer) -> 
 def initial_weights(graph: Graph, seed: int | None = None, dtype: str | None = None) -> dict[str, np.ndarray]:
     """Return the initial weights of ``graph`` as ``{'<layer>.<param>': array}`` in the contract layouts.
 
+    The dict holds the trainable parameters and the non-trainable state (``moving_mean`` zeros,
+    ``moving_variance`` ones), in :meth:`Graph.weight_keys` order.
+
     ``seed`` defaults to ``graph.train.seed``; ``dtype`` to ``graph.dtype``. Values are drawn in float64
     and then cast, so float32 and float64 runs start from the same numbers up to rounding.
     """
@@ -105,7 +108,7 @@ def initial_weights(graph: Graph, seed: int | None = None, dtype: str | None = N
     dtype = dtype or graph.dtype
     weights: dict[str, np.ndarray] = {}
     for node in graph.nodes:
-        for param_index, spec in enumerate(node.params):
+        for param_index, spec in enumerate((*node.params, *node.state)):
             rng = np.random.Generator(np.random.PCG64([seed, node.index, param_index]))
             values = _SAMPLERS[spec.init.name](rng, spec, spec.init)
             weights[node.key(spec.name)] = np.ascontiguousarray(values, dtype=dtype)

@@ -15,8 +15,22 @@ Canonical, fully resolved ``Node.attrs`` per op (defaults already filled in):
 * ``dropout``: ``rate: float`` (probability of dropping a unit)
 * ``activation``: ``activation: str``
 * ``softmax``: no attributes (over the last axis)
+* ``add``: no attributes (elementwise sum of two or more inputs of one shape)
+* ``concat``: ``axis: int`` (a per-example axis, normalised to ``0 <= axis < rank``; default the last)
+* ``batch_norm``: ``momentum: float``, ``epsilon: float``, ``center: bool``, ``scale: bool`` (over the last axis)
+* ``layer_norm``: ``epsilon: float``, ``center: bool``, ``scale: bool`` (over the last axis)
+* ``global_avg_pool2d`` / ``global_max_pool2d``: no attributes ((H, W, C) -> (C,))
 
 Shapes are per example (no batch axis), channels last.
+
+A graph is a DAG with one input (named :data:`INPUT`) and one output. ``Node.inputs`` names the nodes a
+node reads (or :data:`INPUT`); nodes are in declaration order, which is a topological order, and
+``Node.index`` is the layer's position in the spec (the layer index dropout masks use). Layers whose
+output reaches nothing are not in the IR (the front end warns about them).
+
+Each node has trainable ``params`` and non-trainable ``state`` (running statistics), both
+:class:`ParamSpec`; their arrays are keyed ``<layer>.<name>`` (Keras's names: ``bn1.gamma``,
+``bn1.moving_mean``).
 """
 
 from __future__ import annotations
@@ -34,7 +48,15 @@ LAYER_TYPES: tuple[str, ...] = (
     "dropout",
     "activation",
     "softmax",
+    "add",
+    "concat",
+    "batch_norm",
+    "layer_norm",
+    "global_avg_pool2d",
+    "global_max_pool2d",
 )
+#: The name by which ``inputs`` refer to the model's input (no layer may take it).
+INPUT = "input"
 ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "linear")
 INITIALIZERS: tuple[str, ...] = (
     "glorot_uniform",
@@ -71,7 +93,8 @@ class Initializer:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One trainable array of a layer: its local name (``kernel`` or ``bias``), shape and initialiser."""
+    """One array of a layer (a trainable weight such as ``kernel``, or a state array such as
+    ``moving_mean``): its local name, shape and initialiser."""
 
     name: str
     shape: Shape
@@ -82,7 +105,11 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class Node:
-    """One layer of the sequential model, with its resolved attributes and inferred shapes."""
+    """One layer of the model, with its resolved attributes, its inputs and its inferred shapes.
+
+    ``input_shape`` is the shape of the first input (the only one but for merge layers);
+    ``input_shapes`` holds one shape per name in ``inputs``.
+    """
 
     index: int
     name: str
@@ -92,21 +119,30 @@ class Node:
     output_shape: Shape
     params: tuple[ParamSpec, ...] = ()
     flops: int = 0
+    inputs: tuple[str, ...] = ()
+    input_shapes: tuple[Shape, ...] = ()
+    state: tuple[ParamSpec, ...] = ()
 
     def key(self, param: str) -> str:
-        """Return the weights-dict key of one of this node's parameters: ``<layer>.<param>``."""
+        """Return the weights-dict key of one of this node's arrays: ``<layer>.<param>``."""
         return f"{self.name}.{param}"
 
     @property
     def num_params(self) -> int:
-        """Number of scalar parameters of this layer."""
-        total = 0
-        for p in self.params:
-            size = 1
-            for d in p.shape:
-                size *= d
-            total += size
-        return total
+        """Number of scalars of this layer, trainable and non-trainable (as Keras counts them)."""
+        return sum(_size(p.shape) for p in (*self.params, *self.state))
+
+    @property
+    def num_trainable(self) -> int:
+        """Number of trainable scalars of this layer."""
+        return sum(_size(p.shape) for p in self.params)
+
+
+def _size(shape: Shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
 
 
 @dataclass(frozen=True)
@@ -172,14 +208,55 @@ class Graph:
     #: source position (line, column) of spec paths such as ``"input.shape"`` or ``"layers[2]"``, for
     #: diagnostics raised after the front end (for example when the data does not fit ``input.shape``).
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: name of the output node; ``None`` means the last node
+    output: str | None = None
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
 
     @property
+    def output_node(self) -> Node | None:
+        """The node whose value is the model's output (``None`` for a model without layers)."""
+        if not self.nodes:
+            return None
+        return self.node(self.output) if self.output is not None else self.nodes[-1]
+
+    @property
     def output_shape(self) -> Shape:
         """Per-example shape of the model's output."""
-        return self.nodes[-1].output_shape if self.nodes else self.input_shape
+        out = self.output_node
+        return out.output_shape if out is not None else self.input_shape
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every node reads only the node before it (a v1 sequential model)."""
+        previous = INPUT
+        for n in self.nodes:
+            if n.inputs not in ((), (previous,)):
+                return False
+            previous = n.name
+        return self.output in (None, previous)
+
+    def inputs_of(self, node: Node) -> tuple[str, ...]:
+        """The names ``node`` reads: its ``inputs``, or the node before it when none are recorded."""
+        if node.inputs:
+            return node.inputs
+        position = self.nodes.index(node)
+        return (self.nodes[position - 1].name,) if position else (INPUT,)
+
+    def consumers(self, name: str) -> tuple[Node, ...]:
+        """The nodes that read ``name`` (a node's name or :data:`INPUT`)."""
+        return tuple(n for n in self.nodes if name in self.inputs_of(n))
+
+    @property
+    def has_state(self) -> bool:
+        """True when some layer keeps non-trainable state (running statistics)."""
+        return any(n.state for n in self.nodes)
+
+    @property
+    def num_trainable(self) -> int:
+        """Total number of trainable scalars."""
+        return sum(n.num_trainable for n in self.nodes)
 
     @property
     def num_params(self) -> int:
@@ -192,13 +269,22 @@ class Graph:
         return sum(n.flops for n in self.nodes)
 
     def param_specs(self) -> list[tuple[str, Node, ParamSpec]]:
-        """All parameters in model order as ``(key, node, spec)``; keys are ``<layer>.<param>``."""
+        """All trainable parameters in model order as ``(key, node, spec)``; keys are ``<layer>.<param>``."""
         return [(n.key(p.name), n, p) for n in self.nodes for p in n.params]
+
+    def state_specs(self) -> list[tuple[str, Node, ParamSpec]]:
+        """All non-trainable state arrays in model order as ``(key, node, spec)``."""
+        return [(n.key(p.name), n, p) for n in self.nodes for p in n.state]
+
+    def weight_keys(self) -> list[str]:
+        """Keys of every array a weights file holds: trainable parameters, then state, in model order."""
+        return [k for k, _, _ in self.param_specs()] + [k for k, _, _ in self.state_specs()]
 
     @property
     def ends_in_softmax(self) -> bool:
-        """True when the last layer is ``softmax``."""
-        return bool(self.nodes) and self.nodes[-1].op == "softmax"
+        """True when the output layer is ``softmax``."""
+        out = self.output_node
+        return out is not None and out.op == "softmax"
 
     @property
     def loss_from_logits(self) -> bool:
@@ -206,9 +292,25 @@ class Graph:
         return self.ends_in_softmax and self.train.loss == "cross_entropy"
 
     @property
+    def head(self) -> str:
+        """Name of the value the loss is computed from: the output, or the input of a final fused softmax."""
+        out = self.output_node
+        if out is None:
+            return INPUT
+        return self.inputs_of(out)[0] if self.loss_from_logits else out.name
+
+    @property
     def logits_nodes(self) -> tuple[Node, ...]:
-        """The nodes that produce the logits: all nodes but a final fused softmax."""
-        return self.nodes[:-1] if self.loss_from_logits else self.nodes
+        """The nodes the head depends on, in declaration order (all nodes but a final fused softmax)."""
+        return self.ancestors(self.head)
+
+    def ancestors(self, name: str) -> tuple[Node, ...]:
+        """The nodes whose values ``name`` depends on, ``name`` included, in declaration order."""
+        needed = {name}
+        for n in reversed(self.nodes):
+            if n.name in needed:
+                needed.update(self.inputs_of(n))
+        return tuple(n for n in self.nodes if n.name in needed)
 
     def node(self, name: str) -> Node:
         """Return the node called ``name``."""

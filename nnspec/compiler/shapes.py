@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .ir import (
+    INPUT,
     DataConfig,
     Graph,
     Initializer,
@@ -43,10 +44,16 @@ class Inferred:
     output_shape: Shape
     params: tuple[ParamSpec, ...] = ()
     flops: int = 0
+    state: tuple[ParamSpec, ...] = ()
 
 
 Rule = Callable[[Mapping[str, Any], Shape], Inferred]
+#: A merge rule takes the shapes of all inputs and the names of the layers they come from.
+MergeRule = Callable[[Mapping[str, Any], tuple[Shape, ...], tuple[str, ...]], Inferred]
 _RULES: dict[str, Rule] = {}
+_MERGE_RULES: dict[str, MergeRule] = {}
+#: Ops that take two or more inputs.
+MERGE_OPS: frozenset[str] = frozenset({"add", "concat"})
 
 DEFAULT_KERNEL_INIT = Initializer("glorot_uniform")
 DEFAULT_BIAS_INIT = Initializer("zeros")
@@ -69,6 +76,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dropout": {},
     "activation": {},
     "softmax": {},
+    "add": {},
+    "concat": {"axis": -1},
+    "batch_norm": {"momentum": 0.99, "epsilon": 1e-3, "center": True, "scale": True},
+    "layer_norm": {"epsilon": 1e-3, "center": True, "scale": True},
+    "global_avg_pool2d": {},
+    "global_max_pool2d": {},
 }
 
 
@@ -82,9 +95,29 @@ def rule(op: str) -> Callable[[Rule], Rule]:
     return register
 
 
-def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape) -> Inferred:
-    """Infer one layer; raises :class:`ShapeProblem` when it cannot take ``input_shape``."""
-    return _RULES[op](attrs, tuple(input_shape))
+def merge_rule(op: str) -> Callable[[MergeRule], MergeRule]:
+    """Register the inference rule of merge op ``op``."""
+
+    def register(fn: MergeRule) -> MergeRule:
+        _MERGE_RULES[op] = fn
+        return fn
+
+    return register
+
+
+def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape | Sequence[Shape], sources: Sequence[str] = ()) -> Inferred:
+    """Infer one layer; raises :class:`ShapeProblem` when it cannot take its input(s).
+
+    ``input_shape`` is one shape, or for a merge op the sequence of its inputs' shapes (``sources``
+    names the layers they come from, for messages).
+    """
+    if op in MERGE_OPS:
+        shapes = tuple(tuple(s) for s in input_shape)  # type: ignore[union-attr]
+        names = tuple(sources) or tuple(f"input {i}" for i in range(len(shapes)))
+        if len(shapes) < 2:
+            raise ShapeProblem(f"needs at least 2 inputs; got {len(shapes)}", "list the layers to merge: inputs: [a, b]", code="E0305")
+        return _MERGE_RULES[op](attrs, shapes, names)
+    return _RULES[op](attrs, tuple(input_shape))  # type: ignore[arg-type]
 
 
 def _size(shape: Sequence[int]) -> int:
@@ -219,6 +252,78 @@ def _softmax(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     return Inferred(shape, (), 3 * _size(shape))
 
 
+@merge_rule("add")
+def _add(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
+    for shape, name in zip(shapes[1:], names[1:]):
+        if shape != shapes[0]:
+            raise ShapeProblem(
+                f"cannot add {names[0]!r} {shapes[0]} and {name!r} {shape}: add needs inputs of one shape",
+                "make both branches produce the same shape (for example a 1x1 conv2d on the shortcut, or padding: same)",
+                code="E0305",
+            )
+    return Inferred(shapes[0], (), (len(shapes) - 1) * _size(shapes[0]))
+
+
+@merge_rule("concat")
+def _concat(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
+    rank = len(shapes[0])
+    axis = attrs["axis"]
+    for shape, name in zip(shapes[1:], names[1:]):
+        if len(shape) != rank:
+            raise ShapeProblem(
+                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape}: their ranks differ",
+                "concatenate outputs of one rank (flatten both, or both (H, W, C))",
+                code="E0305",
+            )
+    if not -rank <= axis < rank:
+        raise ShapeProblem(f"axis {axis} is out of range for inputs of rank {rank} (per example)", f"use an axis from {-rank} to {rank - 1}; the default -1 is the channel axis", code="E0305")
+    axis %= rank
+    for shape, name in zip(shapes[1:], names[1:]):
+        if any(a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
+            raise ShapeProblem(
+                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape} on axis {axis}: the other axes differ",
+                "the inputs must agree on every axis but the concatenation axis",
+                code="E0305",
+            )
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return Inferred(tuple(out))
+
+
+def _norm_params(attrs: Mapping[str, Any], channels: int) -> tuple[ParamSpec, ...]:
+    params = []
+    if attrs["scale"]:
+        params.append(ParamSpec("gamma", (channels,), Initializer("ones")))
+    if attrs["center"]:
+        params.append(ParamSpec("beta", (channels,), Initializer("zeros")))
+    return tuple(params)
+
+
+@rule("batch_norm")
+def _batch_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    if not shape:
+        raise ShapeProblem("needs an input with a channel axis; got a scalar per example", "apply batch_norm to a dense or conv2d output")
+    channels = shape[-1]
+    state = (ParamSpec("moving_mean", (channels,), Initializer("zeros")), ParamSpec("moving_variance", (channels,), Initializer("ones")))
+    return Inferred(shape, _norm_params(attrs, channels), 2 * _size(shape), state)
+
+
+@rule("layer_norm")
+def _layer_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    if not shape:
+        raise ShapeProblem("needs an input with a feature axis; got a scalar per example", "apply layer_norm to a dense or conv2d output")
+    return Inferred(shape, _norm_params(attrs, shape[-1]), 7 * _size(shape))
+
+
+def _global_pool(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    return Inferred((shape[2],), (), _size(shape))
+
+
+rule("global_avg_pool2d")(_global_pool)
+rule("global_max_pool2d")(_global_pool)
+
+
 def _activation_flops(name: str, n: int) -> int:
     return 0 if name == "linear" else n
 
@@ -241,8 +346,21 @@ def resolve_reshape_target(target: Sequence[int], input_shape: Shape) -> Shape:
     return target
 
 
-def make_node(index: int, name: str, op: str, attrs: Mapping[str, Any], input_shape: Shape) -> Node:
-    """Fill defaults into ``attrs``, infer shapes and return the :class:`Node` (raises ShapeProblem)."""
+def make_node(
+    index: int,
+    name: str,
+    op: str,
+    attrs: Mapping[str, Any],
+    input_shape: Shape | Sequence[Shape],
+    inputs: Sequence[str] = (),
+) -> Node:
+    """Fill defaults into ``attrs``, infer shapes and return the :class:`Node` (raises ShapeProblem).
+
+    ``input_shape`` is the input's shape, or for a merge op (``add``, ``concat``) the list of its inputs'
+    shapes; ``inputs`` names the nodes (or ``input``) the node reads.
+    """
+    shapes: tuple[Shape, ...] = tuple(tuple(s) for s in input_shape) if op in MERGE_OPS else (tuple(input_shape),)  # type: ignore[misc]
+    input_shape = shapes[0] if shapes else ()
     full = {**DEFAULTS[op], **attrs}
     for key in ("kernel", "strides", "size"):
         if key in full and isinstance(full[key], int):
@@ -253,8 +371,10 @@ def make_node(index: int, name: str, op: str, attrs: Mapping[str, Any], input_sh
         full["strides"] = tuple(full["size"])
     if op == "reshape":
         full["shape"] = resolve_reshape_target(full["shape"], input_shape)
-    result = infer(op, full, input_shape)
-    return Node(index, name, op, full, tuple(input_shape), result.output_shape, result.params, result.flops)
+    result = infer(op, full, shapes if op in MERGE_OPS else input_shape, inputs)
+    if op == "concat":
+        full["axis"] = full["axis"] % len(shapes[0])
+    return Node(index, name, op, full, tuple(input_shape), result.output_shape, result.params, result.flops, tuple(inputs), shapes, result.state)
 
 
 def make_graph(
@@ -265,23 +385,29 @@ def make_graph(
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
     dtype: str = "float32",
+    output: str | None = None,
 ) -> Graph:
     """Build a :class:`Graph` directly from Python, for tests and tools (no YAML, no diagnostics).
 
-    ``layers`` holds ``(op, attrs)`` pairs (or bare op names); ``attrs`` may carry ``name``. Default names
-    are ``<op>_<n>``, counted per op from 1.
+    ``layers`` holds ``(op, attrs)`` pairs (or bare op names); ``attrs`` may carry ``name`` and
+    ``inputs`` (a list of layer names or ``input``; default: the layer before). Default names are
+    ``<op>_<n>``, counted per op from 1. ``output`` names the output layer (default: the last).
     """
     nodes: list[Node] = []
     counts: dict[str, int] = {}
-    shape: Shape = tuple(input_shape)
+    shapes: dict[str, Shape] = {INPUT: tuple(input_shape)}
+    previous = INPUT
     for index, layer in enumerate(layers):
         op, attrs = (layer, {}) if isinstance(layer, str) else layer
         attrs = dict(attrs)
         counts[op] = counts.get(op, 0) + 1
         layer_name = attrs.pop("name", f"{op}_{counts[op]}")
-        node = make_node(index, layer_name, op, attrs, shape)
+        inputs = tuple(attrs.pop("inputs", (previous,)))
+        given = [shapes[i] for i in inputs]
+        node = make_node(index, layer_name, op, attrs, given if op in MERGE_OPS else given[0], inputs)
         nodes.append(node)
-        shape = node.output_shape
+        shapes[layer_name] = node.output_shape
+        previous = layer_name
     return Graph(
         name=name,
         input_shape=tuple(input_shape),
@@ -289,4 +415,5 @@ def make_graph(
         train=train or TrainConfig(),
         data=data or DataConfig(),
         dtype=dtype,
+        output=output,
     )

@@ -77,6 +77,15 @@ class NumpyOps:
     def mean(self, x: Any) -> Any:
         return np.mean(x)
 
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return np.mean(x, axis=axes, keepdims=True)
+
+    def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return np.max(x, axis=axes, keepdims=True)
+
+    def concat(self, xs: list[Any], axis: int) -> Any:
+        return np.concatenate(xs, axis=axis)
+
     def argmax(self, x: Any) -> Any:
         return np.argmax(x, axis=-1)
 

@@ -53,6 +53,15 @@ class Ops(Protocol):
     def mean(self, x: Array) -> Array:
         """Mean over all elements."""
 
+    def mean_over(self, x: Array, axes: tuple[int, ...]) -> Array:
+        """Mean over ``axes``, which are kept with length 1."""
+
+    def max_over(self, x: Array, axes: tuple[int, ...]) -> Array:
+        """Maximum over ``axes``, which are kept with length 1."""
+
+    def concat(self, xs: list[Array], axis: int) -> Array:
+        """Concatenation of ``xs`` along ``axis`` (an axis of the batched arrays)."""
+
     def argmax(self, x: Array) -> Array:
         """Index of the largest value along the last axis."""
 

@@ -12,8 +12,8 @@ from ..errors import WeightsError
 
 
 def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
-    """``{'<layer>.<param>': shape}`` of every parameter of ``graph``."""
-    return {key: tuple(spec.shape) for key, _, spec in graph.param_specs()}
+    """``{'<layer>.<param>': shape}`` of every array of ``graph``: trainable parameters and state."""
+    return {key: tuple(spec.shape) for key, _, spec in (*graph.param_specs(), *graph.state_specs())}
 
 
 def weight_differences(graph: Graph, weights: Mapping[str, np.ndarray]) -> list[str]:

@@ -85,6 +85,15 @@ class JaxOps:
     def mean(self, x: Any) -> Any:
         return jnp.mean(x)
 
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return jnp.mean(x, axis=axes, keepdims=True)
+
+    def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return jnp.max(x, axis=axes, keepdims=True)
+
+    def concat(self, xs: list[Any], axis: int) -> Any:
+        return jnp.concatenate(xs, axis=axis)
+
     def argmax(self, x: Any) -> Any:
         return jnp.argmax(x, axis=-1).astype(jnp.int32)
 

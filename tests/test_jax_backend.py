@@ -147,7 +147,7 @@ def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
     dy = rng.standard_normal((4, *node.output_shape)).astype(dtype)
 
     def pool(v):
-        return LOWERINGS["max_pool2d"](Context(JaxOps(dtype)), node, {}, v)
+        return LOWERINGS["max_pool2d"](Context(JaxOps(dtype)), node, [v])
 
     def windowed(v):
         dims, strides = (1, *node.attrs["size"], 1), (1, *node.attrs["strides"], 1)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..data.dataset import Dataset
+    from ..runtime.training_state import TrainingState
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,21 @@ class Backend(abc.ABC):
 
 
 class CompiledModel(abc.ABC):
-    """A model compiled for one engine. Engines implement the abstract methods; the rest is shared."""
+    """A model compiled for one engine.
+
+    The engine implements the abstract methods: where arrays live (:meth:`put`, :meth:`read_arrays`,
+    :meth:`write_arrays`), how an epoch runs (:meth:`run_epoch`: one fused program, or one per step), and
+    the programs for one evaluation chunk, one prediction chunk, per-layer outputs, gradients and one
+    training step. All of them compute through the shared :class:`~nnspec.runtime.recipe.TrainingRecipe`;
+    what is the same for every engine (weights and training state in and out, chunked evaluation and
+    prediction, ``fit``, save and load) is written here once.
+
+    Arrays come in three groups, keyed as in the weights contract: ``params`` (trainable), ``state``
+    (non-trainable: running statistics) and ``slots`` (optimiser slots, keyed ``<weight>/<slot>``).
+    """
+
+    #: examples per evaluation / prediction chunk (bounds memory; results do not depend on it)
+    chunk_size: ClassVar[int] = 1024
 
     def __init__(self, graph: Graph, backend: Backend, device: str, dtype: str):
         self.graph = graph
@@ -132,11 +147,20 @@ class CompiledModel(abc.ABC):
         self.dtype = dtype
         self.step = 0  # optimiser steps taken so far: drives dropout masks and schedules
         self.compile_seconds: float = 0.0
+        self.history: "pd.DataFrame | None" = None
 
     # ---- engine-specific ----------------------------------------------------------------------
     @abc.abstractmethod
     def put(self, array: np.ndarray) -> Any:
         """Copy a host array to the device once (data sets stay resident there)."""
+
+    @abc.abstractmethod
+    def read_arrays(self, group: str) -> dict[str, np.ndarray]:
+        """Host copies of one group of arrays: ``params``, ``state`` or ``slots``."""
+
+    @abc.abstractmethod
+    def write_arrays(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace one group of arrays (same keys and shapes as :meth:`read_arrays` gives)."""
 
     @abc.abstractmethod
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
@@ -147,20 +171,12 @@ class CompiledModel(abc.ABC):
         """
 
     @abc.abstractmethod
-    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
-        """Mean loss and accuracy over all examples of device arrays ``x``, ``y`` (dropout off)."""
+    def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
+        """Summed loss and correct count (device values) of examples ``start:start+size`` of device arrays."""
 
     @abc.abstractmethod
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        """The model's final outputs for host array ``x`` (probabilities when it ends in softmax)."""
-
-    @abc.abstractmethod
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Current weights as ``{'<layer>.<param>': array}`` in the contract layouts."""
-
-    @abc.abstractmethod
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Replace the weights (names and shapes must match the graph)."""
+    def predict_chunk(self, x: np.ndarray) -> np.ndarray:
+        """Final outputs for one chunk of host examples (at most :attr:`chunk_size`)."""
 
     @abc.abstractmethod
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
@@ -168,13 +184,88 @@ class CompiledModel(abc.ABC):
 
     @abc.abstractmethod
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
-        """Training loss of one batch (dropout on, masks of ``step``) and its gradient per weight."""
+        """Training loss of one batch (dropout on, masks of ``step``) and its gradient per trainable weight."""
 
     @abc.abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on the given host batch; returns its loss and advances :attr:`step`."""
 
+    def to_host(self, value: Any) -> float:
+        """A device scalar as a Python float (engines with lazy arrays may override)."""
+        return float(np.asarray(value))
+
+    # ---- weights and training state ---------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Trainable weights and non-trainable state as ``{'<layer>.<name>': array}`` in the contract layouts."""
+        return {**self.read_arrays("params"), **self.read_arrays("state")}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Replace weights and state (names and shapes must match the graph); optimiser slots are kept."""
+        from ..runtime.weights import check_weights
+
+        check_weights(self.graph, weights)
+        state_keys = {k for k, _, _ in self.graph.state_specs()}
+        self.write_arrays("params", {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items() if k not in state_keys})
+        if state_keys:
+            self.write_arrays("state", {k: np.asarray(weights[k], dtype=self.dtype) for k in state_keys})
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimiser's slots as host copies, keyed ``'<weight>/<slot>'``."""
+        return self.read_arrays("slots")
+
+    def set_optimizer_state(self, slots: Mapping[str, np.ndarray]) -> None:
+        """Replace the optimiser's slots (same keys and shapes as :meth:`optimizer_state`)."""
+        self.write_arrays("slots", {k: np.asarray(v, dtype=self.dtype) for k, v in slots.items()})
+
+    def get_training_state(self) -> "TrainingState":
+        """The whole training state: weights, state, optimiser slots, step, epochs done and history."""
+        from ..runtime.training_state import TrainingState, slot_key_to_contract
+
+        slots = {slot_key_to_contract(k): v for k, v in self.read_arrays("slots").items()}
+        history = None if self.history is None else self.history.copy()
+        return TrainingState(self.read_arrays("params"), self.read_arrays("state"), slots, int(self.step), 0 if history is None else len(history), history)
+
+    def set_training_state(self, ts: "TrainingState") -> None:
+        """Continue from ``ts`` exactly: arrays, step and history (what :meth:`get_training_state` gave)."""
+        from ..runtime.training_state import slot_key_to_runtime
+
+        self.set_weights(ts.all_weights())
+        have = self.read_arrays("slots")
+        slots = {slot_key_to_runtime(k): v for k, v in ts.slots.items()}
+        if set(slots) != set(have):
+            raise BackendError(f"training state's optimiser slots {sorted(slots)} do not match this model's {sorted(have)}")
+        self.set_optimizer_state(slots)
+        self.step = int(ts.step)
+        self.history = None if ts.history is None else ts.history.copy()
+
     # ---- shared ---------------------------------------------------------------------------------
+    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
+        """Mean loss and accuracy over all examples of device arrays ``x``, ``y`` (inference mode).
+
+        One program call per chunk of :attr:`chunk_size` examples, sums added on the device, read back once.
+        """
+        from ..runtime.recipe import chunks
+
+        n = int(x.shape[0])
+        if n == 0:
+            return float("nan"), float("nan")
+        loss_sum = correct = None
+        for start, size in chunks(n, self.chunk_size):
+            part_loss, part_correct = self.eval_chunk(x, y, start, size)
+            loss_sum = part_loss if loss_sum is None else loss_sum + part_loss
+            correct = part_correct if correct is None else correct + part_correct
+        return self.to_host(loss_sum) / n, self.to_host(correct) / n
+
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        """The model's final outputs for host array ``x`` (probabilities when it ends in softmax), by chunks."""
+        from ..runtime.recipe import chunks
+
+        x = np.asarray(x, dtype=self.dtype)
+        parts = [np.asarray(self.predict_chunk(x[start : start + size])) for start, size in chunks(len(x), self.chunk_size)]
+        if not parts:
+            return np.zeros((0, *self.graph.output_shape), dtype=self.dtype)
+        return np.concatenate(parts)
+
     def fit(self, dataset: "Dataset | None" = None, *, epochs: int | None = None, progress: Any = None) -> "pd.DataFrame":
         """Train for ``epochs`` (default ``train.epochs``); returns the per-epoch metrics DataFrame."""
         from ..runtime.loop import fit
@@ -201,13 +292,13 @@ class CompiledModel(abc.ABC):
         return self.predict_arrays(x)
 
     def save(self, path: str) -> None:
-        """Write the weights to a safetensors file."""
+        """Write the weights and state to a safetensors file."""
         from ..runtime.weights import save_weights
 
         save_weights(path, self.get_weights(), self.graph)
 
     def load(self, path: str) -> None:
-        """Read weights from a safetensors file; names and shapes must match the spec."""
+        """Read weights and state from a safetensors file; names and shapes must match the spec."""
         from ..runtime.weights import load_weights
 
         self.set_weights(load_weights(path, self.graph))

@@ -26,6 +26,16 @@ def loss_from_head(ops: Ops, graph: Graph, head: Any, labels: Any) -> Any:
     raise ValueError(f"unknown loss {graph.train.loss!r}")
 
 
+def per_example_loss(ops: Ops, graph: Graph, head: Any, labels: Any) -> Any:
+    """The loss of each example of a batch (a vector); its mean is :func:`loss_from_head`'s value."""
+    depth = graph.output_shape[-1]
+    if graph.train.loss == "cross_entropy":
+        return -ops.sum(ops.one_hot(labels, depth) * ops.log_softmax(head), axis=-1)
+    if graph.train.loss == "mse":
+        return ops.sum((head - ops.one_hot(labels, depth)) ** 2, axis=-1) / ops.constant(float(depth))
+    raise ValueError(f"unknown loss {graph.train.loss!r}")
+
+
 def correct_count(ops: Ops, head: Any, labels: Any) -> Any:
     """Number of examples whose largest output is the label (as a float)."""
     return ops.sum(ops.to_float(ops.equal(ops.argmax(head), labels)))

@@ -54,8 +54,10 @@ class JaxBackend(Backend):
         return found
 
     def capabilities(self) -> Capabilities:
-        """Every v1 layer, activation and optimiser; float32 and float64; CPU and GPU."""
-        return Capabilities(devices=("cpu", "gpu"))
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU."""
+        from .layers import LOWERINGS
+
+        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"))
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "JaxModel":
         from .model import JaxModel

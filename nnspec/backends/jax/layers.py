@@ -1,14 +1,15 @@
-"""One JAX lowering per IR op, registered by op type.
+"""JAX's own lowerings (convolution and pooling windows), registered by op type over the shared ones.
 
-A lowering takes the :class:`Context` of the forward pass, the node, the node's parameters and its input
-(a batch, channels last) and returns the node's output. Shared definitions (activations, dropout masks)
-come from :mod:`nnspec.runtime`, evaluated with :class:`~nnspec.backends.jax.ops.JaxOps`.
+Every lowering has the signature shared by all engines and the reference (see
+:mod:`nnspec.backends.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Shared
+definitions (activations, dropout masks, normalisation, merges, global pools) come from
+:mod:`nnspec.runtime`, evaluated with :class:`~nnspec.backends.jax.ops.JaxOps`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,43 +18,27 @@ from jax import lax
 
 from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
-from ...runtime.activations import activate
-from ...runtime.dropout import apply_dropout
-from .ops import HIGHEST, JaxOps
-from ..lowering import LoweringContext, OpRegistry, finish
-
+from .ops import HIGHEST
+from ..lowering import Lowering, LoweringContext, OpRegistry
+from ..shared_lowerings import bias_activation, engine_registry
 
 Context = LoweringContext
-
-
-Params = Mapping[str, Any]
-Lowering = Callable[[Context, Node, Params, Any], Any]
-LOWERINGS: OpRegistry[Lowering] = OpRegistry("jax")
+#: The shared lowerings (:mod:`nnspec.backends.shared_lowerings`) plus JAX's convolution and pools.
+LOWERINGS: OpRegistry[Lowering] = engine_registry("jax")
 lowering = LOWERINGS.register
 
 
-def _bias_activation(ctx: Context, node: Node, params: Params, z: Any) -> Any:
-    if node.attrs["use_bias"]:
-        z = z + params[node.key("bias")]
-    return activate(ctx.ops, node.attrs["activation"], z)
-
-
-@lowering("dense")
-def _dense(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return _bias_activation(ctx, node, params, ctx.ops.matmul(x, params[node.key("kernel")]))
-
-
 @lowering("conv2d")
-def _conv2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+def _conv2d(ctx: Context, node: Node, inputs: list) -> Any:
     z = lax.conv_general_dilated(
-        x,
-        params[node.key("kernel")],
+        inputs[0],
+        ctx.param(node, "kernel"),
         window_strides=tuple(node.attrs["strides"]),
         padding=padding_pairs(node),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=HIGHEST,
     )
-    return _bias_activation(ctx, node, params, z)
+    return bias_activation(ctx, node, z)
 
 
 def _window(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
@@ -126,7 +111,7 @@ def _tiled_max_pool_jvp(window: tuple[int, int], primals: tuple[Any], tangents: 
 
 
 @lowering("max_pool2d")
-def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+def _max_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
     """Max pool: a reshape and a max when the windows tile the input, else ``lax.reduce_window``.
 
     The tiled form is for speed on the CPU. Measured (JAX 0.10.2, 2 shared cores, CPU seconds per step of
@@ -135,6 +120,7 @@ def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
     same values and the same gradients, the first maximum of a window taking it on ties; only the tiled
     form also agrees with the reference on windows holding a NaN or only -inf.
     """
+    x = inputs[0]
     window = tiled_window(node)
     if window is not None:
         return tiled_max_pool(x, window)
@@ -143,38 +129,8 @@ def _max_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
 
 
 @lowering("avg_pool2d")
-def _avg_pool2d(ctx: Context, node: Node, params: Params, x: Any) -> Any:
+def _avg_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
+    x = inputs[0]
     dims, strides, pads = _window(node)
     total = lax.reduce_window(x, np.array(0, dtype=x.dtype), lax.add, dims, strides, pads)
     return total / jnp.asarray(pool_window_counts(node), dtype=x.dtype)
-
-
-@lowering("flatten")
-def _flatten(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return jnp.reshape(x, (x.shape[0], -1))
-
-
-@lowering("reshape")
-def _reshape(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return jnp.reshape(x, (x.shape[0], *node.attrs["shape"]))
-
-
-@lowering("dropout")
-def _dropout(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    if not ctx.training:
-        return x
-    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), tuple(x.shape))
-
-
-@lowering("activation")
-def _activation(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return activate(ctx.ops, node.attrs["activation"], x)
-
-
-@lowering("softmax")
-def _softmax(ctx: Context, node: Node, params: Params, x: Any) -> Any:
-    return ctx.ops.softmax(x)
-
-
-run_nodes = LOWERINGS.run_nodes
-head = LOWERINGS.head

@@ -1,0 +1,127 @@
+"""Lowerings that are the same on every engine, written once over the engine's :class:`Ops`.
+
+An op whose meaning is fully expressed by the shared definitions of :mod:`nnspec.runtime` (activations,
+dropout masks, normalisation, merges, global pools, reshapes) is lowered here; each engine's registry
+starts from these (:func:`engine_registry`) and adds what needs the engine's own primitives (convolution,
+pooling windows), or replaces one where measurement found a faster form with the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..compiler.ir import Node
+from ..runtime import normalization as norm
+from ..runtime.activations import activate
+from ..runtime.dropout import apply_dropout
+from .lowering import Lowering, LoweringContext, OpRegistry
+
+Context = LoweringContext
+SHARED: OpRegistry[Lowering] = OpRegistry("shared")
+shared = SHARED.register
+
+
+def engine_registry(engine: str) -> OpRegistry[Lowering]:
+    """A new registry for ``engine``, holding the shared lowerings (an engine may replace any of them)."""
+    registry: OpRegistry[Lowering] = OpRegistry(engine)
+    registry.update(SHARED)
+    return registry
+
+
+def bias_activation(ctx: Context, node: Node, z: Any) -> Any:
+    """``activation(z + bias)`` (no bias when ``use_bias`` is false)."""
+    if node.attrs["use_bias"]:
+        z = z + ctx.param(node, "bias")
+    return activate(ctx.ops, node.attrs["activation"], z)
+
+
+@shared("dense")
+def dense(ctx: Context, node: Node, inputs: list) -> Any:
+    """``activation(x @ kernel + bias)``."""
+    return bias_activation(ctx, node, ctx.ops.matmul(inputs[0], ctx.param(node, "kernel")))
+
+
+@shared("flatten")
+def flatten(ctx: Context, node: Node, inputs: list) -> Any:
+    """Row-major over (H, W, C)."""
+    return ctx.ops.reshape(inputs[0], (-1, math.prod(node.input_shape)))
+
+
+@shared("reshape")
+def reshape(ctx: Context, node: Node, inputs: list) -> Any:
+    """To the per-example ``shape``."""
+    return ctx.ops.reshape(inputs[0], (-1, *node.attrs["shape"]))
+
+
+@shared("dropout")
+def dropout(ctx: Context, node: Node, inputs: list) -> Any:
+    """The counter-based mask of (seed, layer index, step) in training; the identity otherwise."""
+    x = inputs[0]
+    if not ctx.training:
+        return x
+    batch = ctx.batch if ctx.batch is not None else x.shape[0]
+    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), (batch, *node.input_shape))
+
+
+@shared("activation")
+def activation(ctx: Context, node: Node, inputs: list) -> Any:
+    """The named activation."""
+    return activate(ctx.ops, node.attrs["activation"], inputs[0])
+
+
+@shared("softmax")
+def softmax(ctx: Context, node: Node, inputs: list) -> Any:
+    """Softmax over the last axis."""
+    return ctx.ops.softmax(inputs[0])
+
+
+@shared("add")
+def add(ctx: Context, node: Node, inputs: list) -> Any:
+    """Elementwise sum of the inputs."""
+    return norm.add_all(inputs)
+
+
+@shared("concat")
+def concat(ctx: Context, node: Node, inputs: list) -> Any:
+    """Concatenation on the per-example ``axis`` (batched axis ``axis + 1``)."""
+    return ctx.ops.concat(inputs, node.attrs["axis"] + 1)
+
+
+def affine(ctx: Context, node: Node) -> tuple[Any, Any]:
+    """``(gamma, beta)`` of a normalisation layer, None where ``scale`` / ``center`` is off."""
+    gamma = ctx.param(node, "gamma") if node.attrs["scale"] else None
+    beta = ctx.param(node, "beta") if node.attrs["center"] else None
+    return gamma, beta
+
+
+@shared("batch_norm")
+def batch_norm(ctx: Context, node: Node, inputs: list) -> Any:
+    """Batch statistics and a moving-average state update in training; moving statistics otherwise."""
+    gamma, beta = affine(ctx, node)
+    mean, var = ctx.read_state(node, "moving_mean"), ctx.read_state(node, "moving_variance")
+    if not ctx.training:
+        return norm.batch_norm_infer(ctx.ops, inputs[0], gamma, beta, mean, var, node.attrs["epsilon"])
+    y, new_mean, new_var = norm.batch_norm_train(ctx.ops, inputs[0], gamma, beta, mean, var, node.attrs["momentum"], node.attrs["epsilon"])
+    ctx.write_state(node, "moving_mean", new_mean)
+    ctx.write_state(node, "moving_variance", new_var)
+    return y
+
+
+@shared("layer_norm")
+def layer_norm(ctx: Context, node: Node, inputs: list) -> Any:
+    """Normalisation of each example over its last axis."""
+    gamma, beta = affine(ctx, node)
+    return norm.layer_norm(ctx.ops, inputs[0], gamma, beta, node.attrs["epsilon"])
+
+
+@shared("global_avg_pool2d")
+def global_avg_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Mean over height and width."""
+    return norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[0])
+
+
+@shared("global_max_pool2d")
+def global_max_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Maximum over height and width."""
+    return norm.global_max_pool2d(ctx.ops, inputs[0], node.output_shape[0])

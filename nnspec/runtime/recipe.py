@@ -1,0 +1,127 @@
+"""The training step, evaluation and prediction of every engine, written once.
+
+An engine supplies only what is its own, through :class:`EngineSeam`: how it walks the graph (by
+default its per-op lowerings through :func:`nnspec.backends.lowering.run_graph`), how it differentiates
+(``value_and_grad``), and, outside this module, how it compiles programs and places arrays. Everything
+else, in the order a step runs, is here:
+
+1. forward in training mode (dropout masks of ``step``, batch statistics) up to the head;
+2. the loss from the head (:func:`nnspec.runtime.losses.loss_from_head`, from the logits when the
+   output is a fused softmax);
+3. the gradient of the loss with respect to the trainable weights (the engine's autodiff);
+4. the learning rate of ``step`` (:func:`nnspec.runtime.schedules.learning_rate`);
+5. the optimiser update (:func:`nnspec.runtime.optimizers.apply_updates`);
+6. the state update (what stateful lowerings wrote during step 1).
+
+All functions are pure over engine arrays: dicts of trainable ``params``, non-trainable ``state`` and
+optimiser ``slots``, each keyed as in the weights contract. JAX and Keras trace them under ``jit``,
+TensorFlow inside ``tf.function``, PyTensor builds its symbolic graph from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+from ..compiler.ir import Graph
+from ..backends.lowering import LoweringContext, node_outputs
+from .losses import correct_count, loss_from_head, per_example_loss
+from .optimizers import apply_updates
+from .schedules import learning_rate
+
+Arrays = Mapping[str, Any]
+#: ``walk(ctx, graph, x, targets) -> {name: value}``: an engine's forward pass over the graph.
+Walk = Callable[[LoweringContext, Graph, Any, Sequence[str] | None], Mapping[str, Any]]
+#: ``value_and_grad(f)`` where ``f(params, *args) -> (loss, aux)`` gives ``g(params, *args) -> ((loss, aux), grads)``.
+ValueAndGrad = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class EngineSeam:
+    """What one engine contributes to the shared recipe: its Ops, its graph walk and its autodiff."""
+
+    ops: Any
+    walk: Walk
+    value_and_grad: ValueAndGrad
+
+
+class StepResult(NamedTuple):
+    """The outcome of one optimiser step: new params, slots and state, the batch loss and correct count."""
+
+    params: dict[str, Any]
+    slots: dict[str, Any]
+    state: dict[str, Any]
+    loss: Any
+    correct: Any
+
+
+class TrainingRecipe:
+    """The step recipe and the evaluation / prediction functions of one graph on one engine."""
+
+    def __init__(self, graph: Graph, seam: EngineSeam):
+        self.graph = graph
+        self.seam = seam
+        self.ops = seam.ops
+        self.seed = int(graph.train.seed)
+
+    # ---- forward ----------------------------------------------------------------------------------
+    def context(self, params: Arrays, state: Arrays, *, training: bool, step: Any = 0, batch: int | None = None) -> LoweringContext:
+        """A fresh lowering context for one forward pass."""
+        return LoweringContext(self.ops, params, state, training, step, self.seed, batch)
+
+    def head(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """The head (logits when the output is a fused softmax) and the state after this pass."""
+        ctx = self.context(params, state, training=training, step=step, batch=batch)
+        values = self.seam.walk(ctx, self.graph, x, (self.graph.head,))
+        return values[self.graph.head], ctx.updated_state()
+
+    def outputs(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> list[Any]:
+        """Every node's output in declaration order (per-layer comparison)."""
+        ctx = self.context(params, state, training=training, step=step, batch=batch)
+        return node_outputs(self.seam.walk(ctx, self.graph, x, None), self.graph)
+
+    def predict(self, params: Arrays, state: Arrays, x: Any, batch: int | None = None) -> Any:
+        """The model's final output in inference mode (probabilities when it ends in softmax)."""
+        head, _ = self.head(params, state, x, training=False, batch=batch)
+        return self.ops.softmax(head) if self.graph.loss_from_logits else head
+
+    # ---- training ---------------------------------------------------------------------------------
+    def loss(self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None) -> tuple[Any, tuple[Any, dict[str, Any]]]:
+        """Training loss of one batch, with ``(head, new_state)`` as auxiliary output. Differentiated in ``params``."""
+        head, new_state = self.head(params, state, x, training=True, step=step, batch=batch)
+        return loss_from_head(self.ops, self.graph, head, y), (head, new_state)
+
+    def gradients(self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Training loss of one batch and its gradient per trainable weight."""
+        (loss, _), grads = self.seam.value_and_grad(self.loss)(params, state, x, y, step, batch)
+        return loss, dict(grads)
+
+    def train_step(self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, batch: int | None = None) -> StepResult:
+        """One optimiser step on batch ``(x, y)`` at optimiser step ``step`` (see the module docstring)."""
+        train = self.graph.train
+        (loss, (head, new_state)), grads = self.seam.value_and_grad(self.loss)(params, state, x, y, step, batch)
+        lr = learning_rate(self.ops, train.schedule, train.optimizer.learning_rate, step)
+        new_params, new_slots = apply_updates(self.ops, train.optimizer, lr, step, dict(params), dict(grads), dict(slots), train.weight_decay)
+        return StepResult(dict(new_params), dict(new_slots), dict(new_state), loss, correct_count(self.ops, head, y))
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def eval_sums(self, params: Arrays, state: Arrays, x: Any, y: Any, valid: Any = None, batch: int | None = None) -> tuple[Any, Any]:
+        """Summed loss and correct count of one chunk in inference mode.
+
+        ``valid`` (optional, a boolean vector) marks the real examples of a chunk padded to a fixed size;
+        padded rows count for nothing. Without it every row counts.
+        """
+        ops = self.ops
+        head, _ = self.head(params, state, x, training=False, batch=batch)
+        losses = per_example_loss(ops, self.graph, head, y)
+        hits = ops.to_float(ops.equal(ops.argmax(head), y))
+        if valid is not None:
+            zero = ops.constant(0.0)
+            losses, hits = ops.where(valid, losses, zero), ops.where(valid, hits, zero)
+        return ops.sum(losses), ops.sum(hits)
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of the chunks that cover ``n`` examples, ``size`` at a time (the last one shorter)."""
+    size = max(1, int(size))
+    return [(start, min(size, n - start)) for start in range(0, n, size)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..compiler.ir import Graph
+from ..compiler.ir import INPUT, Graph
 from ..reference.backward import loss_and_gradients
 from ..runtime.optimizers import init_state
 from ..reference.train import Trajectory, reference_trajectory
@@ -126,7 +126,8 @@ def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: 
 
     found: list[str] = []
     explained = True
-    inputs_e = [x] + list(engine_outputs[:-1])
+    values_e = {INPUT: x, **{n.name: out for n, out in zip(graph.nodes, engine_outputs)}}
+    inputs_e = [values_e[graph.inputs_of(n)[0]] for n in graph.nodes]
     for node, out_e, in_e, rec in zip(graph.nodes, engine_outputs, inputs_e, ref_records):
         if node.attrs.get("activation") == "relu" and rec.pre_activation is not None:
             z = rec.pre_activation
@@ -171,7 +172,7 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
     start = {k: v.astype(model.dtype) for k, v in ref.weights.items()}
     model.set_weights(start)
     if hasattr(model, "set_optimizer_state"):  # optional hook: restart from fresh optimiser slots
-        model.set_optimizer_state(init_state(graph.train.optimizer, start))
+        model.set_optimizer_state(init_state(graph.train.optimizer, {k: start[k] for k, _, _ in graph.param_specs()}))
     model.step = 0
     rows = []
     tolerance = tol.trajectory

@@ -1,15 +1,23 @@
 """The NumPy float64 reference backward pass: hand-written backpropagation, one rule per IR op.
 
 Every engine's gradients are checked against these. The forward pass is
-:func:`nnspec.reference.forward.forward_trace`, whose per-layer records hold what the rules need (the
-layer's input, its pre-activation, its dropout keep-mask).
+:func:`nnspec.reference.forward.run_trace`, whose per-layer records hold what the rules need (the
+layer's inputs, its pre-activation, its dropout keep-mask, its normalisation statistics).
+
+A rule maps ``(record, weights, output gradient)`` to ``(input gradient, weight gradients)``; the input
+gradient is one array, or for ``add`` / ``concat`` a list with one array per input. The graph is
+processed in reverse declaration order; where a value is read by several layers, their gradients with
+respect to it are summed.
 
 Conventions where the derivative is not unique (the engines must agree with them, see docs/backends.md):
 
 * ``relu``: derivative 0 at 0 (``z > 0``).
 * ``max_pool2d``: when several elements of a window share the maximum, the first one in row-major
-  window order receives the gradient.
+  window order receives the gradient; ``global_max_pool2d``: the first maximum in row-major ``(h, w)``
+  order, per example and channel.
 * ``dropout``: the mask of ``(train.seed, layer index, step)`` from :mod:`nnspec.runtime.dropout`.
+* ``batch_norm`` in training: the gradient flows through the batch mean and (biased) variance; in
+  inference the layer is an affine map of the moving statistics.
 * ``cross_entropy`` after a final ``softmax`` is differentiated as one fused op from the logits:
   ``(softmax(z) - one_hot(y)) / batch``.
 """
@@ -17,19 +25,20 @@ Conventions where the derivative is not unique (the engines must agree with them
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from ..compiler.ir import Graph, Node
+from ..compiler.ir import INPUT, Graph, Node
 from ..compiler.shapes import padding_pairs
 from ..runtime.losses import loss_from_head
 from ..runtime.numpy_ops import NumpyOps
-from .forward import LayerRecord, forward_trace, windows
+from .forward import LayerRecord, run_trace, split_weights, windows
 
 Grads = dict[str, np.ndarray]
-#: A backward rule: (layer record, weights, output gradient) -> (input gradient, weight gradients).
-BackwardRule = Callable[[LayerRecord, Mapping[str, np.ndarray], np.ndarray], tuple[np.ndarray, Grads]]
+InputGrads = Union[np.ndarray, Sequence[np.ndarray]]
+#: A backward rule: (layer record, weights, output gradient) -> (input gradient(s), weight gradients).
+BackwardRule = Callable[[LayerRecord, Mapping[str, np.ndarray], np.ndarray], tuple[InputGrads, Grads]]
 _RULES: dict[str, BackwardRule] = {}
 _OPS = NumpyOps("float64")
 
@@ -179,11 +188,74 @@ def _softmax(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> t
     return softmax_backward(rec.output, dy), {}
 
 
+
+
+# ---- merges, normalisation and global pools --------------------------------------------------------
+
+
+@backward_rule("add")
+def _add(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    return [dy for _ in rec.all_inputs], {}
+
+
+@backward_rule("concat")
+def _concat(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    axis = rec.node.attrs["axis"]
+    bounds = np.cumsum([x.shape[axis + 1] for x in rec.all_inputs])[:-1]
+    return np.split(dy, bounds, axis=axis + 1), {}
+
+
+def _normalized_backward(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, Grads]:
+    """Backward of ``y = (x - mean) / sqrt(var + eps) * gamma + beta``; ``mean`` and the biased ``var``
+    are statistics of ``x`` over ``axes`` when ``batch_statistics`` is set, constants otherwise."""
+    node = rec.node
+    x, mean, var = rec.input, rec.saved["mean"], rec.saved["var"]
+    inv = 1.0 / np.sqrt(var + node.attrs["epsilon"])
+    x_hat = (x - mean) * inv
+    param_axes = tuple(range(x.ndim - 1))
+    grads: Grads = {}
+    d_hat = dy
+    if node.attrs["scale"]:
+        grads[node.key("gamma")] = np.sum(dy * x_hat, axis=param_axes)
+        d_hat = dy * w[node.key("gamma")]
+    if node.attrs["center"]:
+        grads[node.key("beta")] = np.sum(dy, axis=param_axes)
+    if not rec.saved["batch_statistics"]:
+        return d_hat * inv, grads
+    mean_d = np.mean(d_hat, axis=axes, keepdims=True)
+    mean_d_hat = np.mean(d_hat * x_hat, axis=axes, keepdims=True)
+    return inv * (d_hat - mean_d - x_hat * mean_d_hat), grads
+
+
+@backward_rule("batch_norm")
+def _batch_norm(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    return _normalized_backward(rec, w, dy, tuple(range(rec.input.ndim - 1)))
+
+
+@backward_rule("layer_norm")
+def _layer_norm(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    return _normalized_backward(rec, w, dy, (rec.input.ndim - 1,))
+
+
+@backward_rule("global_avg_pool2d")
+def _global_avg_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    b, h, wd, c = rec.input.shape
+    return np.broadcast_to(dy[:, None, None, :] / (h * wd), (b, h, wd, c)).copy(), {}
+
+
+@backward_rule("global_max_pool2d")
+def _global_max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    b, h, wd, c = rec.input.shape
+    first = np.argmax(rec.input.reshape(b, h * wd, c), axis=1)  # the first maximum in row-major (h, w) order
+    routed = (np.arange(h * wd)[None, :, None] == first[:, None, :]) * dy[:, None, :]
+    return routed.reshape(b, h, wd, c), {}
+
+
 # ---- loss ----------------------------------------------------------------------------------------------
 
 
 def loss_and_head_gradient(graph: Graph, head: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """The shared loss of one batch and its gradient with respect to ``head`` (the output of ``graph.logits_nodes``)."""
+    """The shared loss of one batch and its gradient with respect to ``head`` (the value named ``graph.head``)."""
     head = np.asarray(head, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
     loss = float(loss_from_head(_OPS, graph, head, labels))
@@ -198,19 +270,49 @@ def loss_and_head_gradient(graph: Graph, head: np.ndarray, labels: np.ndarray) -
 # ---- the whole pass ------------------------------------------------------------------------------------
 
 
-def backward(graph: Graph, weights: Mapping[str, np.ndarray], records: list[LayerRecord], d_head: np.ndarray) -> Grads:
-    """Gradients of every weight from a forward trace and the gradient of the loss with respect to the head.
+def backward(graph: Graph, weights: Mapping[str, np.ndarray], records: Sequence[LayerRecord], d_head: np.ndarray) -> Grads:
+    """Gradients of every trainable weight from a forward trace and the gradient of the loss with respect
+    to the head (the value named ``graph.head``: the logits when the loss is fused with a final softmax).
 
-    ``d_head`` is the gradient with respect to the output of the last of ``graph.logits_nodes`` (the
-    logits when the loss is fused with a final softmax).
+    ``records`` holds at least the records of ``graph.logits_nodes``. Weights that do not reach the head
+    get zero gradients.
     """
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    by_name = {rec.node.name: rec for rec in records}
+    pending: dict[str, np.ndarray] = {graph.head: np.asarray(d_head, dtype=np.float64)}
     grads: Grads = {}
-    dy = np.asarray(d_head, dtype=np.float64)
-    for rec in reversed(records[: len(graph.logits_nodes)]):
-        dy, g = _RULES[rec.node.op](rec, w, dy.reshape(rec.output.shape))
+    for node in reversed(graph.logits_nodes):
+        rec = by_name[node.name]
+        dy = pending.pop(node.name)
+        d_inputs, g = _RULES[node.op](rec, w, dy.reshape(rec.output.shape))
         grads.update(g)
-    return {key: grads[key] for key, _, _ in graph.param_specs()}
+        sources = graph.inputs_of(node)
+        d_list = list(d_inputs) if isinstance(d_inputs, (list, tuple)) else [d_inputs]
+        for name, dx in zip(sources, d_list, strict=True):
+            if name != INPUT:
+                pending[name] = pending[name] + dx if name in pending else dx
+    return {key: grads[key] if key in grads else np.zeros(spec.shape) for key, _, spec in graph.param_specs()}
+
+
+def loss_gradients_and_state(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    step: int = 0,
+    training: bool = True,
+    state: Mapping[str, np.ndarray] | None = None,
+) -> tuple[float, Grads, dict[str, np.ndarray]]:
+    """Reference loss of one batch, its float64 gradient per trainable weight, and the state after the
+    forward pass (the new moving statistics in training; the given state otherwise).
+
+    ``weights`` may hold state keys; ``state`` overrides them (see :func:`nnspec.reference.forward.split_weights`).
+    """
+    params, _ = split_weights(graph, weights, state)
+    trace = run_trace(graph, weights, x, training=training, step=step, dtype="float64", state=state, targets=(graph.head,))
+    loss, d_head = loss_and_head_gradient(graph, trace.head, y)
+    return loss, backward(graph, params, list(trace.records.values()), d_head), trace.state
 
 
 def loss_and_gradients(
@@ -221,11 +323,12 @@ def loss_and_gradients(
     *,
     step: int = 0,
     training: bool = True,
+    state: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[float, Grads]:
-    """Reference loss of one batch and its float64 gradient per weight (dropout on, masks of ``step``).
+    """Reference loss of one batch and its float64 gradient per trainable weight (dropout on, masks of
+    ``step``, batch statistics in ``batch_norm``).
 
     The same contract as :meth:`nnspec.backends.base.CompiledModel.loss_and_gradients`.
     """
-    records = forward_trace(graph, weights, x, training=training, step=step, dtype="float64")
-    loss, d_head = loss_and_head_gradient(graph, records[len(graph.logits_nodes) - 1].output, y)
-    return loss, backward(graph, weights, records, d_head)
+    loss, grads, _ = loss_gradients_and_state(graph, weights, x, y, step=step, training=training, state=state)
+    return loss, grads

@@ -1,28 +1,37 @@
-"""NumPy forward pass of every op, layer by layer: the oracle every engine is checked against.
+"""NumPy forward pass of every op over the graph: the oracle every engine is checked against.
 
 It computes in float64 by default (``dtype='float32'`` is allowed, for checking rounding), follows the
 contracts of docs/architecture.md literally (padding pairs from :func:`nnspec.compiler.shapes.padding_pairs`,
 ``avg_pool2d`` averaging over in-image elements only, ``max_pool2d`` padding with -inf) and uses the shared
-definitions of :mod:`nnspec.runtime` through :class:`~nnspec.runtime.numpy_ops.NumpyOps`.
+definitions of :mod:`nnspec.runtime` (activations, dropout masks, normalisation, merges, global pools)
+through :class:`~nnspec.runtime.numpy_ops.NumpyOps`.
 
-:func:`forward_trace` keeps, per layer, what a backward pass needs: the layer's input, its
-pre-activation (dense, conv2d, activation) and its dropout keep-mask and scale.
+Each op has one lowering with the signature every engine uses, ``fn(ctx, node, inputs) -> value``,
+registered in :data:`FORWARD`; the graph is walked by the shared
+:func:`nnspec.backends.lowering.run_graph`. The context, a :class:`ReferenceContext`, keeps per node a
+:class:`LayerRecord` of what the backward pass needs.
+
+Weights dicts may hold non-trainable state (``<layer>.moving_mean``, ...) beside the trainable weights;
+:func:`split_weights` separates them by :meth:`Graph.state_specs`, and state that is missing starts from
+:func:`nnspec.compiler.init.initial_weights`. In training, ``batch_norm`` normalises with the batch
+statistics and writes new moving statistics (:attr:`Trace.state`); in inference it uses the moving ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..compiler.ir import Graph, Node
+from ..backends.lowering import LoweringContext, OpRegistry, run_graph
+from ..compiler.ir import INPUT, Graph, Node
 from ..compiler.shapes import padding_pairs
+from ..runtime import normalization as norm
 from ..runtime.activations import activate
 from ..runtime.dropout import apply_dropout, numpy_keep_mask, scale
 from ..runtime.losses import correct_count, loss_from_head
 from ..runtime.numpy_ops import NumpyOps
-from ..backends.lowering import OpRegistry
 
 Weights = Mapping[str, np.ndarray]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -30,11 +39,15 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 
 @dataclass(frozen=True)
 class LayerRecord:
-    """One layer's forward pass: its input and output, and what its backward pass needs.
+    """One layer's forward pass: its input(s) and output, and what its backward pass needs.
 
+    ``input`` is the first input (the only one but for ``add`` / ``concat``), ``inputs`` all of them.
     ``pre_activation`` is the value the layer's activation was applied to (``dense``, ``conv2d``,
     ``activation``; ``None`` otherwise). ``keep`` is the boolean keep-mask of a ``dropout`` layer in
     training mode and ``scale`` the factor kept units were multiplied by (``None`` / 1.0 otherwise).
+    ``saved`` holds op-specific values: for ``batch_norm`` / ``layer_norm`` the ``mean`` and ``var`` used
+    to normalise (batch statistics, moving statistics or per-example statistics, with size-1 axes where
+    they broadcast) and ``batch_statistics`` (whether the mean and variance came from this batch).
     """
 
     node: Node
@@ -43,6 +56,51 @@ class LayerRecord:
     pre_activation: np.ndarray | None = None
     keep: np.ndarray | None = None
     scale: float = 1.0
+    inputs: tuple[np.ndarray, ...] = ()
+    saved: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_inputs(self) -> tuple[np.ndarray, ...]:
+        """Every input value (``inputs``, or ``(input,)`` for a record built without them)."""
+        return self.inputs or (self.input,)
+
+
+@dataclass
+class ReferenceContext(LoweringContext):
+    """A :class:`LoweringContext` over NumPy that also keeps one :class:`LayerRecord` per node run."""
+
+    records: dict[str, LayerRecord] = field(default_factory=dict)
+
+    def keep_record(self, node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, **extra: Any) -> np.ndarray:
+        """Record ``node``'s pass (``extra``: the other :class:`LayerRecord` fields) and return ``output``."""
+        self.records[node.name] = LayerRecord(node, inputs[0], output, inputs=tuple(inputs), **extra)
+        return output
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A whole forward pass: every computed value by name (``input`` included), the records in
+    declaration order, and the state after the pass (what ``batch_norm`` wrote in training)."""
+
+    graph: Graph
+    values: dict[str, np.ndarray]
+    records: dict[str, LayerRecord]
+    state: dict[str, np.ndarray]
+
+    def outputs(self) -> list[np.ndarray]:
+        """The outputs of the nodes that were run, in declaration order."""
+        return [self.values[n.name] for n in self.graph.nodes if n.name in self.values]
+
+    @property
+    def head(self) -> np.ndarray:
+        """The value the loss is computed from."""
+        return self.values[self.graph.head]
+
+    @property
+    def output(self) -> np.ndarray:
+        """The model's final output."""
+        out = self.graph.output_node
+        return self.values[out.name if out is not None else INPUT]
 
 
 # ---- building blocks (also used by the backward pass) ---------------------------------------------
@@ -76,103 +134,210 @@ def avg_pool2d(x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], p
     return total / pool_counts(x.shape[1:], size, strides, pads).astype(x.dtype)
 
 
-# ---- one function per op ----------------------------------------------------------------------------
-Forward = Callable[[Node, Weights, np.ndarray, NumpyOps, bool, int, int], LayerRecord]
-FORWARD: OpRegistry[Forward] = OpRegistry("reference")
+# ---- one lowering per op ----------------------------------------------------------------------------
+FORWARD: OpRegistry = OpRegistry("reference")
 forward_op = FORWARD.register
 
 
-def _finish(node: Node, weights: Weights, x: np.ndarray, z: np.ndarray, ops: NumpyOps) -> LayerRecord:
+def _optional(ctx: LoweringContext, node: Node, name: str) -> np.ndarray | None:
+    return ctx.param(node, name) if ctx.has_param(node, name) else None
+
+
+def _finish(ctx: ReferenceContext, node: Node, x: np.ndarray, z: np.ndarray) -> np.ndarray:
     if node.attrs["use_bias"]:
-        z = z + weights[node.key("bias")]
-    return LayerRecord(node, x, activate(ops, node.attrs["activation"], z), pre_activation=z)
+        z = z + ctx.param(node, "bias")
+    return ctx.keep_record(node, [x], activate(ctx.ops, node.attrs["activation"], z), pre_activation=z)
 
 
 @forward_op("dense")
-def _dense(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return _finish(node, w, x, x @ w[node.key("kernel")], ops)
+def _dense(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return _finish(ctx, node, inputs[0], inputs[0] @ ctx.param(node, "kernel"))
 
 
 @forward_op("conv2d")
-def _conv2d(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    z = conv2d(x, w[node.key("kernel")], node.attrs["strides"], padding_pairs(node))
-    return _finish(node, w, x, z, ops)
+def _conv2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    z = conv2d(inputs[0], ctx.param(node, "kernel"), node.attrs["strides"], padding_pairs(node))
+    return _finish(ctx, node, inputs[0], z)
 
 
 @forward_op("max_pool2d")
-def _max_pool(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, max_pool2d(x, node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
+def _max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, max_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
 
 
 @forward_op("avg_pool2d")
-def _avg_pool(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, avg_pool2d(x, node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
+def _avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, avg_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
 
 
 @forward_op("flatten")
-def _flatten(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, x.reshape(x.shape[0], -1))
+def _flatten(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, inputs[0].reshape(inputs[0].shape[0], -1))
 
 
 @forward_op("reshape")
-def _reshape(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, x.reshape(x.shape[0], *node.attrs["shape"]))
+def _reshape(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, inputs[0].reshape(inputs[0].shape[0], *node.attrs["shape"]))
 
 
 @forward_op("dropout")
-def _dropout(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
+def _dropout(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    x = inputs[0]
     rate = float(node.attrs["rate"])
-    if not training or rate <= 0.0:
-        return LayerRecord(node, x, x)
-    keep = numpy_keep_mask(seed, node.index, step, x.shape, rate)
-    factor = scale(rate, ops.float_dtype)
-    y = apply_dropout(ops, x, seed, node.index, step, rate, x.shape)
-    return LayerRecord(node, x, y, keep=keep, scale=factor)
+    if not ctx.training or rate <= 0.0:
+        return ctx.keep_record(node, inputs, x)
+    keep = numpy_keep_mask(ctx.seed, node.index, int(ctx.step), x.shape, rate)
+    y = apply_dropout(ctx.ops, x, ctx.seed, node.index, int(ctx.step), rate, x.shape)
+    return ctx.keep_record(node, inputs, y, keep=keep, scale=scale(rate, ctx.ops.float_dtype))
 
 
 @forward_op("activation")
-def _activation(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, activate(ops, node.attrs["activation"], x), pre_activation=x)
+def _activation(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, activate(ctx.ops, node.attrs["activation"], inputs[0]), pre_activation=inputs[0])
 
 
 @forward_op("softmax")
-def _softmax(node: Node, w: Weights, x: np.ndarray, ops: NumpyOps, training: bool, step: int, seed: int) -> LayerRecord:
-    return LayerRecord(node, x, ops.softmax(x))
+def _softmax(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, ctx.ops.softmax(inputs[0]))
+
+
+@forward_op("add")
+def _add(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, norm.add_all(list(inputs)))
+
+
+@forward_op("concat")
+def _concat(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, ctx.ops.concat(list(inputs), node.attrs["axis"] + 1))
+
+
+@forward_op("batch_norm")
+def _batch_norm(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    x = inputs[0]
+    ops, attrs = ctx.ops, node.attrs
+    gamma, beta = _optional(ctx, node, "gamma"), _optional(ctx, node, "beta")
+    moving_mean, moving_var = ctx.read_state(node, "moving_mean"), ctx.read_state(node, "moving_variance")
+    if not ctx.training:
+        y = norm.batch_norm_infer(ops, x, gamma, beta, moving_mean, moving_var, attrs["epsilon"])
+        return ctx.keep_record(node, inputs, y, saved={"mean": moving_mean, "var": moving_var, "batch_statistics": False})
+    y, new_mean, new_var = norm.batch_norm_train(ops, x, gamma, beta, moving_mean, moving_var, attrs["momentum"], attrs["epsilon"])
+    ctx.write_state(node, "moving_mean", new_mean)
+    ctx.write_state(node, "moving_variance", new_var)
+    mean, var = norm.moments(ops, x, tuple(range(x.ndim - 1)))
+    return ctx.keep_record(node, inputs, y, saved={"mean": mean, "var": var, "batch_statistics": True})
+
+
+@forward_op("layer_norm")
+def _layer_norm(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    x = inputs[0]
+    y = norm.layer_norm(ctx.ops, x, _optional(ctx, node, "gamma"), _optional(ctx, node, "beta"), node.attrs["epsilon"])
+    mean, var = norm.moments(ctx.ops, x, (x.ndim - 1,))
+    return ctx.keep_record(node, inputs, y, saved={"mean": mean, "var": var, "batch_statistics": True})
+
+
+@forward_op("global_avg_pool2d")
+def _global_avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[-1]))
+
+
+@forward_op("global_max_pool2d")
+def _global_max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, norm.global_max_pool2d(ctx.ops, inputs[0], node.output_shape[-1]))
+
+
+# ---- weights and state ------------------------------------------------------------------------------
+def state_keys(graph: Graph) -> list[str]:
+    """Keys of ``graph``'s non-trainable state arrays, in model order."""
+    return [k for k, _, _ in graph.state_specs()]
+
+
+def initial_state(graph: Graph, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """The state a graph starts from (``moving_mean`` zeros, ``moving_variance`` ones)."""
+    keys = state_keys(graph)
+    if not keys:
+        return {}
+    from ..compiler.init import initial_weights
+
+    start = initial_weights(graph, dtype=dtype)
+    return {k: start[k] for k in keys}
+
+
+def split_weights(
+    graph: Graph, weights: Weights, state: Weights | None = None, dtype: str = "float64"
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(params, state)`` from a weights dict that may also hold state keys, cast to ``dtype``.
+
+    State comes from ``state`` where given, else from ``weights``, else from :func:`initial_state`.
+    """
+    keys = state_keys(graph)
+    params = {k: np.asarray(v, dtype=dtype) for k, v in weights.items() if k not in keys}
+    given = {**{k: weights[k] for k in keys if k in weights}, **{k: v for k, v in (state or {}).items() if k in keys}}
+    if len(given) < len(keys):
+        given = {**initial_state(graph, dtype), **given}
+    return params, {k: np.asarray(given[k], dtype=dtype) for k in keys}
 
 
 # ---- whole model ------------------------------------------------------------------------------------
-def forward_trace(
-    graph: Graph, weights: Weights, x: np.ndarray, *, training: bool = False, step: int = 0, dtype: str = "float64"
-) -> list[LayerRecord]:
-    """Run every node on batch ``x``; one :class:`LayerRecord` per node, in order.
+def run_trace(
+    graph: Graph,
+    weights: Weights,
+    x: np.ndarray,
+    *,
+    training: bool = False,
+    step: int = 0,
+    dtype: str = "float64",
+    state: Weights | None = None,
+    targets: Sequence[str] | None = None,
+) -> Trace:
+    """Run the nodes ``targets`` need (default: every node) on batch ``x``; returns the :class:`Trace`.
 
-    With ``training``, dropout layers drop the units of the shared mask for ``(train.seed, layer, step)``.
+    ``weights`` may hold state keys (see :func:`split_weights`). With ``training``, dropout layers drop the
+    units of the shared mask for ``(train.seed, layer, step)`` and ``batch_norm`` uses and updates batch
+    statistics.
     """
-    ops = NumpyOps(dtype)
-    w = {k: np.asarray(v, dtype=dtype) for k, v in weights.items()}
-    value = np.asarray(x, dtype=dtype)
-    records = []
-    for node in graph.nodes:
-        record = FORWARD[node.op](node, w, value, ops, training, step, int(graph.train.seed))
-        records.append(record)
-        value = record.output
-    return records
+    params, start_state = split_weights(graph, weights, state, dtype)
+    ctx = ReferenceContext(NumpyOps(dtype), params, start_state, training, int(step), int(graph.train.seed))
+    values = run_graph(FORWARD.lower, ctx, graph, np.asarray(x, dtype=dtype), targets)
+    records = {n.name: ctx.records[n.name] for n in graph.nodes if n.name in ctx.records}
+    return Trace(graph, values, records, {k: np.asarray(v, dtype=dtype) for k, v in ctx.updated_state().items()})
+
+
+def forward_trace(
+    graph: Graph,
+    weights: Weights,
+    x: np.ndarray,
+    *,
+    training: bool = False,
+    step: int = 0,
+    dtype: str = "float64",
+    state: Weights | None = None,
+) -> list[LayerRecord]:
+    """Run every node on batch ``x``; one :class:`LayerRecord` per node, in declaration order."""
+    return list(run_trace(graph, weights, x, training=training, step=step, dtype=dtype, state=state).records.values())
 
 
 def layer_outputs(
-    graph: Graph, weights: Weights, x: np.ndarray, *, training: bool = False, step: int = 0, dtype: str = "float64"
+    graph: Graph,
+    weights: Weights,
+    x: np.ndarray,
+    *,
+    training: bool = False,
+    step: int = 0,
+    dtype: str = "float64",
+    state: Weights | None = None,
 ) -> list[np.ndarray]:
-    """Every node's output for batch ``x`` (what ``CompiledModel.layer_outputs`` must match)."""
-    return [r.output for r in forward_trace(graph, weights, x, training=training, step=step, dtype=dtype)]
+    """Every node's output for batch ``x``, in declaration order (what ``CompiledModel.layer_outputs`` must match)."""
+    return run_trace(graph, weights, x, training=training, step=step, dtype=dtype, state=state).outputs()
 
 
 def head_index(graph: Graph) -> int:
-    """Index of the node whose output is the loss's head (the logits when the loss is taken from them)."""
-    return len(graph.logits_nodes) - 1
+    """Position in ``graph.nodes`` of the node whose output is the loss's head (the logits when the loss is
+    taken from them)."""
+    return [n.name for n in graph.nodes].index(graph.head)
 
 
 def head_of(graph: Graph, outputs: list[np.ndarray]) -> np.ndarray:
-    """The head among a forward pass's per-node outputs."""
+    """The head among a forward pass's per-node outputs (declaration order)."""
     return outputs[head_index(graph)]
 
 
@@ -181,20 +346,31 @@ def loss_of_head(graph: Graph, head: np.ndarray, y: np.ndarray, dtype: str = "fl
     return float(loss_from_head(NumpyOps(dtype), graph, head, np.asarray(y)))
 
 
-def loss(graph: Graph, weights: Weights, x: np.ndarray, y: np.ndarray, *, training: bool = True, step: int = 0, dtype: str = "float64") -> float:
-    """The batch loss; by default in training mode (dropout masks of ``step``), as a training step sees it."""
-    outputs = layer_outputs(graph, weights, x, training=training, step=step, dtype=dtype)
-    return loss_of_head(graph, head_of(graph, outputs), y, dtype)
+def loss(
+    graph: Graph,
+    weights: Weights,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    training: bool = True,
+    step: int = 0,
+    dtype: str = "float64",
+    state: Weights | None = None,
+) -> float:
+    """The batch loss; by default in training mode (dropout masks of ``step``, batch statistics), as a
+    training step sees it."""
+    trace = run_trace(graph, weights, x, training=training, step=step, dtype=dtype, state=state, targets=(graph.head,))
+    return loss_of_head(graph, trace.head, y, dtype)
 
 
-def predict(graph: Graph, weights: Weights, x: np.ndarray, dtype: str = "float64") -> np.ndarray:
-    """The model's final outputs (dropout off)."""
-    return layer_outputs(graph, weights, x, dtype=dtype)[-1]
+def predict(graph: Graph, weights: Weights, x: np.ndarray, dtype: str = "float64", state: Weights | None = None) -> np.ndarray:
+    """The model's final outputs (inference mode: dropout off, moving statistics)."""
+    out = graph.output_node
+    return run_trace(graph, weights, x, dtype=dtype, state=state, targets=None if out is None else (out.name,)).output
 
 
-def evaluate(graph: Graph, weights: Weights, x: np.ndarray, y: np.ndarray, dtype: str = "float64") -> tuple[float, float]:
-    """Mean loss and accuracy over ``(x, y)`` with dropout off."""
-    outputs = layer_outputs(graph, weights, x, dtype=dtype)
-    h = head_of(graph, outputs)
-    hits = correct_count(NumpyOps(dtype), h, np.asarray(y))
-    return loss_of_head(graph, h, y, dtype), float(hits) / len(y)
+def evaluate(graph: Graph, weights: Weights, x: np.ndarray, y: np.ndarray, dtype: str = "float64", state: Weights | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over ``(x, y)`` in inference mode."""
+    head = run_trace(graph, weights, x, dtype=dtype, state=state, targets=(graph.head,)).head
+    hits = correct_count(NumpyOps(dtype), head, np.asarray(y))
+    return loss_of_head(graph, head, y, dtype), float(hits) / len(y)

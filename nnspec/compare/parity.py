@@ -46,7 +46,7 @@ def has_dropout(graph: Graph) -> bool:
 
 
 def compute_reference(graph: Graph, weights: Mapping[str, np.ndarray], batches: Sequence[Batch], *, trajectory: bool = True) -> Reference:
-    """Reference forward (inference, and training at step 0 when there is dropout), loss and gradients on
+    """Reference forward (inference, and training at step 0 when there is dropout or batch statistics), loss and gradients on
     ``batches[0]``, and the trajectory over all of ``batches``. Inputs and weights are used exactly as given
     (already rounded to the engines' dtype), in float64."""
     from ..reference.forward import layer_outputs
@@ -55,14 +55,16 @@ def compute_reference(graph: Graph, weights: Mapping[str, np.ndarray], batches: 
     x, y = batches[0]
     x64 = np.asarray(x, dtype=np.float64)
     outputs = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=False, step=0)]
-    training = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=True, step=0)] if has_dropout(graph) else None
+    training_differs = has_dropout(graph) or graph.has_state
+    training = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=True, step=0)] if training_differs else None
     loss, grads = loss_and_gradients(graph, w64, x64, y, step=0)
     traj = reference_trajectory(graph, w64, [(np.asarray(bx, dtype=np.float64), by) for bx, by in batches]) if trajectory else None
     return Reference(w64, x64, np.asarray(y), outputs, training, loss, grads, list(batches), traj)
 
 
 def compare_forward(graph: Graph, model: "CompiledModel", ref: Reference, tol: Tolerances) -> pd.DataFrame:
-    """Per-layer forward errors (inference mode, and training mode at step 0 when the graph has dropout).
+    """Per-layer forward errors (inference mode, and training mode at step 0 when the graph has dropout or
+    batch normalisation).
 
     Columns: ``mode, index, layer, op, max_abs, max_rel, tolerance, ok``; the final layer's row also has
     ``argmax_agreement`` (fraction of examples whose largest output matches the reference's).
@@ -77,7 +79,7 @@ def compare_forward(graph: Graph, model: "CompiledModel", ref: Reference, tol: T
         for node, a, r in zip(graph.nodes, got, expected):
             max_abs, max_rel = errors(a, r)
             row = {"mode": mode, "index": node.index, "layer": node.name, "op": node.op, "max_abs": max_abs, "max_rel": max_rel}
-            if node is graph.nodes[-1]:
+            if node is graph.output_node:
                 row["argmax_agreement"] = argmax_agreement(np.asarray(a), r)
             rows.append(row)
     return _with_tolerance(pd.DataFrame(rows), tol.forward)
@@ -158,8 +160,10 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
     ``set_optimizer_state``, which is then used to reset them); per step: the reference loss, the engine's loss, their relative error, and the
     distance between the weights after the step.
 
-    Columns: ``step, ref_loss, loss, loss_rel, weights_max_abs, weights_rel, max_rel, kink_flip, tolerance,
-    ok`` where ``max_rel`` is the larger of ``loss_rel`` and ``weights_rel``. ``kink_flip`` names what
+    Columns: ``step, ref_loss, loss, loss_rel, weights_max_abs, weights_rel, state_rel, max_rel, kink_flip,
+    tolerance, ok`` where ``weights_rel`` covers every array of the weights file (trainable and running
+    statistics), ``state_rel`` the running statistics alone (NaN without any) and ``max_rel`` is the largest
+    of ``loss_rel``, ``weights_rel`` and ``state_rel``. ``kink_flip`` names what
     :func:`kink_flips` found in the engine's training forward pass at that step (with the forward tolerance
     as the rounding threshold). From the first step whose flips are all explained by rounding, while the
     engine was still within tolerance, the trajectory is held to ``KINK_FACTOR`` times its tolerance: the
@@ -188,7 +192,10 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
         before = ref_w
         loss = float(model.train_step(np.asarray(bx, dtype=model.dtype), by))
         loss_abs, loss_rel = errors(np.asarray(loss), np.asarray(ref_loss))
-        w_abs, w_rel = weights_distance(model.get_weights(), ref_w)
+        got = model.get_weights()
+        w_abs, w_rel = weights_distance(got, ref_w)
+        state_keys = [key for key, _, _ in graph.state_specs()]
+        state_rel = weights_distance({k: got[k] for k in state_keys}, {k: ref_w[k] for k in state_keys})[1] if state_keys else float("nan")
         rows.append(
             {
                 "step": k,
@@ -197,7 +204,8 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
                 "loss_rel": loss_rel,
                 "weights_max_abs": w_abs,
                 "weights_rel": w_rel,
-                "max_rel": max(loss_rel, w_rel),
+                "state_rel": state_rel,
+                "max_rel": max(loss_rel, w_rel, 0.0 if np.isnan(state_rel) else state_rel),
                 "kink_flip": "; ".join(kinks),
                 "tolerance": tolerance,
             }

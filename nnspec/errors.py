@@ -61,6 +61,14 @@ class SpecError(NnspecError, ValueError):
         super().__init__("\n".join(d.format() for d in self.diagnostics) or "invalid spec")
 
 
+class SpecWarning(UserWarning):
+    """A warning about a valid spec (for example a layer whose output reaches nothing); ``diagnostic`` holds it."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}" + (f" (hint: {diagnostic.hint})" if diagnostic.hint else ""))
+        self.diagnostic = diagnostic
+
+
 class BackendError(NnspecError, RuntimeError):
     """A backend is unavailable, or cannot run what a spec asks for (names the layer and the backend)."""
 

@@ -60,9 +60,10 @@ def test_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("#"))
-    assert header.split() == ["#", "name", "type", "output", "shape", "params", "FLOPs"]
+    assert header.split() == ["#", "name", "type", "output", "shape", "params", "FLOPs", "inputs"]
     conv2 = next(line for line in lines if line.startswith("2 "))
     assert conv2.split()[:3] == ["2", "conv2d_2", "conv2d"] and "(11, 11, 64)" in conv2 and "18,496" in conv2
+    assert conv2.split()[-1] == "max_pool2d_1"
     total = next(line for line in lines if line.split()[:1] == ["total"])
     assert total.split() == ["total", "34,826", "4,970,344"]
 

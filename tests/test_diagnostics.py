@@ -57,5 +57,18 @@ def test_every_golden_has_a_spec() -> None:
 
 
 def test_codes_cover_every_group() -> None:
-    codes = {line.split("[", 1)[1][:5] for g in CORPUS.glob("*.expected") for line in g.read_text().splitlines() if "error[" in line}
-    assert {c[:3] for c in codes} >= {"E01", "E02", "E03", "E04", "E05", "E06"}
+    codes = {line.split("[", 1)[1][:5] for g in CORPUS.glob("*.expected") for line in g.read_text().splitlines() if "error[" in line or "warning[" in line}
+    assert {c[:3] for c in codes} >= {"E01", "E02", "E03", "E04", "E05", "E06", "E07", "W07"}
+
+
+def test_graph_codes_are_all_in_the_corpus() -> None:
+    text = "".join(g.read_text() for g in CORPUS.glob("*.expected"))
+    for code in ("E0305", "E0701", "E0702", "E0703", "E0704", "E0705"):
+        assert f"error[{code}]" in text, code
+    assert "warning[W0701]" in text
+
+
+def test_warnings_do_not_hide_errors_and_sort_with_them() -> None:
+    graph, diagnostics = diagnose(CORPUS / "graph_unused_layer_and_error.yaml")
+    assert graph is None
+    assert [(d.severity, d.code) for d in diagnostics] == [("warning", "W0701"), ("error", "E0207")]

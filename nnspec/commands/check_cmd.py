@@ -1,6 +1,7 @@
 """``nnspec check SPEC...``: report every problem in each spec, or one ``ok`` line per valid spec.
 
-Exit status: 0 when every spec is valid, 2 when any has a problem. Imports no engine.
+Errors and warnings go to stderr in the compiler style. Exit status: 0 when every spec is valid
+(warnings alone leave a spec valid), 2 when any has an error. Imports no engine.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for path in args.specs:
         graph, diagnostics = diagnose(path, args.overrides)
+        for d in diagnostics:
+            print(d.format(), file=sys.stderr)
         if graph is None:
             failed = True
-            for d in diagnostics:
-                print(d.format(), file=sys.stderr)
         elif not args.quiet:
-            print(f"{path}: ok ({len(graph.nodes)} layers, {graph.num_params:,} parameters)")
+            warned = f"; {len(diagnostics)} warning{'' if len(diagnostics) == 1 else 's'}" if diagnostics else ""
+            print(f"{path}: ok ({len(graph.nodes)} layers, {graph.num_params:,} parameters{warned})")
     return 2 if failed else 0

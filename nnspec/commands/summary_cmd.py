@@ -1,11 +1,13 @@
-"""``nnspec summary SPEC``: the layer table (name, type, output shape, parameters, FLOPs) and totals."""
+"""``nnspec summary SPEC``: the layer table (name, type, output shape, parameters, FLOPs, inputs) and totals."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..compiler.frontend import load_spec
+from ..compiler.frontend import diagnose
 from ..compiler.summary import format_summary
+from ..errors import SpecError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the summary table; a spec error propagates to the CLI, which prints it and exits 2."""
-    graph = load_spec(args.spec, args.overrides)
+    """Print the summary table (warnings to stderr); a spec error propagates to the CLI, which prints it and exits 2."""
+    graph, diagnostics = diagnose(args.spec, args.overrides)
+    if graph is None:
+        raise SpecError(diagnostics)
+    for d in diagnostics:
+        print(d.format(), file=sys.stderr)
     print(format_summary(graph))
     return 0

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Any, Mapping, Sequence
 
-from ..errors import Diagnostic, SpecError
+from ..errors import Diagnostic, SpecError, SpecWarning
 from .compose import apply_extends, apply_overrides
-from .ir import Graph, Node, Shape, TrainConfig
+from .graph import Wiring, wire
+from .ir import INPUT, Graph, Node, Shape, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq, parse, read_text
+from .opset import MERGE_OPS
 from .report import Report
 from .resolve import LayerDraft, resolve_data, resolve_input, resolve_layers, resolve_train
 from .schema import LANGUAGE_VERSIONS, TOP_FIELDS, read_section
@@ -38,86 +41,127 @@ def load_spec(path: str | os.PathLike[str], overrides: Overrides = None) -> Grap
     """Load, check and shape-infer the spec file at ``path``; raises :class:`SpecError` listing every problem.
 
     ``overrides`` are settings applied on top of the file: ``{'train.epochs': 3}`` or
-    ``['train.epochs=3']`` (as ``--set`` on the command line).
+    ``['train.epochs=3']`` (as ``--set`` on the command line). Warnings (a valid spec with, say, an
+    unused layer) are issued as :class:`~nnspec.errors.SpecWarning` through Python's ``warnings``;
+    :func:`diagnose` returns them instead.
     """
-    shown = os.fspath(path)
-    text = read_text(shown)
-    return check_text(text, shown, overrides, base_dir=os.path.dirname(shown) or ".")
+    graph, diagnostics = _analyse_file(path, overrides)
+    return _accept(graph, diagnostics)
 
 
 def check_text(text: str, filename: str = "<spec>", overrides: Overrides = None, base_dir: str | None = None) -> Graph:
     """Check spec ``text`` (named ``filename`` in diagnostics) and return its :class:`Graph`.
 
-    ``base_dir`` is where ``extends`` paths are looked up (default: the current directory).
+    ``base_dir`` is where ``extends`` paths are looked up (default: the current directory). Raises
+    :class:`SpecError` when there is an error; warnings are issued as for :func:`load_spec`.
     """
-    root = parse(text, filename)
-    report = Report(filename)
-    if root is None:
-        report.add("E0108", "spec is empty", None, "start with `nnspec: 1`, then input, layers, train and data")
-        report.raise_if_any()
-    if not isinstance(root, YMap):
-        report.add("E0108", f"a spec is a mapping of sections (nnspec, name, input, layers, train, data); got {describe(root)}", root, "start with `nnspec: 1`")
-        report.raise_if_any()
-    assert isinstance(root, YMap)
-    root = apply_extends(root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ())
-    root = apply_overrides(root, overrides, report)
-    graph = build_graph(root, report, filename)
-    report.raise_if_any()
-    assert graph is not None
-    return graph
+    graph, diagnostics = analyse_text(text, filename, overrides, base_dir)
+    return _accept(graph, diagnostics)
 
 
 def diagnose(path: str | os.PathLike[str], overrides: Overrides = None) -> tuple[Graph | None, list[Diagnostic]]:
-    """Check a spec file without raising: ``(graph, [])`` when valid, ``(None, diagnostics)`` otherwise."""
-    try:
-        return load_spec(path, overrides), []
-    except SpecError as exc:
-        return None, exc.diagnostics
+    """Check a spec file without raising: ``(graph, warnings)`` when valid, ``(None, diagnostics)`` otherwise.
+
+    The list is sorted by position and holds errors and warnings (``Diagnostic.severity``); a spec is
+    valid when none of them is an error.
+    """
+    return _analyse_file(path, overrides)
 
 
 def diagnose_text(text: str, filename: str = "<spec>", overrides: Overrides = None) -> list[Diagnostic]:
-    """The diagnostics of spec ``text`` (an empty list when it is valid)."""
+    """The diagnostics of spec ``text``, errors and warnings (an empty list when it is clean)."""
+    return analyse_text(text, filename, overrides)[1]
+
+
+def analyse_text(text: str, filename: str = "<spec>", overrides: Overrides = None, base_dir: str | None = None) -> tuple[Graph | None, list[Diagnostic]]:
+    """Check spec ``text`` without raising: the graph (None when there is an error) and every diagnostic, sorted."""
+    report = Report(filename)
     try:
-        check_text(text, filename, overrides)
+        root = parse(text, filename)
+        if root is None:
+            report.add("E0108", "spec is empty", None, "start with `nnspec: 1`, then input, layers, train and data")
+            report.raise_if_any()
+        if not isinstance(root, YMap):
+            report.add("E0108", f"a spec is a mapping of sections (nnspec, name, input, layers, train, data); got {describe(root)}", root, "start with `nnspec: 1`")
+            report.raise_if_any()
+        assert isinstance(root, YMap)
+        root = apply_extends(root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ())
+        root = apply_overrides(root, overrides, report)
+        graph = build_graph(root, report, filename)
     except SpecError as exc:
-        return exc.diagnostics
-    return []
+        return None, exc.diagnostics
+    diagnostics = sorted(report.diagnostics, key=Diagnostic.sort_key)
+    return (None if report else graph), diagnostics
+
+
+def _analyse_file(path: str | os.PathLike[str], overrides: Overrides) -> tuple[Graph | None, list[Diagnostic]]:
+    shown = os.fspath(path)
+    try:
+        text = read_text(shown)
+    except SpecError as exc:
+        return None, exc.diagnostics
+    return analyse_text(text, shown, overrides, base_dir=os.path.dirname(shown) or ".")
+
+
+def _accept(graph: Graph | None, diagnostics: list[Diagnostic]) -> Graph:
+    """The graph of a valid spec, after issuing its warnings; raises :class:`SpecError` otherwise."""
+    if graph is None:
+        raise SpecError(diagnostics)
+    for d in diagnostics:
+        warnings.warn_explicit(SpecWarning(d), SpecWarning, d.file or "<spec>", d.line or 0)
+    return graph
 
 
 def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
-    """Validate, resolve and infer a composed spec mapping; problems go to ``report``."""
+    """Validate, resolve, wire and infer a composed spec mapping; problems go to ``report``.
+
+    Returns None when there is an error. Layers whose output reaches nothing are left out of the graph
+    (``wire`` warns about them); ``Node.index`` keeps each layer's position in the spec.
+    """
     top = read_section(root, TOP_FIELDS, report, where="spec", sep=".", codes=("E0601", "E0608", "E0602"), section="top")
     version = top.get("nnspec")
-    if isinstance(version, int) and version not in LANGUAGE_VERSIONS:
-        report.add("E0603", f"unsupported spec language version {version}; this nnspec reads version {', '.join(map(str, LANGUAGE_VERSIONS))}", root.get("nnspec"), "write nnspec: 1")
+    if isinstance(version, str) and version not in LANGUAGE_VERSIONS:
+        known = " and ".join(LANGUAGE_VERSIONS)
+        report.add("E0603", f"unsupported spec language version {version}; this nnspec reads versions {known}", root.get("nnspec"), f"write nnspec: {LANGUAGE_VERSIONS[-1]}")
     name = top.get("name")
     if not isinstance(name, str):
         name = _name_from_file(source)
     description = top.get("description")
     input_shape, dtype = resolve_input(top["input"], report) if "input" in top else (None, "float32")
     drafts = resolve_layers(top["layers"], report) if "layers" in top else []
+    output = top.get("output")
+    wiring = wire(drafts, output if isinstance(output, str) else None, root.get("output"), report, find_unused=output is None or isinstance(output, str))
     train = resolve_train(top.get("train"), report)
     data = resolve_data(top.get("data"), report)
-    nodes = infer_nodes(drafts, input_shape, report)
-    if nodes is not None:
-        _check_head(nodes, drafts, train, report)
+    nodes = infer_nodes(drafts, wiring, input_shape, report)
+    out = next((n for n in nodes or () if n.name == wiring.output), None)
+    if out is not None:
+        _check_head(out, drafts[out.index], train, report)
     chosen = _at(root, "data", "dataset")
     if input_shape is not None and data.dataset in KNOWN_DATASETS and isinstance(chosen, YScalar) and chosen.text == data.dataset:
-        _check_dataset(input_shape, nodes, data.dataset, root, report)
+        _check_dataset(input_shape, out, data.dataset, root, report)
     if report or nodes is None or input_shape is None:
         return None
     return Graph(
         name=name,
         input_shape=input_shape,
-        nodes=tuple(nodes),
+        nodes=tuple(n for n in nodes if n.name in wiring.used),
         train=train,
         data=data,
         description=description if isinstance(description, str) else "",
         dtype=dtype,
         source=source,
-        version=version if isinstance(version, int) else 1,
+        version=_version_number(version),
         positions=positions(root, source),
+        output=wiring.output if wiring.explicit else None,
     )
+
+
+def _version_number(text: object) -> int | float:
+    """``1`` or ``1.1`` as a number (1 when the version was not readable)."""
+    if not isinstance(text, str):
+        return 1
+    return int(text) if text.isdigit() else float(text)
 
 
 def _name_from_file(source: str) -> str:
@@ -126,64 +170,65 @@ def _name_from_file(source: str) -> str:
     return cleaned if re.match(r"^[A-Za-z_]", cleaned or "") else f"model_{cleaned}".rstrip("_")
 
 
-def infer_nodes(drafts: list[LayerDraft], input_shape: Shape | None, report: Report) -> list[Node] | None:
-    """Shape-infer the layers in order; a layer that fails makes everything after it unknown (no cascade).
+def infer_nodes(drafts: list[LayerDraft], wiring: Wiring, input_shape: Shape | None, report: Report) -> list[Node] | None:
+    """Shape-infer every layer in declaration order (used or not).
 
-    Returns None when any layer could not be inferred.
+    A layer that fails, or whose wiring is wrong, makes its output unknown; layers that read an unknown
+    output are skipped silently (no cascade). Returns None when any layer could not be inferred.
     """
     nodes: list[Node] = []
-    shape = input_shape
-    previous = "input.shape"
-    previous_name = "input"
+    shapes: dict[str, Shape | None] = {INPUT: input_shape}
     complete = input_shape is not None and bool(drafts)
     for draft in drafts:
-        if draft.attrs is None or shape is None:
-            shape, complete = None, False
+        inputs = wiring.inputs.get(draft.index)
+        given = [shapes.get(name) for name in inputs or ()]
+        if draft.attrs is None or inputs is None or any(shape is None for shape in given):
+            shapes[draft.name], complete = None, False
             continue
+        merge = draft.op in MERGE_OPS
         try:
-            node = make_node(draft.index, draft.name, draft.op, draft.attrs, shape, (previous_name,))
+            node = make_node(draft.index, draft.name, draft.op, draft.attrs, given if merge else given[0], inputs)  # type: ignore[arg-type]
         except ShapeProblem as problem:
-            report.add(problem.code, _shape_message(draft, problem, shape, previous), draft.node, problem.hint)
-            shape, complete = None, False
+            report.add(problem.code, _shape_message(draft, problem, inputs, merge), draft.node, problem.hint)
+            shapes[draft.name], complete = None, False
             continue
         nodes.append(node)
-        shape = node.output_shape
-        previous = repr(node.name)
-        previous_name = node.name
+        shapes[draft.name] = node.output_shape
     return nodes if complete else None
 
 
-def _shape_message(draft: LayerDraft, problem: ShapeProblem, shape: Shape, previous: str) -> str:
+def _shape_message(draft: LayerDraft, problem: ShapeProblem, inputs: tuple[str, ...], merge: bool) -> str:
+    if merge:
+        return f"{draft.label}: {problem.message}"
+    source = "input.shape" if inputs[0] == INPUT else repr(inputs[0])
     if problem.message.startswith("needs"):
-        return f"{draft.label} {problem.message} from {previous}"
-    return f"{draft.label}: {problem.message}; its input comes from {previous}"
+        return f"{draft.label} {problem.message} from {source}"
+    return f"{draft.label}: {problem.message}; its input comes from {source}"
 
 
-def _check_head(nodes: list[Node], drafts: list[LayerDraft], train: TrainConfig, report: Report) -> None:
+def _check_head(out: Node, draft: LayerDraft, train: TrainConfig, report: Report) -> None:
     """The loss compares the output with integer class labels: it needs a rank-1 output."""
-    last = nodes[-1]
-    draft = drafts[-1]
-    if len(last.output_shape) != 1:
+    if len(out.output_shape) != 1:
         report.add(
             "E0304",
-            f"{draft.label}: the model's output must be rank-1 (one score per class) for loss {train.loss}; got {last.output_shape}",
+            f"{draft.label}: the model's output must be rank-1 (one score per class) for loss {train.loss}; got {out.output_shape}",
             draft.node,
             "end the model with `- flatten` and `- dense: {units: <classes>}`",
         )
-    elif train.loss == "cross_entropy" and last.output_shape[0] < 2:
-        report.add("E0304", f"{draft.label}: loss cross_entropy needs at least 2 output units (classes); got {last.output_shape[0]}", draft.node, "use one unit per class")
+    elif train.loss == "cross_entropy" and out.output_shape[0] < 2:
+        report.add("E0304", f"{draft.label}: loss cross_entropy needs at least 2 output units (classes); got {out.output_shape[0]}", draft.node, "use one unit per class")
 
 
-def _check_dataset(input_shape: Shape, nodes: list[Node] | None, dataset: str, root: YMap, report: Report) -> None:
+def _check_dataset(input_shape: Shape, out: Node | None, dataset: str, root: YMap, report: Report) -> None:
     expected, classes = KNOWN_DATASETS[dataset]
     if tuple(input_shape) != expected:
         node = _at(root, "input", "shape")
         report.add("E0505", f"input.shape {list(input_shape)} does not match dataset {dataset}, whose examples are {list(expected)}", node, f"write input: {{shape: {list(expected)}}}")
-    elif nodes and len(nodes[-1].output_shape) == 1 and nodes[-1].output_shape[0] < classes:
+    elif out is not None and len(out.output_shape) == 1 and out.output_shape[0] < classes:
         node = _at(root, "layers")
-        if isinstance(node, YSeq) and node.items:
-            node = node.items[-1]
-        report.add("E0505", f"dataset {dataset} has {classes} classes but the model outputs {nodes[-1].output_shape[0]} scores", node, f"make the last dense layer units: {classes}")
+        if isinstance(node, YSeq) and len(node.items) > out.index:
+            node = node.items[out.index]
+        report.add("E0505", f"dataset {dataset} has {classes} classes but the model outputs {out.output_shape[0]} scores", node, f"make the last dense layer units: {classes}")
 
 
 def _at(root: YMap, *keys: str) -> YNode | None:

@@ -112,4 +112,4 @@ def initial_weights(graph: Graph, seed: int | None = None, dtype: str | None = N
             rng = np.random.Generator(np.random.PCG64([seed, node.index, param_index]))
             values = _SAMPLERS[spec.init.name](rng, spec, spec.init)
             weights[node.key(spec.name)] = np.ascontiguousarray(values, dtype=dtype)
-    return weights
+    return {key: weights[key] for key in graph.weight_keys()}

@@ -1,4 +1,7 @@
-"""Collecting diagnostics while checking a spec: every problem is kept, none stops the check."""
+"""Collecting diagnostics while checking a spec: every problem is kept, none stops the check.
+
+Errors make a spec invalid; warnings (severity ``"warning"``) are reported beside them but do not.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +17,26 @@ class Report:
         self.default_file = default_file
         self.diagnostics: list[Diagnostic] = []
 
-    def add(self, code: str, message: str, node: YNode | None, hint: str | None = None, path: str = "") -> None:
+    def add(self, code: str, message: str, node: YNode | None, hint: str | None = None, path: str = "", severity: str = "error") -> None:
         """Record one problem positioned at ``node`` (or at the file when there is no node)."""
         if node is None:
-            self.diagnostics.append(Diagnostic(code, message, self.default_file, path=path, hint=hint))
+            self.diagnostics.append(Diagnostic(code, message, self.default_file, path=path, hint=hint, severity=severity))
         else:
-            self.diagnostics.append(Diagnostic(code, message, node.file, node.line, node.column, path, hint))
+            self.diagnostics.append(Diagnostic(code, message, node.file, node.line, node.column, path, hint, severity))
+
+    def warn(self, code: str, message: str, node: YNode | None, hint: str | None = None) -> None:
+        """Record a warning: reported, but the spec stays valid."""
+        self.add(code, message, node, hint, severity="warning")
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        """The diagnostics that make the spec invalid."""
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        """The diagnostics that do not make the spec invalid."""
+        return [d for d in self.diagnostics if d.severity != "error"]
 
     def invalid(self, exc: Invalid, code: str, label: str, node: YNode | None, path: str = "") -> None:
         """Record an :class:`Invalid` value: ``<label> <exc.message>``, positioned at the offending node."""
@@ -27,9 +44,10 @@ class Report:
         self.add(exc.code or code, f"{label}{sep}{exc.message}", exc.node or node, exc.hint, path)
 
     def raise_if_any(self) -> None:
-        """Raise :class:`SpecError` with everything recorded, when anything was."""
-        if self.diagnostics:
+        """Raise :class:`SpecError` with everything recorded (warnings too), when an error was recorded."""
+        if self.errors:
             raise SpecError(self.diagnostics)
 
     def __bool__(self) -> bool:
-        return bool(self.diagnostics)
+        """True when an error was recorded (warnings alone leave a report false)."""
+        return bool(self.errors)

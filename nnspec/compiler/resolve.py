@@ -12,34 +12,41 @@ from typing import Any
 
 from ..runtime.optimizers import OPTIMIZER_DEFAULTS
 from ..runtime.schedules import SCHEDULE_DEFAULTS
-from .ir import DATASETS, LAYER_TYPES, OPTIMIZERS, SCHEDULES, DataConfig, OptimizerConfig, ScheduleConfig, Shape, TrainConfig
+from .ir import DATASETS, INPUT, OPTIMIZERS, SCHEDULES, DataConfig, OptimizerConfig, ScheduleConfig, Shape, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq
+from .opset import COMMON_KEYS, LAYER_TYPES, OPS
 from .report import Report
 from .schema import (
     DATA_FIELDS,
     DATASET_OPTIONS,
     FAILED,
     INPUT_FIELDS,
-    LAYER_FIELDS,
-    LAYER_SHORTHAND,
     OPTIMIZER_FIELDS,
-    POOL_DEFAULT_SIZE,
     SCHEDULE_FIELDS,
     TRAIN_FIELDS,
     read_section,
 )
-from .values import Invalid, describe, did_you_mean, plural, read_identifier, single_key
+from .values import Invalid, describe, did_you_mean, plural, read_identifier, read_str, single_key
 
 
 @dataclass
 class LayerDraft:
-    """One layer entry after validation: ``attrs`` is None when the entry was invalid."""
+    """One layer entry after validation: ``attrs`` is None when the entry was invalid.
+
+    ``inputs`` holds the names written under ``inputs:`` (None when the key is absent: the layer
+    reads the one before it), with ``input_nodes`` their positions; ``inputs_invalid`` marks an
+    entry whose inputs could not be read (already reported).
+    """
 
     index: int
     op: str
     name: str
     attrs: dict[str, Any] | None
     node: YNode
+    inputs: tuple[str, ...] | None = None
+    inputs_node: YNode | None = None
+    input_nodes: tuple[YNode, ...] = ()
+    inputs_invalid: bool = False
 
     @property
     def label(self) -> str:
@@ -76,10 +83,31 @@ def _explicit_name(index: int, op: str, params: YNode | None, report: Report) ->
         return None
     value = params.items["name"][1]
     try:
-        return read_identifier(value), value
+        name = read_identifier(value)
     except Invalid as exc:
         report.invalid(exc, "E0604", f"layers[{index}] ({op}): name", value)
         return None
+    if name == INPUT:
+        report.add("E0604", f"layers[{index}] ({op}): name {INPUT!r} is reserved for the model's input", value, "choose another name")
+        return None
+    return name, value
+
+
+def _read_inputs(draft: LayerDraft, params: YNode | None, report: Report) -> None:
+    """Read ``inputs:`` (one name, or a list of names) into ``draft``."""
+    if not isinstance(params, YMap) or "inputs" not in params.items:
+        return
+    value = params.items["inputs"][1]
+    draft.inputs_node = value
+    items = value.items if isinstance(value, YSeq) else [value]
+    try:
+        names = tuple(read_str(item, "a layer name or a list of layer names") for item in items)
+    except Invalid as exc:
+        report.add("E0203", f"{draft.label}: inputs must be a layer name or a list of layer names; got {describe(value)}", value, exc.hint or "write inputs: [conv2d_1, max_pool2d_1], or inputs: input for the model's input")
+        draft.inputs_invalid = True
+        return
+    draft.inputs = names
+    draft.input_nodes = tuple(items)
 
 
 def resolve_layers(node: YNode, report: Report) -> list[LayerDraft]:
@@ -102,7 +130,8 @@ def resolve_layers(node: YNode, report: Report) -> list[LayerDraft]:
             continue
         op, type_node, params = entry
         draft = LayerDraft(i, op, names[i], None, type_node or item)
-        if op not in LAYER_FIELDS:
+        _read_inputs(draft, params, report)
+        if op not in OPS:
             report.add("E0201", f"layers[{i}]: unknown layer type {op!r}{did_you_mean(op, LAYER_TYPES)}", type_node, f"layer types: {', '.join(LAYER_TYPES)}")
         else:
             draft.attrs = _layer_attrs(draft, params, report)
@@ -133,7 +162,8 @@ def _assign_names(entries: list[Any], explicit: dict[int, tuple[str, YNode]], re
 
 
 def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dict[str, Any] | None:
-    fields = LAYER_FIELDS[draft.op]
+    definition = OPS[draft.op]
+    fields = definition.fields
     where = draft.label
     if _is_null(params):
         values: dict[str, Any] = {}
@@ -142,12 +172,12 @@ def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dic
                 report.add("E0204", f"{where}: missing required key {key!r}", draft.node, f"write `- {draft.op}: {{{key}: ...}}`")
                 return None
     elif isinstance(params, YMap):
-        body = YMap({k: v for k, v in params.items.items() if k != "name"}, params.file, params.line, params.column)
-        values = read_section(body, fields, report, where=where, sep=": ", codes=("E0202", "E0203", "E0204"), owner=draft.op, also=("name",))
+        body = YMap({k: v for k, v in params.items.items() if k not in COMMON_KEYS}, params.file, params.line, params.column)
+        values = read_section(body, fields, report, where=where, sep=": ", codes=("E0202", "E0203", "E0204"), owner=draft.op, also=COMMON_KEYS)
         if FAILED in values.values() or any(f.required and k not in values for k, f in fields.items()):
             return None
-    elif draft.op in LAYER_SHORTHAND:
-        key = LAYER_SHORTHAND[draft.op]
+    elif definition.shorthand:
+        key = definition.shorthand
         try:
             values = {key: fields[key].read(params)}
         except Invalid as exc:
@@ -156,10 +186,12 @@ def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dic
     else:
         required = [k for k, f in fields.items() if f.required] or list(fields)[:1]
         example = "{" + ", ".join(f"{k}: ..." for k in required) + "}"
-        report.add("E0205", f"{where}: parameters must be a mapping; got {describe(params)}", params, f"write `- {draft.op}: {example}`" if fields else f"write just `- {draft.op}`")
+        hint = f"write `- {draft.op}: {example}`" if fields else f"write just `- {draft.op}`"
+        if definition.merge:
+            hint = f"write `- {draft.op}: {{inputs: [a, b]}}`"
+        report.add("E0205", f"{where}: parameters must be a mapping; got {describe(params)}", params, hint)
+        draft.inputs_invalid = True  # its inputs cannot be known either
         return None
-    if draft.op in ("max_pool2d", "avg_pool2d"):
-        values.setdefault("size", POOL_DEFAULT_SIZE)
     return values
 
 

@@ -1,4 +1,4 @@
-"""The vocabulary of spec language v1: every section's keys, how each value is read, what is required.
+"""The vocabulary of the spec language (versions 1 and 1.1): every section's keys, how each value is read, what is required.
 
 One table per section (:data:`TOP_FIELDS`, :data:`INPUT_FIELDS`, :data:`LAYER_FIELDS`,
 :data:`TRAIN_FIELDS`, :data:`DATA_FIELDS`, :data:`OPTIMIZER_FIELDS`, :data:`SCHEDULE_FIELDS`), and
@@ -9,43 +9,40 @@ nothing in a spec can name code to import.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
-from .ir import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, NORMALIZATIONS, Initializer
+from .ir import DATASETS, LOSSES, NORMALIZATIONS
 from .loader import YMap, YNode, YScalar
+from .opset import INITIALIZER_ARGS, OPS, PADDINGS, POOL_DEFAULT_SIZE, read_initializer  # noqa: F401 (re-exported)
 from .report import Report
 from .values import (
     Field,
     Invalid,
+    choice_reader,
     describe,
     did_you_mean,
     read_bool,
-    read_choice,
     read_float,
     read_identifier,
     read_int,
     read_list,
-    read_pair,
     read_shape,
     read_str,
-    single_key,
     suggest,
 )
 
-LANGUAGE_VERSIONS: tuple[int, ...] = (1,)
+
+#: The language versions this nnspec reads, as written after ``nnspec:``.
+LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1")
 DTYPES: tuple[str, ...] = ("float32", "float64")
-PADDINGS: tuple[str, ...] = ("valid", "same")
 METRICS: tuple[str, ...] = ("accuracy",)
 
-#: Arguments each initialiser takes, with defaults (filled into ``Initializer.args``).
-INITIALIZER_ARGS: dict[str, dict[str, float]] = {
-    "normal": {"mean": 0.0, "stddev": 0.05},
-    "uniform": {"minval": -0.05, "maxval": 0.05},
-}
-
-#: Optional attributes whose default is not in ``shapes.DEFAULTS``.
-POOL_DEFAULT_SIZE = (2, 2)
+#: Keys of each layer type, from the opset (``name`` and ``inputs`` are accepted by every layer and read
+#: separately).
+LAYER_FIELDS: dict[str, dict[str, Field]] = {name: dict(op.fields) for name, op in OPS.items()}
+#: Layers whose single main key may be written directly: ``- dropout: 0.5``, ``- activation: relu``.
+LAYER_SHORTHAND: dict[str, str] = {name: op.shorthand for name, op in OPS.items() if op.shorthand}
 
 
 class Failed:
@@ -58,17 +55,6 @@ class Failed:
 FAILED = Failed()
 
 
-def _choice(options: tuple[str, ...], what: str, code: str | None = None) -> Callable[[YNode], str]:
-    def read(node: YNode) -> str:
-        try:
-            return read_choice(node, options, what)
-        except Invalid as exc:
-            exc.code = exc.code or code
-            raise
-
-    return read
-
-
 def _positive_int(node: YNode) -> int:
     return read_int(node, 1)
 
@@ -76,80 +62,6 @@ def _positive_int(node: YNode) -> int:
 def _bool(node: YNode) -> bool:
     return read_bool(node)
 
-
-def read_initializer(node: YNode) -> Initializer:
-    """An initialiser: a name (``he_normal``) or ``{normal: {stddev: 0.05, mean: 0}}``; arguments get defaults."""
-    if isinstance(node, YMap):
-        entry = single_key(node)
-        if entry is None:
-            raise Invalid(f"must be an initialiser name or a one-key mapping {{name: {{args}}}}; got {describe(node)}", "write e.g. he_normal or {normal: {stddev: 0.05}}", node, "E0207")
-        key, args_node = entry
-        name = _choice(INITIALIZERS, "initializer", "E0207")(key)
-        allowed = INITIALIZER_ARGS.get(name, {})
-        args = dict(allowed)
-        if args_node is not None and not (isinstance(args_node, YScalar) and args_node.kind == "null"):
-            if not isinstance(args_node, YMap):
-                raise Invalid(f"arguments of {name} must be a mapping; got {describe(args_node)}", f"write {{{name}: {{{', '.join(f'{k}: {v:g}' for k, v in allowed.items())}}}}}" if allowed else f"write just {name}", args_node, "E0207")
-            for arg, (arg_key, value) in args_node.items.items():
-                if arg not in allowed:
-                    takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
-                    raise Invalid(f"unknown argument {arg!r} of initializer {name}{did_you_mean(arg, allowed)}", takes, arg_key, "E0207")
-                try:
-                    args[arg] = read_float(value, 0.0, min_open=True) if arg == "stddev" else read_float(value)
-                except Invalid as exc:
-                    raise Invalid(f"argument {arg} of initializer {name} {exc.message}", exc.hint, value, "E0207") from None
-        if name == "uniform" and args["minval"] >= args["maxval"]:
-            raise Invalid(f"initializer uniform needs minval < maxval; got minval {args['minval']:g}, maxval {args['maxval']:g}", None, args_node, "E0207")
-        return Initializer(name, tuple(sorted(args.items())))
-    name = _choice(INITIALIZERS, "initializer", "E0207")(node)
-    return Initializer(name, tuple(sorted(INITIALIZER_ARGS.get(name, {}).items())))
-
-
-_ACTIVATION = _choice(ACTIVATIONS, "activation", "E0206")
-_PADDING = _choice(PADDINGS, "padding")
-
-
-def _pair(key: str, example: int) -> Callable[[YNode], tuple[int, int]]:
-    return lambda node: read_pair(node, key, example)
-
-
-def _rate(node: YNode) -> float:
-    return read_float(node, 0.0, 1.0, max_open=True)
-
-
-def _reshape_target(node: YNode) -> tuple[int, ...]:
-    return read_shape(node, allow_infer=True)
-
-
-_DENSE_LIKE = {
-    "activation": Field(_ACTIVATION),
-    "use_bias": Field(_bool),
-    "kernel_init": Field(read_initializer),
-    "bias_init": Field(read_initializer),
-}
-_POOL = {"size": Field(_pair("size", 2), default=POOL_DEFAULT_SIZE), "strides": Field(_pair("strides", 2)), "padding": Field(_PADDING)}
-
-#: Keys of each layer type (``name`` is accepted by every layer and read separately).
-LAYER_FIELDS: dict[str, dict[str, Field]] = {
-    "dense": {"units": Field(_positive_int, required=True), **_DENSE_LIKE},
-    "conv2d": {
-        "filters": Field(_positive_int, required=True),
-        "kernel": Field(_pair("kernel", 3), required=True),
-        "strides": Field(_pair("strides", 2)),
-        "padding": Field(_PADDING),
-        **_DENSE_LIKE,
-    },
-    "max_pool2d": dict(_POOL),
-    "avg_pool2d": dict(_POOL),
-    "flatten": {},
-    "reshape": {"shape": Field(_reshape_target, required=True)},
-    "dropout": {"rate": Field(_rate, required=True)},
-    "activation": {"activation": Field(_ACTIVATION, required=True)},
-    "softmax": {},
-}
-
-#: Layers whose single main key may be written directly: ``- dropout: 0.5``, ``- activation: relu``.
-LAYER_SHORTHAND: dict[str, str] = {"dropout": "rate", "activation": "activation", "reshape": "shape"}
 
 _LR = Field(lambda n: read_float(n, 0.0, min_open=True))
 _UNIT_OPEN = Field(lambda n: read_float(n, 0.0, 1.0, max_open=True))
@@ -178,7 +90,7 @@ SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
 
 
 def _metrics(node: YNode) -> tuple[str, ...]:
-    return tuple(_choice(METRICS, "metric", "E0408")(item) for item in read_list(node, "a list of metric names, e.g. [accuracy]"))
+    return tuple(choice_reader(METRICS, "metric", "E0408")(item) for item in read_list(node, "a list of metric names, e.g. [accuracy]"))
 
 
 def _seed(node: YNode) -> int:
@@ -187,7 +99,7 @@ def _seed(node: YNode) -> int:
 
 #: ``train`` keys; ``optimizer`` and ``schedule`` are read by :mod:`nnspec.compiler.resolve`.
 TRAIN_FIELDS: dict[str, Field] = {
-    "loss": Field(_choice(LOSSES, "loss", "E0403"), default="cross_entropy"),
+    "loss": Field(choice_reader(LOSSES, "loss", "E0403"), default="cross_entropy"),
     "optimizer": Field(lambda n: n),
     "schedule": Field(lambda n: n),
     "weight_decay": Field(lambda n: read_float(n, 0.0), default=0.0),
@@ -201,21 +113,21 @@ _SPLIT = lambda n: read_float(n, 0.0, 1.0, max_open=True)  # noqa: E731
 
 #: ``data`` keys; ``x``/``y`` apply to ``npz`` only and ``label`` to ``csv`` only.
 DATA_FIELDS: dict[str, Field] = {
-    "dataset": Field(_choice(DATASETS, "dataset", "E0503"), required=True),
+    "dataset": Field(choice_reader(DATASETS, "dataset", "E0503"), required=True),
     "path": Field(lambda n: read_str(n, "a file or directory path")),
     "x": Field(lambda n: read_str(n, "an array name in the .npz file"), default="x"),
     "y": Field(lambda n: read_str(n, "an array name in the .npz file"), default="y"),
     "label": Field(lambda n: read_str(n, "a column name"), default="label"),
     "validation_split": Field(_SPLIT, default=0.1),
     "test_split": Field(_SPLIT, default=0.2),
-    "normalize": Field(_choice(NORMALIZATIONS, "normalization", "E0502"), default="scale"),
+    "normalize": Field(choice_reader(NORMALIZATIONS, "normalization", "E0502"), default="scale"),
 }
 #: Dataset-specific ``data`` keys (they go to ``DataConfig.options``).
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {"npz": ("x", "y"), "csv": ("label",)}
 
 INPUT_FIELDS: dict[str, Field] = {
     "shape": Field(lambda n: read_shape(n, allow_infer=False), required=True),
-    "dtype": Field(_choice(DTYPES, "dtype"), default="float32"),
+    "dtype": Field(choice_reader(DTYPES, "dtype"), default="float32"),
 }
 
 def _model_name(node: YNode) -> str:
@@ -226,14 +138,23 @@ def _model_name(node: YNode) -> str:
         raise
 
 
+def read_version(node: YNode) -> str:
+    """The language version as written (``1`` or ``1.1``); whether this nnspec reads it is checked later."""
+    if isinstance(node, YScalar) and node.plain and node.kind in ("int", "float"):
+        return node.text
+    hint = "remove the quotes" if isinstance(node, YScalar) and not node.plain else f"write nnspec: {LANGUAGE_VERSIONS[-1]}"
+    raise Invalid(f"must be a version number such as {' or '.join(LANGUAGE_VERSIONS)}; got {describe(node)}", hint, node)
+
+
 #: Top-level keys; the sections are read by :mod:`nnspec.compiler.resolve`.
 TOP_FIELDS: dict[str, Field] = {
-    "nnspec": Field(lambda n: read_int(n, 0), required=True),
+    "nnspec": Field(read_version, required=True),
     "name": Field(_model_name),
     "description": Field(lambda n: read_str(n)),
     "extends": Field(lambda n: read_str(n, "a path to a base spec")),
     "input": Field(lambda n: n, required=True),
     "layers": Field(lambda n: n, required=True),
+    "output": Field(lambda n: read_str(n, "the name of a layer")),
     "train": Field(lambda n: n),
     "data": Field(lambda n: n),
 }

@@ -199,6 +199,19 @@ def read_choice(node: YNode | None, options: Sequence[str], what: str, hint: str
     return s.text
 
 
+def choice_reader(options: Sequence[str], what: str, code: str | None = None) -> Reader:
+    """A reader of one of ``options`` (see :func:`read_choice`) whose problems carry ``code``."""
+
+    def read(node: YNode) -> str:
+        try:
+            return read_choice(node, options, what)
+        except Invalid as exc:
+            exc.code = exc.code or code
+            raise
+
+    return read
+
+
 def read_identifier(node: YNode | None, model: bool = False) -> str:
     """A plain name: letters, digits and ``_`` (and ``-`` for a model name), starting with a letter or ``_``."""
     pattern = _MODEL_NAME if model else _IDENTIFIER

@@ -74,6 +74,8 @@ def global_avg_pool2d(ops: Ops, x: Any, channels: int) -> Any:
     return ops.reshape(ops.mean_over(x, (1, 2)), (-1, channels))
 
 
-def global_max_pool2d(ops: Ops, x: Any, channels: int) -> Any:
-    """Max over height and width of (N, H, W, C): (N, C)."""
-    return ops.reshape(ops.max_over(x, (1, 2)), (-1, channels))
+def global_max_pool2d(ops: Ops, x: Any, shape: tuple[int, int, int]) -> Any:
+    """Max over height and width of (N, H, W, C): (N, C); the gradient goes to the first maximum in
+    row-major (h, w) order (see :meth:`nnspec.runtime.ops.Ops.first_max`). ``shape`` is (H, W, C)."""
+    height, width, channels = shape
+    return ops.first_max(ops.reshape(x, (-1, height * width, channels)))

@@ -83,6 +83,10 @@ class NumpyOps:
     def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
         return np.max(x, axis=axes, keepdims=True)
 
+    def first_max(self, x: Any) -> Any:
+        idx = np.argmax(x, axis=1)[:, None, :]
+        return np.take_along_axis(x, idx, axis=1)[:, 0, :]
+
     def concat(self, xs: list[Any], axis: int) -> Any:
         return np.concatenate(xs, axis=axis)
 

@@ -59,6 +59,14 @@ class Ops(Protocol):
     def max_over(self, x: Array, axes: tuple[int, ...]) -> Array:
         """Maximum over ``axes``, which are kept with length 1."""
 
+    def first_max(self, x: Array) -> Array:
+        """For ``x`` of shape (N, P, C): the (N, C) values at the first maximum along P.
+
+        Its gradient goes to that one element (the reference's rule on ties). Written as an index and a
+        gather, not as ``max``, whose gradient engines route by comparing recomputed values with the
+        maximum, which XLA's fusion can break by rounding them differently.
+        """
+
     def concat(self, xs: list[Array], axis: int) -> Array:
         """Concatenation of ``xs`` along ``axis`` (an axis of the batched arrays)."""
 

@@ -91,6 +91,10 @@ class JaxOps:
     def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
         return jnp.max(x, axis=axes, keepdims=True)
 
+    def first_max(self, x: Any) -> Any:
+        idx = jnp.argmax(x, axis=1)[:, None, :]
+        return jnp.take_along_axis(x, idx, axis=1)[:, 0, :]
+
     def concat(self, xs: list[Any], axis: int) -> Any:
         return jnp.concatenate(xs, axis=axis)
 

@@ -121,8 +121,13 @@ class TensorFlowBackend(Backend):
         return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
 
     def capabilities(self) -> Capabilities:
-        """Every v1 layer, activation and optimiser, in float32 and float64."""
-        return Capabilities(devices=("cpu", "gpu"))  # what it supports; devices() says what is here
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU.
+
+        ``devices`` says what it supports; :meth:`devices` says what is on this machine.
+        """
+        from .layers import LOWERINGS
+
+        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"))
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "TensorFlowModel":
         from .model import TensorFlowModel

@@ -1,14 +1,18 @@
-"""The compiled TensorFlow model: ``tf.Variable`` weights, ``tf.function`` programs, data resident on the device.
+"""The compiled TensorFlow model: ``tf.Variable`` arrays, ``tf.function`` programs, data resident on the device.
 
-Weights and optimiser slots are ``tf.Variable`` in the contract layouts (dense ``[in, out]``, conv
-``[kh, kw, in, out]``, NHWC data). Training, evaluation and prediction run as ``tf.function`` graphs with
-fixed input signatures (the example axis left open), so each is traced once per model (training once per
-batch size), never per epoch or per batch; :attr:`TensorFlowModel.trace_counts` counts the traces.
+Weights, non-trainable state (batch-norm moving statistics) and optimiser slots are ``tf.Variable`` in
+the contract layouts (dense ``[in, out]``, conv ``[kh, kw, in, out]``, NHWC data). Every program reads
+them into dicts, computes through the shared :class:`~nnspec.runtime.recipe.TrainingRecipe` (TensorFlow
+supplies its lowerings, a ``GradientTape`` as ``value_and_grad``, and ``tf.function``) and assigns the
+results back in place. Training, evaluation and prediction run as ``tf.function`` graphs with fixed input
+signatures (the example axis left open), so each is traced once per model (training once per batch
+size), never per epoch or per batch; :attr:`TensorFlowModel.trace_counts` counts the traces.
 
 How an epoch runs (:class:`ExecutionPlan`) is chosen by measurement: ``fused`` runs the whole epoch as one
 ``tf.function`` (a ``tf.while_loop`` over the batches, gathered on the device by index from the epoch's
-permutation); otherwise one ``tf.function`` call per batch, the Python loop feeding only the batch number.
-``jit`` compiles the training program with XLA. The rule (:func:`default_plan`):
+permutation, the variables read and assigned in each iteration); otherwise one ``tf.function`` call per
+batch, the Python loop feeding only the batch number. ``jit`` compiles the training program with XLA.
+The rule (:func:`default_plan`):
 
 * CPU, a graph with a convolution or pooling layer: one fused epoch, no XLA. Measured on Keras's MNIST
   convnet at Fashion-MNIST size (60000 x 28 x 28 x 1, batch 128, 2 cores shared with another process,
@@ -20,8 +24,10 @@ permutation); otherwise one ``tf.function`` call per batch, the Python loop feed
 * GPU: one fused epoch with XLA, following the design notes' measurement (no GPU was available to measure
   this backend on). :meth:`TensorFlowModel.set_plan` switches plans, for benchmarks.
 
-Evaluation runs one ``tf.function`` over all examples in chunks of :data:`EVAL_BATCH` (the last chunk
-shorter), without XLA, so that every example counts exactly once. Metrics are read back once per call.
+Evaluation runs one ``tf.function`` call per chunk of :data:`EVAL_BATCH` examples (the batch axis is
+dynamic, so the last, shorter chunk needs neither padding nor a new trace), without XLA; the sums are
+added on the device and read back once. Prediction runs one call per chunk as well. The comparison hooks
+``layer_outputs`` and ``loss_and_gradients`` run eagerly.
 """
 
 from __future__ import annotations
@@ -34,13 +40,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ...compiler.ir import Graph
-from ...runtime.losses import correct_count, loss_from_head
-from ...runtime.optimizers import apply_updates, init_state
-from ...runtime.schedules import learning_rate
-from ...runtime.weights import check_weights
+from ...runtime.optimizers import init_state
+from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
-from . import layers
 from .backend import load_tensorflow
+from .layers import LOWERINGS
 from .ops import TensorFlowOps
 
 tf = load_tensorflow()
@@ -68,8 +72,29 @@ def default_plan(graph: Graph, device: str) -> ExecutionPlan:
     return ExecutionPlan(fused=True, jit=True)
 
 
+def value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """TensorFlow's ``value_and_grad``: ``fn(params, *args) -> (loss, aux)`` becomes ``g -> ((loss, aux), grads)``.
+
+    A ``GradientTape`` watches the parameter tensors (values read from the variables), so the gradient is
+    taken with respect to exactly what the forward pass used.
+    """
+
+    def run(params: Mapping[str, Any], *args: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
+        keys = list(params)
+        values = [params[k] for k in keys]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(values)
+            loss, aux = fn(params, *args)
+        grads = tape.gradient(loss, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return (loss, aux), dict(zip(keys, grads))
+
+    return run
+
+
 class TensorFlowModel(CompiledModel):
     """A graph compiled to TensorFlow; see the module docstring for how it runs."""
+
+    chunk_size = EVAL_BATCH
 
     def __init__(
         self,
@@ -82,22 +107,27 @@ class TensorFlowModel(CompiledModel):
     ):
         super().__init__(graph, backend, device, dtype)
         self.ops = TensorFlowOps(dtype)
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, value_and_grad))
         self.tf_dtype = tf.as_dtype(dtype)
         self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
         self.plan = plan or default_plan(graph, device)
         #: How often each program was traced (Python side), keyed by program name.
         self.trace_counts: Counter[str] = Counter()
-        self._keys = [key for key, _, _ in graph.param_specs()]
+        param_keys = [k for k, _, _ in graph.param_specs()]
+        state_keys = [k for k, _, _ in graph.state_specs()]
+        host = {k: np.asarray(weights[k], dtype=dtype) for k in (*param_keys, *state_keys)}
         with tf.device(self.device_name):
-            self._params = {k: tf.Variable(np.asarray(weights[k], dtype=dtype), name=k) for k in self._keys}
-            slots = init_state(graph.train.optimizer, {k: np.asarray(weights[k], dtype=dtype) for k in self._keys})
-            self._slots = {k: tf.Variable(v, name=k.replace("/", "_")) for k, v in slots.items()}
+            self._params = {k: tf.Variable(host[k], name=k) for k in param_keys}
+            self._state = {k: tf.Variable(host[k], name=k, trainable=False) for k in state_keys}
+            slots = init_state(graph.train.optimizer, {k: host[k] for k in param_keys})
+            self._slots = {k: tf.Variable(v, name=k.replace("/", "_"), trainable=False) for k, v in slots.items()}
+        self._vars: dict[str, dict[str, Any]] = {"params": self._params, "state": self._state, "slots": self._slots}
         self._programs: dict[Any, Any] = {}
-        x_spec = tf.TensorSpec((None, *graph.input_shape), self.tf_dtype)
-        y_spec = tf.TensorSpec((None,), tf.int32)
-        self._x_spec, self._y_spec = x_spec, y_spec
-        self._evaluate_fn = tf.function(self._evaluate_program, input_signature=[x_spec, y_spec], autograph=False)
-        self._predict_fn = tf.function(self._predict_program, input_signature=[x_spec], autograph=False)
+        self._x_spec = tf.TensorSpec((None, *graph.input_shape), self.tf_dtype)
+        self._y_spec = tf.TensorSpec((None,), tf.int32)
+        scalar_i32 = tf.TensorSpec((), tf.int32)
+        self._eval_fn = tf.function(self._eval_program, input_signature=[self._x_spec, self._y_spec, scalar_i32, scalar_i32], autograph=False)
+        self._predict_fn = tf.function(self._predict_program, input_signature=[self._x_spec], autograph=False)
 
     # ---- configuration ----------------------------------------------------------------------------
     def set_plan(self, plan: ExecutionPlan) -> None:
@@ -105,27 +135,22 @@ class TensorFlowModel(CompiledModel):
         self.plan = plan
         self._programs.clear()
 
-    # ---- traced bodies ------------------------------------------------------------------------------
-    def _context(self, training: bool, step: Any) -> layers.Context:
-        return layers.Context(self.ops, training=training, step=step, seed=int(self.graph.train.seed))
+    # ---- variables --------------------------------------------------------------------------------
+    def _read(self, group: str) -> dict[str, Any]:
+        """Current values of one group of variables, as tensors."""
+        return {k: v.read_value() for k, v in self._vars[group].items()}
 
+    def _assign(self, group: str, values: Mapping[str, Any]) -> list[Any]:
+        """Assign new values to one group of variables; returns the assignments."""
+        return [v.assign(values[k]) for k, v in self._vars[group].items()]
+
+    # ---- traced bodies ------------------------------------------------------------------------------
     def _train_batch(self, xb: Any, yb: Any, step: Any) -> tuple[Any, Any]:
         """One optimiser step on a device batch; returns (loss, correct count) ordered after the updates."""
-        graph, ops, train = self.graph, self.ops, self.graph.train
-        variables = [self._params[k] for k in self._keys]
-        with tf.GradientTape() as tape:
-            head = layers.head(self._context(True, step), graph, self._params, xb)
-            loss = loss_from_head(ops, graph, head, yb)
-        grads = dict(zip(self._keys, tape.gradient(loss, variables)))
-        correct = correct_count(ops, head, yb)
-        lr = learning_rate(ops, train.schedule, train.optimizer.learning_rate, step)
-        params = {k: v.read_value() for k, v in self._params.items()}
-        state = {k: v.read_value() for k, v in self._slots.items()}
-        new_params, new_state = apply_updates(ops, train.optimizer, lr, step, params, grads, state, train.weight_decay)
-        updates = [self._params[k].assign(new_params[k]) for k in self._keys]
-        updates += [self._slots[k].assign(new_state[k]) for k in self._slots]
+        r = self.recipe.train_step(self._read("params"), self._read("slots"), self._read("state"), step, xb, yb)
+        updates = self._assign("params", r.params) + self._assign("slots", r.slots) + self._assign("state", r.state)
         with tf.control_dependencies(updates):
-            return tf.identity(loss), tf.identity(correct)
+            return tf.identity(r.loss), tf.identity(r.correct)
 
     def _epoch_program(self, x: Any, y: Any, batches: Any, step0: Any) -> Any:
         """A whole epoch: a while loop over the rows of ``batches`` (indices into x, y)."""
@@ -156,29 +181,15 @@ class TensorFlowModel(CompiledModel):
         loss, _ = self._train_batch(xb, yb, step)
         return loss
 
-    def _evaluate_program(self, x: Any, y: Any) -> Any:
-        """Summed loss and correct count over all of x, y in chunks of EVAL_BATCH (the last one shorter)."""
+    def _eval_program(self, x: Any, y: Any, start: Any, size: Any) -> tuple[Any, Any]:
+        """Summed loss and correct count of examples ``start:start+size`` (any length; inference mode)."""
         self.trace_counts["evaluate"] += 1
-        n = tf.shape(x)[0]
-        chunks = (n + EVAL_BATCH - 1) // EVAL_BATCH
-        zero = tf.zeros((), self.tf_dtype)
-        ctx = self._context(False, tf.constant(0, tf.int64))
-
-        def body(i: Any, loss_sum: Any, correct_sum: Any) -> tuple[Any, Any, Any]:
-            start = i * EVAL_BATCH
-            size = tf.minimum(EVAL_BATCH, n - start)
-            xb, yb = x[start : start + size], y[start : start + size]
-            head = layers.head(ctx, self.graph, self._params, xb)
-            loss = loss_from_head(self.ops, self.graph, head, yb) * self.ops.to_float(size)
-            return i + 1, loss_sum + loss, correct_sum + correct_count(self.ops, head, yb)
-
-        _, loss_sum, correct_sum = tf.while_loop(lambda i, *_: i < chunks, body, (tf.constant(0, tf.int32), zero, zero))
-        return tf.stack([loss_sum, correct_sum])
+        end = start + size
+        return self.recipe.eval_sums(self._read("params"), self._read("state"), x[start:end], y[start:end])
 
     def _predict_program(self, x: Any) -> Any:
         self.trace_counts["predict"] += 1
-        ctx = self._context(False, tf.constant(0, tf.int64))
-        return layers.finish(ctx, self.graph, layers.head(ctx, self.graph, self._params, x))
+        return self.recipe.predict(self._read("params"), self._read("state"), x)
 
     # ---- programs, traced once per key ---------------------------------------------------------
     def _program(self, key: Any, build: Callable[[], Any]) -> Any:
@@ -216,6 +227,15 @@ class TensorFlowModel(CompiledModel):
         with tf.device(self.device_name):
             return tf.identity(tf.convert_to_tensor(array))
 
+    def read_arrays(self, group: str) -> dict[str, np.ndarray]:
+        """Host copies of ``params``, ``state`` or ``slots``."""
+        return {k: v.numpy() for k, v in self._vars[group].items()}
+
+    def write_arrays(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Assign ``params``, ``state`` or ``slots`` in place (same keys and shapes as now)."""
+        for k, var in self._vars[group].items():
+            var.assign(np.asarray(arrays[k], dtype=self.dtype))
+
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
         """Train over ``len(order) // batch_size`` batches of device data; mean loss and accuracy, read once."""
         order = np.asarray(order)
@@ -236,53 +256,30 @@ class TensorFlowModel(CompiledModel):
         self.step += steps
         return loss_sum / steps, correct_sum / (steps * batch_size)
 
-    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
-        """Mean loss and accuracy over every example of device arrays ``x``, ``y``."""
-        n = int(x.shape[0])
-        if n == 0:
-            return float("nan"), float("nan")
+    def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
+        """Summed loss and correct count (device scalars) of examples ``start:start+size`` of device arrays."""
         with tf.device(self.device_name):
-            loss_sum, correct_sum = (float(v) for v in self._evaluate_fn(x, y).numpy())
-        return loss_sum / n, correct_sum / n
+            return self._eval_fn(x, y, tf.constant(start, tf.int32), tf.constant(size, tf.int32))
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        """Final outputs for host array ``x``, computed in chunks of EVAL_BATCH."""
-        x = np.asarray(x, dtype=self.dtype)
+    def predict_chunk(self, x: np.ndarray) -> np.ndarray:
+        """Final outputs for one chunk of host examples."""
         with tf.device(self.device_name):
-            chunks = [self._predict_fn(tf.convert_to_tensor(x[i : i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
-            if not chunks:
-                return np.zeros((0, *self.graph.output_shape), dtype=self.dtype)
-            return tf.concat(chunks, axis=0).numpy()
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Current weights as NumPy arrays in the contract layouts."""
-        return {k: v.numpy() for k, v in self._params.items()}
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Replace the weights; names and shapes must match the graph (optimiser slots are kept)."""
-        check_weights(self.graph, weights)
-        for k, var in self._params.items():
-            var.assign(np.asarray(weights[k], dtype=self.dtype))
+            return self._predict_fn(tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))).numpy()
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
         """Every node's output for host batch ``x`` (eagerly; dropout masks of ``step`` when ``training``)."""
         with tf.device(self.device_name):
-            ctx = self._context(training, tf.constant(step, tf.int64))
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
-            outputs = layers.run_nodes(ctx, self.graph.nodes, self._params, xt, keep_all=True)
+            outputs = self.recipe.outputs(self._read("params"), self._read("state"), xt, training=training, step=tf.constant(step, tf.int64))
             return [o.numpy() for o in outputs]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
-        """Training loss of one host batch (dropout masks of ``step``) and its gradient per weight."""
+        """Training loss of one host batch (dropout masks of ``step``) and its gradient per weight (eagerly)."""
         with tf.device(self.device_name):
-            ctx = self._context(True, tf.constant(step, tf.int64))
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
             yt = tf.convert_to_tensor(np.asarray(y, dtype=np.int32))
-            variables = [self._params[k] for k in self._keys]
-            with tf.GradientTape() as tape:
-                loss = loss_from_head(self.ops, self.graph, layers.head(ctx, self.graph, self._params, xt), yt)
-            grads = tape.gradient(loss, variables)
-            return float(loss.numpy()), {k: g.numpy() for k, g in zip(self._keys, grads)}
+            loss, grads = self.recipe.gradients(self._read("params"), self._read("state"), xt, yt, tf.constant(step, tf.int64))
+            return float(loss.numpy()), {k: g.numpy() for k, g in grads.items()}
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on a host batch; returns its loss and advances :attr:`step`."""

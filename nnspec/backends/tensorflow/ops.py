@@ -90,6 +90,23 @@ class TensorFlowOps:
         """Mean over all elements."""
         return tf.reduce_mean(x)
 
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        """Mean over ``axes``, kept with length 1."""
+        return tf.reduce_mean(x, axis=list(axes), keepdims=True)
+
+    def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        """Maximum over ``axes``, kept with length 1."""
+        return tf.reduce_max(x, axis=list(axes), keepdims=True)
+
+    def first_max(self, x: Any) -> Any:
+        """(N, P, C) -> (N, C): the values at the first maximum along P, gathered by index."""
+        idx = tf.argmax(x, axis=1, output_type=tf.int32)
+        return tf.gather(tf.transpose(x, [0, 2, 1]), idx, batch_dims=2)
+
+    def concat(self, xs: list[Any], axis: int) -> Any:
+        """Concatenation along ``axis`` of the batched tensors."""
+        return tf.concat(list(xs), axis=axis)
+
     def argmax(self, x: Any) -> Any:
         """Index (int32) of the largest value along the last axis."""
         return tf.argmax(x, axis=-1, output_type=tf.int32)

@@ -1,0 +1,185 @@
+"""The layer vocabulary: every fact about each op type, in one :class:`OpDef` per op.
+
+An op's ``fields`` say which keys a spec may give it and how each value is read; ``defaults`` are the
+canonical values of its optional attributes (what ``Node.attrs`` holds when a key is left out);
+``rule`` infers its output shape, parameters and FLOPs (:mod:`nnspec.compiler.rules`). The schema, the
+shape inference, the IR's list of layer types and the backends' op sets are all derived from
+:data:`OPS`, so adding an op means one ``OpDef`` here plus one lowering per engine.
+
+Every layer also accepts :data:`COMMON_KEYS` (``name``, ``inputs``), which the front end reads itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import rules
+from .ir import ACTIVATIONS, INITIALIZERS, Initializer
+from .loader import YMap, YNode, YScalar
+from .values import (
+    Field,
+    Invalid,
+    choice_reader,
+    describe,
+    did_you_mean,
+    read_bool,
+    read_float,
+    read_int,
+    read_pair,
+    read_shape,
+    single_key,
+)
+
+PADDINGS: tuple[str, ...] = ("valid", "same")
+#: Keys every layer accepts besides its own fields.
+COMMON_KEYS: tuple[str, ...] = ("name", "inputs")
+#: The default window of the pools.
+POOL_DEFAULT_SIZE = (2, 2)
+
+#: Arguments each initialiser takes, with defaults (filled into ``Initializer.args``).
+INITIALIZER_ARGS: dict[str, dict[str, float]] = {
+    "normal": {"mean": 0.0, "stddev": 0.05},
+    "uniform": {"minval": -0.05, "maxval": 0.05},
+}
+
+DEFAULT_KERNEL_INIT = Initializer("glorot_uniform")
+DEFAULT_BIAS_INIT = Initializer("zeros")
+
+
+def read_initializer(node: YNode) -> Initializer:
+    """An initialiser: a name (``he_normal``) or ``{normal: {stddev: 0.05, mean: 0}}``; arguments get defaults."""
+    choose = choice_reader(INITIALIZERS, "initializer", "E0207")
+    if not isinstance(node, YMap):
+        name = choose(node)
+        return Initializer(name, tuple(sorted(INITIALIZER_ARGS.get(name, {}).items())))
+    entry = single_key(node)
+    if entry is None:
+        raise Invalid(f"must be an initialiser name or a one-key mapping {{name: {{args}}}}; got {describe(node)}", "write e.g. he_normal or {normal: {stddev: 0.05}}", node, "E0207")
+    key, args_node = entry
+    name = choose(key)
+    allowed = INITIALIZER_ARGS.get(name, {})
+    args = dict(allowed)
+    if args_node is not None and not (isinstance(args_node, YScalar) and args_node.kind == "null"):
+        if not isinstance(args_node, YMap):
+            example = f"write {{{name}: {{{', '.join(f'{k}: {v:g}' for k, v in allowed.items())}}}}}" if allowed else f"write just {name}"
+            raise Invalid(f"arguments of {name} must be a mapping; got {describe(args_node)}", example, args_node, "E0207")
+        for arg, (arg_key, value) in args_node.items.items():
+            if arg not in allowed:
+                takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
+                raise Invalid(f"unknown argument {arg!r} of initializer {name}{did_you_mean(arg, allowed)}", takes, arg_key, "E0207")
+            try:
+                args[arg] = read_float(value, 0.0, min_open=True) if arg == "stddev" else read_float(value)
+            except Invalid as exc:
+                raise Invalid(f"argument {arg} of initializer {name} {exc.message}", exc.hint, value, "E0207") from None
+    if name == "uniform" and args["minval"] >= args["maxval"]:
+        raise Invalid(f"initializer uniform needs minval < maxval; got minval {args['minval']:g}, maxval {args['maxval']:g}", None, args_node, "E0207")
+    return Initializer(name, tuple(sorted(args.items())))
+
+
+def _positive_int(node: YNode) -> int:
+    return read_int(node, 1)
+
+
+def _pair(key: str, example: int) -> Callable[[YNode], tuple[int, int]]:
+    return lambda node: read_pair(node, key, example)
+
+
+_ACTIVATION = choice_reader(ACTIVATIONS, "activation", "E0206")
+_BOOL = Field(read_bool)
+_EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True))
+_DENSE_LIKE = {
+    "activation": Field(_ACTIVATION),
+    "use_bias": _BOOL,
+    "kernel_init": Field(read_initializer),
+    "bias_init": Field(read_initializer),
+}
+_DENSE_LIKE_DEFAULTS = {"activation": "linear", "use_bias": True, "kernel_init": DEFAULT_KERNEL_INIT, "bias_init": DEFAULT_BIAS_INIT}
+_WINDOWED = {"strides": Field(_pair("strides", 2)), "padding": Field(choice_reader(PADDINGS, "padding"))}
+_NORM = {"epsilon": _EPSILON, "center": _BOOL, "scale": _BOOL}
+_NORM_DEFAULTS = {"epsilon": 1e-3, "center": True, "scale": True}
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything nnspec knows about one layer type, apart from its lowerings.
+
+    ``rule`` is a :data:`~nnspec.compiler.rules.Rule`, or for a ``merge`` op a
+    :data:`~nnspec.compiler.rules.MergeRule`. ``shorthand`` names the one key that may be written
+    directly (``- dropout: 0.5``). ``spatial`` ops slide a window over (H, W) (padding rules apply);
+    ``stateful`` ops keep non-trainable state; ``merge`` ops read two or more inputs.
+    """
+
+    name: str
+    rule: Callable[..., rules.Inferred]
+    doc: str
+    fields: Mapping[str, Field] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    shorthand: str | None = None
+    spatial: bool = False
+    stateful: bool = False
+    merge: bool = False
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The keys a spec must give."""
+        return tuple(k for k, f in self.fields.items() if f.required)
+
+
+def _pool(name: str, doc: str) -> OpDef:
+    return OpDef(name, rules.pool2d, doc, {"size": Field(_pair("size", 2)), **_WINDOWED}, {"size": POOL_DEFAULT_SIZE, "padding": "valid"}, spatial=True)
+
+
+_OPS: tuple[OpDef, ...] = (
+    OpDef(
+        "dense",
+        rules.dense,
+        "fully connected: activation(x @ kernel + bias); needs a rank-1 input",
+        {"units": Field(_positive_int, required=True), **_DENSE_LIKE},
+        _DENSE_LIKE_DEFAULTS,
+    ),
+    OpDef(
+        "conv2d",
+        rules.conv2d,
+        "2-D cross-correlation over (H, W, C): activation(conv(x, kernel) + bias)",
+        {"filters": Field(_positive_int, required=True), "kernel": Field(_pair("kernel", 3), required=True), **_WINDOWED, **_DENSE_LIKE},
+        {"strides": (1, 1), "padding": "valid", **_DENSE_LIKE_DEFAULTS},
+        spatial=True,
+    ),
+    _pool("max_pool2d", "the maximum of each window, per channel"),
+    _pool("avg_pool2d", "the mean of each window, per channel (same padding is not averaged in)"),
+    OpDef("flatten", rules.flatten, "row-major over (H, W, C) to one axis"),
+    OpDef("reshape", rules.reshape, "a new per-example shape holding the same values", {"shape": Field(lambda n: read_shape(n, allow_infer=True), required=True)}, shorthand="shape"),
+    OpDef("dropout", rules.dropout, "drops each unit with probability rate while training", {"rate": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True), required=True)}, shorthand="rate"),
+    OpDef("activation", rules.activation, "an activation applied elementwise", {"activation": Field(_ACTIVATION, required=True)}, shorthand="activation"),
+    OpDef("softmax", rules.softmax, "softmax over the last axis"),
+    OpDef("add", rules.add, "the elementwise sum of two or more inputs of one shape", merge=True),
+    OpDef("concat", rules.concat, "two or more inputs joined along a per-example axis (-1: channels)", {"axis": Field(read_int)}, {"axis": -1}, merge=True),
+    OpDef(
+        "batch_norm",
+        rules.batch_norm,
+        "batch normalisation over the last axis (Keras BatchNormalization, axis -1)",
+        {"momentum": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True)), **_NORM},
+        {"momentum": 0.99, **_NORM_DEFAULTS},
+        stateful=True,
+    ),
+    OpDef("layer_norm", rules.layer_norm, "layer normalisation over the last axis (Keras LayerNormalization, axis -1)", dict(_NORM), dict(_NORM_DEFAULTS)),
+    OpDef("global_avg_pool2d", rules.global_pool2d, "the mean over (H, W), per channel: (H, W, C) -> (C,)"),
+    OpDef("global_max_pool2d", rules.global_pool2d, "the maximum over (H, W), per channel: (H, W, C) -> (C,)"),
+)
+
+#: Every op, by name, in the order of the language reference.
+OPS: dict[str, OpDef] = {op.name: op for op in _OPS}
+#: The layer types, in the order of :data:`OPS`.
+LAYER_TYPES: tuple[str, ...] = tuple(OPS)
+#: Ops that slide a window over (H, W): ``conv2d``, ``max_pool2d``, ``avg_pool2d``.
+SPATIAL_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.spatial)
+#: Ops with non-trainable state (running statistics): ``batch_norm``.
+STATEFUL_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.stateful)
+#: Ops that read two or more inputs: ``add``, ``concat``.
+MERGE_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.merge)
+
+
+def op(name: str) -> OpDef:
+    """The :class:`OpDef` of layer type ``name`` (``KeyError`` for an unknown type)."""
+    return OPS[name]

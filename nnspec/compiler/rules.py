@@ -1,0 +1,219 @@
+"""Shape, parameter and FLOP rules, one pure function per op type (the opset refers to them).
+
+A rule takes the op's canonical attributes and the per-example input shape (a merge rule: the shapes
+of all its inputs and the names of the layers they come from) and returns what inference learns about
+the layer, or raises :class:`ShapeProblem` with a message and a hint. The front end turns a
+``ShapeProblem`` into a positioned diagnostic.
+
+Padding and rounding (the same on every backend): ``valid`` gives ``floor((n - k) / s) + 1``;
+``same`` gives ``ceil(n / s)`` and pads ``max((out - 1) * s + k - n, 0)`` in all, ``total // 2`` before
+and the rest (the odd pixel) after, which is TensorFlow's rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .ir import Initializer, ParamSpec, Shape
+
+
+class ShapeProblem(Exception):
+    """A layer cannot take its input; ``message`` says what was found and ``hint`` how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "E0301"):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What shape inference learns about one layer."""
+
+    output_shape: Shape
+    params: tuple[ParamSpec, ...] = ()
+    flops: int = 0
+    state: tuple[ParamSpec, ...] = ()
+
+
+#: The rule of an op that reads one input.
+Rule = Callable[[Mapping[str, Any], Shape], Inferred]
+#: The rule of a merge op: the shapes of all inputs and the names of the layers they come from.
+MergeRule = Callable[[Mapping[str, Any], tuple[Shape, ...], tuple[str, ...]], Inferred]
+
+
+def _size(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def output_length(n: int, k: int, s: int, padding: str) -> int:
+    """Length of one spatial axis after a window of size ``k`` and stride ``s`` (see module docstring)."""
+    if padding == "same":
+        return -(-n // s)
+    return (n - k) // s + 1
+
+
+def same_padding(n: int, k: int, s: int) -> tuple[int, int]:
+    """Padding (before, after) of one axis under ``same``: the odd pixel goes after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def _needs_rank(shape: Shape, rank: int, what: str, hint: str) -> None:
+    if len(shape) != rank:
+        raise ShapeProblem(f"needs {what}; got {shape}", hint)
+
+
+def _spatial(attrs: Mapping[str, Any], shape: Shape, window: tuple[int, int], label: str) -> tuple[int, int]:
+    (h, w), (kh, kw), (sh, sw) = shape[:2], window, attrs["strides"]
+    padding = attrs["padding"]
+    if padding == "valid" and (kh > h or kw > w):
+        raise ShapeProblem(
+            f"{label} {window[0]}x{window[1]} is larger than its input {h}x{w} with padding 'valid'",
+            f"use a smaller {label}, or padding: same",
+            code="E0302",
+        )
+    return output_length(h, kh, sh, padding), output_length(w, kw, sw, padding)
+
+
+def _activation_flops(name: str, n: int) -> int:
+    return 0 if name == "linear" else n
+
+
+def dense(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``dense``: a rank-1 input; kernel ``[in, units]`` and bias ``[units]``."""
+    _needs_rank(shape, 1, "a rank-1 input per example", "insert `- flatten` before it")
+    n_in, units = shape[0], attrs["units"]
+    params = [ParamSpec("kernel", (n_in, units), attrs["kernel_init"], n_in, units)]
+    if attrs["use_bias"]:
+        params.append(ParamSpec("bias", (units,), attrs["bias_init"], n_in, units))
+    flops = 2 * n_in * units + (units if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], units)
+    return Inferred((units,), tuple(params), flops)
+
+
+def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``conv2d``: a rank-3 input; kernel ``[kh, kw, in, filters]`` and bias ``[filters]``."""
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "give input.shape as [H, W, C], or add a `reshape` before it")
+    kh, kw = attrs["kernel"]
+    oh, ow = _spatial(attrs, shape, (kh, kw), "kernel")
+    cin, cout = shape[2], attrs["filters"]
+    fan_in, fan_out = kh * kw * cin, kh * kw * cout
+    params = [ParamSpec("kernel", (kh, kw, cin, cout), attrs["kernel_init"], fan_in, fan_out)]
+    if attrs["use_bias"]:
+        params.append(ParamSpec("bias", (cout,), attrs["bias_init"], fan_in, fan_out))
+    out = oh * ow * cout
+    flops = 2 * kh * kw * cin * out + (out if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], out)
+    return Inferred((oh, ow, cout), tuple(params), flops)
+
+
+def pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``max_pool2d`` and ``avg_pool2d``: a rank-3 input; the channels are kept."""
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    ph, pw = attrs["size"]
+    oh, ow = _spatial(attrs, shape, (ph, pw), "pool size")
+    return Inferred((oh, ow, shape[2]), (), ph * pw * oh * ow * shape[2])
+
+
+def flatten(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``flatten``: any input to one axis."""
+    return Inferred((_size(shape),))
+
+
+def reshape(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``reshape``: the target (already free of ``-1``) must hold as many values as the input."""
+    target = tuple(attrs["shape"])
+    if _size(target) != _size(shape):
+        raise ShapeProblem(
+            f"cannot reshape {shape} ({_size(shape)} values) to {target} ({_size(target)} values)",
+            "the new shape must hold the same number of values; use -1 for one axis to infer it",
+            code="E0303",
+        )
+    return Inferred(target)
+
+
+def dropout(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``dropout``: the shape is kept; one FLOP per element."""
+    return Inferred(shape, (), _size(shape))
+
+
+def activation(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``activation``: the shape is kept; one FLOP per element unless linear."""
+    return Inferred(shape, (), _activation_flops(attrs["activation"], _size(shape)))
+
+
+def softmax(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``softmax``: the shape is kept; three FLOPs per element."""
+    return Inferred(shape, (), 3 * _size(shape))
+
+
+def add(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
+    """``add``: two or more inputs of one shape."""
+    for shape, name in zip(shapes[1:], names[1:]):
+        if shape != shapes[0]:
+            raise ShapeProblem(
+                f"cannot add {names[0]!r} {shapes[0]} and {name!r} {shape}: add needs inputs of one shape",
+                "make both branches produce the same shape (for example a 1x1 conv2d on the shortcut, or padding: same)",
+                code="E0305",
+            )
+    return Inferred(shapes[0], (), (len(shapes) - 1) * _size(shapes[0]))
+
+
+def concat(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
+    """``concat``: inputs of one rank that agree on every axis but the (per-example) ``axis``."""
+    rank = len(shapes[0])
+    axis = attrs["axis"]
+    for shape, name in zip(shapes[1:], names[1:]):
+        if len(shape) != rank:
+            raise ShapeProblem(
+                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape}: their ranks differ",
+                "concatenate outputs of one rank (flatten both, or both (H, W, C))",
+                code="E0305",
+            )
+    if not -rank <= axis < rank:
+        raise ShapeProblem(f"axis {axis} is out of range for inputs of rank {rank} (per example)", f"use an axis from {-rank} to {rank - 1}; the default -1 is the channel axis", code="E0305")
+    axis %= rank
+    for shape, name in zip(shapes[1:], names[1:]):
+        if any(a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
+            raise ShapeProblem(
+                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape} on axis {axis}: the other axes differ",
+                "the inputs must agree on every axis but the concatenation axis",
+                code="E0305",
+            )
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return Inferred(tuple(out))
+
+
+def _norm_params(attrs: Mapping[str, Any], channels: int) -> tuple[ParamSpec, ...]:
+    params = []
+    if attrs["scale"]:
+        params.append(ParamSpec("gamma", (channels,), Initializer("ones")))
+    if attrs["center"]:
+        params.append(ParamSpec("beta", (channels,), Initializer("zeros")))
+    return tuple(params)
+
+
+def batch_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``batch_norm`` over the last axis: ``gamma``/``beta`` trainable, ``moving_mean``/``moving_variance`` state."""
+    if not shape:
+        raise ShapeProblem("needs an input with a channel axis; got a scalar per example", "apply batch_norm to a dense or conv2d output")
+    channels = shape[-1]
+    state = (ParamSpec("moving_mean", (channels,), Initializer("zeros")), ParamSpec("moving_variance", (channels,), Initializer("ones")))
+    return Inferred(shape, _norm_params(attrs, channels), 2 * _size(shape), state)
+
+
+def layer_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``layer_norm`` over the last axis: ``gamma``/``beta`` trainable, no state."""
+    if not shape:
+        raise ShapeProblem("needs an input with a feature axis; got a scalar per example", "apply layer_norm to a dense or conv2d output")
+    return Inferred(shape, _norm_params(attrs, shape[-1]), 7 * _size(shape))
+
+
+def global_pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``global_avg_pool2d`` and ``global_max_pool2d``: (H, W, C) -> (C,)."""
+    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    return Inferred((shape[2],), (), _size(shape))

@@ -204,7 +204,7 @@ class Graph:
     description: str = ""
     dtype: str = "float32"
     source: str | None = None
-    version: int = 1
+    version: int | float = 1
     #: source position (line, column) of spec paths such as ``"input.shape"`` or ``"layers[2]"``, for
     #: diagnostics raised after the front end (for example when the data does not fit ``input.shape``).
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compiler.ir import Graph, Initializer, Node
+from ..compiler.ir import INPUT, Graph, Initializer, Node
 
 
 def _plain(value: Any) -> Any:
@@ -23,9 +23,11 @@ def _plain(value: Any) -> Any:
 _ORDER = ("units", "filters", "kernel", "size", "strides", "padding", "rate", "shape", "activation", "use_bias", "kernel_init", "bias_init")
 
 
-def _layer(node: Node) -> dict[str, Any]:
+def _layer(node: Node, previous: str) -> dict[str, Any]:
+    """One layer entry; ``inputs`` is written only where it is not the layer before (the default)."""
     keys = sorted(node.attrs, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
-    return {node.op: {"name": node.name, **{k: _plain(node.attrs[k]) for k in keys}}}
+    wiring = {"inputs": list(node.inputs)} if node.inputs and tuple(node.inputs) != (previous,) else {}
+    return {node.op: {"name": node.name, **wiring, **{k: _plain(node.attrs[k]) for k in keys}}}
 
 
 def graph_to_spec(graph: Graph) -> dict[str, Any]:
@@ -50,7 +52,10 @@ def graph_to_spec(graph: Graph) -> dict[str, Any]:
     if graph.description:
         spec["description"] = graph.description
     spec["input"] = {"shape": list(graph.input_shape), "dtype": graph.dtype}
-    spec["layers"] = [_layer(n) for n in graph.nodes]
+    previous = [INPUT] + [n.name for n in graph.nodes[:-1]]
+    spec["layers"] = [_layer(n, p) for n, p in zip(graph.nodes, previous)]
+    if graph.output is not None:
+        spec["output"] = graph.output
     spec["train"] = train
     spec["data"] = data
     return spec
@@ -69,5 +74,5 @@ def dump_spec(graph: Graph, header: str | None = None) -> str:
         for layer in spec["layers"]
         for op, params in layer.items()
     )
-    tail = yaml.safe_dump({"train": top["train"], "data": top["data"]}, sort_keys=False, default_flow_style=False, width=120)
+    tail = yaml.safe_dump({k: top[k] for k in ("output", "train", "data") if k in top}, sort_keys=False, default_flow_style=False, width=120)
     return "\n".join(lines + [head.rstrip(), layers.rstrip(), tail.rstrip()]) + "\n"

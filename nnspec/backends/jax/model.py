@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from ...compiler.ir import Graph
+from ...compiler.opset import SPATIAL_OPS
 from ...runtime.optimizers import init_state
 from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import CompiledModel
@@ -40,8 +41,6 @@ from .ops import JaxOps
 if TYPE_CHECKING:
     from .backend import JaxBackend
 
-#: Ops that XLA's CPU backend runs slowly inside a loop (see :func:`fused_epoch`).
-SPATIAL_OPS = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})
 #: Examples per chunk when evaluating or predicting (the last chunk is padded and masked).
 EVAL_CHUNK = 1024
 

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ...compiler.ir import Graph
+from ...compiler.opset import SPATIAL_OPS
 from ...runtime.optimizers import init_state
 from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
@@ -51,8 +52,6 @@ tf = load_tensorflow()
 
 #: Examples per chunk when evaluating or predicting.
 EVAL_BATCH = 1024
-#: Ops whose presence makes XLA slower on a CPU (see the module docstring).
-SPATIAL_OPS = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The capability matrix of docs/backends.md, generated from the backends' own ``capabilities()``.
 
-Rows are the v1 layers, activations and optimisers, the dtypes and the devices; columns are the built-in
+Rows are the layers, activations and optimisers, the dtypes and the devices; columns are the built-in
 backends; a cell is ``yes`` or ``no``, with a numbered note when the backend gives a reason in its
 ``gaps``. The matrix sits in docs/backends.md between two marker comments; ``python -m
 nnspec.compare.matrix [docs/backends.md]`` rewrites it there, and a test checks that it is current.
 
-Reading ``capabilities()`` constructs each backend class but imports no engine (the contract of
-:mod:`nnspec.backends.base`); a backend whose class cannot even be imported shows ``?`` everywhere.
+Reading ``capabilities()`` imports each engine's lowering module (a backend's layers are what its registry
+holds), so it needs the engines installed; a backend whose engine cannot be imported shows ``?`` everywhere.
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ the idiomatic Keras one (``Sequential``, a softmax ``Dense`` output, ``sparse_ca
 ``Adam(1e-3)``, ``fit(..., batch_size=128, shuffle=True)``, everything else at Keras's defaults),
 started from the same initial weights as every other implementation. Keras shuffles with its own RNG
 and also trains on the last, partial batch of each epoch; dropout uses Keras's RNG.
+
+The ``resnet`` is a functional ``keras.Model`` (``Conv2D``, ``BatchNormalization``, ``ReLU``,
+``MaxPooling2D``, ``Add``, ``GlobalAveragePooling2D``, ``Dropout``, ``Dense``, ``Softmax``) written here,
+not nnspec's Keras exporter, so that this baseline is plain Keras code. Its layers carry the names of the
+nodes of ``specs/fashion_mnist_resnet.yaml``, and nnspec's initial arrays (``<layer>.<weight>``: kernels,
+biases, batch-norm gamma and beta, and the moving mean and variance) are assigned to the Keras variables
+of the same layer and name; every array must find its variable and every variable its array.
 """
 
 from __future__ import annotations
@@ -18,15 +25,64 @@ import sys
 import time
 from typing import Any
 
+from .settings import MODELS
+
 RESULT_PREFIX = "RESULT "
+
+
+def _resnet(dropout_rate: float) -> Any:
+    """The functional Keras model of ``specs/fashion_mnist_resnet.yaml``, its layers named as the spec's nodes."""
+    import keras
+    from keras import layers
+
+    def conv(filters: int, kernel: int, name: str, strides: int = 1, padding: str = "same") -> Any:
+        return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=name)
+
+    def conv_bn(x: Any, filters: int, name: str, bn: str, strides: int = 1) -> Any:
+        return layers.BatchNormalization(name=bn)(conv(filters, 3, name, strides)(x))
+
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = layers.ReLU(name="stem_relu")(conv_bn(inputs, 32, "stem", "stem_bn"))
+    stem = layers.MaxPooling2D(2, name="stem_pool")(x)  # 14 x 14 x 32
+    # stage 1: identity shortcut
+    y = layers.ReLU(name="s1_relu1")(conv_bn(stem, 32, "s1_conv1", "s1_bn1"))
+    y = conv_bn(y, 32, "s1_conv2", "s1_bn2")
+    s1 = layers.ReLU(name="s1_out")(layers.Add(name="s1_add")([y, stem]))
+    # stage 2: strided convolution, 1x1 projection on the shortcut
+    y = layers.ReLU(name="s2_relu1")(conv_bn(s1, 64, "s2_conv1", "s2_bn1", strides=2))  # 7 x 7 x 64
+    y = conv_bn(y, 64, "s2_conv2", "s2_bn2")
+    shortcut = layers.BatchNormalization(name="s2_proj_bn")(conv(64, 1, "s2_proj", strides=2, padding="valid")(s1))
+    x = layers.ReLU(name="s2_out")(layers.Add(name="s2_add")([y, shortcut]))
+    x = layers.GlobalAveragePooling2D(name="global_avg_pool2d_1")(x)
+    x = layers.Dropout(dropout_rate, name="dropout_1")(x)
+    x = layers.Dense(10, name="dense_1")(x)
+    outputs = layers.Softmax(name="softmax_1")(x)
+    return keras.Model(inputs, outputs, name="fashion_mnist_resnet")
+
+
+def assign_by_name(model: Any, weights: dict[str, Any]) -> None:
+    """Set each variable of ``model`` to ``weights['<layer name>.<variable name>']``; every key must be used once."""
+    variables = {f"{layer.name}.{v.name}": v for layer in model.layers for v in layer.weights}
+    if set(variables) != set(weights):
+        raise ValueError(
+            "Keras variables and nnspec weights do not match by name: "
+            f"only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}"
+        )
+    for key, variable in variables.items():
+        if tuple(variable.shape) != tuple(weights[key].shape):
+            raise ValueError(f"{key}: Keras shape {tuple(variable.shape)}, nnspec shape {tuple(weights[key].shape)}")
+        variable.assign(weights[key])
 
 
 def _build(model_name: str) -> Any:
     import keras
     from keras import layers
 
-    from .settings import CNN_DROPOUT
+    from .settings import CNN_DROPOUT, BenchConfig, make_model_graph
 
+    if model_name == "resnet":
+        rate = next(n.attrs["rate"] for n in make_model_graph("resnet", BenchConfig()).nodes if n.op == "dropout")
+        return _resnet(float(rate))
     if model_name == "mlp":
         body = [layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(10, activation="softmax")]
     else:
@@ -48,7 +104,7 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
 
     from .data import load_fashion_mnist
     from .result import Measurement
-    from .settings import ADAM, BenchConfig, weight_list
+    from .settings import ADAM, BenchConfig, initial_weights, weight_list
 
     if keras.backend.backend() != engine:
         raise RuntimeError(f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: set KERAS_BACKEND={engine} before starting")
@@ -56,7 +112,10 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
     data = load_fashion_mnist().limited(limit, test_limit)
     keras.utils.set_random_seed(seed)
     model = _build(model_name)
-    model.set_weights(weight_list(model_name, config))
+    if model_name == "resnet":
+        assign_by_name(model, initial_weights(model_name, config))
+    else:
+        model.set_weights(weight_list(model_name, config))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=ADAM["learning_rate"]),
         loss="sparse_categorical_crossentropy",
@@ -80,7 +139,7 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
     _, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
     jit = getattr(model, "jit_compile", None)
     notes = f"Keras {keras.__version__} on {engine}, jit_compile={jit}"
-    if model_name == "cnn":
+    if model_name in ("cnn", "resnet"):
         notes += "; dropout: Keras SeedGenerator"
     return Measurement(
         model=model_name,
@@ -98,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", required=True, choices=["jax", "tensorflow"])
-    parser.add_argument("--model", required=True, choices=["mlp", "cnn"])
+    parser.add_argument("--model", required=True, choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--test-limit", type=int, default=None)

@@ -32,6 +32,10 @@ TARGETS: tuple[tuple[str, str, str, str, str, float, str], ...] = (
 )
 
 
+#: ``best_hand`` of a model that has no hand-written baselines.
+NO_HAND = "(none for this model)"
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -95,23 +99,31 @@ def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation:
 
 
 def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, engine): nnspec's median epoch against the best hand-written one and Keras ``fit``."""
+    """Per (model, engine): nnspec's median epoch against the best hand-written one, Keras ``fit`` and
+    nnspec's fastest engine on that model (named in ``fastest_nnspec``).
+
+    Models without hand-written baselines (the resnet) say so in ``best_hand`` and leave ``nnspec/hand`` empty.
+    """
+    from .settings import HAND_MODELS
+
     out = []
     for (model, engine), _ in frame.groupby(["model", "engine"], sort=False):
         mine = _median(frame, model, engine, "nnspec")
         hand = _median(frame, model, engine, "best hand")
         fit = _median(frame, model, engine, "keras fit")
         fastest = _median(frame, model, None, "fastest nnspec")
+        no_hand = NO_HAND if model not in HAND_MODELS else None
         out.append(
             {
                 "model": model,
                 "engine": engine,
                 "nnspec_s": mine[1] if mine else None,
-                "best_hand": hand[0] if hand else None,
+                "best_hand": hand[0] if hand else no_hand,
                 "best_hand_s": hand[1] if hand else None,
                 "nnspec/hand": round(mine[1] / hand[1], 3) if mine and hand else None,
                 "keras_fit_s": fit[1] if fit else None,
                 "nnspec/keras_fit": round(mine[1] / fit[1], 3) if mine and fit else None,
+                "fastest_nnspec": fastest[0].removeprefix("nnspec on ") if fastest else None,
                 "nnspec/fastest_nnspec": round(mine[1] / fastest[1], 3) if mine and fastest else None,
             }
         )

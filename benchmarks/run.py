@@ -1,11 +1,12 @@
 """The benchmark harness: nnspec vs hand-written code on the same engine vs Keras 3 ``fit``, in one run.
 
-    python -m benchmarks.run [--models mlp,cnn] [--engines jax,tensorflow,theano,keras] [--epochs 5]
+    python -m benchmarks.run [--models mlp,cnn,resnet] [--engines jax,tensorflow,theano,keras] [--epochs 5]
                              [--limit N] [--batch 128] [--out results.csv] [--markdown [FILE]]
 
 Everything but Keras ``fit`` runs in this process, one implementation after another; Keras ``fit`` runs
 once per model and Keras backend in a child process (``python -m benchmarks.keras_fit``), because Keras
-fixes its backend per process. See docs/benchmarks.md for what is measured and how.
+fixes its backend per process. The ``resnet`` has no hand-written engine baselines: it is compared with
+Keras ``fit`` and across nnspec's engines only. See docs/benchmarks.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .result import Measurement, failed
-from .settings import ENGINES, MODELS, BenchConfig
+from .settings import ENGINES, HAND_MODELS, MODELS, BenchConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,15 +74,19 @@ def plan(model: str, engine: str, data: Any, config: BenchConfig, args: argparse
             return Measurement(**{**found.to_json(), "engine": engine, "notes": found.notes + " (same run as engine " + keras_backend + ")"})
         return go
 
+    hand = model in HAND_MODELS  # the resnet has no hand-written baselines
     steps: list[tuple[str, Runner]] = [("nnspec", nnspec_runner)]
     if engine == "jax":
-        steps += [(f"hand: {v}", lambda v=v: hand_jax.run(model, v, data, config, device=args.device)) for v in hand_jax.VARIANTS]
+        if hand:
+            steps += [(f"hand: {v}", lambda v=v: hand_jax.run(model, v, data, config, device=args.device)) for v in hand_jax.VARIANTS]
         steps.append(("keras fit", keras_runner("jax")))
     elif engine == "tensorflow":
-        steps += [(f"hand: {v}", lambda v=v: hand_tf.run(model, v, data, config)) for v in hand_tf.VARIANTS]
+        if hand:
+            steps += [(f"hand: {v}", lambda v=v: hand_tf.run(model, v, data, config)) for v in hand_tf.VARIANTS]
         steps.append(("keras fit", keras_runner("tensorflow")))
     elif engine == "theano":
-        steps += [(f"hand: function+updates ({v})", lambda v=v: hand_pytensor.run(model, v, data, config)) for v in hand_pytensor.VARIANTS]
+        if hand:
+            steps += [(f"hand: function+updates ({v})", lambda v=v: hand_pytensor.run(model, v, data, config)) for v in hand_pytensor.VARIANTS]
     elif engine == "keras":
         steps.append(("keras fit", keras_runner(os.environ["KERAS_BACKEND"])))
     return [(name, fn) for name, fn in steps if not any(pat in f"{engine}:{name}" for pat in args.skip)]
@@ -129,7 +134,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _progress(row: dict[str, Any], seconds: float) -> None:
-    what = f"{row['model']:<4} {row['engine']:<11} {row['implementation']:<34}"
+    what = f"{row['model']:<6} {row['engine']:<11} {row['implementation']:<34}"
     if row["median_epoch_s"] is None:
         print(f"[bench] {what} {row['notes']}", file=sys.stderr, flush=True)
     else:
@@ -152,7 +157,7 @@ def _csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description="nnspec vs hand-written engine code vs Keras 3 fit.")
-    p.add_argument("--models", type=_csv_list(MODELS), default=list(MODELS), help="comma-separated: mlp,cnn")
+    p.add_argument("--models", type=_csv_list(MODELS), default=list(MODELS), help="comma-separated: mlp,cnn,resnet (resnet: no hand-written baselines)")
     p.add_argument("--engines", type=_csv_list(ENGINES), default=list(ENGINES), help="comma-separated: jax,tensorflow,theano,keras")
     p.add_argument("--epochs", type=int, default=5, help="epochs per run; the median is over epochs 2..n (default 5)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training examples (smoke runs)")

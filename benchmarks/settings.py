@@ -1,8 +1,12 @@
-"""The benchmark's fixed settings and the two models, defined once for every implementation.
+"""The benchmark's fixed settings and the three models, defined once for every implementation.
 
 Every implementation trains the same model from the same initial weights (nnspec's seeded NumPy
 initialisers, in Keras's layouts), on the same data, with batch size 128, Adam (Keras's formula and
 defaults, learning rate 1e-3), float32 and cross-entropy computed from the logits.
+
+``mlp`` and ``cnn`` are written here as layer lists; ``resnet`` is the network of
+``specs/fashion_mnist_resnet.yaml``, loaded from that file with its training settings replaced by the
+benchmark's. Only ``mlp`` and ``cnn`` have hand-written engine baselines (:data:`HAND_MODELS`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pathlib import Path
+
 import numpy as np
 
 if TYPE_CHECKING:
     from nnspec.compiler.ir import Graph
 
-MODELS: tuple[str, ...] = ("mlp", "cnn")
+MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet")
+#: Models with hand-written engine baselines; the others are compared with Keras ``fit`` and across engines only.
+HAND_MODELS: tuple[str, ...] = ("mlp", "cnn")
 ENGINES: tuple[str, ...] = ("jax", "tensorflow", "theano", "keras")
 
 #: Adam's hyper-parameters (Keras 3 defaults): every hand-written optimiser uses exactly these.
@@ -23,6 +31,9 @@ ADAM = {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 
 #: Dropout rate of the convnet (probability of dropping a unit).
 CNN_DROPOUT = 0.5
+
+#: The residual model's spec file (its layers are the benchmark's; its ``train`` section is replaced).
+RESNET_SPEC = Path(__file__).resolve().parent.parent / "specs" / "fashion_mnist_resnet.yaml"
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class BenchConfig:
 
 
 def layer_list(model: str) -> list[tuple[str, dict[str, Any]] | str]:
-    """The model as ``(op, attrs)`` pairs for :func:`nnspec.compiler.shapes.make_graph`."""
+    """The model as ``(op, attrs)`` pairs for :func:`nnspec.compiler.shapes.make_graph` (``mlp``, ``cnn``)."""
     if model == "mlp":
         return [
             "flatten",
@@ -64,6 +75,8 @@ def layer_list(model: str) -> list[tuple[str, dict[str, Any]] | str]:
             ("dense", {"units": 10}),
             "softmax",
         ]
+    if model == "resnet":
+        raise ValueError(f"the resnet is defined by its spec file, {RESNET_SPEC}; use make_model_graph")
     raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
 
 
@@ -79,18 +92,27 @@ def make_model_graph(model: str, config: BenchConfig) -> "Graph":
         epochs=config.epochs,
         seed=config.seed,
     )
+    if model == "resnet":
+        import nnspec
+
+        graph = nnspec.load(str(RESNET_SPEC))
+        if graph.dtype != "float32":
+            raise ValueError(f"{RESNET_SPEC}: the benchmark runs in float32, the spec says {graph.dtype}")
+        return graph.replace(train=train)
     return make_graph((28, 28, 1), layer_list(model), name=f"fashion-mnist-{model}", train=train, dtype="float32")
 
 
 def initial_weights(model: str, config: BenchConfig) -> dict[str, np.ndarray]:
-    """The shared float32 starting weights, ``{'<layer>.kernel'|'<layer>.bias': array}``."""
+    """The shared float32 starting weights, ``{'<layer>.<weight>': array}``: trainable weights and, for the
+    resnet, the batch norms' moving statistics."""
     from nnspec.compiler.init import initial_weights as nnspec_initial_weights
 
     return nnspec_initial_weights(make_model_graph(model, config), dtype="float32")
 
 
 def weight_list(model: str, config: BenchConfig) -> list[np.ndarray]:
-    """The starting weights in layer order (kernel, bias, kernel, bias, ...), as Keras's ``set_weights`` wants."""
+    """The trainable starting weights in layer order (kernel, bias, kernel, bias, ...), as Keras's
+    ``set_weights`` wants for the ``Sequential`` ``mlp`` and ``cnn`` (the resnet is matched by name)."""
     graph = make_model_graph(model, config)
     weights = initial_weights(model, config)
     return [weights[key] for key, _, _ in graph.param_specs()]

@@ -42,7 +42,7 @@ def batch_norm_train(
     ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, momentum: float, epsilon: float
 ) -> tuple[Any, Any, Any]:
     """Training-mode batch norm: ``(y, new_moving_mean, new_moving_variance)``."""
-    axes = tuple(range(len(x.shape) - 1))
+    axes = tuple(range(x.ndim - 1))
     mean, var = moments(ops, x, axes)
     y = normalize(ops, x, mean, var, gamma, beta, epsilon)
     keep, take = ops.constant(momentum), ops.constant(1.0 - momentum)
@@ -57,7 +57,7 @@ def batch_norm_infer(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, movi
 
 def layer_norm(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, epsilon: float) -> Any:
     """Layer norm over the last axis of each example."""
-    mean, var = moments(ops, x, (len(x.shape) - 1,))
+    mean, var = moments(ops, x, (x.ndim - 1,))
     return normalize(ops, x, mean, var, gamma, beta, epsilon)
 
 

@@ -1,9 +1,12 @@
 """``nnspec import MODEL.keras|CONFIG.json -o SPEC.yaml [--weights-out W.safetensors]``: a Keras model as a spec.
 
-The model must be a Sequential model, or a functional model that is one chain, made of layers nnspec
-knows (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Reshape, Dropout, Activation, ReLU,
-Softmax). Anything else (a Lambda, an unknown layer, dilation, groups, channels_first, an activation nnspec
-lacks) is an error naming the Keras layer. The file's description is checked before Keras sees it; weights
+The model must be a Sequential model, or a functional model with one input and one output (it may branch
+and merge), made of layers nnspec knows (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Reshape,
+Dropout, Activation, ReLU, Softmax, Add, Concatenate, BatchNormalization, LayerNormalization on the last
+axis, GlobalAveragePooling2D, GlobalMaxPooling2D). A functional model becomes a graph spec (``inputs:``
+lists, ``output:`` when needed). Anything else (a Lambda, an unknown layer, dilation, groups,
+channels_first, an activation nnspec lacks, several inputs or outputs, a shared layer) is an error naming
+the Keras layer. The file's description is checked before Keras sees it; weights
 are then read with ``keras.saving.load_model(..., safe_mode=True)``.
 """
 

@@ -1,7 +1,8 @@
 """A spec and its weights -> a standard Keras 3 ``.keras`` file (imports Keras).
 
-The file holds only standard Keras layers (no Lambda, nothing of nnspec's): plain Keras loads it with
-``keras.saving.load_model(path, safe_mode=True)``. ``dropout`` becomes ``keras.layers.Dropout``: inference
+The file holds a functional model of standard Keras layers only (no Lambda, nothing of nnspec's), wired as
+the graph is (``Add``, ``Concatenate`` for merges; ``BatchNormalization`` holding its moving statistics):
+plain Keras loads it with ``keras.saving.load_model(path, safe_mode=True)``. ``dropout`` becomes ``keras.layers.Dropout``: inference
 is the identity either way, but training the exported model in Keras draws Keras's own masks, not
 nnspec's. The model is compiled with the spec's optimiser, schedule, weight decay and loss, so that
 ``model.fit`` in Keras trains it with the same settings.
@@ -86,13 +87,15 @@ def keras_loss(graph: Graph) -> tuple[Any, list[str]]:
 
 
 def build_keras_model(graph: Graph, weights: Mapping[str, np.ndarray], *, compile: bool = True) -> Any:
-    """The standard ``keras.Model`` of ``graph`` holding ``weights`` (dropout as ``keras.layers.Dropout``)."""
-    from ..backends.keras.layers import BuildOptions, assign_weights, build_models
+    """The standard functional ``keras.Model`` of ``graph`` holding ``weights`` and moving statistics
+    (dropout as ``keras.layers.Dropout``)."""
+    from ..backends.keras.layers import BuildOptions, build_graph
 
     check_weights(graph, weights)
     with _dtype_scope(graph.dtype):
-        model, _ = build_models(graph, BuildOptions(dtype=graph.dtype, seed=graph.train.seed, export=True))
-        assign_weights(model, graph, dict(weights))
+        kgraph = build_graph(graph, BuildOptions(dtype=graph.dtype, seed=graph.train.seed, export=True))
+        kgraph.assign(weights)
+        model = kgraph.model
         if compile:
             loss, metrics = keras_loss(graph)
             model.compile(optimizer=keras_optimizer(graph), loss=loss, metrics=metrics)

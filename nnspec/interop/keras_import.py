@@ -4,6 +4,11 @@ The model's description is read from the ``.keras`` archive's ``config.json`` (o
 checked layer by layer (:mod:`.keras_mapping`) before anything else happens: a Lambda layer, an unknown
 class or an unsupported option is an error that names the Keras layer, and such a file is never handed to
 Keras. Only then are the weights read, with ``keras.saving.load_model(path, safe_mode=True)``.
+
+Sequential models become chains; functional models become graph specs: layers in a topological order,
+``inputs: [a, b]`` where a layer reads anything but the layer before it (``input`` is the model's
+input), and a top-level ``output: NAME`` when the output is not the last layer. Specs that use graph
+wiring or the ops of language 1.1 are written as ``nnspec: 1.1``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from ..compiler.ir import Graph
-from ..compiler.shapes import ShapeProblem, make_graph
+from ..compiler.ir import INPUT, Graph, Shape
+from ..compiler.shapes import MERGE_OPS, ShapeProblem, make_graph, make_node
 from ..runtime.weights import weight_differences
 from .errors import KerasImportError
-from .keras_config import KerasChain, model_chain, read_config
+from .keras_config import KerasLayer, KerasNetwork, model_network, read_config
 from .keras_mapping import SpecLayer, clean_float, map_layer
+
+#: Ops that exist from language version 1.1 on.
+V11_OPS = frozenset({"add", "concat", "batch_norm", "layer_norm", "global_avg_pool2d", "global_max_pool2d"})
 
 _OPTIMIZERS = {"adam": "adam", "sgd": "sgd", "rmsprop": "rmsprop"}
 _OPTIMIZER_KEYS = {
@@ -52,15 +60,22 @@ class ImportedModel:
 def import_keras(path: str) -> ImportedModel:
     """Turn the Keras model in ``path`` (``.keras`` archive or config ``.json``) into a spec and weights."""
     config, has_weights = read_config(path)
-    chain = model_chain(config)
-    if chain.input_dtype not in ("float32", "float64"):
-        raise KerasImportError(f"the model's input dtype is {chain.input_dtype}; nnspec reads float32 or float64 inputs")
-    layers = [spec_layer for layer in chain.layers for spec_layer in map_layer(layer)]
-    notes = [note for layer in layers for note in layer.notes]
-    notes += _assign_names(layers)
-    graph = _graph(chain, layers)
-    spec = _spec_document(chain, layers, path, notes)
-    graph = graph.replace(train=_resolved_train(spec))
+    try:
+        net = model_network(config)
+        if net.input_dtype not in ("float32", "float64"):
+            raise KerasImportError(f"the model's input dtype is {net.input_dtype}; nnspec reads float32 or float64 inputs")
+        groups = [(layer, map_layer(layer)) for layer in net.layers]
+        layers = [spec_layer for _, specs in groups for spec_layer in specs]
+        notes = [note for layer in layers for note in layer.notes]
+        notes += _assign_names(layers)
+        output = _wire(net, groups)
+        graph = _graph(net, layers, output)
+        spec = _spec_document(net, layers, output, path, notes)
+        graph = graph.replace(train=_resolved_train(spec))
+    except KerasImportError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError) as exc:
+        raise KerasImportError(f"{path}: a malformed Keras model config ({type(exc).__name__}: {exc})") from None
     weights = _read_weights(path, layers, graph) if has_weights else None
     return ImportedModel(spec, graph, weights, path, notes)
 
@@ -71,8 +86,8 @@ def _identifier(text: str) -> str:
 
 
 def _assign_names(layers: list[SpecLayer]) -> list[str]:
-    """Make every name a valid, unique nnspec identifier; returns notes for the names that changed."""
-    notes, taken = [], set()
+    """Make every name a valid, unique nnspec identifier other than ``input``; returns notes for the names that changed."""
+    notes, taken = [], {INPUT}
     for layer in layers:
         name = _identifier(layer.name)
         base, n = name, 1
@@ -86,24 +101,63 @@ def _assign_names(layers: list[SpecLayer]) -> list[str]:
     return notes
 
 
+def _wire(net: KerasNetwork, groups: list[tuple[KerasLayer, list[SpecLayer]]]) -> str:
+    """Fill in what each spec layer reads; returns the spec name of the model's output."""
+    last = {net.input_name: INPUT}
+    for klayer, specs in groups:
+        first = specs[0]
+        if first.op not in MERGE_OPS and len(klayer.inbound) != 1:
+            raise KerasImportError(f"{klayer.label} takes {len(klayer.inbound)} inputs; only Add and Concatenate merge several")
+        first.inputs = tuple(last[name] for name in klayer.inbound)
+        for before, after in zip(specs, specs[1:]):
+            after.inputs = (before.name,)
+        last[klayer.name] = specs[-1].name
+    return last[net.output]
+
+
 def _graph_attrs(layer: SpecLayer) -> dict[str, Any]:
-    attrs = {k: v for k, v in layer.params.items() if k not in ("kernel_init", "bias_init")}
-    return {**attrs, "name": layer.name}
+    return {k: v for k, v in layer.params.items() if k not in ("kernel_init", "bias_init")}
 
 
-def _graph(chain: KerasChain, layers: list[SpecLayer]) -> Graph:
-    """Shape-infer the chain with nnspec's rules; a layer that does not fit names its Keras layer."""
+def _resolve_axis(layer: SpecLayer, rank: int) -> None:
+    """Check (normalisation) or convert (concatenation) the Keras axis, now that the per-example ``rank`` is known."""
+    if layer.keras_axis is None:
+        return
+    batched = rank + 1
+    axis = layer.keras_axis
+    if not -batched <= axis < batched:
+        raise KerasImportError(f"{layer.source.label}: axis={axis} is out of range for its input of rank {batched} (batch axis included)")
+    axis %= batched
+    if layer.op == "concat":
+        if axis == 0:
+            raise KerasImportError(f"{layer.source.label}: axis={layer.keras_axis} is the batch axis; nnspec concatenates along an axis of each example")
+        if axis == batched - 1:
+            layer.params.pop("axis", None)
+        else:
+            layer.params["axis"] = axis - 1
+    elif axis != batched - 1:
+        raise KerasImportError(f"{layer.source.label}: axis={layer.keras_axis} is not supported (nnspec's {layer.op} normalises over the last axis only: axis=-1)")
+
+
+def _graph(net: KerasNetwork, layers: list[SpecLayer], output: str) -> Graph:
+    """Shape-infer the wired layers with nnspec's rules; a layer that does not fit names its Keras layer."""
+    shapes: dict[str, Shape] = {INPUT: net.input_shape}
     done: list[tuple[str, dict[str, Any]]] = []
-    for layer in layers:
-        done.append((layer.op, _graph_attrs(layer)))
+    for index, layer in enumerate(layers):
+        given = [shapes[name] for name in layer.inputs]
+        _resolve_axis(layer, len(given[0]))
+        attrs = _graph_attrs(layer)
         try:
-            make_graph(chain.input_shape, done, dtype=chain.input_dtype)
+            node = make_node(index, layer.name, layer.op, attrs, given if layer.op in MERGE_OPS else given[0], layer.inputs)
         except ShapeProblem as exc:
             hint = f" ({exc.hint})" if exc.hint else ""
             if layer.op == "dense":
                 hint = " (Keras's Dense acts on the last axis of any input; nnspec's dense needs a rank-1 input: add Flatten before it)"
             raise KerasImportError(f"{layer.source.label}: nnspec's {layer.op} {exc.message}{hint}") from None
-    return make_graph(chain.input_shape, done, name=_model_name(chain.name), dtype=chain.input_dtype)
+        shapes[layer.name] = node.output_shape
+        done.append((layer.op, {**attrs, "name": layer.name, "inputs": list(layer.inputs)}))
+    explicit = output if output != layers[-1].name else None
+    return make_graph(net.input_shape, done, name=_model_name(net.name), dtype=net.input_dtype, output=explicit)
 
 
 def _model_name(name: str) -> str:
@@ -111,21 +165,28 @@ def _model_name(name: str) -> str:
     return cleaned if re.match(r"^[A-Za-z_]", cleaned) else ("_" + cleaned)[:64]
 
 
-def _spec_layer_entry(layer: SpecLayer) -> dict[str, Any]:
-    return {layer.op: {**layer.params, "name": layer.name}}
+def _spec_layer_entry(layer: SpecLayer, default_input: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {**layer.params, "name": layer.name}
+    if layer.inputs != (default_input,):
+        entry["inputs"] = list(layer.inputs)
+    return {layer.op: entry}
 
 
-def _spec_document(chain: KerasChain, layers: list[SpecLayer], path: str, notes: list[str]) -> dict[str, Any]:
+def _spec_document(net: KerasNetwork, layers: list[SpecLayer], output: str, path: str, notes: list[str]) -> dict[str, Any]:
+    entries = [_spec_layer_entry(layer, layers[i - 1].name if i else INPUT) for i, layer in enumerate(layers)]
+    wired = any("inputs" in next(iter(e.values())) for e in entries) or output != layers[-1].name
     spec: dict[str, Any] = {
-        "nnspec": 1,
-        "name": _model_name(chain.name),
-        "description": f"Imported from Keras model '{chain.name}' ({os.path.basename(path)}).",
-        "input": {"shape": list(chain.input_shape)},
-        "layers": [_spec_layer_entry(layer) for layer in layers],
+        "nnspec": 1.1 if wired or any(layer.op in V11_OPS for layer in layers) else 1,
+        "name": _model_name(net.name),
+        "description": f"Imported from Keras model '{net.name}' ({os.path.basename(path)}).",
+        "input": {"shape": list(net.input_shape)},
+        "layers": entries,
     }
-    if chain.input_dtype != "float32":
-        spec["input"]["dtype"] = chain.input_dtype
-    train = _train_section(chain.compile_config, notes)
+    if output != layers[-1].name:
+        spec["output"] = output
+    if net.input_dtype != "float32":
+        spec["input"]["dtype"] = net.input_dtype
+    train = _train_section(net.compile_config, notes)
     if train:
         spec["train"] = train
     return spec
@@ -210,7 +271,8 @@ def _resolved_train(spec: dict[str, Any]) -> Any:
 
 
 def _read_weights(path: str, layers: list[SpecLayer], graph: Graph) -> dict[str, np.ndarray]:
-    """The weights of a checked ``.keras`` archive, loaded with Keras in safe mode, keyed ``<layer>.<param>``."""
+    """The weights and moving statistics of a checked ``.keras`` archive, loaded with Keras in safe mode,
+    keyed ``<layer>.<name>``."""
     import keras
 
     from ..backends.keras import layers as _registers_counter_dropout  # noqa: F401  (nnspec>CounterDropout)
@@ -221,14 +283,14 @@ def _read_weights(path: str, layers: list[SpecLayer], graph: Graph) -> dict[str,
         raise KerasImportError(f"{path}: Keras could not load the model's weights ({type(exc).__name__}: {exc})") from None
     weights: dict[str, np.ndarray] = {}
     for layer in layers:
-        if not layer.holds_weights:
+        if not layer.weight_names:
             continue
-        values = model.get_layer(layer.source.name).get_weights()
-        names = ["kernel", "bias"] if layer.params.get("use_bias", True) else ["kernel"]
-        if len(values) != len(names):
-            raise KerasImportError(f"{layer.source.label} holds {len(values)} weight arrays; expected {len(names)} ({', '.join(names)})")
-        for name, value in zip(names, values):
-            weights[f"{layer.name}.{name}"] = np.ascontiguousarray(value, dtype=graph.dtype)
+        klayer = model.get_layer(layer.source.name)
+        for name in layer.weight_names:
+            variable = getattr(klayer, name, None)
+            if variable is None:
+                raise KerasImportError(f"{layer.source.label} holds no '{name}' weights")
+            weights[f"{layer.name}.{name}"] = np.ascontiguousarray(keras.ops.convert_to_numpy(variable), dtype=graph.dtype)
     problems = weight_differences(graph, weights)
     if problems:
         raise KerasImportError(f"{path}: the weights do not fit the imported spec:\n  " + "\n  ".join(problems))
@@ -239,9 +301,17 @@ def spec_text(imported: ImportedModel) -> str:
     """The spec as YAML text, with a header saying where it came from and any notes."""
     import yaml
 
+    class Dumper(yaml.SafeDumper):
+        """Writes each layer's parameters on one line: ``- add: {name: res, inputs: [a, b]}``."""
+
+    class OneLine(dict):
+        pass
+
+    Dumper.add_representer(OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True))
+    layers = [{op: OneLine(params) for op, params in entry.items()} for entry in imported.spec["layers"]]
     header = [f"# Imported from {os.path.basename(imported.source)} by `nnspec import`."]
     header += [f"# note: {note}" for note in imported.notes]
-    body = yaml.safe_dump(imported.spec, sort_keys=False, default_flow_style=None, width=120)
+    body = yaml.dump({**imported.spec, "layers": layers}, Dumper=Dumper, sort_keys=False, default_flow_style=None, width=120)
     return "\n".join(header) + "\n" + body
 
 

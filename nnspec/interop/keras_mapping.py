@@ -3,7 +3,10 @@
 A mapper reads a layer's config and returns the spec layers it becomes (usually one; ``Dense`` with
 ``activation='softmax'`` becomes ``dense`` + ``softmax``), or raises :class:`KerasImportError` naming the
 Keras layer and the option nnspec lacks. Options that do not change what the layer computes (a dropout
-seed, an initialiser nnspec has no name for) become notes instead.
+seed, an initialiser nnspec has no name for) become notes instead. The first spec layer of a Keras layer
+reads what the Keras layer reads; the others read the one before them. Merges: ``Add`` is ``add``,
+``Concatenate`` is ``concat`` on the per-example axis (Keras's axis less one); ``BatchNormalization`` and
+``LayerNormalization`` must act on the last axis.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ class SpecLayer:
     params: dict[str, Any]
     name: str
     source: KerasLayer
-    holds_weights: bool = False
+    weight_names: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: the (batched) Keras axis the layer acts on, checked or converted once the input's rank is known
+    keras_axis: int | None = None
+    #: the spec names this layer reads (``input`` for the model input), filled in by the import
+    inputs: tuple[str, ...] = ()
 
 
 Mapper = Callable[[KerasLayer], list[SpecLayer]]
@@ -71,7 +78,16 @@ def map_layer(layer: KerasLayer) -> list[SpecLayer]:
     if mapper is None:
         raise KerasImportError(f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})")
     _check_dtype(layer)
-    return mapper(layer)
+    try:
+        specs = mapper(layer)
+    except KerasImportError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise KerasImportError(f"{layer.label}: a malformed layer config ({type(exc).__name__}: {what})") from None
+    if layer.config.get("trainable") is False:
+        specs[0].notes.append(f"{layer.label} is frozen in Keras (trainable: false); nnspec trains every layer")
+    return specs
 
 
 def clean_float(value: Any) -> float:
@@ -139,7 +155,16 @@ def _pair(value: Any) -> Any:
     values = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value,))]
     if len(values) == 1:
         values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"expected one or two positive ints, got {value!r}")
     return values[0] if values[0] == values[1] else values
+
+
+def _positive(layer: KerasLayer, key: str) -> int:
+    value = layer.config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _unsupported(layer, key, value, "it must be a positive int")
+    return value
 
 
 def _channels_last(layer: KerasLayer) -> None:
@@ -152,7 +177,8 @@ def _with_activation(layer: KerasLayer, op: str, params: dict[str, Any], notes: 
     activation = _activation(layer, layer.config.get("activation"))
     if activation not in ("linear", "softmax"):
         params["activation"] = activation
-    main = SpecLayer(op, params, layer.name, layer, holds_weights=True, notes=notes)
+    names = ("kernel", "bias") if params.get("use_bias", True) else ("kernel",)
+    main = SpecLayer(op, params, layer.name, layer, weight_names=names, notes=notes)
     if activation == "softmax":
         note = f"{layer.label}: its softmax activation becomes a separate softmax layer"
         return [main, SpecLayer("softmax", {}, f"{layer.name}_softmax", layer, notes=[note])]
@@ -174,7 +200,7 @@ def _weights_options(layer: KerasLayer, params: dict[str, Any]) -> list[str]:
 
 @maps("Dense")
 def _dense(layer: KerasLayer) -> list[SpecLayer]:
-    params: dict[str, Any] = {"units": int(layer.config["units"])}
+    params: dict[str, Any] = {"units": _positive(layer, "units")}
     notes = _weights_options(layer, params)
     return _with_activation(layer, "dense", params, notes)
 
@@ -189,7 +215,7 @@ def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
     padding = str(cfg.get("padding", "valid")).lower()
     if padding not in ("valid", "same"):
         raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    params: dict[str, Any] = {"filters": int(cfg["filters"]), "kernel": _pair(cfg["kernel_size"])}
+    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(cfg["kernel_size"])}
     if _pair(cfg.get("strides", 1)) != 1:
         params["strides"] = _pair(cfg["strides"])
     if padding != "valid":
@@ -264,3 +290,86 @@ def _softmax(layer: KerasLayer) -> list[SpecLayer]:
     if axis not in (-1, [-1]):
         raise _unsupported(layer, "axis", axis, "nnspec's softmax is over the last axis")
     return [SpecLayer("softmax", {}, layer.name, layer)]
+
+
+@maps("Add")
+def _add(layer: KerasLayer) -> list[SpecLayer]:
+    return [SpecLayer("add", {}, layer.name, layer)]
+
+
+@maps("Concatenate")
+def _concatenate(layer: KerasLayer) -> list[SpecLayer]:
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise _unsupported(layer, "axis", axis, "nnspec concatenates along one axis given as an int")
+    return [SpecLayer("concat", {}, layer.name, layer, keras_axis=axis)]
+
+
+def _one_axis(layer: KerasLayer) -> int:
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, list) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise _unsupported(layer, "axis", layer.config.get("axis"), "nnspec normalises over the last axis only (axis=-1)")
+    return axis
+
+
+def _norm_options(layer: KerasLayer, defaults: dict[str, Any], initializers: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Spec parameters (those that differ from nnspec's defaults) and notes of a normalisation layer."""
+    cfg = layer.config
+    _no_extras(layer, ("gamma_regularizer", "beta_regularizer", "gamma_constraint", "beta_constraint"))
+    params: dict[str, Any] = {}
+    for key in ("momentum", "epsilon"):
+        if key in defaults and cfg.get(key) is not None:
+            value = clean_float(cfg[key])
+            if value != defaults[key]:
+                params[key] = value
+    for key in ("center", "scale"):
+        if not cfg.get(key, True):
+            params[key] = False
+    notes = []
+    for key, default in initializers.items():
+        init = cfg.get(key)
+        name = init.get("class_name") if isinstance(init, dict) else init
+        if name is not None and _INITIALIZERS.get(str(name), str(name)) != default:
+            notes.append(f"{layer.label}: {key} {name} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)")
+    return params, notes
+
+
+def _affine_names(params: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name, key in (("gamma", "scale"), ("beta", "center")) if params.get(key, True))
+
+
+@maps("BatchNormalization")
+def _batch_norm(layer: KerasLayer) -> list[SpecLayer]:
+    from ..compiler.shapes import DEFAULTS
+
+    if layer.config.get("renorm"):
+        raise _unsupported(layer, "renorm", True, "nnspec's batch_norm has no batch renormalisation")
+    axis = _one_axis(layer)
+    inits = {"gamma_initializer": "ones", "beta_initializer": "zeros", "moving_mean_initializer": "zeros", "moving_variance_initializer": "ones"}
+    params, notes = _norm_options(layer, DEFAULTS["batch_norm"], inits)
+    names = (*_affine_names(params), "moving_mean", "moving_variance")
+    return [SpecLayer("batch_norm", params, layer.name, layer, weight_names=names, notes=notes, keras_axis=axis)]
+
+
+@maps("LayerNormalization")
+def _layer_norm(layer: KerasLayer) -> list[SpecLayer]:
+    from ..compiler.shapes import DEFAULTS
+
+    if layer.config.get("rms_scaling"):
+        raise _unsupported(layer, "rms_scaling", True, "nnspec's layer_norm centres and scales by the standard deviation")
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, list) and len(axis) != 1:
+        raise _unsupported(layer, "axis", axis, "nnspec's layer_norm normalises over the last axis only (axis=-1)")
+    params, notes = _norm_options(layer, DEFAULTS["layer_norm"], {"gamma_initializer": "ones", "beta_initializer": "zeros"})
+    return [SpecLayer("layer_norm", params, layer.name, layer, weight_names=_affine_names(params), notes=notes, keras_axis=_one_axis(layer))]
+
+
+@maps("GlobalAveragePooling2D", "GlobalMaxPooling2D")
+def _global_pool(layer: KerasLayer) -> list[SpecLayer]:
+    _channels_last(layer)
+    if layer.config.get("keepdims"):
+        raise _unsupported(layer, "keepdims", True, "nnspec's global pools give (channels,); add a Reshape after it")
+    op = "global_avg_pool2d" if layer.class_name == "GlobalAveragePooling2D" else "global_max_pool2d"
+    return [SpecLayer(op, {}, layer.name, layer)]

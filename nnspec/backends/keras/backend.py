@@ -1,4 +1,4 @@
-"""The ``keras`` backend: a spec compiled to a ``keras.Model`` of standard Keras 3 layers.
+"""The ``keras`` backend: a spec compiled to a functional ``keras.Model`` of standard Keras 3 layers.
 
 Keras runs on the engine it is configured for (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else
 TensorFlow); nnspec's Keras backend trains on ``jax`` and ``tensorflow``. Importing this module imports
@@ -82,9 +82,13 @@ class KerasBackend(Backend):
         return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
 
     def capabilities(self) -> Capabilities:
+        """The layers that have a Keras layer builder, every activation and optimiser; float64 only on TensorFlow."""
+        from .layers import supported_ops
+
+        layers = supported_ops()
         if configured_engine() == "jax":
-            return Capabilities(devices=("cpu", "gpu"), dtypes=("float32",), gaps={"float64": FLOAT64_ON_JAX})
-        return Capabilities(devices=("cpu", "gpu"), dtypes=("float32", "float64"))
+            return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32",), gaps={"float64": FLOAT64_ON_JAX})
+        return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32", "float64"))
 
     def check(self, graph: Graph, dtype: str) -> None:
         """As :meth:`Backend.check`, and a refused dtype says why (float64 on Keras-JAX)."""

@@ -1,8 +1,13 @@
-"""One Keras-layer builder per IR op, registered by op type, and the model assembled from them (imports Keras).
+"""One Keras-layer builder per IR op, registered by op type, and the functional graph wired from them (imports Keras).
 
 Every op maps to a standard Keras 3 layer with the contract's layouts (channels last, dense kernel
-``[in, out]``, conv kernel ``[kh, kw, in, out]``), so nnspec's NumPy weights load unchanged. The one
-exception is ``dropout`` while training: :class:`CounterDropout` applies nnspec's counter-based mask
+``[in, out]``, conv kernel ``[kh, kw, in, out]``), so nnspec's NumPy weights load unchanged: ``add`` is
+``Add``, ``concat`` is ``Concatenate(axis=axis + 1)`` (the IR's axis is per example), ``batch_norm`` is
+``BatchNormalization(axis=-1)``, ``layer_norm`` is ``LayerNormalization(axis=-1)``, the global pools are
+``GlobalAveragePooling2D`` / ``GlobalMaxPooling2D``. Each layer is called on the outputs of the layers its
+``Node.inputs`` names (a list of them for the merges). Keras's variables have nnspec's names: ``kernel``,
+``bias``, ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``.
+The one exception is ``dropout`` while training: :class:`CounterDropout` applies nnspec's counter-based mask
 (:func:`nnspec.runtime.dropout.apply_dropout`) so that Keras drops exactly the units every other engine
 drops. For export (``export=True``) dropout becomes the standard ``keras.layers.Dropout``, which is the
 identity at inference, so an exported file loads in plain Keras without nnspec.
@@ -11,12 +16,13 @@ identity at inference, so an exported file loads in plain Keras without nnspec.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
 
-from ...compiler.ir import Graph, Initializer, Node
+from ...compiler.ir import INPUT, Graph, Initializer, Node
+from ...compiler.opset import MERGE_OPS
 from ...errors import BackendError
 from ...runtime.dropout import apply_dropout
 from .ops import KerasOps
@@ -94,7 +100,7 @@ builds = _BUILDERS.register
 
 
 def supported_ops() -> frozenset[str]:
-    """IR ops that have a Keras builder."""
+    """IR ops that have a Keras builder (the keys of the builder registry)."""
     return frozenset(_BUILDERS)
 
 
@@ -194,13 +200,45 @@ def _softmax(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     return keras.layers.Softmax(axis=-1, name=node.name, dtype=opts.dtype)
 
 
+@builds("add")
+def _add(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return keras.layers.Add(name=node.name, dtype=opts.dtype)
+
+
+@builds("concat")
+def _concat(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return keras.layers.Concatenate(axis=int(node.attrs["axis"]) + 1, name=node.name, dtype=opts.dtype)
+
+
+@builds("batch_norm")
+def _batch_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    return keras.layers.BatchNormalization(
+        axis=-1, momentum=float(a["momentum"]), epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype
+    )
+
+
+@builds("layer_norm")
+def _layer_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    return keras.layers.LayerNormalization(axis=-1, epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype)
+
+
+@builds("global_avg_pool2d")
+def _global_avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return keras.layers.GlobalAveragePooling2D(data_format="channels_last", name=node.name, dtype=opts.dtype)
+
+
+@builds("global_max_pool2d")
+def _global_max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return keras.layers.GlobalMaxPooling2D(data_format="channels_last", name=node.name, dtype=opts.dtype)
+
+
 def build_layer(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     """The Keras layer of one IR node; an op without a builder is a :class:`BackendError` naming the layer."""
-    try:
-        builder = _BUILDERS[node.op]
-    except KeyError:
-        raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no Keras lowering in nnspec's keras backend") from None
-    return builder(node, opts)
+    if node.op not in _BUILDERS:
+        raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no Keras lowering in nnspec's keras backend")
+    return _BUILDERS[node.op](node, opts)
 
 
 def _input_name(graph: Graph) -> str:
@@ -211,42 +249,81 @@ def _input_name(graph: Graph) -> str:
     return name
 
 
-def build_models(graph: Graph, opts: BuildOptions) -> tuple[keras.Model, keras.Model]:
-    """Two functional Keras models sharing one set of layers: ``(model, outputs_model)``.
-
-    ``model`` maps the input to the final output (the standard model a Keras user sees; it is what
-    export saves); ``outputs_model`` returns the output of every node, in order (for the training step,
-    the logits before a final softmax, and per-layer comparison).
-    """
-    inputs = keras.Input(shape=tuple(graph.input_shape), dtype=opts.dtype, name=_input_name(graph))
-    outputs: list[Any] = []
-    x = inputs
-    for node in graph.nodes:
-        x = build_layer(node, opts)(x)
-        outputs.append(x)
-    model = keras.Model(inputs, x, name=_model_name(graph.name))
-    outputs_model = keras.Model(inputs, outputs, name=_model_name(graph.name) + "_outputs")
-    return model, outputs_model
-
-
 def _model_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
     return cleaned or "model"
 
 
-def layer_weight_variables(model: keras.Model, graph: Graph) -> dict[str, Any]:
-    """``{'<layer>.kernel' | '<layer>.bias': keras.Variable}`` for every parameter of ``graph``."""
-    found: dict[str, Any] = {}
-    for node in graph.nodes:
-        if not node.params:
-            continue
-        layer = model.get_layer(node.name)
-        for spec in node.params:
-            found[node.key(spec.name)] = getattr(layer, spec.name)
-    return found
+#: Marks a ``CounterDropout`` step counter among a model's non-trainable variables.
+COUNTER = "<counter>"
 
 
-def assign_weights(model: keras.Model, graph: Graph, weights: dict[str, np.ndarray]) -> None:
-    """Copy nnspec weights (contract layouts = Keras layouts) into the model's variables."""
-    for key, variable in layer_weight_variables(model, graph).items():
-        variable.assign(np.asarray(weights[key], dtype=variable.dtype))
+@dataclass(frozen=True)
+class Runner:
+    """A functional Keras model over some nodes, and which nnspec array each of its variables holds.
+
+    ``names``: the nodes whose outputs the model returns, in declaration order; ``trainable``: the key of
+    each of ``model.trainable_variables``; ``non_trainable``: for each of ``model.non_trainable_variables``
+    the key of a state array, :data:`COUNTER` for a dropout step counter, or None for anything else.
+    """
+
+    model: keras.Model
+    names: tuple[str, ...]
+    trainable: tuple[str, ...]
+    non_trainable: tuple[str | None, ...]
+
+
+class KerasGraph:
+    """The functional Keras graph of an nnspec graph: one layer per node, wired as ``Node.inputs`` says.
+
+    :attr:`model` maps the input to the graph's output (the standard model a Keras user sees; export
+    saves it); :meth:`runner` gives models that return the outputs of chosen nodes, sharing the layers.
+    """
+
+    def __init__(self, graph: Graph, opts: BuildOptions):
+        self.graph = graph
+        self.input = keras.Input(shape=tuple(graph.input_shape), dtype=opts.dtype, name=_input_name(graph))
+        self.layers: dict[str, keras.layers.Layer] = {}
+        self.tensors: dict[str, Any] = {INPUT: self.input}
+        for node in graph.nodes:
+            layer = build_layer(node, opts)
+            args = [self.tensors[name] for name in graph.inputs_of(node)]
+            self.tensors[node.name] = layer(args if node.op in MERGE_OPS else args[0])
+            self.layers[node.name] = layer
+        out = graph.output_node
+        self.model = keras.Model(self.input, self.tensors[out.name] if out is not None else self.input, name=_model_name(graph.name))
+        self._keys = self._variable_keys()
+        self._runners: dict[tuple[str, ...], Runner] = {}
+
+    def _variable_keys(self) -> dict[int, str]:
+        keys = {id(variable): key for key, variable in self.variables().items()}
+        keys.update({id(layer.step): COUNTER for layer in self.layers.values() if isinstance(layer, CounterDropout)})
+        return keys
+
+    def variables(self) -> dict[str, Any]:
+        """``{'<layer>.<name>': keras.Variable}`` for every trainable and state array of the graph."""
+        found: dict[str, Any] = {}
+        for node in self.graph.nodes:
+            for spec in (*node.params, *node.state):
+                found[node.key(spec.name)] = getattr(self.layers[node.name], spec.name)
+        return found
+
+    def runner(self, names: tuple[str, ...]) -> Runner:
+        """A model returning the outputs of nodes ``names`` (built once per set of names)."""
+        found = self._runners.get(names)
+        if found is None:
+            model = keras.Model(self.input, [self.tensors[n] for n in names], name=_model_name(self.graph.name) + f"_{len(self._runners)}")
+            trainable = tuple(self._keys[id(v)] for v in model.trainable_variables)
+            non_trainable = tuple(self._keys.get(id(v)) for v in model.non_trainable_variables)
+            found = self._runners[names] = Runner(model, names, trainable, non_trainable)
+        return found
+
+    def assign(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Copy nnspec arrays (contract layouts = Keras layouts) into the layers' variables."""
+        for key, variable in self.variables().items():
+            variable.assign(np.asarray(weights[key], dtype=variable.dtype))
+
+
+def build_graph(graph: Graph, opts: BuildOptions) -> KerasGraph:
+    """The :class:`KerasGraph` of ``graph`` (layers built with ``opts``)."""
+    return KerasGraph(graph, opts)

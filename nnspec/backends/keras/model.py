@@ -1,62 +1,89 @@
-"""``KerasModel``: a spec compiled to a ``keras.Model`` and trained with nnspec's shared definitions.
+"""``KerasModel``: a spec compiled to a functional ``keras.Model`` and trained through nnspec's shared recipe.
 
-The network is a functional Keras model made of standard layers (see :mod:`.layers`). The training step
-is nnspec's, written with ``keras.ops``: the model runs statelessly (``model.stateless_call``) on weight
-tensors held here, the loss comes from the logits (:func:`nnspec.runtime.losses.loss_from_head`), the
-update from :func:`nnspec.runtime.optimizers.apply_updates` and the learning rate from
-:func:`nnspec.runtime.schedules.learning_rate`. Only the gradient and the compilation are per engine:
-``jax.value_and_grad`` + ``jax.jit`` on JAX, ``tf.GradientTape`` + ``tf.function`` on TensorFlow.
-The optimiser step drives the dropout masks: it is passed in place of each ``CounterDropout`` counter.
-Data stay on the device; per-epoch loss and accuracy are summed on the device and read once per epoch.
+The network is a functional Keras model of standard layers wired as the graph says (see :mod:`.layers`).
+Training, evaluation and prediction are :class:`nnspec.runtime.recipe.TrainingRecipe`'s, like every
+engine's: the loss from the logits, the optimiser update, the schedule and the state update are nnspec's
+shared definitions over ``keras.ops``. What is Keras's own is the engine seam:
+
+* the graph walk (:meth:`KerasModel._walk`) runs the Keras model statelessly (``model.stateless_call``):
+  trainable variables from the recipe's ``params``, non-trainable ones from its ``state`` (batch-norm
+  moving statistics) and, for each ``CounterDropout`` counter, the optimiser step, which keys the dropout
+  masks. The moving statistics Keras's ``BatchNormalization`` computes while training are what the walk
+  writes back as the new state;
+* the gradient: ``jax.value_and_grad`` on Keras-JAX, ``tf.GradientTape`` on Keras-TensorFlow;
+* compilation: ``jax.jit`` / ``tf.function``, one compiled call per step; data stay on the device and the
+  epoch's loss and accuracy are summed there and read back once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
 from keras import ops as K
 
-from ...compiler.ir import Graph
+from ...compiler.ir import INPUT, Graph
 from ...errors import BackendError
-from ...runtime.losses import correct_count, loss_from_head
-from ...runtime.optimizers import apply_updates, init_state
-from ...runtime.schedules import learning_rate
-from ...runtime.weights import check_weights
+from ...runtime.optimizers import init_state
+from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
-from .layers import BuildOptions, CounterDropout, assign_weights, build_models, layer_weight_variables
+from ..lowering import LoweringContext
+from .layers import COUNTER, BuildOptions, KerasGraph, build_graph
 from .ops import KerasOps
 
 #: examples per device call in evaluate / predict (bounds memory; the result does not depend on it)
 EVAL_CHUNK = 2048
 
-Tensors = list[Any]
+
+def value_and_grad(engine: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The engine's ``value_and_grad``: ``f(params, *args) -> (loss, aux)`` to ``g -> ((loss, aux), grads)``."""
+    if engine == "jax":
+        import jax
+
+        return lambda fn: jax.value_and_grad(fn, has_aux=True)
+    import tensorflow as tf
+
+    def transform(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def with_grads(params: Mapping[str, Any], *args: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                loss, aux = fn(params, *args)
+            grads = tape.gradient(loss, dict(params), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return (loss, aux), grads
+
+        return with_grads
+
+    return transform
 
 
 class KerasModel(CompiledModel):
     """A graph compiled to Keras 3 on the engine Keras is configured for (JAX or TensorFlow)."""
+
+    chunk_size = EVAL_CHUNK
 
     def __init__(self, graph: Graph, backend: Backend, device: str, dtype: str, weights: Mapping[str, np.ndarray]):
         super().__init__(graph, backend, device, dtype)
         self.engine = keras.backend.backend()
         if self.engine not in ("jax", "tensorflow"):
             raise BackendError(f"nnspec's keras backend trains on KERAS_BACKEND=jax or tensorflow; Keras is set to '{self.engine}'")
-        self._ops = KerasOps(dtype)
+        self.ops = KerasOps(dtype)
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, self._walk, value_and_grad(self.engine)))
+        self._state_owner = {node.key(spec.name): (node, spec.name) for node in graph.nodes for spec in node.state}
         start = time.perf_counter()
         with self._scope():
-            self.keras_model, self._outputs_model = build_models(graph, BuildOptions(dtype=dtype, seed=graph.train.seed))
-            by_key = layer_weight_variables(self._outputs_model, graph)
-            ids = {id(v): k for k, v in by_key.items()}
-            self._keys: list[str] = [ids[id(v)] for v in self._outputs_model.trainable_variables]
-            self._counters = [
-                i for i, v in enumerate(self._outputs_model.non_trainable_variables) if _owned_by_counter(self._outputs_model, v)
-            ]
-            self._ntv = [v.value for v in self._outputs_model.non_trainable_variables]
-            self._tv = [self.put(np.asarray(weights[k], dtype=dtype)) for k in self._keys]
-            self._opt = {k: self.put(v) for k, v in init_state(graph.train.optimizer, {k: weights[k] for k in self._keys}).items()}
+            self._kgraph: KerasGraph = build_graph(graph, BuildOptions(dtype=dtype, seed=graph.train.seed))
+            self.keras_model = self._kgraph.model
+            self._kgraph.runner(self._needed(None))
+            self._kgraph.runner(self._needed((graph.head,)))
+            params = {k: weights[k] for k, _, _ in graph.param_specs()}
+            self._arrays: dict[str, dict[str, Any]] = {
+                "params": self._to_device(params),
+                "state": self._to_device({k: weights[k] for k, _, _ in graph.state_specs()}),
+                "slots": self._to_device(init_state(graph.train.optimizer, params)),
+            }
             self._compile_functions()
         self.compile_seconds = time.perf_counter() - start
 
@@ -82,157 +109,151 @@ class KerasModel(CompiledModel):
 
         return tf.function(fn)
 
-    def _value_and_grad(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn(tv, *args) -> (loss, aux)`` to ``g(tv, *args) -> ((loss, aux), grads)``."""
-        if self.engine == "jax":
-            import jax
-
-            return jax.value_and_grad(fn, has_aux=True)
-        import tensorflow as tf
-
-        def value_and_grad(tv: Tensors, *args: Any) -> Any:
-            with tf.GradientTape() as tape:
-                tape.watch(tv)
-                loss, aux = fn(tv, *args)
-            return (loss, aux), tape.gradient(loss, tv)
-
-        return value_and_grad
+    def _to_device(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return {k: K.convert_to_tensor(np.asarray(v, dtype=self.dtype)) for k, v in arrays.items()}
 
     def _int(self, value: int) -> Any:
         with self._scope():
             return K.convert_to_tensor(np.int32(value))
 
-    # ---- the pure functions that get compiled ---------------------------------------------------
-    def _forward(self, tv: Tensors, x: Any, training: bool, step: Any) -> list[Any]:
-        ntv = list(self._ntv)
-        for i in self._counters:
-            ntv[i] = K.cast(step, "int32")
-        outs, _ = self._outputs_model.stateless_call(tv, ntv, x, training=training)
-        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    # ---- the engine seam: the graph walk ------------------------------------------------------------
+    def _needed(self, targets: Sequence[str] | None) -> tuple[str, ...]:
+        """Names of the nodes ``targets`` depend on (every node for None), in declaration order."""
+        if targets is None:
+            return tuple(n.name for n in self.graph.nodes)
+        names = {n.name for t in targets if t != INPUT for n in self.graph.ancestors(t)}
+        return tuple(n.name for n in self.graph.nodes if n.name in names)
 
-    def _head(self, outs: list[Any], x: Any) -> Any:
-        n = len(self.graph.logits_nodes)
-        return outs[n - 1] if n else x
+    def _walk(self, ctx: LoweringContext, graph: Graph, x: Any, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """The outputs of the nodes ``targets`` need, from one stateless call of the Keras model.
 
-    def _loss(self, tv: Tensors, x: Any, y: Any, step: Any) -> tuple[Any, Any]:
-        head = self._head(self._forward(tv, x, True, step), x)
-        return loss_from_head(self._ops, self.graph, head, y), correct_count(self._ops, head, y)
+        Moving statistics that Keras's layers update in training are written to ``ctx`` as new state.
+        """
+        names = self._needed(targets)
+        if not names:
+            return {INPUT: x}
+        runner = self._kgraph.runner(names)
+        step = K.cast(ctx.step, "int32")
+        previous = runner.model.non_trainable_variables
+        ntv = [step if key == COUNTER else ctx.state[key] if key is not None else v.value for key, v in zip(runner.non_trainable, previous)]
+        tv = [ctx.params[key] for key in runner.trainable]
+        outs, new_ntv = runner.model.stateless_call(tv, ntv, x, training=ctx.training)
+        if ctx.training:
+            for key, value in zip(runner.non_trainable, new_ntv):
+                if key in self._state_owner:
+                    node, name = self._state_owner[key]
+                    ctx.write_state(node, name, value)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        return {INPUT: x, **dict(zip(names, outs))}
 
+    # ---- the compiled programs --------------------------------------------------------------------
     def _compile_functions(self) -> None:
-        ops, cfg, graph = self._ops, self.graph.train.optimizer, self.graph
-        value_and_grad = self._value_and_grad(self._loss)
+        recipe, dtype = self.recipe, self.dtype
 
-        def update(tv: Tensors, opt: dict[str, Any], x: Any, y: Any, step: Any) -> tuple[Tensors, dict[str, Any], Any, Any, Tensors]:
-            (loss, correct), grads = value_and_grad(tv, x, y, step)
-            lr = learning_rate(ops, graph.train.schedule, cfg.learning_rate, step)
-            params = dict(zip(self._keys, tv))
-            new_params, new_opt = apply_updates(ops, cfg, lr, step, params, dict(zip(self._keys, grads)), opt, graph.train.weight_decay)
-            return [new_params[k] for k in self._keys], new_opt, loss, correct, list(grads)
-
-        def epoch_step(tv: Tensors, opt: dict[str, Any], sums: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
+        def epoch_step(params: Any, slots: Any, state: Any, sums: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
             batch = K.take(order, i, axis=0)
-            tv, opt, loss, correct, _ = update(tv, opt, K.take(x, batch, axis=0), K.take(y, batch, axis=0), step)
-            return tv, opt, sums + K.stack([K.cast(loss, self.dtype), K.cast(correct, self.dtype)])
+            r = recipe.train_step(params, slots, state, step, K.take(x, batch, axis=0), K.take(y, batch, axis=0))
+            return r.params, r.slots, r.state, sums + K.stack([K.cast(r.loss, dtype), K.cast(r.correct, dtype)])
 
-        def single_step(tv: Tensors, opt: dict[str, Any], x: Any, y: Any, step: Any) -> Any:
-            tv, opt, loss, _, _ = update(tv, opt, x, y, step)
-            return tv, opt, loss
+        def one_step(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any) -> Any:
+            r = recipe.train_step(params, slots, state, step, x, y)
+            return r.params, r.slots, r.state, r.loss
 
-        def loss_grads(tv: Tensors, x: Any, y: Any, step: Any) -> Any:
-            (loss, _), grads = value_and_grad(tv, x, y, step)
-            return loss, list(grads)
-
-        def evaluate(tv: Tensors, x: Any, y: Any) -> Any:
-            head = self._head(self._forward(tv, x, False, 0), x)
-            n = ops.to_float(K.shape(x)[0])
-            return K.stack([loss_from_head(ops, graph, head, y) * n, correct_count(ops, head, y)])
-
-        def predict(tv: Tensors, x: Any) -> Any:
-            return self._forward(tv, x, False, 0)[-1] if graph.nodes else x
-
-        def outputs(tv: Tensors, x: Any, step: Any, training: bool) -> Any:
-            return self._forward(tv, x, training, step)
+        def outputs(params: Any, state: Any, x: Any, step: Any, training: bool) -> Any:
+            return recipe.outputs(params, state, x, training=training, step=step)
 
         self._epoch_step = self._jit(epoch_step)
-        self._single_step = self._jit(single_step)
-        self._loss_grads = self._jit(loss_grads)
-        self._evaluate = self._jit(evaluate)
-        self._predict = self._jit(predict)
-        self._outputs = self._jit(outputs, static=(3,))
+        self._one_step = self._jit(one_step)
+        self._gradients = self._jit(recipe.gradients)
+        self._eval_sums = self._jit(recipe.eval_sums)
+        self._predict = self._jit(recipe.predict)
+        self._outputs = self._jit(outputs, static=(4,))
 
     # ---- CompiledModel --------------------------------------------------------------------------
     def put(self, array: np.ndarray) -> Any:
+        """Copy ``array`` to the device (floating arrays in the model's dtype, integers as int32)."""
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(self.dtype, copy=False)
+        elif np.issubdtype(array.dtype, np.integer):
+            array = array.astype(np.int32, copy=False)
         with self._scope():
-            return K.convert_to_tensor(np.asarray(array))
+            return K.convert_to_tensor(array)
+
+    def read_arrays(self, group: str) -> dict[str, np.ndarray]:
+        """Host copies of ``params``, ``state`` or ``slots``."""
+        with self._scope():
+            return {k: np.array(K.convert_to_numpy(v)) for k, v in self._arrays[group].items()}
+
+    def write_arrays(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace ``params``, ``state`` or ``slots`` (same keys as now)."""
+        with self._scope():
+            self._arrays = {**self._arrays, group: self._to_device({k: arrays[k] for k in self._arrays[group]})}
+
+    def to_host(self, value: Any) -> float:
+        """A device scalar as a Python float."""
+        with self._scope():
+            return float(K.convert_to_numpy(value))
 
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """Train one epoch over the full batches of ``order``, one compiled call per step; metrics read once."""
         batch_size = max(1, min(batch_size, len(order)))  # a batch larger than the data is clipped to it
         steps = len(order) // batch_size
         if steps == 0:
             return float("nan"), float("nan")
         batches = self.put(np.asarray(order[: steps * batch_size], dtype=np.int32).reshape(steps, batch_size))
+        a = self._arrays
+        params, slots, state = a["params"], a["slots"], a["state"]
         with self._scope():
-            tv, opt = self._tv, self._opt
             sums = K.zeros((2,), dtype=self.dtype)
             for i in range(steps):
-                tv, opt, sums = self._epoch_step(tv, opt, sums, x, y, batches, self._int(i), self._int(self.step + i))
-            self._tv, self._opt = list(tv), dict(opt)
+                params, slots, state, sums = self._epoch_step(params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i))
+            self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             totals = K.convert_to_numpy(sums)
         self.step += steps
         return float(totals[0]) / steps, float(totals[1]) / (steps * batch_size)
 
-    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
-        n = int(x.shape[0])
-        totals = np.zeros(2)
+    def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
+        """Summed loss and correct count of examples ``start:start+size`` (device values)."""
         with self._scope():
-            for start in range(0, n, EVAL_CHUNK):
-                part = self._evaluate(self._tv, x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK])
-                totals += K.convert_to_numpy(part).astype(np.float64)
-        return float(totals[0] / n), float(totals[1] / n)
+            a = self._arrays
+            return self._eval_sums(a["params"], a["state"], x[start : start + size], y[start : start + size])
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=self.dtype)
-        parts = []
+    def predict_chunk(self, x: np.ndarray) -> np.ndarray:
+        """Final outputs for one chunk of host examples."""
         with self._scope():
-            for start in range(0, len(x), EVAL_CHUNK):
-                parts.append(K.convert_to_numpy(self._predict(self._tv, self.put(x[start : start + EVAL_CHUNK]))))
-        return np.concatenate(parts) if parts else np.zeros((0, *self.graph.output_shape), self.dtype)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        with self._scope():
-            return {k: np.asarray(K.convert_to_numpy(v)) for k, v in zip(self._keys, self._tv)}
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        check_weights(self.graph, weights)
-        self._tv = [self.put(np.asarray(weights[k], dtype=self.dtype)) for k in self._keys]
+            a = self._arrays
+            return np.asarray(K.convert_to_numpy(self._predict(a["params"], a["state"], self.put(x))))
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
+        """Every node's output for host batch ``x`` (dropout masks of ``step`` when ``training``)."""
         with self._scope():
-            outs = self._outputs(self._tv, self.put(np.asarray(x, dtype=self.dtype)), self._int(step), bool(training))
+            a = self._arrays
+            outs = self._outputs(a["params"], a["state"], self.put(np.asarray(x, dtype=self.dtype)), self._int(step), bool(training))
             return [np.asarray(K.convert_to_numpy(o)) for o in outs]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+        """Training loss of one host batch (dropout masks of ``step``) and its gradient per trainable weight."""
         with self._scope():
-            xb, yb = self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y, dtype=np.int32))
-            loss, grads = self._loss_grads(self._tv, xb, yb, self._int(step))
-            return float(K.convert_to_numpy(loss)), {k: np.asarray(K.convert_to_numpy(g)) for k, g in zip(self._keys, grads)}
+            a = self._arrays
+            loss, grads = self._gradients(a["params"], a["state"], self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)), self._int(step))
+            return float(K.convert_to_numpy(loss)), {k: np.asarray(K.convert_to_numpy(g)) for k, g in grads.items()}
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimiser step on a host batch at step :attr:`step`; returns the batch's loss."""
+        a = self._arrays
         with self._scope():
-            xb, yb = self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y, dtype=np.int32))
-            tv, opt, loss = self._single_step(self._tv, self._opt, xb, yb, self._int(self.step))
-            self._tv, self._opt = list(tv), dict(opt)
+            params, slots, state, loss = self._one_step(
+                a["params"], a["slots"], a["state"], self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y))
+            )
+            self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             value = float(K.convert_to_numpy(loss))
         self.step += 1
         return value
 
     # ---- Keras-facing ---------------------------------------------------------------------------
     def to_keras(self) -> keras.Model:
-        """The ``keras.Model`` (with nnspec's ``CounterDropout``) holding the current weights."""
+        """The ``keras.Model`` (with nnspec's ``CounterDropout``) holding the current weights and moving statistics."""
         with self._scope():
-            assign_weights(self.keras_model, self.graph, self.get_weights())
+            self._kgraph.assign(self.get_weights())
         return self.keras_model
-
-
-def _owned_by_counter(model: keras.Model, variable: Any) -> bool:
-    return any(isinstance(layer, CounterDropout) and variable is layer.step for layer in model.layers)

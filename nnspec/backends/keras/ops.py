@@ -85,6 +85,17 @@ class KerasOps:
         size = math.prod(x.shape) if all(d is not None for d in x.shape) else K.size(x)
         return K.sum(x) / self.to_float(size)
 
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        # a sum divided by the count, as in mean(): keeps float64 on every engine
+        count = math.prod(x.shape[a] for a in axes)
+        return K.sum(x, axis=axes, keepdims=True) / self.constant(float(count))
+
+    def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return K.max(x, axis=axes, keepdims=True)
+
+    def concat(self, xs: list[Any], axis: int) -> Any:
+        return K.concatenate(list(xs), axis=axis)
+
     def argmax(self, x: Any) -> Any:
         return K.cast(K.argmax(x, axis=-1), "int32")
 

@@ -79,9 +79,14 @@ class TheanoBackend(Backend):
         return f"PyTensor {mode} linker ({config.MODE_ENV}); cache {config.cache_dir()}"
 
     def capabilities(self) -> Capabilities:
-        """Everything of spec v1; the GPU only through PyTensor's JAX linker, in float32 (imports no engine)."""
+        """The layers its registry lowers (every layer); the GPU only through PyTensor's JAX linker, in float32.
+
+        Imports no engine: :mod:`.layers` imports PyTensor only inside its lowerings.
+        """
+        from .layers import LOWERINGS
+
         gaps = {"gpu": "through PyTensor's JAX linker only, in float32 (float64 there needs jax_enable_x64)"}
-        return Capabilities(devices=("cpu", "gpu"), gaps=gaps)
+        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), gaps=gaps)
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
         from ...errors import BackendError

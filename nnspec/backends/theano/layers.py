@@ -1,4 +1,11 @@
-"""One PyTensor lowering per IR op, registered by op type (as PyTensor registers its own per-op lowerings).
+"""PyTensor's own lowerings (convolution and pooling windows), registered by op type over the shared ones.
+
+Every lowering has the signature shared by all engines and the reference (see
+:mod:`nnspec.backends.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Dense,
+reshapes, dropout, activations, softmax, merges, normalisation and global pools are the shared lowerings
+(:mod:`nnspec.backends.shared_lowerings`) over :class:`~nnspec.backends.theano.ops.PyTensorOps`; with the
+static batch size in ``ctx.batch`` they build the same typed graph the earlier PyTensor-only lowerings
+built (a reshape to ``(-1, n)`` of a static-shaped input gets the static shape ``(batch, n)``).
 
 PyTensor has no convolution or pooling op of its own any more, so:
 
@@ -11,67 +18,37 @@ PyTensor has no convolution or pooling op of its own any more, so:
   shifted strided views. ``same`` max pooling pads with -inf; ``same`` average pooling divides by the
   number of in-image elements of each window (a constant computed here).
 
-All of these are plain PyTensor graphs, so ``pytensor.grad`` differentiates them.
+All of these are plain PyTensor graphs, so ``pytensor.grad`` differentiates them. Importing this module
+imports no PyTensor (``TheanoBackend.capabilities()`` reads the registry's keys, and PyTensor must be
+configured by :func:`nnspec.backends.theano.config.setup` before its first import); the lowerings import
+it when they run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
-import pytensor.tensor as pt
 
-from ...compiler.ir import Graph, Node
+from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
-from ...runtime.activations import activate
-from ...runtime.dropout import apply_dropout
-from .ops import PyTensorOps
-from ..lowering import OpRegistry
+from ..lowering import Lowering, LoweringContext, OpRegistry
+from ..shared_lowerings import bias_activation, engine_registry
 
-
-@dataclass
-class Context:
-    """What a lowering may use: the Ops, the weights (symbolic), training mode, step and batch size."""
-
-    ops: PyTensorOps
-    params: Mapping[str, Any]
-    training: bool
-    step: Any
-    batch: int
-    seed: int
-
-
-Lowering = Callable[[Node, Any, Context], Any]
-LOWERINGS: OpRegistry[Lowering] = OpRegistry("theano")
+Context = LoweringContext
+#: The shared lowerings plus PyTensor's convolution and pools.
+LOWERINGS: OpRegistry[Lowering] = engine_registry("theano")
 lowering = LOWERINGS.register
 
 
-def forward(graph: Graph, x: Any, ctx: Context, nodes: tuple[Node, ...] | None = None) -> list[Any]:
-    """Symbolic outputs of every node of ``nodes`` (default: all of ``graph``) for the batch ``x``."""
-    outputs: list[Any] = []
-    for node in graph.nodes if nodes is None else nodes:
-        if node.op not in LOWERINGS:
-            from ...errors import BackendError
-
-            raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no PyTensor lowering")
-        x = LOWERINGS[node.op](node, x, ctx)
-        outputs.append(x)
-    return outputs
-
-
-def _bias_and_activation(node: Node, y: Any, ctx: Context) -> Any:
-    if node.attrs["use_bias"]:
-        y = y + ctx.params[node.key("bias")]
-    return activate(ctx.ops, node.attrs["activation"], y)
-
-
-@lowering("dense")
-def _dense(node: Node, x: Any, ctx: Context) -> Any:
-    return _bias_and_activation(node, pt.dot(x, ctx.params[node.key("kernel")]), ctx)
+def _batch(ctx: Context, x: Any) -> Any:
+    """The static batch size when the model gave one (every compiled function does), else the symbolic one."""
+    return ctx.batch if ctx.batch is not None else x.shape[0]
 
 
 def _pad(x: Any, pads: tuple[tuple[int, int], tuple[int, int]], value: float) -> Any:
+    import pytensor.tensor as pt
+
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
         return x
@@ -83,31 +60,33 @@ def _pad(x: Any, pads: tuple[tuple[int, int], tuple[int, int]], value: float) ->
 def _windows(x: Any, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> list[Any]:
     """The ``kh * kw`` shifted strided views (B, OH, OW, C) of padded ``x``, row-major over the window."""
     (kh, kw), (sh, sw), (oh, ow) = window, strides, out_hw
-    return [
-        x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    return [x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
 
 
 @lowering("conv2d")
-def _conv2d(node: Node, x: Any, ctx: Context) -> Any:
+def _conv2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Patches (the window's shifted views concatenated on channels) times the reshaped kernel: one GEMM."""
+    import pytensor.tensor as pt
+
+    x = inputs[0]
     kh, kw = node.attrs["kernel"]
     cin = node.input_shape[2]
     oh, ow, cout = node.output_shape
-    xp = _pad(x, padding_pairs(node), 0.0)
-    views = _windows(xp, (kh, kw), node.attrs["strides"], (oh, ow))
+    batch = _batch(ctx, x)
+    views = _windows(_pad(x, padding_pairs(node), 0.0), (kh, kw), node.attrs["strides"], (oh, ow))
     patches = views[0] if len(views) == 1 else pt.concatenate(views, axis=3)
-    kernel = pt.reshape(ctx.params[node.key("kernel")], (kh * kw * cin, cout))
-    y = pt.dot(pt.reshape(patches, (ctx.batch * oh * ow, kh * kw * cin)), kernel)
-    return _bias_and_activation(node, pt.reshape(y, (ctx.batch, oh, ow, cout)), ctx)
+    kernel = pt.reshape(ctx.param(node, "kernel"), (kh * kw * cin, cout))
+    z = pt.dot(pt.reshape(patches, (batch * oh * ow, kh * kw * cin)), kernel)
+    return bias_activation(ctx, node, pt.reshape(z, (batch, oh, ow, cout)))
 
 
 def _tiles(node: Node) -> bool:
     return node.attrs["size"] == node.attrs["strides"] and node.attrs["padding"] == "valid"
 
 
-def _tile_view(node: Node, x: Any, batch: int) -> Any:
+def _tile_view(node: Node, x: Any, batch: Any) -> Any:
+    import pytensor.tensor as pt
+
     (ph, pw), (oh, ow, c) = node.attrs["size"], node.output_shape
     if (oh * ph, ow * pw) != tuple(node.input_shape[:2]):
         x = x[:, : oh * ph, : ow * pw, :]
@@ -120,6 +99,8 @@ def _index_dtype(n: int) -> str:
 
 def _is_max(v: Any, y: Any) -> Any:
     """Where ``v`` is its window's maximum ``y``; a NaN counts as the maximum (as ``numpy.argmax`` has it)."""
+    import pytensor.tensor as pt
+
     return pt.or_(pt.eq(v, y), pt.isnan(v))
 
 
@@ -130,6 +111,8 @@ def _first_max_index(views: list[Any], y: Any) -> Any:
     chain of ``switch``: the hits of tied windows have no pattern, and PyTensor's C ``switch`` branches, so
     the chain ran several times slower on such data than the products (measured).
     """
+    import pytensor.tensor as pt
+
     dtype = _index_dtype(len(views))
     one = pt.constant(np.ones((), dtype=dtype))
     index = None
@@ -143,6 +126,8 @@ def _tiles_max_pullback(window: tuple[int, int]) -> Callable[..., list[Any]]:
     def pullback(inputs: list[Any], outputs: list[Any], cotangents: list[Any]) -> list[Any]:
         """Gradient of the max over axes (2, 4) of tiles (B, OH, PH, OW, PW, C): each window's gradient to its
         first maximum in row-major window order."""
+        import pytensor.tensor as pt
+
         (tiles,), (y,), (dy,) = inputs, outputs, cotangents
         ph, pw = window
         first = _first_max_index([tiles[:, :, i, :, j, :] for i in range(ph) for j in range(pw)], y)
@@ -156,6 +141,8 @@ def _tiles_max_pullback(window: tuple[int, int]) -> Callable[..., list[Any]]:
 def _views_max_pullback(inputs: list[Any], outputs: list[Any], cotangents: list[Any]) -> list[Any]:
     """Gradient of the elementwise maximum of a window's shifted views (row-major window order): each
     position's gradient to the first view that holds the maximum."""
+    import pytensor.tensor as pt
+
     (y,), (dy,) = outputs, cotangents
     first = _first_max_index(inputs, y)
     dtype = first.dtype
@@ -173,30 +160,38 @@ def _max_with_first_max_gradient(parts: list[Any], reduce: Callable[..., Any], p
 
 
 def _maximum_of(*views: Any) -> Any:
+    import pytensor.tensor as pt
+
     y = views[0]
     for v in views[1:]:
         y = pt.maximum(y, v)
     return y
 
 
-def _max_pool_plain(node: Node, x: Any, ctx: Context) -> Any:
+def _max_pool_plain(node: Node, x: Any, batch: Any) -> Any:
     """The max pool with PyTensor's own derivative (which splits nothing only when windows cannot tie)."""
+    import pytensor.tensor as pt
+
     if _tiles(node):
-        return pt.max(_tile_view(node, x, ctx.batch), axis=(2, 4))
+        return pt.max(_tile_view(node, x, batch), axis=(2, 4))
     xp = _pad(x, padding_pairs(node), -np.inf)
     return _maximum_of(*_windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2]))
 
 
 @lowering("max_pool2d")
-def _max_pool(node: Node, x: Any, ctx: Context) -> Any:
+def _max_pool(ctx: Context, node: Node, inputs: list) -> Any:
     """The max of each window. PyTensor's own derivative of ``max``/``maximum`` gives the whole gradient to
     every element equal to the maximum, so a window with ties (equal ReLU outputs over a blank background)
     would pass it on several times; here it goes to the first maximum in row-major window order, as in the
     reference (:mod:`nnspec.reference.backward`) and on every other engine. Same forward graph as before."""
+    import pytensor.tensor as pt
+
+    x = inputs[0]
+    batch = _batch(ctx, x)
     if node.attrs["size"][0] * node.attrs["size"][1] == 1:  # one element per window: no ties
-        return _max_pool_plain(node, x, ctx)
+        return _max_pool_plain(node, x, batch)
     if _tiles(node):
-        tiles = _tile_view(node, x, ctx.batch)
+        tiles = _tile_view(node, x, batch)
         return _max_with_first_max_gradient([tiles], lambda t: pt.max(t, axis=(2, 4)), _tiles_max_pullback(node.attrs["size"]))
     xp = _pad(x, padding_pairs(node), -np.inf)
     views = _windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2])
@@ -204,9 +199,13 @@ def _max_pool(node: Node, x: Any, ctx: Context) -> Any:
 
 
 @lowering("avg_pool2d")
-def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
+def _avg_pool(ctx: Context, node: Node, inputs: list) -> Any:
+    """Mean of each window: a reshape and a mean when windows tile the input, else a sum of shifted views."""
+    import pytensor.tensor as pt
+
+    x = inputs[0]
     if _tiles(node):
-        return pt.mean(_tile_view(node, x, ctx.batch), axis=(2, 4))
+        return pt.mean(_tile_view(node, x, _batch(ctx, x)), axis=(2, 4))
     ph, pw = node.attrs["size"]
     xp = _pad(x, padding_pairs(node), 0.0)
     views = _windows(xp, (ph, pw), node.attrs["strides"], node.output_shape[:2])
@@ -216,31 +215,3 @@ def _avg_pool(node: Node, x: Any, ctx: Context) -> Any:
     if node.attrs["padding"] == "same":
         return total * pt.constant((1.0 / pool_window_counts(node)).astype(x.dtype))
     return total * ctx.ops.constant(1.0 / (ph * pw))
-
-
-@lowering("flatten")
-def _flatten(node: Node, x: Any, ctx: Context) -> Any:
-    return pt.reshape(x, (ctx.batch, node.output_shape[0]))
-
-
-@lowering("reshape")
-def _reshape(node: Node, x: Any, ctx: Context) -> Any:
-    return pt.reshape(x, (ctx.batch, *node.output_shape))
-
-
-@lowering("dropout")
-def _dropout(node: Node, x: Any, ctx: Context) -> Any:
-    if not ctx.training:
-        return x
-    shape = (ctx.batch, *node.input_shape)
-    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), shape)
-
-
-@lowering("activation")
-def _activation(node: Node, x: Any, ctx: Context) -> Any:
-    return activate(ctx.ops, node.attrs["activation"], x)
-
-
-@lowering("softmax")
-def _softmax(node: Node, x: Any, ctx: Context) -> Any:
-    return ctx.ops.softmax(x)

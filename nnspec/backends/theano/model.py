@@ -1,17 +1,23 @@
 """``TheanoModel``: a spec compiled to PyTensor functions.
 
-The whole training step is one PyTensor graph: the batch is gathered by index from the resident data
-set (``X[order[i*bs:(i+1)*bs]]``), the forward pass, the loss, ``pytensor.grad``, the optimiser update of
-every weight and slot, the step counter and the epoch's loss/accuracy sums are shared-variable updates
-of one compiled function. An epoch is ``n // bs`` calls of it with nothing read back; the two sums are
-read once at the end. Evaluation accumulates in the same way over fixed-size chunks.
+Weights, non-trainable state (running statistics) and optimiser slots are shared variables of fixed
+shape (:func:`_static_shared`), updated in place by the compiled functions. The whole training step is
+one PyTensor graph, built by calling the shared recipe (:meth:`nnspec.runtime.recipe.TrainingRecipe.train_step`)
+on those shared variables: the batch is gathered by index from the resident data set
+(``X[order[i*bs:(i+1)*bs]]``), then forward, loss, ``pytensor.grad``, schedule, optimiser and state
+update; the recipe's new params, slots and state, the step counter and the epoch's loss/accuracy sums
+become the ``updates`` of one compiled function. An epoch is ``n // bs`` calls of it with nothing read
+back; the two sums are read once at the end. PyTensor supplies only its lowerings
+(:mod:`.layers`), ``pytensor.grad`` (:func:`_value_and_grad`) and the compiled functions.
 
 Data arrays live in two *slot* shared variables (``X``, ``Y``) that every compiled function reads; giving
 a function another data set is a swap of the slot's storage (no copy, no recompilation). With the JAX
-linker the arrays in the slots are JAX device arrays, so the data stay on the GPU.
+linker the arrays in the slots are JAX device arrays, so the data stay on the GPU. Evaluation runs one
+function per chunk size over the slots (the recipe's ``eval_sums``); prediction one per chunk size on a
+host chunk (the recipe's ``predict``).
 
-Functions are compiled lazily, once per kind and batch size, and cached; the seconds spent compiling are
-summed in :attr:`compile_seconds`.
+Functions are compiled lazily, once per kind and batch size, and cached; the seconds spent compiling
+(and, for the Numba and JAX linkers, their JIT on the first call) are summed in :attr:`compile_seconds`.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ...compiler.ir import Graph
-from ...runtime import losses, optimizers, schedules
-from ...runtime.weights import check_weights
+from ...errors import BackendError
+from ...runtime.optimizers import init_state
+from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
 from . import config
 
-EVAL_CHUNK = 512  # examples per evaluation call: bounds the memory of the conv patches
+EVAL_CHUNK = 512  # examples per evaluation / prediction call: bounds the memory of the conv patches
+GROUPS = ("params", "state", "slots")
+Build = Callable[[], tuple[list[Any], Any, list[tuple[Any, Any]]]]
 
 
 def _static_shared(value: np.ndarray, name: str) -> Any:
@@ -42,69 +51,77 @@ def _static_shared(value: np.ndarray, name: str) -> Any:
     return pytensor.shared(value, shape=value.shape, name=name)
 
 
+def _value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """PyTensor's autodiff for the recipe: ``(loss, aux) = fn(params, *args)``, then ``pytensor.grad``."""
+    import pytensor
+
+    def value_and_grad(params: Mapping[str, Any], *args: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
+        loss, aux = fn(params, *args)
+        grads = pytensor.grad(loss, list(params.values()))
+        return (loss, aux), dict(zip(params, grads))
+
+    return value_and_grad
+
+
 class TheanoModel(CompiledModel):
     """A model compiled with PyTensor (C, Numba or JAX linker)."""
+
+    chunk_size = EVAL_CHUNK
 
     def __init__(self, graph: Graph, backend: Backend, device: str, dtype: str, weights: Mapping[str, np.ndarray], mode: str):
         super().__init__(graph, backend, device, dtype)
         config.setup()  # before the first import of pytensor: floatX, compile cache, BLAS
         import pytensor
-        import pytensor.tensor as pt
 
+        from .layers import LOWERINGS
         from .ops import PyTensorOps
 
         self.mode = mode
         self._pt_mode = config.get_mode(mode)
         self._pt_step_mode = config.get_mode(mode, keep_buffers=True)  # functions run once per training step
-        self._ops = PyTensorOps(dtype)
-        self._params = {k: _static_shared(np.asarray(weights[k], dtype=dtype), k) for k, _, _ in graph.param_specs()}
-        state = optimizers.init_state(graph.train.optimizer, {k: np.asarray(w, dtype=dtype) for k, w in weights.items()})
-        self._state = {k: _static_shared(v, k) for k, v in state.items()}
+        self.ops = PyTensorOps(dtype)
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad))
+        params = {k: np.asarray(weights[k], dtype=dtype) for k, _, _ in graph.param_specs()}
+        arrays = {
+            "params": params,
+            "state": {k: np.asarray(weights[k], dtype=dtype) for k, _, _ in graph.state_specs()},
+            "slots": init_state(graph.train.optimizer, params),
+        }
+        self._shared: dict[str, dict[str, Any]] = {g: {k: _static_shared(np.array(v, dtype=dtype), k) for k, v in arrays[g].items()} for g in GROUPS}
         self._step = pytensor.shared(np.int64(0), name="step")
         self._loss_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="loss_sum")
         self._correct_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="correct_sum")
-        ndim = len(graph.input_shape)
         self._x = pytensor.shared(np.zeros((0, *graph.input_shape), dtype=dtype), shape=(None, *graph.input_shape), name="X")
         self._y = pytensor.shared(np.zeros((0,), dtype=np.int32), name="Y")
         self._order = pytensor.shared(np.zeros((0,), dtype=np.int64), name="order")
-        self._ndim = ndim
         self._fns: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     # ---- graph building -------------------------------------------------------------------------
+    @property
+    def _params(self) -> dict[str, Any]:
+        return self._shared["params"]
+
+    @property
+    def _state(self) -> dict[str, Any]:
+        return self._shared["state"]
+
+    @property
+    def _slots(self) -> dict[str, Any]:
+        return self._shared["slots"]
+
     def _x_input(self, batch: int) -> Any:
         import pytensor.tensor as pt
 
         return pt.TensorType(self.dtype, shape=(batch, *self.graph.input_shape))("x")
 
-    def _forward(self, x: Any, *, training: bool, step: Any, batch: int, nodes: Any = None) -> list[Any]:
-        from .layers import Context, forward
+    def _train_updates(self, x: Any, y: Any, batch: int) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+        """The recipe's step on the shared variables: ``(loss, correct, updates)``; updates advance the step."""
+        r = self.recipe.train_step(self._params, self._slots, self._state, self._step, x, y, batch=batch)
+        pairs = [(self._shared[g][k], v) for g, new in (("params", r.params), ("slots", r.slots), ("state", r.state)) for k, v in new.items()]
+        updates = [(var, value.astype(var.dtype)) for var, value in pairs if value is not var]
+        return r.loss, r.correct, updates + [(self._step, self._step + 1)]
 
-        ctx = Context(self._ops, self._params, training, step, batch, self.graph.train.seed)
-        return forward(self.graph, x, ctx, nodes)
-
-    def _head_and_output(self, outputs: list[Any]) -> tuple[Any, Any]:
-        return outputs[len(self.graph.logits_nodes) - 1], outputs[-1]
-
-    def _loss_grads(self, x: Any, y: Any, step: Any, batch: int) -> tuple[Any, Any, list[Any]]:
-        import pytensor
-
-        head, _ = self._head_and_output(self._forward(x, training=True, step=step, batch=batch))
-        loss = losses.loss_from_head(self._ops, self.graph, head, y)
-        correct = losses.correct_count(self._ops, head, y)
-        grads = pytensor.grad(loss, list(self._params.values()))
-        return loss, correct, grads
-
-    def _optimizer_updates(self, grads: list[Any], step: Any) -> list[tuple[Any, Any]]:
-        cfg = self.graph.train
-        lr = schedules.learning_rate(self._ops, cfg.schedule, cfg.optimizer.learning_rate, step)
-        new_params, new_state = optimizers.apply_updates(
-            self._ops, cfg.optimizer, lr, step, self._params, dict(zip(self._params, grads)), self._state, cfg.weight_decay
-        )
-        pairs = [(self._params[k], v) for k, v in new_params.items()]
-        pairs += [(self._state[k], v) for k, v in new_state.items()]
-        return [(var, value.astype(var.dtype)) for var, value in pairs] + [(self._step, self._step + 1)]
-
-    def _compiled(self, key: tuple[Any, ...], build: Callable[[], tuple[list[Any], Any, list[tuple[Any, Any]]]]) -> Callable[..., Any]:
+    def _compiled(self, key: tuple[Any, ...], build: Build) -> Callable[..., Any]:
         """The compiled function ``key``, built by ``build() -> (inputs, outputs, updates)`` on first use.
         Training-step functions keep their intermediate buffers between calls (see ``config.get_mode``)."""
         if key not in self._fns:
@@ -150,8 +167,7 @@ class TheanoModel(CompiledModel):
 
             i = pt.lscalar("i")
             idx = self._order[i * batch + pt.arange(batch)]  # a gather: static size for every linker
-            loss, correct, grads = self._loss_grads(self._x[idx], self._y[idx], self._step, batch)
-            updates = self._optimizer_updates(grads, self._step)
+            loss, correct, updates = self._train_updates(self._x[idx], self._y[idx], batch)
             updates += [(self._loss_sum, self._loss_sum + loss), (self._correct_sum, self._correct_sum + correct)]
             return [i], [], updates
 
@@ -163,11 +179,8 @@ class TheanoModel(CompiledModel):
 
             start = pt.lscalar("start")
             idx = start + pt.arange(size)
-            xb, yb = self._x[idx], self._y[idx]
-            head, _ = self._head_and_output(self._forward(xb, training=False, step=self._step, batch=size))
-            loss = losses.loss_from_head(self._ops, self.graph, head, yb) * self._ops.constant(float(size))
-            correct = losses.correct_count(self._ops, head, yb)
-            return [start], [], [(self._loss_sum, self._loss_sum + loss), (self._correct_sum, self._correct_sum + correct)]
+            loss_sum, correct = self.recipe.eval_sums(self._params, self._state, self._x[idx], self._y[idx], batch=size)
+            return [start], [loss_sum, correct], []
 
         return self._compiled(("evaluate", size), build)
 
@@ -188,60 +201,59 @@ class TheanoModel(CompiledModel):
         self._x.container.storage[0] = x
         self._y.container.storage[0] = y
 
-    def _reset_sums(self) -> None:
-        self._loss_sum.set_value(np.asarray(0.0, dtype=self.dtype))
-        self._correct_sum.set_value(np.asarray(0.0, dtype=self.dtype))
+    def read_arrays(self, group: str) -> dict[str, np.ndarray]:
+        """Host copies of ``params``, ``state`` or ``slots``."""
+        return {k: np.array(v.get_value(), dtype=self.dtype) for k, v in self._shared[group].items()}
 
-    def _read_sums(self) -> tuple[float, float]:
-        return float(np.asarray(self._loss_sum.get_value())), float(np.asarray(self._correct_sum.get_value()))
+    def write_arrays(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace ``params``, ``state`` or ``slots`` in place (same keys and shapes as now)."""
+        shared = self._shared[group]
+        values = {k: np.array(arrays[k], dtype=self.dtype) for k in shared}
+        wrong = [f"'{k}' {list(v.shape)} (expected {list(shared[k].type.shape)})" for k, v in values.items() if v.shape != shared[k].type.shape]
+        if wrong:
+            raise BackendError(f"{group}: wrong shapes: {', '.join(wrong)}")
+        for k, value in values.items():
+            shared[k].set_value(value)
 
     # ---- CompiledModel --------------------------------------------------------------------------
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """Train one epoch: one call of the compiled step per batch, the sums read back once."""
         batch = min(int(batch_size), len(order))
-        steps = len(order) // batch
+        steps = len(order) // batch if batch else 0
+        if steps == 0:
+            return float("nan"), float("nan")
         fn = self._train_fn(batch)
         self._load_slots(x, y)
         self._order.set_value(np.asarray(order, dtype=np.int64))
         self._step.set_value(np.int64(self.step))
-        self._reset_sums()
+        self._loss_sum.set_value(np.asarray(0.0, dtype=self.dtype))
+        self._correct_sum.set_value(np.asarray(0.0, dtype=self.dtype))
         for i in range(steps):
             fn(i)
         self.step += steps
-        loss_sum, correct = self._read_sums()
+        loss_sum, correct = (float(np.asarray(v.get_value())) for v in (self._loss_sum, self._correct_sum))
         return loss_sum / steps, correct / (steps * batch)
 
-    def evaluate_arrays(self, x: Any, y: Any) -> tuple[float, float]:
+    def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
+        """Summed loss and hits of ``start:start+size``, gathered from the data slots (one function per size)."""
+        fn = self._eval_fn(int(size))
         self._load_slots(x, y)
-        n = int(x.shape[0])
-        self._reset_sums()
-        for start in range(0, n, EVAL_CHUNK):
-            self._eval_fn(min(EVAL_CHUNK, n - start))(start)
-        loss_sum, correct = self._read_sums()
-        return loss_sum / n, correct / n
+        loss_sum, correct = fn(start)
+        return loss_sum, correct
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        def predict_fn(size: int) -> Callable[..., Any]:
-            def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
-                xs = self._x_input(size)
-                return [xs], self._forward(xs, training=False, step=self._step, batch=size)[-1], []
-
-            return self._compiled(("predict", size), build)
-
+    def predict_chunk(self, x: np.ndarray) -> np.ndarray:
+        """Final outputs for one host chunk (one function per chunk size)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        parts = [np.asarray(predict_fn(len(x[s : s + EVAL_CHUNK]))(x[s : s + EVAL_CHUNK])) for s in range(0, len(x), EVAL_CHUNK)]
-        if not parts:
-            return np.zeros((0, *self.graph.output_shape), dtype=self.dtype)
-        return np.concatenate(parts)
+        size = int(x.shape[0])
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: np.array(v.get_value(), dtype=self.dtype) for k, v in self._params.items()}
+        def build() -> tuple[list[Any], Any, list[tuple[Any, Any]]]:
+            xs = self._x_input(size)
+            return [xs], self.recipe.predict(self._params, self._state, xs, batch=size), []
 
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        check_weights(self.graph, weights)
-        for k, var in self._params.items():
-            var.set_value(np.array(weights[k], dtype=self.dtype))
+        return np.asarray(self._compiled(("predict", size), build)(x))
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
+        """Every node's output for host batch ``x`` (dropout masks of ``step`` when ``training``)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
         batch = int(x.shape[0])
 
@@ -249,12 +261,13 @@ class TheanoModel(CompiledModel):
             import pytensor.tensor as pt
 
             xs, s = self._x_input(batch), pt.lscalar("step")
-            return [xs, s], self._forward(xs, training=training, step=s, batch=batch), []
+            return [xs, s], self.recipe.outputs(self._params, self._state, xs, training=training, step=s, batch=batch), []
 
         fn = self._compiled(("layers", training, batch), build)
         return [np.asarray(o) for o in fn(x, step)]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+        """Training loss of one host batch (dropout masks of ``step``) and its gradient per trainable weight."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
         batch = int(x.shape[0])
 
@@ -262,14 +275,15 @@ class TheanoModel(CompiledModel):
             import pytensor.tensor as pt
 
             xs, ys, s = self._x_input(batch), pt.ivector("y"), pt.lscalar("step")
-            loss, _, grads = self._loss_grads(xs, ys, s, batch)
-            return [xs, ys, s], [loss, *grads], []
+            loss, grads = self.recipe.gradients(self._params, self._state, xs, ys, s, batch=batch)
+            return [xs, ys, s], [loss, *(grads[k] for k in self._params)], []
 
         fn = self._compiled(("grads", batch), build)
         loss, *grads = fn(x, np.asarray(y, dtype=np.int32), step)
         return float(np.asarray(loss)), {k: np.asarray(g) for k, g in zip(self._params, grads)}
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimiser step on a host batch at step :attr:`step`; returns the batch's loss."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
         batch = int(x.shape[0])
 
@@ -277,8 +291,8 @@ class TheanoModel(CompiledModel):
             import pytensor.tensor as pt
 
             xs, ys = self._x_input(batch), pt.ivector("y")
-            loss, _, grads = self._loss_grads(xs, ys, self._step, batch)
-            return [xs, ys], loss, self._optimizer_updates(grads, self._step)
+            loss, _, updates = self._train_updates(xs, ys, batch)
+            return [xs, ys], loss, updates
 
         fn = self._compiled(("train_step", batch), build)
         self._step.set_value(np.int64(self.step))

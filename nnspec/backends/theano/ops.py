@@ -5,6 +5,10 @@ C code does not wrap ``uint32`` products, so a product of two values below 2**32
 64 bits and masked with ``& 0xFFFFFFFF``; a right shift by ``k`` is an integer division by ``2**k``.
 Every constant mixed with them is a ``uint64`` constant, so that no operation promotes to float.
 
+``first_max`` (the global max pool) gathers each maximum by its index (``argmax``, the first maximum as
+in NumPy) from the flattened input, so its gradient goes to that one element: PyTensor's derivative of
+``max`` would give the whole gradient to every tied element (a ReLU channel that is zero everywhere).
+
 ``log_softmax`` and ``softmax`` are written from elementwise ops and reductions, not with PyTensor's
 ``special.log_softmax``/``softmax``: those are symbolic ops without C code, which the C linker ran through a
 Python ``perform`` inside every compiled step (the C mode also keeps PyTensor from recognising the
@@ -103,6 +107,21 @@ class PyTensorOps:
 
     def mean(self, x: Any) -> Any:
         return pt.cast(pt.mean(x), self.float_dtype)
+
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return pt.cast(pt.mean(x, axis=axes, keepdims=True), self.float_dtype)
+
+    def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return pt.max(x, axis=axes, keepdims=True)
+
+    def first_max(self, x: Any) -> Any:
+        n, p, c = (x.shape[i] for i in range(3))
+        first = pt.argmax(x, axis=1)
+        flat = pt.shape_padright(pt.arange(n) * (p * c)) + first * c + pt.shape_padleft(pt.arange(c))
+        return pt.reshape(pt.reshape(x, (-1,))[pt.reshape(flat, (-1,))], (n, c))
+
+    def concat(self, xs: list[Any], axis: int) -> Any:
+        return pt.concatenate(xs, axis=axis)
 
     def argmax(self, x: Any) -> Any:
         return pt.argmax(x, axis=-1)

@@ -62,7 +62,8 @@ def gradients_table(result: "CompareResult") -> pd.DataFrame:
 
 
 def trajectory_table(result: "CompareResult") -> pd.DataFrame:
-    """Per step: the reference loss and, per engine, the loss's and the weights' relative errors."""
+    """Per step: the reference loss and, per engine, the relative errors of the loss, the weights and (when
+    the model has any) the running statistics."""
     df = result.trajectory
     if df.empty:
         return pd.DataFrame()
@@ -72,6 +73,8 @@ def trajectory_table(result: "CompareResult") -> pd.DataFrame:
         part = df[df["backend"] == b].set_index("step").reindex(out["step"])
         out[f"{b} loss"] = [_cell(v, v <= t) for v, t in zip(part["loss_rel"], part["tolerance"])]
         out[f"{b} weights"] = [_cell(v, v <= t) for v, t in zip(part["weights_rel"], part["tolerance"])]
+        if "state_rel" in part and part["state_rel"].notna().any():
+            out[f"{b} running stats"] = [_cell(v, v <= t) for v, t in zip(part["state_rel"], part["tolerance"])]
     flips = df[df["kink_flip"].fillna("").astype(bool)] if "kink_flip" in df else df.iloc[:0]
     if len(flips):
         out["kink flips"] = [
@@ -126,7 +129,7 @@ def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
         (f"Forward per layer, training: dropout masks of step 0 (tolerance {t.forward:g})", forward_table(result, "training")),
         (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
         (
-            f"Training trajectory, {result.steps} steps: relative error of the loss and of the weights (tolerance {t.trajectory:g}; "
+            f"Training trajectory, {result.steps} steps: relative error of the loss, the weights and the running statistics (tolerance {t.trajectory:g}; "
             f"x{KINK_FACTOR:g} for an engine from a step where it took the other side of a kink)",
             trajectory_table(result),
         ),

@@ -66,27 +66,20 @@ def _tiles(x: Any, window: tuple[int, int]) -> Any:
     return jnp.reshape(x[:, : oh * ph, : ow * pw, :], (n, oh, ph, ow, pw, c))
 
 
-def _first_max_mask(tiles: Any, y: Any) -> Any:
+def _first_max_mask(tiles: Any) -> Any:
     """True at the first maximum of each window in row-major window order (the reference's rule on ties).
 
-    A NaN counts as the maximum (``y`` is NaN then), as ``numpy.argmax`` counts it in the reference.
+    Found with ``argmax`` over each window's elements, never by comparing elements with the maximum: under
+    ``jit`` XLA may fuse the producer of ``tiles`` (a batch norm, say) into several kernels that round it
+    differently, and then no element of a window equals its maximum and the window gets no gradient. An
+    index always picks exactly one element. A NaN counts as the maximum, as ``numpy.argmax`` counts it in
+    the reference.
     """
-    ph, pw = tiles.shape[2], tiles.shape[4]
-    taken = None
-    rows = []
-    for a in range(ph):
-        row = []
-        for b in range(pw):
-            v = tiles[:, :, a, :, b, :]
-            hit = (v == y) | jnp.isnan(v)
-            if taken is None:
-                taken = hit
-            else:
-                hit = hit & ~taken
-                taken = taken | hit
-            row.append(hit)
-        rows.append(jnp.stack(row, axis=3))
-    return jnp.stack(rows, axis=2)
+    n, oh, ph, ow, pw, c = tiles.shape
+    windows = jnp.transpose(tiles, (0, 1, 3, 5, 2, 4)).reshape(n, oh, ow, c, ph * pw)
+    first = jnp.argmax(windows, axis=-1)[:, :, None, :, None, :]
+    element = jnp.arange(ph * pw).reshape(1, 1, ph, 1, pw, 1)
+    return first == element
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -106,7 +99,7 @@ def _tiled_max_pool_jvp(window: tuple[int, int], primals: tuple[Any], tangents: 
     (x,), (t,) = primals, tangents
     tiles = _tiles(x, window)
     y = jnp.max(tiles, axis=(2, 4))
-    mask = _first_max_mask(tiles, y)
+    mask = _first_max_mask(tiles)
     return y, jnp.sum(jnp.where(mask, _tiles(t, window), jnp.zeros((), t.dtype)), axis=(2, 4))
 
 

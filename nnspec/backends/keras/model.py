@@ -76,8 +76,9 @@ class KerasModel(CompiledModel):
         with self._scope():
             self._kgraph: KerasGraph = build_graph(graph, BuildOptions(dtype=dtype, seed=graph.train.seed))
             self.keras_model = self._kgraph.model
-            self._kgraph.runner(self._needed(None))
-            self._kgraph.runner(self._needed((graph.head,)))
+            for names in (self._needed(None), self._needed((graph.head,))):
+                if names:  # a model whose head is its input needs no runner for it
+                    self._kgraph.runner(names)
             params = {k: weights[k] for k, _, _ in graph.param_specs()}
             self._arrays: dict[str, dict[str, Any]] = {
                 "params": self._to_device(params),

@@ -190,6 +190,16 @@ class CompiledModel(abc.ABC):
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on the given host batch; returns its loss and advances :attr:`step`."""
 
+    def host_array(self, array: np.ndarray) -> np.ndarray:
+        """``array`` as a device copy should hold it: floating arrays in the model's dtype, integer arrays
+        (labels) as int32, anything else unchanged."""
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            return array.astype(self.dtype, copy=False)
+        if np.issubdtype(array.dtype, np.integer):
+            return array.astype(np.int32, copy=False)
+        return array
+
     def to_host(self, value: Any) -> float:
         """A device scalar as a Python float (engines with lazy arrays may override)."""
         return float(np.asarray(value))

@@ -35,6 +35,7 @@ Each node has trainable ``params`` and non-trainable ``state`` (running statisti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -130,19 +131,12 @@ class Node:
     @property
     def num_params(self) -> int:
         """Number of scalars of this layer, trainable and non-trainable (as Keras counts them)."""
-        return sum(_size(p.shape) for p in (*self.params, *self.state))
+        return sum(math.prod(p.shape) for p in (*self.params, *self.state))
 
     @property
     def num_trainable(self) -> int:
         """Number of trainable scalars of this layer."""
-        return sum(_size(p.shape) for p in self.params)
-
-
-def _size(shape: Shape) -> int:
-    total = 1
-    for d in shape:
-        total *= d
-    return total
+        return sum(math.prod(p.shape) for p in self.params)
 
 
 @dataclass(frozen=True)
@@ -243,10 +237,6 @@ class Graph:
             return node.inputs
         position = self.nodes.index(node)
         return (self.nodes[position - 1].name,) if position else (INPUT,)
-
-    def consumers(self, name: str) -> tuple[Node, ...]:
-        """The nodes that read ``name`` (a node's name or :data:`INPUT`)."""
-        return tuple(n for n in self.nodes if name in self.inputs_of(n))
 
     @property
     def has_state(self) -> bool:

@@ -194,11 +194,7 @@ class JaxModel(CompiledModel):
         """Copy ``array`` to the model's device (floating arrays in the model's dtype, labels as int32)."""
         import jax
 
-        array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.floating):
-            array = array.astype(self.dtype, copy=False)
-        elif np.issubdtype(array.dtype, np.integer):
-            array = array.astype(np.int32, copy=False)
+        array = self.host_array(array)
         with self._scope():
             return jax.device_put(array, self._device)
 

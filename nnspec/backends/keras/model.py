@@ -173,11 +173,7 @@ class KerasModel(CompiledModel):
     # ---- CompiledModel --------------------------------------------------------------------------
     def put(self, array: np.ndarray) -> Any:
         """Copy ``array`` to the device (floating arrays in the model's dtype, integers as int32)."""
-        array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.floating):
-            array = array.astype(self.dtype, copy=False)
-        elif np.issubdtype(array.dtype, np.integer):
-            array = array.astype(np.int32, copy=False)
+        array = self.host_array(array)
         with self._scope():
             return K.convert_to_tensor(array)
 

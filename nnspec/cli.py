@@ -2,17 +2,22 @@
 ``add_arguments(parser)`` and ``run(args) -> int``; this module only dispatches.
 
 Any :class:`~nnspec.errors.NnspecError` is printed as a message (diagnostics for a spec error) and
-turned into an exit code: 2 for a spec error, 1 otherwise. A user mistake never shows a traceback.
+turned into an exit code (docs/cli.md): 2 for a spec error, 3 for a diverged training, 4 for results
+that could not be written, 1 otherwise. A user mistake never shows a traceback; anything unexpected
+prints one line saying it is an internal error and how to see the traceback (``--debug`` or
+``NNSPEC_DEBUG=1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import Sequence
 
-from .errors import NnspecError, SpecError
+from .errors import EXIT_DIVERGED, EXIT_ERROR, EXIT_OUTPUT, EXIT_SPEC, NnspecError, OutputError, SpecError, TrainingDiverged
 
 #: subcommand -> one-line help; the module is ``nnspec.commands.<name>``.
 COMMANDS: dict[str, str] = {
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nnspec", description="Declarative neural-network specs, compiled to JAX, TensorFlow, Theano (PyTensor) and Keras 3.")
     parser.add_argument("--version", action="version", version=f"nnspec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (also NNSPEC_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         try:
@@ -60,18 +66,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    debug = bool(args.debug or os.environ.get("NNSPEC_DEBUG"))
     try:
         return int(args._run(args) or 0)
     except SpecError as exc:
         for d in exc.diagnostics:
             print(d.format(), file=sys.stderr)
-        return 2
+        return EXIT_SPEC
     except NnspecError as exc:
         print(f"nnspec {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        if isinstance(exc, TrainingDiverged):
+            return EXIT_DIVERGED
+        return EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("nnspec: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"nnspec {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback unless asked
+        if debug:
+            traceback.print_exc()
+        print(
+            f"nnspec {args.command}: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+            "please report it, with the traceback that `nnspec --debug ...` (or NNSPEC_DEBUG=1) prints",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

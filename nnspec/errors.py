@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+#: Exit codes of the ``nnspec`` command (docs/cli.md). 130 and 143 (signals) are in nnspec.runtime.interrupts.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_SPEC = 2
+EXIT_DIVERGED = 3
+EXIT_OUTPUT = 4
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -79,3 +86,27 @@ class DataError(NnspecError, ValueError):
 
 class WeightsError(NnspecError, ValueError):
     """A weights file does not match the spec (lists the differences)."""
+
+
+class OutputError(NnspecError, OSError):
+    """Training finished but its results could not be written where asked; ``rescue`` names where the weights went."""
+
+    def __init__(self, message: str, rescue: str | None = None):
+        self.rescue = rescue
+        super().__init__(message)
+
+
+class TrainingDiverged(NnspecError, ArithmeticError):
+    """The training loss became NaN or infinite (``train.on_divergence: stop``).
+
+    ``epoch`` (from 1) and ``step`` (from 1, within the epoch) locate the first bad step and
+    ``global_step`` counts optimiser steps from 0; the model holds the weights from before that step.
+    """
+
+    def __init__(self, epoch: int, step: int, global_step: int, loss: float, checkpoint: str | None = None):
+        self.epoch, self.step, self.global_step, self.loss, self.checkpoint = epoch, step, global_step, loss, checkpoint
+        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+        super().__init__(
+            f"training diverged: the loss became {loss} at epoch {epoch}, step {step} (optimiser step {global_step}); "
+            f"{where}. Lower the learning rate, or set train.on_divergence: continue to train on regardless"
+        )

@@ -9,10 +9,16 @@ if TYPE_CHECKING:
     from ..compiler.ir import Graph
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser, *, backend_help: str = "backend to run on (default: jax)") -> None:
-    """SPEC, --backend, --device, --set and --dtype."""
-    parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
-    parser.add_argument("--backend", "-b", default="jax", help=backend_help)
+def add_spec_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    backend_help: str = "backend to run on (default: jax)",
+    spec_optional: bool = False,
+    backend_default: str | None = "jax",
+) -> None:
+    """SPEC, --backend, --device, --set and --dtype (SPEC may be optional, --backend may default to None)."""
+    parser.add_argument("spec", metavar="SPEC", nargs="?" if spec_optional else None, help="spec file (YAML)")
+    parser.add_argument("--backend", "-b", default=backend_default, help=backend_help)
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default: auto, the GPU when the engine sees one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="float type of weights and data (default: the spec's, float32)")

@@ -1,52 +1,150 @@
-"""``nnspec run SPEC``: train a spec on one backend and write a run directory (see docs/cli.md)."""
+"""``nnspec run SPEC`` / ``nnspec run --resume RUN_DIR``: train on one backend into a run directory (docs/cli.md)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from .model_options import add_spec_arguments, load_graph
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec run``."""
-    add_spec_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="number of epochs (same as --set train.epochs=N)")
+    add_spec_arguments(parser, spec_optional=True, backend_default=None)
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="number of epochs in all (same as --set train.epochs=N)")
     parser.add_argument("--out", "-o", default=None, metavar="DIR", help="run directory (default: runs/<name>/<backend>-<timestamp>/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (its spec; --backend may differ)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output; print only the result")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, compile, train, evaluate on the test split, and write the run directory."""
-    from ..backends import canonical_name, get_backend
-    from ..data import load_dataset
+    """Load, claim the run directory, compile, train (with checkpoints), evaluate, and write the run."""
     from ..errors import NnspecError
-    from ..runtime.env import environment
-    from ..runtime.rundir import default_run_dir, write_run
 
     if args.epochs is not None and args.epochs < 1:
         raise NnspecError(f"--epochs must be a positive integer; got {args.epochs}")
-    graph = load_graph(args, [f"train.epochs={args.epochs}"] if args.epochs is not None else [])
-    backend_name = canonical_name(args.backend)
-    dataset = load_dataset(graph)  # before the engine is imported: data problems show at once
-    backend = get_backend(backend_name)
+    if args.resume is not None:
+        return _resume(args)
+    if args.spec is None:
+        raise NnspecError("nnspec run needs a SPEC file, or --resume RUN_DIR")
+    from ..backends import canonical_name
+    from ..runtime.rundir import default_run_dir
+    from ..runtime.run_status import claim
+
+    graph = load_graph(args, _epochs_override(args))
+    backend_name = canonical_name(args.backend or "jax")
+    dataset, backend = _prepare(graph, backend_name)
+    run_dir = claim(args.out or default_run_dir(graph, backend.name), overwrite=args.overwrite)
+    from ..runtime.rundir import write_spec
+
+    write_spec(run_dir.path, graph)
+    run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs)
+    return _train(args, graph, dataset, backend, run_dir, None)
+
+
+def _epochs_override(args: argparse.Namespace) -> list[str]:
+    return [f"train.epochs={args.epochs}"] if args.epochs is not None else []
+
+
+def _prepare(graph: Any, backend_name: str) -> tuple[Any, Any]:
+    """The data set (loaded before the engine is imported: data problems show at once) and the backend."""
+    from ..backends import get_backend
+    from ..data import load_dataset
+
+    try:  # TEMPORARY until nnspec.compiler.memory lands
+        from ..compiler.memory import require_fits
+    except ImportError:
+        require_fits = None
+    if require_fits is not None:
+        require_fits(graph)
+    dataset = load_dataset(graph)
+    return dataset, get_backend(backend_name)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume RUN_DIR``: the run's spec (with --epochs / --set), its latest checkpoint, any backend."""
+    from .. import load
+    from ..backends import canonical_name
+    from ..errors import NnspecError
+    from ..runtime.checkpoints import latest_checkpoint
+    from ..runtime.run_status import COMPLETE, claim, read_status
+
+    if args.spec is not None:
+        raise NnspecError("--resume takes the spec from the run directory; leave SPEC out")
+    if args.out is not None or args.overwrite:
+        raise NnspecError("--resume continues in the run directory itself; --out and --overwrite do not apply")
+    folder = Path(args.resume)
+    spec = folder / "spec.yaml"
+    if not spec.is_file():
+        raise NnspecError(f"{folder}: not a run directory (no spec.yaml); --resume takes a folder written by nnspec run")
+    status = read_status(folder)
+    run_dir = claim(folder, resume=True)
+    graph = load(spec, overrides=[*args.overrides, *_epochs_override(args)])
+    if args.dtype:
+        graph = graph.replace(dtype=args.dtype)
+    record = run_dir.record
+    backend_name = canonical_name(args.backend or record.get("backend") or "jax")
+    checkpoint = latest_checkpoint(folder)
+    done = checkpoint.epoch if checkpoint else 0
+    if status == COMPLETE and done >= graph.train.epochs:
+        run_dir.release()
+        raise NnspecError(f"{folder}: this run is complete ({done} epochs); to train it further, pass --epochs N with N > {done}")
+    dataset, backend = _prepare(graph, backend_name)
+    state, early_state = None, None
+    if checkpoint is not None:
+        state, saved = checkpoint.read()
+        early_state = saved.get("early_stopping")
+        if not args.quiet:
+            print(f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})", file=sys.stderr)
+    elif not args.quiet:
+        print(f"nnspec run: {folder} has no checkpoint yet; starting it from the first epoch", file=sys.stderr)
+    run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done)
+    return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint))
+
+
+def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any) -> int:
+    """Compile, train in ``run_dir`` and report; returns the exit code."""
+    from ..runtime.env import environment
+    from ..runtime.training_run import train_in_directory
+
     start = time.perf_counter()
     model = backend.compile(graph, device=args.device, dtype=graph.dtype)
     setup_seconds = time.perf_counter() - start
+    early_state, checkpoint = None, None
+    if resume is not None:
+        state, early_state, checkpoint = resume
+        if state is not None:
+            model.set_training_state(state)
     if not args.quiet:
         print(
             f"nnspec run: {graph.name} on {backend.name} ({model.device}, {model.dtype}): "
-            f"{len(dataset.x_train)} train / {len(dataset.x_val)} validation / {len(dataset.x_test)} test examples",
+            f"{len(dataset.x_train)} train / {len(dataset.x_val)} validation / {len(dataset.x_test)} test examples -> {run_dir.path}",
             file=sys.stderr,
         )
-    history = model.fit(dataset, progress=False if args.quiet else None)
-    test = model.evaluate(dataset.x_test, dataset.y_test)
-    env = environment(model)
-    env["setup_seconds"] = setup_seconds
-    env["train_seconds"] = float(history["seconds"].sum())
-    env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
-    out = write_run(args.out or default_run_dir(graph, backend.name), model, history, test, env)
-    print(f"run directory: {out}")
-    print(f"test: loss {test['loss']:.4f}  accuracy {test['accuracy']:.4f}")
+
+    def finish(history: Any, test: Any) -> dict[str, Any]:
+        env = environment(model)
+        env["setup_seconds"] = setup_seconds
+        env["train_seconds"] = float(history["seconds"].sum()) if history is not None else 0.0
+        env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
+        return env
+
+    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish)
+    if outcome.status != "complete":
+        done = 0 if outcome.history is None else len(outcome.history)
+        print(
+            f"nnspec run: {outcome.signal_name or 'stopped'} after epoch {done}/{graph.train.epochs}; state saved; "
+            f"resume with: nnspec run --resume {run_dir.path}",
+            file=sys.stderr,
+        )
+        return outcome.exit_code
+    if outcome.stopped_early and not args.quiet:
+        print(f"nnspec run: early stopping after epoch {outcome.stopped_early} ({graph.train.early_stopping.monitor} did not improve)", file=sys.stderr)
+    print(f"run directory: {run_dir.path}")
+    test = outcome.test or {}
+    print(f"test: loss {test.get('loss', float('nan')):.4f}  accuracy {test.get('accuracy', float('nan')):.4f}")
     return 0

@@ -160,6 +160,43 @@ class ScheduleConfig:
     params: Mapping[str, float] = field(default_factory=dict)
 
 
+#: What ``train.early_stopping.monitor`` may name: a metrics.csv column.
+MONITORS: tuple[str, ...] = ("val_loss", "val_accuracy", "loss", "accuracy")
+#: ``train.on_divergence``: stop at the first non-finite loss (weights kept from the step before), or train on.
+DIVERGENCE_ACTIONS: tuple[str, ...] = ("stop", "continue")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``train.checkpoint``: a checkpoint every ``every`` epochs (0: none), the ``keep`` most recent kept."""
+
+    every: int = 1
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """``train.early_stopping``, as Keras's ``EarlyStopping`` callback reads it.
+
+    Training stops once ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs;
+    ``mode`` ``auto`` minimises losses and maximises accuracies. With ``restore_best`` the run ends with
+    the weights of the best epoch.
+    """
+
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: int = 0
+    min_delta: float = 0.0
+    restore_best: bool = False
+
+    @property
+    def minimize(self) -> bool:
+        """Whether a lower value of ``monitor`` is better."""
+        if self.mode == "auto":
+            return "accuracy" not in self.monitor
+        return self.mode == "min"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The ``train`` section, resolved."""
@@ -172,6 +209,9 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     metrics: tuple[str, ...] = ("accuracy",)
+    on_divergence: str = "stop"
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig | None = None
 
 
 @dataclass(frozen=True)

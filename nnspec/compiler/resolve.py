@@ -8,15 +8,18 @@ problem in a :class:`~nnspec.compiler.report.Report`, fills defaults, and return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ..runtime.optimizers import OPTIMIZER_DEFAULTS
 from ..runtime.schedules import SCHEDULE_DEFAULTS
-from .ir import DATASETS, INPUT, OPTIMIZERS, SCHEDULES, DataConfig, OptimizerConfig, ScheduleConfig, Shape, TrainConfig
+from .ir import DATASETS, INPUT, OPTIMIZERS, SCHEDULES, CheckpointConfig, DataConfig, EarlyStoppingConfig, OptimizerConfig, ScheduleConfig, Shape, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq
 from .opset import COMMON_KEYS, LAYER_TYPES, OPS
 from .report import Report
 from .schema import (
+    CHECKPOINT_FIELDS,
+    EARLY_STOPPING_FIELDS,
+    Field,
     DATA_FIELDS,
     DATASET_OPTIONS,
     FAILED,
@@ -262,9 +265,25 @@ def resolve_train(node: YNode | None, report: Report) -> TrainConfig:
             name, params, key = block
             read = _block_params(name, params, SCHEDULE_FIELDS[name], "schedule", report, ("E0407", "E0402", "E0407"), key)
             schedule = ScheduleConfig(name, {**SCHEDULE_DEFAULTS[name], **(read or {})})
-    settled = {k: (TRAIN_FIELDS[k].default if v is FAILED else v) for k, v in values.items() if k not in ("optimizer", "schedule")}
-    defaults = {k: f.default for k, f in TRAIN_FIELDS.items() if k not in ("optimizer", "schedule")}
-    return TrainConfig(optimizer=optimizer, schedule=schedule, **{**defaults, **settled})
+    blocks = ("optimizer", "schedule", "checkpoint", "early_stopping")
+    checkpoint = CheckpointConfig(**_subsection(values.get("checkpoint"), CHECKPOINT_FIELDS, "checkpoint", report, "checkpoint: {every: 1, keep: 2}"))
+    early_stopping = None
+    if not _is_null(values.get("early_stopping")):
+        early_stopping = EarlyStoppingConfig(**_subsection(values["early_stopping"], EARLY_STOPPING_FIELDS, "early_stopping", report, "early_stopping: {monitor: val_loss, patience: 3}"))
+    settled = {k: (TRAIN_FIELDS[k].default if v is FAILED else v) for k, v in values.items() if k not in blocks}
+    defaults = {k: f.default for k, f in TRAIN_FIELDS.items() if k not in blocks}
+    return TrainConfig(optimizer=optimizer, schedule=schedule, checkpoint=checkpoint, early_stopping=early_stopping, **{**defaults, **settled})
+
+
+def _subsection(node: YNode | None, fields: Mapping[str, Field], what: str, report: Report, example: str) -> dict[str, Any]:
+    """A mapping inside ``train`` read against ``fields``: the values read (invalid ones left to their defaults)."""
+    if node is None or _is_null(node) or node is FAILED:
+        return {}
+    if not isinstance(node, YMap):
+        report.add("E0402", f"train.{what} must be a mapping; got {describe(node)}", node, f"write {example}")
+        return {}
+    values = read_section(node, fields, report, where=f"train.{what}", sep=".", codes=("E0401", "E0402", "E0402"), owner=what)
+    return {k: v for k, v in values.items() if v is not FAILED}
 
 
 def resolve_data(node: YNode | None, report: Report) -> DataConfig:

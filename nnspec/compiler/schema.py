@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
-from .ir import DATASETS, LOSSES, NORMALIZATIONS
+from .ir import DATASETS, DIVERGENCE_ACTIONS, LOSSES, MONITORS, NORMALIZATIONS
 from .loader import YMap, YNode, YScalar
 from .opset import INITIALIZER_ARGS, OPS, PADDINGS, POOL_DEFAULT_SIZE, read_initializer  # noqa: F401 (re-exported)
 from .report import Report
@@ -107,6 +107,24 @@ TRAIN_FIELDS: dict[str, Field] = {
     "epochs": Field(_positive_int, default=10),
     "seed": Field(_seed, default=0),
     "metrics": Field(_metrics, default=("accuracy",)),
+    "on_divergence": Field(choice_reader(DIVERGENCE_ACTIONS, "divergence action", "E0402"), default="stop"),
+    "checkpoint": Field(lambda n: n),
+    "early_stopping": Field(lambda n: n),
+}
+
+#: ``train.checkpoint`` keys.
+CHECKPOINT_FIELDS: dict[str, Field] = {
+    "every": Field(lambda n: read_int(n, 0), default=1),
+    "keep": Field(_positive_int, default=2),
+}
+
+#: ``train.early_stopping`` keys (Keras's ``EarlyStopping`` names, ``restore_best`` for ``restore_best_weights``).
+EARLY_STOPPING_FIELDS: dict[str, Field] = {
+    "monitor": Field(choice_reader(MONITORS, "monitored metric", "E0402"), default="val_loss"),
+    "mode": Field(choice_reader(("auto", "min", "max"), "mode", "E0402"), default="auto"),
+    "patience": Field(lambda n: read_int(n, 0), default=0),
+    "min_delta": Field(lambda n: read_float(n, 0.0), default=0.0),
+    "restore_best": Field(_bool, default=False),
 }
 
 _SPLIT = lambda n: read_float(n, 0.0, 1.0, max_open=True)  # noqa: E731

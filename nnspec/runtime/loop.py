@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -60,12 +60,18 @@ def fit(
     *,
     epochs: int | None = None,
     progress: Any = None,
+    on_epoch: Callable[[dict[str, float]], bool] | None = None,
 ) -> "pd.DataFrame":
     """Train ``model`` for ``epochs`` (default ``train.epochs``) on ``dataset`` (default: the spec's).
 
     Returns this call's history rows (columns ``epoch, loss, accuracy, val_loss, val_accuracy,
-    seconds``; epochs numbered on from earlier calls); ``model.history`` holds every epoch so far.
-    ``progress``: see :func:`nnspec.runtime.progress.make_progress`.
+    seconds``; epochs numbered on from earlier calls); ``model.history`` holds every epoch so far and is
+    updated after each epoch. ``on_epoch(row)`` is called after each epoch (with ``model.history``
+    already holding it); returning True ends training there. ``progress``: see
+    :func:`nnspec.runtime.progress.make_progress`.
+
+    A non-finite loss under ``train.on_divergence: stop`` raises :class:`~nnspec.errors.TrainingDiverged`
+    naming the epoch and step; the model then holds the weights from before that step.
     """
     graph = model.graph
     if dataset is None:
@@ -88,17 +94,30 @@ def fit(
         for e in range(first, first + epochs):
             order = epoch_order(graph.train.seed, e, n_train)
             compile_before = model.compile_seconds
+            step_before = model.step
             start = time.perf_counter()
             loss, accuracy = model.run_epoch(x, y, order, batch_size)
             seconds = time.perf_counter() - start - max(model.compile_seconds - compile_before, 0.0)
+            _raise_if_diverged(model, e + 1, step_before)
             val_loss, val_accuracy = (math.nan, math.nan)
             if x_val is not None:
                 val_loss, val_accuracy = model.evaluate_arrays(x_val, y_val)
             row = dict(zip(COLUMNS, (e + 1, float(loss), float(accuracy), float(val_loss), float(val_accuracy), max(seconds, 0.0))))
             rows.append(row)
+            model.history = concat_history(getattr(model, "history", None), make_history([row]))  # type: ignore[attr-defined]
             reporter.epoch(row)
+            if on_epoch is not None and on_epoch(row):
+                break
     finally:
         reporter.close()
-        if rows:
-            model.history = concat_history(getattr(model, "history", None), make_history(rows))  # type: ignore[attr-defined]
     return make_history(rows)
+
+
+def _raise_if_diverged(model: "CompiledModel", epoch: int, step_before: int) -> None:
+    """Raise :class:`TrainingDiverged` when the epoch just run stopped at a non-finite loss."""
+    bad = getattr(model, "diverged_step", None)
+    if bad is None:
+        return
+    from ..errors import TrainingDiverged
+
+    raise TrainingDiverged(epoch, int(bad) - step_before + 1, int(bad), float(getattr(model, "diverged_loss", math.nan)))

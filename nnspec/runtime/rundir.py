@@ -2,6 +2,8 @@
 
 A run directory holds ``spec.yaml`` (resolved), ``metrics.csv``, ``test.json``, ``history.png``,
 ``weights.safetensors`` and ``env.json``; the default place is ``runs/<name>/<backend>-<timestamp>/``.
+Beside them, ``run.json`` records the run's status (:mod:`nnspec.runtime.run_status`) and
+``checkpoints/`` its checkpoints (:mod:`nnspec.runtime.checkpoints`). Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import DataError
+from .atomic import atomic_write, atomic_write_with, json_text
 from .history import read_metrics, write_metrics
 from .plots import plot_history
 from .specfile import dump_spec
@@ -52,7 +55,21 @@ def _absolute_data_path(graph: "Graph") -> "Graph":
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write(path, json_text(data))
+
+
+def write_spec(directory: str | os.PathLike, graph: "Graph") -> Path:
+    """Write the resolved ``spec.yaml`` of a run (data paths made absolute), atomically."""
+    from .. import __version__
+
+    graph = _absolute_data_path(graph)
+    header = f"resolved by nnspec {__version__}" + (f" from {graph.source}" if graph.source else "")
+    return atomic_write(Path(directory) / "spec.yaml", dump_spec(graph, header))
+
+
+def write_weights(path: str | os.PathLike, weights: Mapping[str, Any], graph: "Graph") -> Path:
+    """Write a weights file atomically."""
+    return atomic_write_with(path, lambda tmp: save_weights(tmp, weights, graph))
 
 
 def write_run(
@@ -62,18 +79,18 @@ def write_run(
     test: Mapping[str, float],
     env: Mapping[str, Any],
 ) -> Path:
-    """Write every contract file of a finished run into ``directory`` (created if needed)."""
-    from .. import __version__
+    """Write every contract file of a finished run into ``directory`` (created if needed), each atomically.
 
+    The weights go first: they are what a failure afterwards must not lose.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    graph = _absolute_data_path(model.graph)
-    header = f"resolved by nnspec {__version__}" + (f" from {graph.source}" if graph.source else "")
-    (out / "spec.yaml").write_text(dump_spec(graph, header))
-    write_metrics(history, out / "metrics.csv")
+    graph = model.graph
+    write_weights(out / "weights.safetensors", model.get_weights(), graph)
+    write_spec(out, graph)
+    atomic_write_with(out / "metrics.csv", lambda tmp: write_metrics(history, tmp))
     _write_json(out / "test.json", {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])})
-    plot_history(history, out / "history.png", f"{graph.name} ({model.backend.name})")
-    save_weights(out / "weights.safetensors", model.get_weights(), graph)
+    atomic_write_with(out / "history.png", lambda tmp: plot_history(history, tmp, f"{graph.name} ({model.backend.name})"))
     _write_json(out / "env.json", env)
     return out
 
@@ -87,11 +104,17 @@ class RunRecord:
     backend: str
     history: "pd.DataFrame"
     test: Mapping[str, float] | None
+    status: str = "complete"
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run finished (see :func:`nnspec.runtime.run_status.read_status`)."""
+        return self.status == "complete"
 
     @property
     def label(self) -> str:
-        """``<spec name> (<backend>)``."""
-        return f"{self.name} ({self.backend})"
+        """``<spec name> (<backend>)``, with the status added for a run that did not complete."""
+        return f"{self.name} ({self.backend})" + ("" if self.complete else f" [{self.status}]")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -123,4 +146,6 @@ def read_run(directory: str | os.PathLike) -> RunRecord:
             pass
     env = _read_json(d / "env.json") or {}
     backend = str(env.get("backend") or d.name.split("-")[0])
-    return RunRecord(d, name, backend, history, _read_json(d / "test.json"))
+    from .run_status import read_status
+
+    return RunRecord(d, name, backend, history, _read_json(d / "test.json"), read_status(d))

@@ -3,6 +3,8 @@ in, every layer named), as ``spec.yaml`` of a run directory. Loading the text ag
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 from ..compiler.ir import INPUT, Graph, Initializer, Node
@@ -42,7 +44,11 @@ def graph_to_spec(graph: Graph) -> dict[str, Any]:
         "epochs": t.epochs,
         "seed": t.seed,
         "metrics": list(t.metrics),
+        "on_divergence": t.on_divergence,
+        "checkpoint": {"every": t.checkpoint.every, "keep": t.checkpoint.keep},
     }
+    if t.early_stopping is not None:
+        train["early_stopping"] = _plain(dataclasses.asdict(t.early_stopping))
     data: dict[str, Any] = {"dataset": d.dataset}
     if d.path:
         data["path"] = d.path

@@ -15,11 +15,12 @@ every engine, so a state saved by one engine restores exactly on another. :func:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+
+from .atomic import finite_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +63,7 @@ def to_tensors(ts: TrainingState) -> tuple[dict[str, np.ndarray], dict[str, Any]
     for group in ("weights", "state", "slots"):
         for key, value in getattr(ts, group).items():
             arrays[f"{group}/{key}"] = np.ascontiguousarray(value)
-    history = None if ts.history is None else json.loads(ts.history.to_json(orient="records"))
+    history = None if ts.history is None else finite_json(ts.history.to_dict("records"))
     return arrays, {"step": int(ts.step), "epochs_done": int(ts.epochs_done), "history": history}
 
 
@@ -76,5 +77,5 @@ def from_tensors(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> T
     if meta.get("history"):
         from .history import make_history
 
-        history = make_history(list(meta["history"]))
+        history = make_history([{k: (float("nan") if v is None else v) for k, v in row.items()} for row in meta["history"]])
     return TrainingState(groups["weights"], groups["state"], groups["slots"], int(meta.get("step", 0)), int(meta.get("epochs_done", 0)), history)

@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
     labels = [f"{r.label} {r.directory.name}" if plain.count(r.label) > 1 else r.label for r in records]
     plot_runs(list(zip(labels, (r.history for r in records))), args.output, args.title or " vs ".join(labels))
     for label, r in zip(labels, records):
-        test = f"  test accuracy {r.test['accuracy']:.4f}" if r.test and "accuracy" in r.test else ""
-        print(f"{label}: {len(r.history)} epochs{test}")
+        accuracy = (r.test or {}).get("accuracy")
+        test = f"  test accuracy {accuracy:.4f}" if isinstance(accuracy, (int, float)) else ""
+        state = "" if r.complete else f"  (not complete: {r.status}; its metrics so far)"
+        print(f"{label}: {len(r.history)} epochs{test}{state}")
     print(f"wrote {args.output}")
     return 0

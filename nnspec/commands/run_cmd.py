@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = claim(args.out or default_run_dir(graph, backend.name), overwrite=args.overwrite)
     from ..runtime.rundir import write_spec
 
-    write_spec(run_dir.path, graph)
-    run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs)
-    return _train(args, graph, dataset, backend, run_dir, None)
+    with run_dir:
+        write_spec(run_dir.path, graph)
+        run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs)
+        return _train(args, graph, dataset, backend, run_dir, None)
 
 
 def _epochs_override(args: argparse.Namespace) -> list[str]:
@@ -82,28 +83,36 @@ def _resume(args: argparse.Namespace) -> int:
     if not spec.is_file():
         raise NnspecError(f"{folder}: not a run directory (no spec.yaml); --resume takes a folder written by nnspec run")
     status = read_status(folder)
-    run_dir = claim(folder, resume=True)
-    graph = load(spec, overrides=[*args.overrides, *_epochs_override(args)])
-    if args.dtype:
-        graph = graph.replace(dtype=args.dtype)
-    record = run_dir.record
-    backend_name = canonical_name(args.backend or record.get("backend") or "jax")
-    checkpoint = latest_checkpoint(folder)
-    done = checkpoint.epoch if checkpoint else 0
-    if status == COMPLETE and done >= graph.train.epochs:
-        run_dir.release()
-        raise NnspecError(f"{folder}: this run is complete ({done} epochs); to train it further, pass --epochs N with N > {done}")
-    dataset, backend = _prepare(graph, backend_name)
-    state, early_state = None, None
-    if checkpoint is not None:
-        state, saved = checkpoint.read()
-        early_state = saved.get("early_stopping")
-        if not args.quiet:
-            print(f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})", file=sys.stderr)
-    elif not args.quiet:
-        print(f"nnspec run: {folder} has no checkpoint yet; starting it from the first epoch", file=sys.stderr)
-    run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done)
-    return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint))
+    with claim(folder, resume=True) as run_dir:
+        graph = load(spec, overrides=[*args.overrides, *_epochs_override(args)])
+        if args.dtype:
+            graph = graph.replace(dtype=args.dtype)
+        backend_name = canonical_name(args.backend or run_dir.record.get("backend") or "jax")
+        checkpoint = latest_checkpoint(folder)
+        done = checkpoint.epoch if checkpoint else 0
+        if status == COMPLETE and done >= graph.train.epochs:
+            raise NnspecError(f"{folder}: this run is complete ({done} epochs); to train it further, pass --epochs N with N > {done}")
+        dataset, backend = _prepare(graph, backend_name)
+        state, early_state = None, None
+        if checkpoint is not None:
+            state, saved = checkpoint.read()
+            early_state = saved.get("early_stopping")
+            if not args.quiet:
+                print(f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})", file=sys.stderr)
+        elif not args.quiet:
+            print(f"nnspec run: {folder} has no checkpoint yet; starting it from the first epoch", file=sys.stderr)
+        run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done)
+        _remove_results(folder)
+        return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint))
+
+
+def _remove_results(folder: Path) -> None:
+    """Remove the results of an earlier completion (a complete run resumed for more epochs): they would be stale."""
+    from ..runtime.rundir import RUN_FILES
+
+    for name in RUN_FILES:
+        if name not in ("spec.yaml", "metrics.csv"):
+            (folder / name).unlink(missing_ok=True)
 
 
 def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any) -> int:

@@ -58,6 +58,12 @@ class RunDirectory:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
 
 def is_run_directory(path: Path) -> bool:
     """Whether ``path`` holds any file that nnspec writes into a run directory."""

@@ -39,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
     backend_name = canonical_name(args.backend or "jax")
     dataset, backend = _prepare(graph, backend_name)
     run_dir = claim(args.out or default_run_dir(graph, backend.name), overwrite=args.overwrite)
+    from ..runtime.interrupts import StopRequests
     from ..runtime.rundir import write_spec
 
-    with run_dir:
+    with run_dir, StopRequests() as stops:
         write_spec(run_dir.path, graph)
         run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs)
-        return _train(args, graph, dataset, backend, run_dir, None)
+        return _train(args, graph, dataset, backend, run_dir, None, stops)
 
 
 def _epochs_override(args: argparse.Namespace) -> list[str]:
@@ -83,7 +84,9 @@ def _resume(args: argparse.Namespace) -> int:
     if not spec.is_file():
         raise NnspecError(f"{folder}: not a run directory (no spec.yaml); --resume takes a folder written by nnspec run")
     status = read_status(folder)
-    with claim(folder, resume=True) as run_dir:
+    from ..runtime.interrupts import StopRequests
+
+    with claim(folder, resume=True) as run_dir, StopRequests() as stops:
         graph = load(spec, overrides=[*args.overrides, *_epochs_override(args)])
         if args.dtype:
             graph = graph.replace(dtype=args.dtype)
@@ -103,7 +106,7 @@ def _resume(args: argparse.Namespace) -> int:
             print(f"nnspec run: {folder} has no checkpoint yet; starting it from the first epoch", file=sys.stderr)
         run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done)
         _remove_results(folder)
-        return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint))
+        return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint), stops)
 
 
 def _remove_results(folder: Path) -> None:
@@ -115,8 +118,8 @@ def _remove_results(folder: Path) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any) -> int:
-    """Compile, train in ``run_dir`` and report; returns the exit code."""
+def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any, stops: Any) -> int:
+    """Compile, train in ``run_dir`` (signals caught by ``stops``) and report; returns the exit code."""
     from ..runtime.env import environment
     from ..runtime.training_run import train_in_directory
 
@@ -142,7 +145,7 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
         env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
         return env
 
-    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish)
+    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops)
     if outcome.status != "complete":
         done = 0 if outcome.history is None else len(outcome.history)
         print(

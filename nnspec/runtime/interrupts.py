@@ -24,7 +24,7 @@ class StopRequests:
     """A context manager that turns SIGINT / SIGTERM into a stop request (see the module docstring).
 
     ``requested`` holds the first signal's number (None until one arrives). Outside the main thread,
-    where Python cannot install handlers, it does nothing.
+    where Python cannot install handlers, it does nothing. Entering it again (nested) is allowed.
     """
 
     def __init__(self, message: str = "stopping after the current epoch to save the training state", exit_now: Callable[[int], Any] = os._exit):
@@ -32,6 +32,7 @@ class StopRequests:
         self.requested: int | None = None
         self._exit_now = exit_now
         self._previous: dict[int, Any] = {}
+        self._depth = 0
 
     @property
     def exit_code(self) -> int:
@@ -52,12 +53,15 @@ class StopRequests:
         print(f"\nnnspec: {signal.Signals(signum).name} received: {self.message} (send it again to exit at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "StopRequests":
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in EXIT_CODES:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous.clear()

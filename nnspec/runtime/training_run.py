@@ -116,11 +116,13 @@ def train_in_directory(
     early_state: Mapping[str, Any] | None = None,
     last_checkpoint: Checkpoint | None = None,
     finish: Callable[["pd.DataFrame", Mapping[str, float]], Mapping[str, Any]] | None = None,
+    stops: StopRequests | None = None,
 ) -> RunOutcome:
     """Train ``model`` up to ``train.epochs`` epochs in the claimed run directory ``run``; see the module docstring.
 
     ``early_state`` and ``last_checkpoint`` continue a resumed run. ``finish(history, test)`` gives the
-    ``env.json`` record. Raises :class:`TrainingDiverged` (run marked ``diverged``) and
+    ``env.json`` record. ``stops`` (default: a new one, installed for the training only) catches SIGINT /
+    SIGTERM; a caller that installs it over more (compiling, writing) passes its own. Raises :class:`TrainingDiverged` (run marked ``diverged``) and
     :class:`OutputError` (the results could not be written; the weights were rescued).
     """
     train = model.graph.train
@@ -131,7 +133,8 @@ def train_in_directory(
         best_weights = best.read()[0].all_weights() if best is not None else None
     done = 0 if model.history is None else len(model.history)
     remaining = train.epochs - done
-    with StopRequests() as stops:
+    stops = stops if stops is not None else StopRequests()
+    with stops:
         hook = _EpochHook(model, run, stops, early, best_weights)
         hook.last_checkpoint = last_checkpoint
         run.set_status("running", epochs_done=done, epochs_planned=train.epochs)
@@ -139,9 +142,9 @@ def train_in_directory(
             if remaining > 0 and not (early is not None and early.stopped_epoch):
                 fit(model, dataset, epochs=remaining, progress=progress, on_epoch=hook)
         except TrainingDiverged as exc:
-            exc.checkpoint = os.fspath(hook.last_checkpoint.path) if hook.last_checkpoint else None
+            checkpoint = os.fspath(hook.last_checkpoint.path) if hook.last_checkpoint else None
             run.set_status("diverged", message=str(exc))
-            raise TrainingDiverged(exc.epoch, exc.step, exc.global_step, exc.loss, exc.checkpoint) from None
+            raise TrainingDiverged(exc.epoch, exc.step, exc.global_step, exc.loss, checkpoint) from None
         done = 0 if model.history is None else len(model.history)
         if stops.requested is not None and done < train.epochs and not hook.stopped_early:
             run.set_status("interrupted", signal=stops.signal_name)

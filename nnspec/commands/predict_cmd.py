@@ -2,16 +2,26 @@
 
 X holds examples already in the model's input space (normalised as the spec's data set is): shape
 ``(N, *input.shape)``, or a single example of shape ``input.shape``. Single-channel images may omit
-the channel axis.
+the channel axis. X must be a numeric ``.npy`` array (no pickles, no 0-d array) without NaN or infinity.
+
+``--output P.npy`` is written to exactly that path (no ``.npy`` is appended). Its folder must already
+exist: a missing folder is refused (not created, so a typo does not scatter files), as is a path that
+is a folder or a folder that cannot be written; all of this is checked before the model is compiled.
+The file is written atomically: to a temporary file in the same folder, then renamed over ``P.npy``,
+so an interrupted run never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import stat
+import tempfile
 
 import numpy as np
 
+from ..errors import DataError, NnspecError
 from .model_options import add_spec_arguments, load_graph
 
 SHOWN = 20
@@ -22,25 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     parser.add_argument("--weights", "-w", required=True, metavar="FILE", help="weights file (.safetensors)")
     parser.add_argument("--input", "-i", required=True, metavar="X.npy", help="examples to predict, a NumPy .npy file")
-    parser.add_argument("--output", "-o", default=None, metavar="P.npy", help="write the outputs (probabilities when the model ends in softmax) here")
+    parser.add_argument(
+        "--output", "-o", default=None, metavar="P.npy", help="write the outputs (probabilities when the model ends in softmax) to this file; its folder must exist"
+    )
 
 
 def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     """Read and check an .npy file of examples; returns ``(N, *input_shape)``. Problems are DataErrors naming the path."""
-    from ..errors import DataError
+    from ..data.arrays import read_npy
+    from ..data.safety import check_features, shown
 
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such input file")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a NumPy .npy array of numbers ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
-    if not isinstance(x, np.ndarray):
-        raise DataError(f"{path}: expected one array in an .npy file, found an .npz archive; save it with numpy.save")
+    x = read_npy(path, "input file")
+    if x.ndim == 0:
+        raise DataError(f"{shown(path)}: holds a 0-d array (a single number); expected examples of shape {list(input_shape)}")
     if x.dtype.kind not in "iufb":
-        raise DataError(f"{path}: expected numbers, found dtype {x.dtype}")
+        raise DataError(f"{shown(path)}: expected numbers, found dtype {x.dtype}")
+    check_features(x, path, "x")
     want = tuple(input_shape)
     if x.shape == want or (want[-1:] == (1,) and x.shape == want[:-1]):
         x = x.reshape((1, *want))
@@ -48,25 +55,74 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
         x = x[..., None]
     if x.shape[1:] != want:
         raise DataError(
-            f"{path}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape is {list(want)}; "
+            f"{shown(path)}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape is {list(want)}; "
             f"expected an array of shape [N, {', '.join(map(str, want))}]"
         )
     return x
 
 
+def check_output(path: str) -> str:
+    """Refuse an output path that cannot be written (a NUL byte, a folder, a device, a missing or read-only
+    folder); returns the file to write (a symbolic link is followed)."""
+    from ..data.safety import shown
+
+    if "\0" in path:
+        raise NnspecError(f"{shown(path)}: the output path contains a NUL byte")
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise NnspecError(f"{shown(path)}: is a folder; --output must name a file, e.g. {os.path.join(shown(path), 'predictions.npy')}")
+    if os.path.lexists(target) and not os.path.isfile(target):
+        raise NnspecError(f"{shown(path)}: exists and is not a regular file; --output must name a regular file")
+    folder, named = os.path.dirname(target), os.path.dirname(os.path.abspath(path))
+    try:
+        is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        is_folder = False
+    except OSError as exc:
+        raise NnspecError(f"{shown(path)}: cannot reach the folder {shown(named)} ({exc.strerror or exc})") from None
+    if not is_folder:
+        raise NnspecError(f"{shown(path)}: the folder {shown(named)} does not exist; create it first (nnspec does not create folders for --output)")
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise NnspecError(f"{shown(path)}: the folder {shown(named)} is not writable")
+    return target
+
+
+def write_output(path: str, outputs: np.ndarray, shown_as: str | None = None) -> None:
+    """Write ``outputs`` to ``path`` as .npy atomically (temporary file in the same folder, flushed, then renamed)."""
+    from ..data.safety import shown
+
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, outputs, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise NnspecError(f"{shown(shown_as or path)}: cannot write the outputs ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Compile with the weights, predict, and print (or save) the outputs."""
+    """Check the output path and the input, compile with the weights, predict, and print (or save) the outputs."""
     from ..backends import get_backend
     from ..runtime.weights import load_weights
 
     graph = load_graph(args)
+    target = check_output(args.output) if args.output else None
     x = read_input(args.input, tuple(graph.input_shape))
     weights = load_weights(args.weights, graph)
     model = get_backend(args.backend).compile(graph, weights, device=args.device, dtype=graph.dtype)
     outputs = np.asarray(model.predict(x))
     classes = outputs.argmax(axis=-1)
-    if args.output:
-        np.save(args.output, outputs)
+    if target is not None:
+        write_output(target, outputs, args.output)
         print(f"wrote {args.output}: outputs of shape {list(outputs.shape)}")
     for i in range(min(len(classes), SHOWN)):
         print(f"{i}: class {int(classes[i])}  (output {float(outputs[i, classes[i]]):.4f})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .safety import shown
 
 IDX_PARTS: tuple[str, ...] = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 _IDX_BASENAMES: dict[str, tuple[str, ...]] = {
@@ -109,7 +111,13 @@ def find_in(folder: str, dataset: str) -> Found | None:
 
     A folder holding some but not all of the four IDX files is an error that names the missing ones.
     """
-    root = Path(folder)
+    try:
+        return _find_in(Path(folder), dataset)
+    except OSError as exc:
+        raise DataError(f"{shown(folder)}: cannot look for {dataset} data there ({exc.strerror or exc})") from None
+
+
+def _find_in(root: Path, dataset: str) -> Found | None:
     for sub in ("", *_SUBDIRS.get(dataset, ())):
         d = root / sub if sub else root
         if not d.is_dir():
@@ -190,15 +198,28 @@ def download(dataset: str, cache_dir: str | None = None, timeout: float = DOWNLO
     return found
 
 
+def _mode(path: str, dataset: str) -> int:
+    """``st_mode`` of ``data.path``, or a DataError for a NUL byte, a missing path or a permission problem."""
+    if "\0" in path:
+        raise DataError(f"{shown(path)}: the path contains a NUL byte (data.path of data set '{dataset}')")
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{shown(path)}: no such file or folder (data.path of data set '{dataset}')") from None
+    except OSError as exc:
+        raise DataError(f"{shown(path)}: cannot read data.path of data set '{dataset}' ({exc.strerror or exc})") from None
+
+
 def locate(dataset: str, path: str | None) -> Found:
     """Find ``dataset`` (``mnist`` or ``fashion_mnist``) on disk, or download it; see the module docstring."""
     if path:
-        if os.path.isfile(path):
+        mode = _mode(path, dataset)
+        if stat.S_ISREG(mode):
             if path.endswith(".npz"):
                 return Found(npz=path)
-            raise DataError(f"{path}: expected a folder holding {expected_files(dataset)}, or an .npz file")
-        if not os.path.isdir(path):
-            raise DataError(f"{path}: no such file or folder (data.path of data set '{dataset}')")
+            raise DataError(f"{shown(path)}: expected a folder holding {expected_files(dataset)}, or an .npz file")
+        if not stat.S_ISDIR(mode):
+            raise DataError(f"{shown(path)}: is not a regular file or folder (a FIFO, device or socket); data.path of data set '{dataset}' must name a folder or an .npz file")
         found = find_in(path, dataset)
         if found is None:
             raise DataError(f"{path}: no {dataset} data found; expected {expected_files(dataset)}")

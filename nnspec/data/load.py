@@ -18,7 +18,8 @@ import numpy as np
 from ..compiler.ir import Graph
 from ..errors import DataError, Diagnostic, SpecError
 from .dataset import Dataset
-from .sources import SOURCES, RawData
+from .safety import shown
+from .sources import SOURCES, LabelOrigin, RawData
 
 VALIDATION_STREAM = 0x76616C69  # a fixed second seed word, so the shuffle differs from the epoch orders
 
@@ -93,8 +94,27 @@ def _diagnostic(graph: Graph, path: str, code: str, message: str, hint: str) -> 
     return SpecError([Diagnostic(code, message, file=graph.source, line=line, column=column, path=path, hint=hint)])
 
 
-def check_fits(graph: Graph, name: str, example_shape: tuple[int, ...], num_classes: int) -> None:
-    """Raise :class:`SpecError` when the data's example shape or class count does not fit the spec."""
+def first_label_at_least(raw: RawData, limit: int) -> str | None:
+    """``FILE: y[i] is L`` for the first label ``>= limit`` in file order (train labels first); None if none is."""
+    found: tuple[LabelOrigin, int, int] | None = None
+    for y, origin in zip((raw.y_train, raw.y_test), raw.origins):
+        bad = np.flatnonzero(y >= limit)
+        if origin is None or bad.size == 0:
+            continue
+        positions = bad if origin.rows is None else origin.rows[bad]
+        k = int(np.argmin(positions))
+        if found is None or (found[0].at is origin.at and int(positions[k]) < found[1]):
+            found = (origin, int(positions[k]), int(y[bad[k]]))
+    if found is None:
+        return None
+    origin, position, label = found
+    return f"{shown(origin.path)}: {origin.at(position)} is {label}"
+
+
+def check_fits(graph: Graph, name: str, example_shape: tuple[int, ...], num_classes: int, culprit: str | None = None) -> None:
+    """Raise :class:`SpecError` when the data's example shape or class count does not fit the spec.
+
+    ``culprit`` (e.g. ``data.npz: y[17] is 12``) names the first label beyond the model's outputs."""
     want = tuple(graph.input_shape)
     if example_shape != want:
         raise _diagnostic(
@@ -111,7 +131,7 @@ def check_fits(graph: Graph, name: str, example_shape: tuple[int, ...], num_clas
             graph,
             f"layers[{last}]",
             "E0505",
-            f"data set '{name}' has {num_classes} classes but the model's output has {outputs} units",
+            f"data set '{name}' has {num_classes} classes but the model's output has {outputs} units" + (f" (first label beyond: {culprit})" if culprit else ""),
             f"give the last dense layer units: {num_classes}",
         )
 
@@ -127,13 +147,21 @@ def load_dataset(graph: Graph, base_dir: str | None = None) -> Dataset:
     if reader is None:
         raise DataError(f"unknown data set {cfg.dataset!r}; expected one of {', '.join(SOURCES)}")
     options: dict[str, Any] = dict(cfg.options)
-    raw: RawData = reader(resolve_path(_data_path(graph), graph, base_dir), options, cfg.test_split)
+    path = resolve_path(_data_path(graph), graph, base_dir)
+    raw: RawData = reader(path, options, cfg.test_split)
     want = tuple(graph.input_shape)
     x_train, x_test = _fit_rank(raw.x_train, want), _fit_rank(raw.x_test, want)
     labels = [raw.y_train, raw.y_test]
     num_classes = int(max((int(y.max()) + 1 for y in labels if y.size), default=0))
-    check_fits(graph, cfg.dataset, tuple(x_train.shape[1:]), num_classes)
+    outputs = graph.output_shape[-1] if graph.output_shape else 0
+    culprit = first_label_at_least(raw, outputs) if num_classes > outputs else None
+    check_fits(graph, cfg.dataset, tuple(x_train.shape[1:]), num_classes, culprit)
     x_tr, y_tr, x_val, y_val = split_validation(x_train, raw.y_train, cfg.validation_split, graph.train.seed)
-    x_tr, x_val, x_te = normalize(cfg.normalize, x_tr, [x_val, x_test], raw.max_value)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x_tr, x_val, x_te = normalize(cfg.normalize, x_tr, [x_val, x_test], raw.max_value)
+    for part, x in (("training", x_tr), ("validation", x_val), ("test", x_te)):
+        if x.size and not np.isfinite(x).all():
+            where = shown(path) if path else f"data set '{cfg.dataset}'"
+            raise DataError(f"{where}: normalize: {cfg.normalize} turns finite {part} values into NaN or infinity (the values overflow float32); rescale the data")
     i32 = np.int32
     return Dataset(cfg.dataset, x_tr, y_tr.astype(i32), x_val, y_val.astype(i32), x_te, raw.y_test.astype(i32), num_classes)

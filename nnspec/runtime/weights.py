@@ -1,4 +1,10 @@
-"""Weights files: safetensors only (no pickle anywhere), checked against the spec on the way in."""
+"""Weights files: safetensors only (no pickle anywhere), checked on the way in.
+
+Every weights file is read through :func:`nnspec.data.safety.open_regular` (no folders, FIFOs or devices;
+the size is checked against the cap and the memory available before it is read). Each array must be
+floating point and finite; with a spec, names and shapes must match it. Problems are
+:class:`WeightsError` naming the file, the tensor and, for a NaN or infinity, its first index.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,24 @@ def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     return {key: tuple(spec.shape) for key, _, spec in (*graph.param_specs(), *graph.state_specs())}
 
 
+def value_problems(weights: Mapping[str, np.ndarray]) -> list[str]:
+    """Arrays of ``weights`` that are not floating point, or hold NaN or infinity (naming the first bad index)."""
+    from ..data.safety import first_bad_value
+
+    problems = []
+    for key, value in weights.items():
+        array = np.asarray(value)
+        if array.dtype.kind != "f":
+            problems.append(f"'{key}' has dtype {array.dtype}; weights must be floating point (float16, float32 or float64)")
+            continue
+        bad = first_bad_value(array, float32_range=False)
+        if bad is not None:
+            problems.append(f"'{key}' holds a non-finite value: {bad.describe(key)}")
+    return problems
+
+
 def weight_differences(graph: Graph, weights: Mapping[str, np.ndarray]) -> list[str]:
-    """Human-readable differences between ``weights`` and what ``graph`` needs (empty when they match)."""
+    """Human-readable differences in names and shapes between ``weights`` and what ``graph`` needs (empty when they match)."""
     want = expected_shapes(graph)
     problems = [f"missing '{k}' (shape {list(s)})" for k, s in want.items() if k not in weights]
     problems += [f"unexpected '{k}' (not a parameter of this spec)" for k in weights if k not in want]
@@ -46,16 +68,29 @@ def save_weights(path: str | os.PathLike, weights: Mapping[str, np.ndarray], gra
 
 
 def load_weights(path: str | os.PathLike, graph: Graph | None = None) -> dict[str, np.ndarray]:
-    """Read a safetensors weights file; with ``graph``, refuse one whose names or shapes differ."""
+    """Read a safetensors weights file; refuse a damaged one, non-float or non-finite arrays, and (with
+    ``graph``) one whose names or shapes differ from the spec."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
-    if not os.path.isfile(path):
-        raise WeightsError(f"{path}: no such weights file")
+    from ..data.safety import check_size, open_regular, shown
+
+    where = shown(path)
+    with open_regular(path, "weights file", WeightsError) as f:
+        check_size(os.fstat(f.fileno()).st_size, os.fspath(path), "weights file", WeightsError)
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise WeightsError(f"{where}: cannot read the weights file ({exc.strerror or exc})") from None
     try:
-        weights = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+        weights = load(data)
+    except KeyError as exc:
+        raise WeightsError(f"{where}: a tensor has dtype {exc.args[0]}, which NumPy cannot hold; save the weights as float32 or float64") from None
+    except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
+        raise WeightsError(f"{where}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    problems = value_problems(weights)
+    if problems:
+        raise WeightsError(f"weights in {where} are not usable:\n  " + "\n  ".join(problems))
     if graph is not None:
-        check_weights(graph, weights, str(path))
+        check_weights(graph, weights, where)
     return weights

@@ -55,14 +55,10 @@ def _epochs_override(args: argparse.Namespace) -> list[str]:
 def _prepare(graph: Any, backend_name: str) -> tuple[Any, Any]:
     """The data set (loaded before the engine is imported: data problems show at once) and the backend."""
     from ..backends import get_backend
+    from ..compiler.memory import require_fits
     from ..data import load_dataset
 
-    try:  # TEMPORARY until nnspec.compiler.memory lands
-        from ..compiler.memory import require_fits
-    except ImportError:
-        require_fits = None
-    if require_fits is not None:
-        require_fits(graph)
+    require_fits(graph)
     dataset = load_dataset(graph)
     return dataset, get_backend(backend_name)
 

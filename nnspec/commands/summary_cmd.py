@@ -1,4 +1,5 @@
-"""``nnspec summary SPEC``: the layer table (name, type, output shape, parameters, FLOPs, inputs) and totals."""
+"""``nnspec summary SPEC``: the layer table (name, type, output shape, parameters, FLOPs, inputs), totals,
+and the memory training needs for one batch (a ``W0801`` warning on stderr when it does not fit)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 
 from ..compiler.frontend import diagnose
+from ..compiler.memory import estimate, memory_diagnostic
 from ..compiler.summary import format_summary
 from ..errors import SpecError
 
@@ -17,11 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the summary table (warnings to stderr); a spec error propagates to the CLI, which prints it and exits 2."""
+    """Print the summary table and the memory line (warnings to stderr); a spec error propagates to the CLI, which prints it and exits 2."""
     graph, diagnostics = diagnose(args.spec, args.overrides)
     if graph is None:
         raise SpecError(diagnostics)
-    for d in diagnostics:
+    warning = memory_diagnostic(graph)
+    for d in [*diagnostics, *([warning] if warning else [])]:
         print(d.format(), file=sys.stderr)
     print(format_summary(graph))
+    print(f"memory: {estimate(graph).describe()}")
     return 0

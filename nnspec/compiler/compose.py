@@ -9,6 +9,10 @@ Overrides address the mapping by dotted paths (``train.epochs``, ``layers.0.dens
 ``layers[0].dense.units``); values given as text are read as YAML (``3``, ``1e-3``, ``[28, 28, 1]``,
 ``sgd``), other Python values (ints, floats, bools, lists, dicts) are taken as they are. Keys
 that do not exist yet are created, so a misspelt key is reported by the schema like one in the file.
+An override that cannot be used is an ``E0111`` diagnostic named after it (``--set key=value``, cut when
+long): no ``=``, a path that is not dotted, longer than :data:`MAX_PATH_CHARS` or deeper than the
+loader's ``MAX_DEPTH``, text that is not valid YAML or not valid UTF-8, a Python value nested too deep
+(or holding itself), an integer beyond :data:`MAX_OVERRIDE_INT`.
 """
 
 from __future__ import annotations
@@ -18,14 +22,21 @@ import re
 from typing import Any, Mapping, NoReturn, Sequence
 
 from ..errors import SpecError
-from .loader import YMap, YNode, YScalar, YSeq, parse, read_text
+from .loader import MAX_DEPTH, MAX_NODES, YMap, YNode, YScalar, YSeq, parse, read_text
 from .report import Report
+from .values import MAX_INT, Invalid, shorten
 
 MAX_EXTENDS = 8
 MERGED_SECTIONS: tuple[str, ...] = ("input", "train", "data")
 
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-_PATH = re.compile(r"^[^.\[\]=\s]+(\.[^.\[\]=\s]+|\[\d+\])*$")
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[([0-9]+)\]")
+_PATH = re.compile(r"^[^.\[\]=\s]+(\.[^.\[\]=\s]+|\[[0-9]+\])*$")
+_INDEX = re.compile(r"^[0-9]{1,9}$")
+#: Largest magnitude of a Python integer given as an override (beyond it, the value is refused as such).
+MAX_OVERRIDE_INT = 2**63
+#: Longest dotted path of an override.
+MAX_PATH_CHARS = 256
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, ...] = ()) -> YMap:
@@ -42,14 +53,22 @@ def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, .
     rest = YMap({k: v for k, v in root.items.items() if k != "extends"}, root.file, root.line, root.column)
     if not isinstance(value, YScalar) or (value.kind != "str" and value.plain):
         _stop(report, "extends must be the path of a base spec (a string)", value, "write extends: base.yaml")
+    shown = shorten(value.text)
+    if "\0" in value.text:
+        _stop(report, f"extends: the path {shown!r} contains a NUL byte", value, "write the path of a base spec without control characters")
+    if not value.text.strip():
+        _stop(report, "extends: the path is empty", value, "write extends: base.yaml")
     path = os.path.normpath(os.path.join(base_dir, value.text))
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError) as exc:
+        _stop(report, f"extends: cannot resolve {shown!r}: {getattr(exc, 'strerror', None) or exc}", value)
     if real in chain:
-        _stop(report, f"extends forms a cycle: {value.text!r} is already being loaded", value, "remove the extends line from one of the files")
+        _stop(report, f"extends forms a cycle: {shown!r} is already being loaded", value, "remove the extends line from one of the files")
     if len(chain) >= MAX_EXTENDS:
         _stop(report, f"extends chain is longer than {MAX_EXTENDS} files", value, "flatten the chain")
-    if not os.path.isfile(path):
-        _stop(report, f"extends: base spec {value.text!r} not found (looked for {path})", value, "paths in extends are relative to the extending file")
+    if not os.path.lexists(path):
+        _stop(report, f"extends: base spec {shown!r} not found (looked for {shorten(path, 200)})", value, "paths in extends are relative to the extending file")
     try:
         base = parse(read_text(path), path)
     except SpecError as exc:
@@ -79,21 +98,30 @@ def merge(base: YMap, child: YMap) -> YMap:
 
 
 def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, report: Report) -> list[tuple[str, str, YNode]]:
-    """``[(label, dotted path, value node)]`` from a dict or from ``key=value`` strings."""
+    """``[(label, dotted path, value node)]`` from a dict or from ``key=value`` strings.
+
+    An override that cannot be used (no ``=``, a value that is not valid YAML, a Python value too deep,
+    too big or of a kind a spec cannot hold) is reported as ``E0111`` and left out.
+    """
     result: list[tuple[str, str, YNode]] = []
     if not overrides:
         return result
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
-            label = f"--set {key}={_show(value)}"
-            node = _parse_value(value, label, report) if isinstance(value, str) else from_python(value, label)
+            key_text = key if isinstance(key, str) else _show(key)
+            label = _label(f"{key_text}={_show(value)}")
+            try:
+                node = _parse_value(value, label, report) if isinstance(value, str) else from_python(value, label)
+            except Invalid as exc:
+                report.diagnostics.append(_plain(label, "E0111", f"override value {exc.message}", exc.hint))
+                continue
             if node is not None:
-                result.append((label, str(key), node))
+                result.append((label, key_text, node))
         return result
-    for item in overrides:
-        label = f"--set {item}"
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        label = _label(item if isinstance(item, str) else _show(item))
         if not isinstance(item, str) or "=" not in item:
-            report.diagnostics.append(_plain(label, "E0111", f"override {item!r} must look like key=value", "write e.g. --set train.epochs=3"))
+            report.diagnostics.append(_plain(label, "E0111", f"override {shorten(item if isinstance(item, str) else _show(item))!r} must look like key=value", "write e.g. --set train.epochs=3"))
             continue
         key, text = item.split("=", 1)
         node = _parse_value(text, label, report)
@@ -102,19 +130,33 @@ def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, rep
     return result
 
 
+def _label(setting: str) -> str:
+    """How diagnostics name an override: ``--set key=value``, cut when it is long."""
+    return f"--set {shorten(setting, 80)}"
+
+
 def _parse_value(text: str, label: str, report: Report) -> YNode | None:
     """An override's value text read as YAML (safely, with the file's limits); None when it is not valid."""
     try:
         value = parse(text, label)
     except SpecError as exc:
         first = exc.diagnostics[0]
-        report.diagnostics.append(_plain(label, "E0111", f"override value {text!r} is not valid YAML: {first.message}", first.hint))
+        report.diagnostics.append(_plain(label, "E0111", f"override value {shorten(text)!r} is not valid YAML: {first.message}", first.hint))
         return None
     return _strip_positions(value, label) if value is not None else YScalar("", True, label, None, None)
 
 
 def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """A Python value as text for a label; never fails, never huge."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and abs(value) >= MAX_OVERRIDE_INT:
+        return f"<an integer of {value.bit_length():,} bits>"
+    try:
+        text = str(value)
+    except Exception:  # a value whose __str__ fails still gets a label
+        text = f"<{type(value).__name__}>"
+    return shorten(text, 80)
 
 
 def _plain(label: str, code: str, message: str, hint: str | None = None) -> Any:
@@ -124,18 +166,48 @@ def _plain(label: str, code: str, message: str, hint: str | None = None) -> Any:
 
 
 def from_python(value: Any, label: str) -> YNode:
-    """A node for a Python value given as an override (a string here counts as a quoted YAML string)."""
+    """A node for a Python value given as an override (a string here counts as a quoted YAML string).
+
+    Raises :class:`~nnspec.compiler.values.Invalid` for an integer beyond 2**63 (no setting is that
+    big, and Python cannot print one of thousands of digits), text that is not valid Unicode, nesting
+    deeper than a spec allows (a list that holds itself included) or more values than a spec file may have.
+    """
+    budget = [0]
+    return _from_python(value, label, 0, budget)
+
+
+def _from_python(value: Any, label: str, depth: int, budget: list[int]) -> YNode:
+    budget[0] += 1
+    if budget[0] > MAX_NODES:
+        raise Invalid(f"holds more than {MAX_NODES:,} values", "a setting is a number, a word or a short list")
+    if depth > MAX_DEPTH:
+        raise Invalid(f"is nested more than {MAX_DEPTH} levels deep", "a setting is a number, a word or a short list")
     if isinstance(value, bool):
         return YScalar("true" if value else "false", True, label, None, None)
     if value is None:
         return YScalar("null", True, label, None, None)
-    if isinstance(value, (int, float)):
-        return YScalar(repr(value), True, label, None, None)
+    if isinstance(value, int):
+        if abs(value) >= MAX_OVERRIDE_INT:
+            raise Invalid(f"{_show(value)} is too large", f"integers in a spec are at most {MAX_INT:,}")
+        return YScalar(str(int(value)), True, label, None, None)
+    if isinstance(value, float):
+        return YScalar(repr(float(value)), True, label, None, None)
     if isinstance(value, Mapping):
-        return YMap({str(k): (YScalar(str(k), True, label, None, None), from_python(v, label)) for k, v in value.items()}, label, None, None)
+        items: dict[str, tuple[YScalar, YNode]] = {}
+        for k, v in value.items():
+            key = k if isinstance(k, str) else _show(k)
+            items[_text(key)] = (YScalar(_text(key), True, label, None, None), _from_python(v, label, depth + 1, budget))
+        return YMap(items, label, None, None)
     if isinstance(value, (list, tuple)):
-        return YSeq([from_python(v, label) for v in value], label, None, None)
-    return YScalar(str(value), False, label, None, None)
+        return YSeq([_from_python(v, label, depth + 1, budget) for v in value], label, None, None)
+    return YScalar(_text(value if isinstance(value, str) else _show(value)), False, label, None, None)
+
+
+def _text(text: str) -> str:
+    """``text`` if it is valid Unicode (no lone surrogates, no NUL byte); raises Invalid otherwise."""
+    if _BAD_TEXT.search(text):
+        raise Invalid(f"{shorten(ascii(text))} holds a NUL byte or a lone surrogate (an undecodable byte)", "give valid UTF-8 text")
+    return text
 
 
 def _strip_positions(node: YNode, label: str) -> YNode:
@@ -149,12 +221,18 @@ def _strip_positions(node: YNode, label: str) -> YNode:
 def apply_overrides(root: YMap, overrides: Mapping[str, Any] | Sequence[str] | None, report: Report) -> YMap:
     """Set each override's value at its dotted path in ``root`` (in place); bad paths are reported."""
     for label, path, value in normalize_overrides(overrides, report):
-        segments = [m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _SEGMENT.finditer(path)]
-        segments = [int(s) if isinstance(s, str) and s.isdigit() else s for s in segments]
-        if not _PATH.match(path):
-            report.diagnostics.append(_plain(label, "E0111", f"override path {path!r} is not a dotted path", "write e.g. train.epochs or layers.0.dense.units"))
+        if len(path) > MAX_PATH_CHARS:
+            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is longer than {MAX_PATH_CHARS} characters", "write e.g. train.epochs or layers.0.dense.units"))
             continue
-        _set(root, segments, value, label, path, report)
+        if not _PATH.match(path):
+            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is not a dotted path", "write e.g. train.epochs or layers.0.dense.units"))
+            continue
+        segments: list[Any] = [m.group(1) if m.group(1) is not None else m.group(2) for m in _SEGMENT.finditer(path)]
+        segments = [int(s) if _INDEX.match(s) else s for s in segments]
+        if len(segments) > MAX_DEPTH:
+            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is more than {MAX_DEPTH} levels deep", "a setting is a few keys deep, e.g. train.optimizer.adam.learning_rate"))
+            continue
+        _set(root, segments, value, label, shorten(path), report)
     return root
 
 
@@ -162,10 +240,10 @@ def _set(root: YMap, segments: list[Any], value: YNode, label: str, path: str, r
     node: YNode = root
     for depth, segment in enumerate(segments):
         last = depth == len(segments) - 1
-        where = ".".join(str(s) for s in segments[:depth]) or "the spec"
+        where = shorten(".".join(str(s) for s in segments[:depth])) or "the spec"
         if isinstance(node, YSeq):
             if not isinstance(segment, int) or not 0 <= segment < len(node.items):
-                report.diagnostics.append(_plain(label, "E0111", f"override path {path!r}: {where} is a list of {len(node.items)}; {segment!r} is not an index in it", f"use an index from 0 to {len(node.items) - 1}"))
+                report.diagnostics.append(_plain(label, "E0111", f"override path {path!r}: {where} is a list of {len(node.items)}; {shorten(str(segment))!r} is not an index in it", f"use an index from 0 to {len(node.items) - 1}"))
                 return
             if last:
                 node.items[segment] = value

@@ -10,6 +10,7 @@ Nothing here imports an engine.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -24,8 +25,8 @@ from .opset import MERGE_OPS
 from .report import Report
 from .resolve import LayerDraft, resolve_data, resolve_input, resolve_layers, resolve_train
 from .schema import LANGUAGE_VERSIONS, TOP_FIELDS, read_section
-from .shapes import ShapeProblem, make_node
-from .values import describe
+from .shapes import MAX_ELEMENTS, ShapeProblem, make_node
+from .values import describe, shorten
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -95,7 +96,7 @@ def analyse_text(text: str, filename: str = "<spec>", overrides: Overrides = Non
 
 
 def _analyse_file(path: str | os.PathLike[str], overrides: Overrides) -> tuple[Graph | None, list[Diagnostic]]:
-    shown = os.fspath(path)
+    shown = os.fsdecode(path)
     try:
         text = read_text(shown)
     except SpecError as exc:
@@ -122,17 +123,22 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     version = top.get("nnspec")
     if isinstance(version, str) and version not in LANGUAGE_VERSIONS:
         known = " and ".join(LANGUAGE_VERSIONS)
-        report.add("E0603", f"unsupported spec language version {version}; this nnspec reads versions {known}", root.get("nnspec"), f"write nnspec: {LANGUAGE_VERSIONS[-1]}")
+        report.add("E0603", f"unsupported spec language version {shorten(version)}; this nnspec reads versions {known}", root.get("nnspec"), f"write nnspec: {LANGUAGE_VERSIONS[-1]}")
     name = top.get("name")
     if not isinstance(name, str):
         name = _name_from_file(source)
     description = top.get("description")
     input_shape, dtype = resolve_input(top["input"], report) if "input" in top else (None, "float32")
+    if input_shape is not None and math.prod(input_shape) > MAX_ELEMENTS:
+        report.add("E0606", f"input.shape {shorten(str(list(input_shape)))} holds {math.prod(input_shape):,} values per example, more than {MAX_ELEMENTS:,} (2^48)", _at(root, "input", "shape"), "no machine can hold such an input; give the shape of one example")
+        input_shape = None
     drafts = resolve_layers(top["layers"], report) if "layers" in top else []
     output = top.get("output")
     wiring = wire(drafts, output if isinstance(output, str) else None, root.get("output"), report, find_unused=output is None or isinstance(output, str))
     train = resolve_train(top.get("train"), report)
     data = resolve_data(top.get("data"), report)
+    if isinstance(data.path, str) and "\0" in data.path:
+        report.add("E0502", f"data.path {shorten(data.path)!r} contains a NUL byte", _at(root, "data", "path"), "write the path of a file or directory, without control characters")
     nodes = infer_nodes(drafts, wiring, input_shape, report)
     out = next((n for n in nodes or () if n.name == wiring.output), None)
     if out is not None:

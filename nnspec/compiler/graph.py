@@ -20,7 +20,7 @@ from .loader import YNode
 from .opset import MERGE_OPS, OPS
 from .report import Report
 from .resolve import LayerDraft
-from .values import did_you_mean
+from .values import did_you_mean, shorten
 
 #: Code of the warning for a layer whose output reaches nothing.
 UNUSED_LAYER = "W0701"
@@ -99,7 +99,7 @@ def _check_reference(draft: LayerDraft, name: str, node: YNode, first_index: dic
         earlier = [INPUT, *(n for n, i in first_index.items() if i < draft.index)]
         report.add(
             "E0701",
-            f"{draft.label}: input {name!r} names no layer{did_you_mean(name, earlier)}",
+            f"{draft.label}: input {shorten(name)!r} names no layer{did_you_mean(name, earlier)}",
             node,
             "an input is `input` (the model's input) or the name of a layer defined before this one",
         )
@@ -126,7 +126,7 @@ def _check_reference(draft: LayerDraft, name: str, node: YNode, first_index: dic
 def _check_count(draft: LayerDraft, names: tuple[str, ...], report: Report) -> bool:
     """Report a merge layer with fewer than two inputs, or another layer without exactly one."""
     where = draft.inputs_node or draft.node
-    listed = ", ".join(repr(n) for n in names)
+    listed = ", ".join(repr(shorten(n)) for n in names)
     if draft.op in MERGE_OPS:
         if len(names) >= 2:
             return True
@@ -142,7 +142,7 @@ def _check_count(draft: LayerDraft, names: tuple[str, ...], report: Report) -> b
             "E0704",
             f"{draft.label} reads exactly one input; got {len(names)} ({listed})",
             where,
-            f"merge them first with add or concat (`- add: {{inputs: [{', '.join(names)}]}}`), then read the merged layer",
+            f"merge them first with add or concat (`- add: {{inputs: [{', '.join(shorten(n) for n in names)}]}}`), then read the merged layer",
         )
     return False
 
@@ -154,7 +154,7 @@ def _output(drafts: list[LayerDraft], output: str | None, node: YNode | None, fi
     if output in first_index:
         return output
     last = f" (default: the last layer, {drafts[-1].name!r})" if drafts else ""
-    report.add("E0705", f"output {output!r} names no layer{did_you_mean(output, first_index)}", node, f"output names one of the layers{last}")
+    report.add("E0705", f"output {shorten(output)!r} names no layer{did_you_mean(output, first_index)}", node, f"output names one of the layers{last}")
     return None
 
 

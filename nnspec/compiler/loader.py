@@ -8,7 +8,9 @@ string, ``no`` read as false, ``0777`` read as octal) become a correct value or 
 
 Refused with a diagnostic (``E01xx``), before anything walks the tree:
 
-* files over :data:`MAX_FILE_BYTES`, unreadable files, files that are not UTF-8 text;
+* files over :data:`MAX_FILE_BYTES`, unreadable files, anything but a regular file (a FIFO, a device:
+  never opened for a blocking read), text that is not UTF-8 (at the line and column of the first invalid
+  byte);
 * YAML syntax errors; more than one document; an empty document;
 * any tag (``!!python/object``, ``!foo``, even ``!!str``);
 * duplicate keys; keys that are not plain scalars;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as stat_module
 from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
@@ -31,8 +34,12 @@ from ..errors import Diagnostic, SpecError
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_NODES = 20_000
+#: Longest integer text converted to an ``int``; a longer one is read as a float (an infinity).
+MAX_INT_DIGITS = 4000
 
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 _NULL = re.compile(r"^(~|null|Null|NULL|)$")
 _BOOL = re.compile(r"^(true|True|TRUE|false|False|FALSE)$")
@@ -88,7 +95,8 @@ class YScalar:
         if kind == "bool":
             return self.text.lower() == "true"
         if kind == "int":
-            return int(self.text)
+            # Python refuses to convert more than ~4300 digits; such a number is only ever out of range.
+            return int(self.text) if len(self.text) <= MAX_INT_DIGITS else float(self.text)
         if kind == "float":
             return float(self.text)
         if kind == "special_float":
@@ -153,26 +161,68 @@ def to_python(node: YNode | None) -> Any:
 
 
 def read_text(path: str) -> str:
-    """Read a spec file as text, refusing (with a :class:`SpecError`) what is missing, too big or not UTF-8."""
+    """Read a spec file as text, refusing (with a :class:`SpecError`) what is missing, too big or not UTF-8.
+
+    Only a regular file is read: a directory, a FIFO, a socket or a device is refused from its
+    ``os.stat`` without opening it, and the file is opened non-blocking and checked again, so that
+    nothing can make the read wait. An invalid UTF-8 byte is reported at its line and column.
+    """
     shown = str(path)
+    if "\0" in shown:
+        raise _unreadable(shown, "the path contains a NUL byte", "check the path")
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise _too_big(shown, size)
+        _require_regular(shown, os.stat(shown).st_mode)
+        fd = os.open(shown, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            _require_regular(shown, stat.st_mode)
+            if stat.st_size > MAX_FILE_BYTES:
+                raise _too_big(shown, stat.st_size)
             data = handle.read(MAX_FILE_BYTES + 1)
+    except SpecError:
+        raise
     except FileNotFoundError:
-        raise SpecError([Diagnostic("E0101", f"cannot read spec {shown!r}: no such file", shown, hint="check the path")]) from None
+        raise _unreadable(shown, "no such file", "check the path") from None
     except IsADirectoryError:
-        raise SpecError([Diagnostic("E0101", f"cannot read spec {shown!r}: it is a directory", shown, hint="give the path of a .yaml file")]) from None
-    except OSError as exc:
-        raise SpecError([Diagnostic("E0101", f"cannot read spec {shown!r}: {exc.strerror or exc}", shown)]) from None
+        raise _unreadable(shown, "it is a directory", "give the path of a .yaml file") from None
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise _unreadable(shown, reason) from None
     if len(data) > MAX_FILE_BYTES:
         raise _too_big(shown, len(data))
+    return decode(data, shown)
+
+
+def _unreadable(shown: str, reason: str, hint: str | None = None) -> SpecError:
+    return SpecError([Diagnostic("E0101", f"cannot read spec {shown!r}: {reason}", printable(shown), hint=hint)])
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates (undecodable bytes of a file name) as escapes."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _require_regular(shown: str, mode: int) -> None:
+    if stat_module.S_ISREG(mode):
+        return
+    if stat_module.S_ISDIR(mode):
+        raise _unreadable(shown, "it is a directory", "give the path of a .yaml file")
+    kinds = ((stat_module.S_ISFIFO, "a FIFO (named pipe)"), (stat_module.S_ISSOCK, "a socket"), (stat_module.S_ISCHR, "a device"), (stat_module.S_ISBLK, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "something else")
+    raise _unreadable(shown, f"it is {kind}, not a regular file", "give the path of a .yaml file; to check text from a pipe, save it to a file first")
+
+
+def decode(data: bytes, filename: str | None = None) -> str:
+    """The UTF-8 text of a spec file (a leading BOM dropped); an invalid byte is a diagnostic at its line and column."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SpecError([Diagnostic("E0101", f"spec is not UTF-8 text (invalid byte at offset {exc.start})", shown, hint="save the file as UTF-8")]) from None
+        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # utf-8-sig counts offsets after the BOM
+        before = data[start : start + exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        message = f"spec is not UTF-8 text: invalid byte 0x{data[start + exc.start]:02x} at line {line}, column {column} (offset {start + exc.start})"
+        raise SpecError([Diagnostic("E0101", message, filename, line, column, hint="save the file as UTF-8")]) from None
 
 
 def _too_big(shown: str, size: int) -> SpecError:
@@ -188,6 +238,9 @@ def parse(text: str, filename: str | None = None) -> YMap | YSeq | YScalar | Non
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise _too_big(filename or "<spec>", len(text))
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise SpecError([_surrogate(text, bad.start(), filename)])
     problems: list[Diagnostic] = []
     try:
         root = _compose(_events(text, filename), filename, problems)
@@ -197,6 +250,15 @@ def parse(text: str, filename: str | None = None) -> YMap | YSeq | YScalar | Non
     if problems:
         raise SpecError(problems)
     return root
+
+
+def _surrogate(text: str, index: int, filename: str | None) -> Diagnostic:
+    """Where a lone surrogate sits: an undecodable byte of a command-line argument (``surrogateescape``)."""
+    code = ord(text[index])
+    line = text.count("\n", 0, index) + 1
+    column = index - text.rfind("\n", 0, index)
+    what = f"invalid byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+    return Diagnostic("E0101", f"text is not valid UTF-8: {what} at line {line}, column {column}", filename, line, column, hint="write the value as UTF-8 text")
 
 
 def _events(text: str, filename: str | None) -> Iterator[Any]:

@@ -19,6 +19,12 @@ from typing import Any, Callable, Mapping, Sequence
 from .ir import Initializer, ParamSpec, Shape
 
 
+#: Most values one tensor may hold (per example for a layer output, in all for a weight): 2**48, about
+#: a petabyte in float32. A spec asking for more is refused: no machine holds it, and counts that big
+#: overflow the 64-bit sizes of array libraries once multiplied by a batch and an item size.
+MAX_ELEMENTS = 2**48
+
+
 class ShapeProblem(Exception):
     """A layer cannot take its input; ``message`` says what was found and ``hint`` how to fix it."""
 
@@ -47,6 +53,25 @@ MergeRule = Callable[[Mapping[str, Any], tuple[Shape, ...], tuple[str, ...]], In
 
 def _size(shape: Sequence[int]) -> int:
     return math.prod(shape)
+
+
+def check_sizes(inferred: Inferred) -> None:
+    """Raise :class:`ShapeProblem` (``E0306``) when the output or a weight would hold more than :data:`MAX_ELEMENTS` values."""
+    size = _size(inferred.output_shape)
+    if size > MAX_ELEMENTS:
+        raise ShapeProblem(
+            f"its output would hold {size:,} values per example, more than {MAX_ELEMENTS:,} (2^48); no machine can hold it",
+            "use fewer units or filters, larger strides, or a smaller input",
+            code="E0306",
+        )
+    for param in (*inferred.params, *inferred.state):
+        size = _size(param.shape)
+        if size > MAX_ELEMENTS:
+            raise ShapeProblem(
+                f"its {param.name} {param.shape} would hold {size:,} values, more than {MAX_ELEMENTS:,} (2^48); no machine can hold it",
+                "use fewer units or filters, or a smaller kernel",
+                code="E0306",
+            )
 
 
 def output_length(n: int, k: int, s: int, padding: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .ir import INPUT, DataConfig, Graph, Node, Shape, TrainConfig
 from .opset import DEFAULT_BIAS_INIT, DEFAULT_KERNEL_INIT, MERGE_OPS, OPS
-from .rules import Inferred, MergeRule, Rule, ShapeProblem, output_length, same_padding
+from .rules import MAX_ELEMENTS, Inferred, MergeRule, Rule, ShapeProblem, check_sizes, output_length, same_padding
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_BIAS_INIT",
     "DEFAULT_KERNEL_INIT",
+    "MAX_ELEMENTS",
     "MERGE_OPS",
     "Inferred",
     "MergeRule",
@@ -113,6 +114,8 @@ def make_node(
 ) -> Node:
     """Fill defaults into ``attrs``, infer shapes and return the :class:`Node` (raises ShapeProblem).
 
+    A layer whose output or weights would hold more than :data:`MAX_ELEMENTS` values is refused (``E0306``).
+
     ``input_shape`` is the input's shape, or for a merge op (``add``, ``concat``) the list of its inputs'
     shapes; ``inputs`` names the nodes (or ``input``) the node reads.
     """
@@ -129,6 +132,7 @@ def make_node(
     if op == "reshape":
         full["shape"] = resolve_reshape_target(full["shape"], input_shape)
     result = infer(op, full, shapes if op in MERGE_OPS else input_shape, inputs)
+    check_sizes(result)
     if op == "concat":
         full["axis"] = full["axis"] % len(shapes[0])
     return Node(index, name, op, full, tuple(input_shape), result.output_shape, result.params, result.flops, tuple(inputs), shapes, result.state)

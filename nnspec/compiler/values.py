@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from .loader import YMap, YNode, YScalar, YSeq, to_python
+from .loader import YMap, YNode, YScalar, YSeq
 
 #: Largest integer accepted anywhere in a spec (keeps arithmetic on shapes sane).
 MAX_INT = 2**31 - 1
+#: Longest text of a found value quoted in a message; longer text is cut (see :func:`shorten`).
+MAX_SHOWN = 60
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MODEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -41,6 +43,8 @@ Reader = Callable[[YNode], Any]
 def suggest(word: str, options: Iterable[str]) -> str | None:
     """The closest of ``options`` to ``word`` (difflib, cutoff 0.75), or None when nothing is close."""
     options = list(options)
+    if len(word) > 4 * max((len(o) for o in options), default=0) + 8:
+        return None  # nothing can be close, and comparing a long text is slow
     lowered = {o.lower(): o for o in options}
     match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.75)
     return lowered[match[0]] if match else None
@@ -57,19 +61,35 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f"; did you mean {best!r}?" if best else ""
 
 
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` as quoted in a message: cut after ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def describe(node: YNode | None) -> str:
     """How a found value is shown in a message: the text as written, a list, or 'a mapping'."""
     if node is None:
         return "nothing"
     if isinstance(node, YScalar):
         if node.plain:
-            return "nothing" if node.kind == "null" else node.text
-        return repr(node.text)
+            return "nothing" if node.kind == "null" else shorten(node.text)
+        return repr(shorten(node.text))
     if isinstance(node, YMap):
-        keys = ", ".join(list(node.items)[:3])
+        keys = ", ".join(shorten(k, 20) for k in list(node.items)[:3])
         return f"a mapping {{{keys}{', ...' if len(node.items) > 3 else ''}}}"
-    text = str(to_python(node)).replace("'", "")
+    text = _inline(node).replace("'", "")
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _inline(node: YNode) -> str:
+    """A node written on one line as Python shows the plain data, each scalar cut to a few characters."""
+    if isinstance(node, YScalar):
+        return shorten(node.text if node.kind == "int" else str(node.value), 20)
+    if isinstance(node, YSeq):
+        return "[" + ", ".join(_inline(item) for item in node.items) + "]"
+    return "{" + ", ".join(f"{shorten(k, 20)}: {_inline(v)}" for k, (_, v) in node.items.items()) + "}"
 
 
 def _scalar(node: YNode | None, expected: str, hint: str | None = None) -> YScalar:
@@ -93,17 +113,23 @@ def read_int(node: YNode | None, minimum: int | None = None, maximum: int = MAX_
     kind = s.kind
     if kind == "yaml11_number":
         raise Invalid(
-            f"must be {expected}; got {s.text}, which YAML 1.1 reads as octal, hex or base 60",
+            f"must be {expected}; got {shorten(s.text)}, which YAML 1.1 reads as octal, hex or base 60",
             "write a plain decimal number without leading zeros or underscores",
             s,
         )
     if kind == "float":
         value = float(s.text)
-        if value.is_integer() and re.match(r"^[-+]?[0-9]+[eE]", s.text):
-            raise Invalid(f"must be {expected}; got {s.text}", f"write it as {int(value)}", s)
-        raise Invalid(f"must be {expected}; got {s.text}", f"write a whole number{f', e.g. {round(value)}' if value.is_integer() else ''}", s)
+        shown = shorten(s.text)
+        whole = value.is_integer() and abs(value) <= 1e15
+        if whole and re.match(r"^[-+]?[0-9]+[eE]", s.text):
+            raise Invalid(f"must be {expected}; got {shown}", f"write it as {int(value)}", s)
+        raise Invalid(f"must be {expected}; got {shown}", f"write a whole number{f', e.g. {round(value)}' if whole else ''}", s)
     if kind != "int":
         raise Invalid(f"must be {expected}; got {describe(s)}", _unquote_hint(s), s)
+    digits = s.text.lstrip("+-")
+    if len(digits) > len(str(MAX_INT)):
+        # Out of any range, and too long for int() (Python refuses ~4300 digits and more).
+        raise Invalid(f"must be {expected}; got {shorten(s.text)}", f"integers in a spec are at most {MAX_INT:,}", s)
     value = int(s.text)
     if (minimum is not None and value < minimum) or value > maximum:
         raise Invalid(f"must be {expected}; got {value}", None, s)
@@ -133,16 +159,16 @@ def read_float(
     if kind == "special_float":
         raise Invalid(f"must be {expected}; got {s.text}", "use a finite number", s)
     if kind == "yaml11_number":
-        raise Invalid(f"must be {expected}; got {s.text}, which YAML 1.1 reads as octal, hex or base 60", "write a plain decimal number", s)
+        raise Invalid(f"must be {expected}; got {shorten(s.text)}, which YAML 1.1 reads as octal, hex or base 60", "write a plain decimal number", s)
     if kind not in ("int", "float"):
         raise Invalid(f"must be {expected}; got {describe(s)}", _unquote_hint(s), s)
     value = float(s.text)
     if not math.isfinite(value):
-        raise Invalid(f"must be {expected}; got {s.text}", "use a finite number", s)
+        raise Invalid(f"must be {expected}; got {shorten(s.text)}", "use a finite number", s)
     low_bad = minimum is not None and (value < minimum or (min_open and value == minimum))
     high_bad = maximum is not None and (value > maximum or (max_open and value == maximum))
     if low_bad or high_bad:
-        raise Invalid(f"must be {expected}; got {s.text}", None, s)
+        raise Invalid(f"must be {expected}; got {shorten(s.text)}", None, s)
     return value
 
 
@@ -178,7 +204,8 @@ def read_str(node: YNode | None, expected: str = "a string") -> str:
     if kind == "yaml11_bool":
         raise _bool_trap(s, expected)
     if kind != "str":
-        raise Invalid(f"must be {expected}; got {s.text}, which YAML reads as a {_kind_word(kind)}", f'quote it ("{s.text}") to make it a string', s)
+        shown = shorten(s.text)
+        raise Invalid(f"must be {expected}; got {shown}, which YAML reads as a {_kind_word(kind)}", f'quote it ("{shown}") to make it a string', s)
     return s.text
 
 
@@ -194,7 +221,7 @@ def read_choice(node: YNode | None, options: Sequence[str], what: str, hint: str
         raise _bool_trap(s, expected)
     if s.text not in options:
         best = suggest(s.text, options)
-        message = f"unknown {what} {s.text!r}" + (f"; did you mean {best!r}?" if best else f"; expected one of {', '.join(options)}")
+        message = f"unknown {what} {shorten(s.text)!r}" + (f"; did you mean {best!r}?" if best else f"; expected one of {', '.join(options)}")
         raise Invalid(message, hint or (f"{plural(what)}: {', '.join(options)}" if best else None), s)
     return s.text
 
@@ -222,7 +249,7 @@ def read_identifier(node: YNode | None, model: bool = False) -> str:
         cleaned = re.sub(r"[^A-Za-z0-9_-]" if model else r"[^A-Za-z0-9_]", "_", text).strip("_") or "model"
         if not re.match(r"^[A-Za-z_]", cleaned):
             cleaned = "_" + cleaned
-        raise Invalid(f"must be {expected}; got {text!r}", f"use a name such as {cleaned[:64]!r}", node)
+        raise Invalid(f"must be {expected}; got {shorten(text)!r}", f"use a name such as {cleaned[:64]!r}", node)
     return text
 
 

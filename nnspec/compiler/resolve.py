@@ -29,7 +29,7 @@ from .schema import (
     TRAIN_FIELDS,
     read_section,
 )
-from .values import Invalid, describe, did_you_mean, plural, read_identifier, read_str, single_key
+from .values import Invalid, describe, did_you_mean, plural, read_identifier, read_str, shorten, single_key
 
 
 @dataclass
@@ -135,7 +135,7 @@ def resolve_layers(node: YNode, report: Report) -> list[LayerDraft]:
         draft = LayerDraft(i, op, names[i], None, type_node or item)
         _read_inputs(draft, params, report)
         if op not in OPS:
-            report.add("E0201", f"layers[{i}]: unknown layer type {op!r}{did_you_mean(op, LAYER_TYPES)}", type_node, f"layer types: {', '.join(LAYER_TYPES)}")
+            report.add("E0201", f"layers[{i}]: unknown layer type {shorten(op)!r}{did_you_mean(op, LAYER_TYPES)}", type_node, f"layer types: {', '.join(LAYER_TYPES)}")
         else:
             draft.attrs = _layer_attrs(draft, params, report)
         drafts.append(draft)
@@ -221,7 +221,7 @@ def _named_block(node: YNode, kinds: tuple[str, ...], what: str, report: Report,
         return None
     text = key.text if isinstance(key, YScalar) else ""
     if text not in kinds:
-        report.add(code, f"train.{what}: unknown {what} {text!r}{did_you_mean(text, kinds)}", key, f"{plural(what)}: {', '.join(kinds)}")
+        report.add(code, f"train.{what}: unknown {what} {shorten(text)!r}{did_you_mean(text, kinds)}", key, f"{plural(what)}: {', '.join(kinds)}")
         return None
     return text, params, key
 

@@ -29,6 +29,7 @@ from .values import (
     read_list,
     read_shape,
     read_str,
+    shorten,
     suggest,
 )
 
@@ -220,7 +221,7 @@ def read_section(
             best = suggest(key, known)
             if best:
                 suggested.add(best)
-            report.add(unknown_code, f"{where}: unknown key {key!r}{did_you_mean(key, known)}", key_node, hint)
+            report.add(unknown_code, f"{where}: unknown key {shorten(key)!r}{did_you_mean(key, known)}", key_node, hint)
             continue
         try:
             values[key] = field.read(value_node)

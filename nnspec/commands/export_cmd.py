@@ -2,7 +2,8 @@
 
 The file holds standard Keras layers only and loads in plain Keras with
 ``keras.saving.load_model(path, safe_mode=True)``; dropout becomes ``keras.layers.Dropout`` (the identity
-at inference). Without ``--weights`` the spec's seeded initial weights are exported.
+at inference). Without ``--weights`` the spec's seeded initial weights are exported. The output path is
+checked before anything is loaded, and the file is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
     """Load the spec and weights, write the file, and say what was written."""
     from .. import load
     from ..compiler.init import initial_weights
+    from ..interop.keras_export import check_export_path, export_keras
     from ..runtime.weights import load_weights
 
+    check_export_path(args.out)
     graph = load(args.spec, overrides=args.overrides)
     weights = load_weights(args.weights, graph) if args.weights else initial_weights(graph)
-    from ..interop.keras_export import export_keras
 
     export_keras(graph, weights, args.out)
     source = args.weights or f"initial weights (seed {graph.train.seed})"

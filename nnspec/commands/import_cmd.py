@@ -7,7 +7,11 @@ axis, GlobalAveragePooling2D, GlobalMaxPooling2D). A functional model becomes a 
 lists, ``output:`` when needed). Anything else (a Lambda, an unknown layer, dilation, groups,
 channels_first, an activation nnspec lacks, several inputs or outputs, a shared layer) is an error naming
 the Keras layer. The file's description is checked before Keras sees it; weights
-are then read with ``keras.saving.load_model(..., safe_mode=True)``.
+are then checked (sizes, dtypes, shapes, NaN and infinity) and read with
+``keras.saving.load_model(..., safe_mode=True)``. The spec must pass ``nnspec check`` before anything is
+written; the spec and weights files are written whole or not at all (a failed import leaves neither).
+Size caps: ``$NNSPEC_MAX_KERAS_CONFIG_BYTES`` (config.json, 16 MiB) and ``$NNSPEC_MAX_KERAS_WEIGHTS_BYTES``
+(any other member, the members together and the model's weights, 2 GiB).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import, write the spec (and weights), print notes."""
-    from ..interop.keras_import import import_keras, write_spec
+    from ..interop.keras_import import check_outputs, import_keras, write_spec
 
+    check_outputs(args.output, args.weights_out, args.model)
     imported = import_keras(args.model)
     write_spec(imported, args.output, args.weights_out)
     for note in imported.notes:

@@ -5,7 +5,13 @@ No Keras, and no code from the file, is loaded. A Sequential model is a chain; a
 branch and merge (``Add``, ``Concatenate``). What nnspec cannot express is refused with a clear
 :class:`KerasImportError`: several inputs or outputs, a layer called more than once (shared), a layer of
 several outputs, tensors passed as keyword arguments, layers off the path from the input to the output,
-references to undefined layers, and cycles (a malformed config).
+references to undefined layers, and cycles (a malformed config, named as ``a -> b -> a``).
+
+The file itself is distrusted: only regular files are opened; an archive's members are checked against
+size caps by the size they declare before anything is decompressed, and read in bounded chunks
+(``config.json``: 16 MiB, ``$NNSPEC_MAX_KERAS_CONFIG_BYTES``; every other member, and all of them
+together: 2 GiB, ``$NNSPEC_MAX_KERAS_WEIGHTS_BYTES``); JSON nested deeper than :data:`MAX_DEPTH` and
+values of the wrong type are errors naming their place in the config (``config.layers[3].config.units``).
 """
 
 from __future__ import annotations
@@ -13,32 +19,56 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
-from .errors import KerasImportError
+from .errors import KerasImportError, describe, short
 
-#: Largest config.json read (a model description, not weights).
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: Default cap on the size config.json declares (a model description, not weights).
+MAX_CONFIG_BYTES = 16 << 20
+#: Default cap on the size any other member declares, and on all members together.
+MAX_WEIGHTS_BYTES = 2 << 30
+CONFIG_BYTES_ENV = "NNSPEC_MAX_KERAS_CONFIG_BYTES"
+WEIGHTS_BYTES_ENV = "NNSPEC_MAX_KERAS_WEIGHTS_BYTES"
+#: Members an archive may hold (a Keras file has three or four).
+MAX_MEMBERS = 1000
+#: Deepest nesting of lists and objects accepted in a model config (Keras writes fewer than 15 levels).
+MAX_DEPTH = 100
+#: Most digits of an integer in a model config (Python refuses more than 4,300; no config needs more than a few).
+MAX_INT_DIGITS = 40
+#: Largest size of an axis (nnspec's integers are int32).
+MAX_DIM = 2**31 - 1
+#: The member that holds a Keras 3 model's weights.
+WEIGHTS_MEMBER = "model.weights.h5"
+CONFIG_MEMBER = "config.json"
 #: How the layers of a Sequential model without an ``InputLayer`` refer to the model input.
 SEQUENTIAL_INPUT = "<sequential input>"
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One layer of the model: its Keras name, class name, config (as in ``config.json``) and the names of
-    the layers it reads, in order (the input layer's name for the model input)."""
+    """One layer of the model: its Keras name, class name, config (as in ``config.json``), the names of
+    the layers it reads, in order (the input layer's name for the model input), and where its entry is
+    in the config (``config.layers[3]``)."""
 
     name: str
     class_name: str
     config: dict[str, Any]
     inbound: tuple[str, ...] = ()
+    path: str = ""
 
     @property
     def label(self) -> str:
         """How messages name it: ``Keras layer 'dense_1' (Dense)``."""
         return f"Keras layer '{self.name}' ({self.class_name})"
+
+    def at(self, key: str | None = None) -> str:
+        """The config path of this layer, or of one key of its config: ``config.layers[3].config.units``."""
+        return f"{self.path}.config.{key}" if key else self.path
 
 
 @dataclass(frozen=True)
@@ -55,40 +85,175 @@ class KerasNetwork:
     compile_config: dict[str, Any] | None
 
 
+def byte_cap(env: str, default: int) -> int:
+    """A size cap: ``$env`` when it is a positive integer of bytes, else ``default``."""
+    value = os.environ.get(env, "").strip()
+    if value.isdigit() and len(value) <= 20 and int(value) > 0:
+        return int(value)
+    return default
+
+
+def _human(n: int) -> str:
+    from ..data.safety import human_bytes
+
+    return human_bytes(n)
+
+
+def _over_cap(path: str, member: str, size: int, cap: int, env: str) -> KerasImportError:
+    return KerasImportError(
+        f"the member {member} declares {_human(size)} ({size} bytes) uncompressed, over the limit of {_human(cap)}; "
+        f"set ${env} to a larger number of bytes if the file is genuine",
+        file=path,
+    )
+
+
+def check_members(archive: zipfile.ZipFile, path: str) -> None:
+    """Refuse an archive whose members declare more than the caps allow, before any is decompressed."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise KerasImportError(f"the archive holds {len(infos)} members; a Keras model file holds a handful (limit {MAX_MEMBERS})", file=path)
+    config_cap, weights_cap = byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES), byte_cap(WEIGHTS_BYTES_ENV, MAX_WEIGHTS_BYTES)
+    total = 0
+    for info in infos:
+        if info.filename == CONFIG_MEMBER and info.file_size > config_cap:
+            raise _over_cap(path, info.filename, info.file_size, config_cap, CONFIG_BYTES_ENV)
+        if info.file_size > weights_cap:
+            raise _over_cap(path, info.filename, info.file_size, weights_cap, WEIGHTS_BYTES_ENV)
+        total += info.file_size
+    if total > weights_cap:
+        raise KerasImportError(
+            f"the archive's members declare {_human(total)} uncompressed together, over the limit of {_human(weights_cap)}; "
+            f"set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the file is genuine",
+            file=path,
+        )
+
+
+def copy_member(archive: zipfile.ZipFile, member: str, out: BinaryIO, cap: int, path: str) -> int:
+    """Decompress ``member`` into ``out`` in bounded chunks, refusing more than ``cap`` bytes; returns the size.
+
+    A damaged member (bad CRC, truncated data, unsupported compression) is an error naming it."""
+    written = 0
+    try:
+        with archive.open(member) as src:
+            while True:
+                chunk = src.read(min(_CHUNK, cap + 1 - written))
+                if not chunk:
+                    return written
+                written += len(chunk)
+                if written > cap:
+                    raise KerasImportError(f"the member {member} inflates to more than {_human(cap)}", file=path)
+                out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError, struct.error) as exc:
+        raise KerasImportError(f"the member {member} is damaged or unreadable ({type(exc).__name__}: {exc})", file=path) from None
+
+
+def _read_member(archive: zipfile.ZipFile, member: str, cap: int, path: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    copy_member(archive, member, buffer, cap, path)
+    return buffer.getvalue()
+
+
+def open_archive(path: str) -> zipfile.ZipFile:
+    """The ``.keras`` archive at ``path``, its members checked against the caps (the caller closes it)."""
+    from ..data.safety import open_regular
+
+    handle = open_regular(path, "file", KerasImportError)
+    try:
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError, struct.error, IndexError) as exc:
+        handle.close()
+        raise KerasImportError(f"a damaged or truncated zip archive, not a readable .keras file ({exc})", file=path) from None
+    try:
+        check_members(archive, path)
+    except BaseException:
+        archive.close()
+        handle.close()
+        raise
+    return archive
+
+
 def read_config(path: str) -> tuple[dict[str, Any], bool]:
     """The model config of a ``.keras`` archive or a config ``.json`` file, and whether it came with weights."""
-    if not os.path.isfile(path):
-        raise KerasImportError(f"{path}: no such file")
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = set(archive.namelist())
-                if "config.json" not in names:
-                    raise KerasImportError(f"{path}: a zip file without config.json is not a Keras 3 .keras archive")
-                if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-                    raise KerasImportError(f"{path}: config.json is larger than {MAX_CONFIG_BYTES} bytes")
-                text = archive.read("config.json")
-                has_weights = any(n.startswith("model.weights") for n in names)
-        except zipfile.BadZipFile as exc:
-            raise KerasImportError(f"{path}: not a readable .keras archive ({exc})") from None
-    else:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
+    from ..data.safety import open_regular
+
+    config_cap = byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES)
+    with open_regular(path, "file", KerasImportError) as fh:
+        head = fh.read(4)
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(0)
+        is_zip = head.startswith(b"PK") and zipfile.is_zipfile(fh)
+        if not is_zip and head.startswith(b"PK\x03\x04"):
+            raise KerasImportError("a damaged or truncated zip archive (no central directory), not a readable .keras file", file=path)
+        if not is_zip:
             if head.startswith(b"\x89HDF"):
-                raise KerasImportError(
-                    f"{path}: a legacy HDF5 (Keras 2) model file; load it in Keras and save it as .keras, then import that"
-                )
-            if os.path.getsize(path) > MAX_CONFIG_BYTES:
-                raise KerasImportError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; expected a model config JSON")
-            text = head + fh.read()
-        has_weights = False
-    try:
-        config = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise KerasImportError(f"{path}: not a JSON model config ({type(exc).__name__}: {exc})") from None
-    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
-        raise KerasImportError(f"{path}: not a Keras model config (expected an object with 'class_name' and 'config')")
+                raise KerasImportError("a legacy HDF5 (Keras 2) model file; load it in Keras and save it as .keras, then import that", file=path)
+            if size > config_cap:
+                raise KerasImportError(f"{_human(size)}, larger than {_human(config_cap)}; expected a model config JSON (set ${CONFIG_BYTES_ENV} to allow more)", file=path)
+            text = fh.read(config_cap + 1)
+            has_weights = False
+    if is_zip:
+        with open_archive(path) as archive:
+            names = set(archive.namelist())
+            if CONFIG_MEMBER not in names:
+                raise KerasImportError(f"a zip file without {CONFIG_MEMBER} is not a Keras 3 .keras archive", file=path)
+            if WEIGHTS_MEMBER not in names and any(n.startswith("model.weights") for n in names):
+                raise KerasImportError(f"the weights are not in {WEIGHTS_MEMBER}; save the model with Keras 3's default .keras format", file=path)
+            text = _read_member(archive, CONFIG_MEMBER, config_cap, path)
+            has_weights = WEIGHTS_MEMBER in names
+    where = CONFIG_MEMBER if is_zip else None
+    config = parse_config(text, path, where)
     return config, has_weights
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits ({text[:20]}...); no model config value needs more than {MAX_INT_DIGITS}")
+    return int(text)
+
+
+def parse_config(text: bytes, path: str, member: str | None = None) -> dict[str, Any]:
+    """The JSON object of a model config (``member`` names the archive member it came from)."""
+    what = f"{member} is" if member else "the file is"
+    try:
+        config = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+    except RecursionError:
+        raise KerasImportError(f"{what} JSON nested too deeply to read; a model config nests fewer than {MAX_DEPTH} levels", file=path) from None
+    except UnicodeDecodeError:
+        what = f"{member} is not UTF-8 text" if member else "the file is neither a .keras (zip) archive nor a JSON model config (it is not UTF-8 text)"
+        raise KerasImportError(what, file=path) from None
+    except ValueError as exc:
+        if member is None and isinstance(exc, json.JSONDecodeError) and text.lstrip()[:1] not in (b"{", b"["):
+            raise KerasImportError("the file is neither a .keras (zip) archive nor a JSON model config", file=path) from None
+        raise KerasImportError(f"{what} not a JSON model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path) from None
+    deep = _too_deep(config)
+    if deep is not None:
+        raise KerasImportError(f"JSON nested more than {MAX_DEPTH} levels deep; a model config nests far fewer", where=deep, file=path)
+    if not isinstance(config, dict):
+        raise KerasImportError(f"{what} JSON holding {describe(config)}, not a Keras model config (an object with 'class_name' and 'config')", file=path)
+    for key in ("class_name", "config"):
+        if key not in config:
+            raise KerasImportError(f"not a Keras model config: the top-level object has no '{key}'", file=path)
+    return config
+
+
+def _too_deep(value: Any) -> str | None:
+    """The config path of a value nested more than :data:`MAX_DEPTH` levels deep; None when there is none."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return (where if len(where) <= 120 else where[:100] + "...") or "(top level)"
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+    return None
 
 
 def model_network(config: dict[str, Any]) -> KerasNetwork:
@@ -96,199 +261,242 @@ def model_network(config: dict[str, Any]) -> KerasNetwork:
     kind = config.get("class_name")
     body = config.get("config")
     if not isinstance(body, dict):
-        raise KerasImportError("the model config's 'config' is not an object")
-    name = str(body.get("name") or "model")
+        raise KerasImportError(f"the model's config is {describe(body)}, not an object", where="config")
+    raw_name = body.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else "model"
     if kind == "Sequential":
         input_name, shape, dtype, layers = _sequential(body, config)
     elif kind in ("Functional", "Model"):
         input_name, shape, dtype, layers = _functional(body)
     else:
-        raise KerasImportError(f"the top-level object is a '{kind}', not a Keras Sequential or functional model")
+        raise KerasImportError(f"the model's class_name is {describe(kind)}, not 'Sequential' or 'Functional' (nnspec imports those)", where="class_name")
     if not layers:
-        raise KerasImportError("the model has no layers besides its input")
+        raise KerasImportError("the model has no layers besides its input", where="config.layers")
     compile_config = config.get("compile_config")
     return KerasNetwork(name, input_name, shape, dtype, tuple(layers), layers[-1].name, compile_config if isinstance(compile_config, dict) else None)
 
 
-def _entry_name(entry: Any) -> str:
+def _entry_name(entry: Any, where: str) -> str:
     if not isinstance(entry, dict):
-        raise KerasImportError(f"a layer entry of the model config is not an object: {str(entry)[:80]}")
+        raise KerasImportError(f"a layer entry of the model config is not an object: it is {describe(entry)}", where=where)
     cfg = entry.get("config")
     name = entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
     if not isinstance(name, str) or not name:
-        raise KerasImportError(f"a layer entry of the model config ({entry.get('class_name')!r}) has no name")
+        raise KerasImportError(f"the layer entry ({short(entry.get('class_name'))}) has no name (a non-empty string)", where=f"{where}.name")
     return name
 
 
-def _layer(entry: dict[str, Any], inbound: tuple[str, ...] = ()) -> KerasLayer:
+def _layer(entry: dict[str, Any], where: str, inbound: tuple[str, ...] = ()) -> KerasLayer:
+    name = _entry_name(entry, where)
+    class_name = entry.get("class_name")
+    if not isinstance(class_name, str) or not class_name:
+        raise KerasImportError(f"Keras layer '{name}' has no class_name (a string); got {describe(class_name)}", where=f"{where}.class_name")
     cfg = entry.get("config")
     if not isinstance(cfg, dict):
-        raise KerasImportError(f"Keras layer '{_entry_name(entry)}' ({entry.get('class_name')}) has no config object")
-    return KerasLayer(_entry_name(entry), str(entry.get("class_name")), dict(cfg), inbound)
+        raise KerasImportError(f"Keras layer '{name}' ({class_name}) has no config object; got {describe(cfg)}", where=f"{where}.config")
+    return KerasLayer(name, class_name, dict(cfg), inbound, where)
 
 
 def _input_from_layer(layer: KerasLayer) -> tuple[tuple[int, ...], str]:
     cfg = layer.config
-    batch_shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+    key = "batch_shape" if cfg.get("batch_shape") is not None else "batch_input_shape"
+    batch_shape = cfg.get(key)
     if batch_shape is None:
-        raise KerasImportError(f"{layer.label} has no batch_shape")
-    return _example_shape(batch_shape, layer.label), _dtype_name(cfg.get("dtype"))
+        raise KerasImportError(f"{layer.label} has no batch_shape", where=layer.at())
+    return _example_shape(batch_shape, layer.label, layer.at(key)), _dtype_name(cfg.get("dtype"), layer.at("dtype"))
 
 
-def _example_shape(batch_shape: Any, where: str) -> tuple[int, ...]:
+def _example_shape(batch_shape: Any, what: str, where: str) -> tuple[int, ...]:
     if not isinstance(batch_shape, (list, tuple)):
-        raise KerasImportError(f"{where}: the input shape {batch_shape!r} is not a list")
+        raise KerasImportError(f"{what}: the input shape is {describe(batch_shape)}, not a list", where=where)
     dims = list(batch_shape)[1:]
-    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in dims):
-        raise KerasImportError(f"{where}: the input shape {list(batch_shape)} must give every axis but the batch axis as a positive int")
+    for i, d in enumerate(dims, start=1):
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= MAX_DIM:
+            raise KerasImportError(
+                f"{what}: every axis of the input shape but the batch axis must be a positive int of at most {MAX_DIM:,}; got {describe(d)}",
+                where=f"{where}[{i}]",
+            )
+    if not dims:
+        raise KerasImportError(f"{what}: the input shape {short(batch_shape)} has no axis besides the batch axis", where=where)
     return tuple(dims)
 
 
-def _dtype_name(dtype: Any) -> str:
+def _dtype_name(dtype: Any, where: str) -> str:
     if isinstance(dtype, dict):
-        dtype = (dtype.get("config") or {}).get("name")
-    return str(dtype or "float32")
+        cfg = dtype.get("config")
+        dtype = cfg.get("name") if isinstance(cfg, dict) else None
+    if dtype is None:
+        return "float32"
+    if not isinstance(dtype, str):
+        raise KerasImportError(f"the input dtype is {describe(dtype)}, not a name", where=where)
+    return dtype
+
+
+def _layer_list(body: dict[str, Any], kind: str) -> list[Any]:
+    entries = body.get("layers")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise KerasImportError(f"the {kind} model's layers are {describe(entries)}, not a list", where="config.layers")
+    return entries
 
 
 def _sequential(body: dict[str, Any], top: dict[str, Any]) -> tuple[str, tuple[int, ...], str, list[KerasLayer]]:
-    entries = body.get("layers") or []
-    if not isinstance(entries, list):
-        raise KerasImportError("the Sequential model's 'layers' is not a list")
-    layers = [_layer(e) for e in entries]
+    layers = [_layer(e, f"config.layers[{i}]") for i, e in enumerate(_layer_list(body, "Sequential"))]
     if layers and layers[0].class_name == "InputLayer":
         shape, dtype = _input_from_layer(layers[0])
         return layers[0].name, shape, dtype, _chain(layers[0].name, layers[1:])
-    build = body.get("build_input_shape") or (top.get("build_config") or {}).get("input_shape")
+    build, where = body.get("build_input_shape"), "config.build_input_shape"
+    build_config = top.get("build_config")
+    if build is None and isinstance(build_config, dict):
+        build, where = build_config.get("input_shape"), "build_config.input_shape"
     if build is None and layers:
         cfg = layers[0].config
-        build = cfg.get("batch_input_shape") or cfg.get("batch_shape")
+        key = "batch_input_shape" if cfg.get("batch_input_shape") is not None else "batch_shape"
+        build, where = cfg.get(key), layers[0].at(key)
     if build is None:
         raise KerasImportError("the Sequential model has no input shape (no InputLayer and it was never built); add keras.Input(shape=...) first")
-    return SEQUENTIAL_INPUT, _example_shape(build, "the Sequential model's build_input_shape"), "float32", _chain(SEQUENTIAL_INPUT, layers)
+    return SEQUENTIAL_INPUT, _example_shape(build, "the Sequential model's input", where), "float32", _chain(SEQUENTIAL_INPUT, layers)
 
 
 def _chain(input_name: str, layers: list[KerasLayer]) -> list[KerasLayer]:
     """Sequential layers, each reading the one before it."""
     wired, previous = [], input_name
     for layer in layers:
-        wired.append(KerasLayer(layer.name, layer.class_name, layer.config, (previous,)))
+        if layer.class_name == "InputLayer":
+            raise KerasImportError(f"{layer.label} is a second input; nnspec models have one input", where=layer.path)
+        wired.append(KerasLayer(layer.name, layer.class_name, layer.config, (previous,), layer.path))
         previous = layer.name
     return wired
 
 
-def _tensor_ref(arg: Any, label: str) -> str | None:
+def _tensor_ref(arg: Any, label: str, where: str) -> str | None:
     """The layer that produced one tensor argument (Keras 3 and Keras 2 config formats); None if not a tensor."""
     if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
-        history = (arg.get("config") or {}).get("keras_history")
+        cfg = arg.get("config")
+        history = cfg.get("keras_history") if isinstance(cfg, dict) else None
     elif isinstance(arg, list) and len(arg) >= 3 and isinstance(arg[0], str):
         history = arg
     else:
         return None
     if not isinstance(history, list) or len(history) < 3 or not isinstance(history[0], str):
-        raise KerasImportError(f"{label}: a malformed tensor reference {str(arg)[:120]}")
+        raise KerasImportError(f"{label}: a malformed tensor reference {short(arg, 120)}", where=where)
     if history[1] != 0:
-        raise KerasImportError(f"{label} reads call {history[1]} of layer '{history[0]}', a shared layer; nnspec layers are each called once")
+        raise KerasImportError(f"{label} reads call {short(history[1])} of layer '{history[0]}', a shared layer; nnspec layers are each called once", where=where)
     if history[2] != 0:
-        raise KerasImportError(f"{label} reads output {history[2]} of layer '{history[0]}'; nnspec layers have one output")
+        raise KerasImportError(f"{label} reads output {short(history[2])} of layer '{history[0]}'; nnspec layers have one output", where=where)
     return history[0]
 
 
-def _parents(entry: dict[str, Any], label: str) -> tuple[str, ...]:
+def _parents(entry: dict[str, Any], label: str, where: str) -> tuple[str, ...]:
     """The layers one layer reads, in argument order (a merge layer's list of inputs in its order)."""
+    where = f"{where}.inbound_nodes"
     nodes = entry.get("inbound_nodes") or []
     if not isinstance(nodes, list):
-        raise KerasImportError(f"{label}: its inbound_nodes are not a list")
+        raise KerasImportError(f"{label}: its inbound_nodes are {describe(nodes)}, not a list", where=where)
     if len(nodes) > 1:
-        raise KerasImportError(f"{label} is called {len(nodes)} times (a shared layer); nnspec layers are each called once")
+        raise KerasImportError(f"{label} is called {len(nodes)} times (a shared layer); nnspec layers are each called once", where=where)
     if not nodes:
         return ()
-    node = nodes[0]
+    node, where = nodes[0], f"{where}[0]"
     if isinstance(node, dict):
         args, kwargs = node.get("args") or [], node.get("kwargs") or {}
+        args_at = f"{where}.args"
     else:
-        args, kwargs = node, {}
+        args, kwargs, args_at = node, {}, where
     if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise KerasImportError(f"{label}: a malformed inbound node")
+        raise KerasImportError(f"{label}: a malformed inbound node {short(node, 120)}", where=where)
     found: list[str] = []
-    for arg in args:
-        items = arg if isinstance(arg, list) and (not arg or not isinstance(arg[0], str)) else [arg]
-        for item in items:
-            ref = _tensor_ref(item, label)
+    for i, arg in enumerate(args):
+        several = isinstance(arg, list) and (not arg or not isinstance(arg[0], str))
+        items = [(item, f"{args_at}[{i}][{j}]") for j, item in enumerate(arg)] if several else [(arg, f"{args_at}[{i}]")]
+        for item, at in items:
+            ref = _tensor_ref(item, label, at)
             if ref is None:
-                raise KerasImportError(f"{label} is called with a non-tensor argument {str(item)[:80]}; nnspec layers read only tensors")
+                raise KerasImportError(f"{label} is called with a non-tensor argument {short(item)}; nnspec layers read only tensors", where=at)
             found.append(ref)
     for key, value in kwargs.items():
         if isinstance(value, (dict, list)) and _tensor_like(value):
-            raise KerasImportError(f"{label} is passed a tensor as keyword argument '{key}'; nnspec layers read their inputs only")
+            raise KerasImportError(f"{label} is passed a tensor as keyword argument '{key}'; nnspec layers read their inputs only", where=f"{where}.kwargs.{key}")
         if key == "training" and value is True:
-            raise KerasImportError(f"{label} is called with training=True (always in training mode); nnspec decides training mode itself")
+            raise KerasImportError(f"{label} is called with training=True (always in training mode); nnspec decides training mode itself", where=f"{where}.kwargs.{key}")
     return tuple(found)
 
 
 def _tensor_like(value: Any) -> bool:
-    if isinstance(value, dict):
-        return value.get("class_name") == "__keras_tensor__"
-    return any(_tensor_like(v) for v in value if isinstance(v, (dict, list)))
+    """Whether a keyword argument holds a tensor anywhere inside (iteratively: depth is bounded but large)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") == "__keras_tensor__":
+                return True
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 def _refs(refs: Any, what: str) -> list[str]:
     """Layer names of a functional model's ``input_layers`` / ``output_layers``."""
+    where = f"config.{what}_layers"
     if isinstance(refs, list) and refs and isinstance(refs[0], str):
         refs = [refs]
     if isinstance(refs, dict):
         refs = list(refs.values())
     if not isinstance(refs, list) or not all(isinstance(r, list) and r and isinstance(r[0], str) for r in refs):
-        raise KerasImportError(f"the functional model's {what}_layers are malformed: {str(refs)[:120]}")
+        raise KerasImportError(f"the functional model's {what}_layers are malformed: {short(refs, 120)}", where=where)
     return [r[0] for r in refs]
 
 
 def _functional(body: dict[str, Any]) -> tuple[str, tuple[int, ...], str, list[KerasLayer]]:
-    entries_list = body.get("layers") or []
-    if not isinstance(entries_list, list):
-        raise KerasImportError("the functional model's 'layers' is not a list")
-    entries: dict[str, dict[str, Any]] = {}
-    for entry in entries_list:
-        name = _entry_name(entry)
+    entries: dict[str, tuple[dict[str, Any], str]] = {}
+    for i, entry in enumerate(_layer_list(body, "functional")):
+        where = f"config.layers[{i}]"
+        name = _entry_name(entry, where)
         if name in entries:
-            raise KerasImportError(f"the functional model defines two layers named '{name}'")
-        entries[name] = entry
+            raise KerasImportError(f"the functional model defines two layers named '{name}' ({entries[name][1]} and {where})", where=where)
+        entries[name] = (entry, where)
     inputs, outputs = _refs(body.get("input_layers"), "input"), _refs(body.get("output_layers"), "output")
     if len(inputs) != 1:
-        raise KerasImportError(f"the functional model has {len(inputs)} inputs ({', '.join(inputs)}); nnspec models have one input")
+        raise KerasImportError(f"the functional model has {len(inputs)} inputs ({', '.join(inputs)}); nnspec models have one input", where="config.input_layers")
     if len(outputs) != 1:
-        raise KerasImportError(f"the functional model has {len(outputs)} outputs ({', '.join(outputs)}); nnspec models have one output")
+        raise KerasImportError(f"the functional model has {len(outputs)} outputs ({', '.join(outputs)}); nnspec models have one output", where="config.output_layers")
     first, last = inputs[0], outputs[0]
     for name, what in ((first, "input"), (last, "output")):
         if name not in entries:
-            raise KerasImportError(f"the functional model's {what} is a layer '{name}' that its config does not define")
-    if entries[first].get("class_name") != "InputLayer":
-        raise KerasImportError(f"the functional model's input '{first}' is a {entries[first].get('class_name')}, not an InputLayer")
+            raise KerasImportError(f"the functional model's {what} is a layer '{name}' that its config does not define", where=f"config.{what}_layers")
+    input_layer = _layer(*entries[first])
+    if input_layer.class_name != "InputLayer":
+        raise KerasImportError(f"the functional model's input '{first}' is a {input_layer.class_name}, not an InputLayer", where="config.input_layers")
+    if entries[first][0].get("inbound_nodes"):
+        raise KerasImportError(f"{input_layer.label} is the model's input but reads other layers (a malformed config)", where=f"{input_layer.path}.inbound_nodes")
     layers: dict[str, KerasLayer] = {}
-    for name, entry in entries.items():
+    for name, (entry, where) in entries.items():
         if name == first:
             continue
-        label = f"Keras layer '{name}' ({entry.get('class_name')})"
-        if entry.get("class_name") == "InputLayer":
-            raise KerasImportError(f"{label} is a second input; nnspec models have one input")
-        parents = _parents(entry, label)
+        layer = _layer(entry, where)
+        if layer.class_name == "InputLayer":
+            raise KerasImportError(f"{layer.label} is a second input; nnspec models have one input", where=where)
+        parents = _parents(entry, layer.label, where)
         if not parents:
-            raise KerasImportError(f"{label} reads no tensor (it is not connected to the model's input)")
+            raise KerasImportError(f"{layer.label} reads no tensor (it is not connected to the model's input)", where=f"{where}.inbound_nodes")
         for parent in parents:
             if parent not in entries:
-                raise KerasImportError(f"{label} reads a layer '{parent}' that the model's config does not define")
-        layers[name] = _layer(entry, parents)
+                raise KerasImportError(f"{layer.label} reads a layer '{parent}' that the model's config does not define", where=f"{where}.inbound_nodes")
+        layers[name] = KerasLayer(layer.name, layer.class_name, layer.config, parents, where)
     if last == first:
-        raise KerasImportError("the functional model's output is its input; it has no layers")
+        raise KerasImportError("the functional model's output is its input; it has no layers", where="config.output_layers")
     order = _topological(layers, first, last)
-    shape, dtype = _input_from_layer(_layer(entries[first]))
+    shape, dtype = _input_from_layer(input_layer)
     return first, shape, dtype, order
 
 
 def _topological(layers: dict[str, KerasLayer], first: str, last: str) -> list[KerasLayer]:
     """The layers the output depends on, in a topological order (config order among equals).
 
-    Refuses layers that the output does not depend on, an output that does not depend on the input, and
-    cycles (which a well-formed config never has).
+    Refuses layers that the output does not depend on, and cycles (which a well-formed config never has),
+    naming one cycle. Every loop here visits each layer and each edge once, so it ends on any input.
     """
     needed: set[str] = set()
     stack = [last]
@@ -301,7 +509,7 @@ def _topological(layers: dict[str, KerasLayer], first: str, last: str) -> list[K
     extra = [n for n in layers if n not in needed]
     if extra:
         shown = ", ".join(repr(n) for n in extra[:6]) + (f" and {len(extra) - 6} more" if len(extra) > 6 else "")
-        raise KerasImportError(f"layers {shown} do not lead to the model's output; nnspec models have one output")
+        raise KerasImportError(f"layers {shown} do not lead to the model's output; nnspec models have one output", where=layers[extra[0]].path)
     position = {name: i for i, name in enumerate(layers)}
     waiting = {name: len(set(layer.inbound) - {first}) for name, layer in layers.items()}
     readers: dict[str, list[str]] = {}
@@ -319,6 +527,65 @@ def _topological(layers: dict[str, KerasLayer], first: str, last: str) -> list[K
             if waiting[reader] == 0:
                 heapq.heappush(ready, (position[reader], reader))
     if len(order) != len(layers):
-        stuck = ", ".join([repr(n) for n, count in waiting.items() if count > 0][:6])
-        raise KerasImportError(f"the functional model's layers {stuck} form a cycle (a malformed config)")
+        cycle = _a_cycle(layers, {n for n, count in waiting.items() if count > 0}, position)
+        raise KerasImportError(
+            f"the functional model's layers form a cycle: {' -> '.join(repr(n) for n in cycle)} (each reads the one before it; a malformed config)",
+            where=layers[cycle[0]].path,
+        )
     return order
+
+
+def _a_cycle(layers: dict[str, KerasLayer], stuck: set[str], position: dict[str, int]) -> list[str]:
+    """One cycle among the layers a topological sort could not place, in reading order (first name repeated last).
+
+    Each stuck layer reads at least one stuck layer, so walking back through stuck parents must come back
+    to a layer already seen, after at most ``len(stuck)`` steps."""
+    name = min(stuck, key=position.__getitem__)
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    while name not in seen:
+        seen[name] = len(path)
+        path.append(name)
+        name = next(p for p in layers[name].inbound if p in stuck)
+    cycle = path[seen[name]:]
+    cycle.reverse()
+    start = cycle.index(min(cycle, key=position.__getitem__))
+    cycle = cycle[start:] + cycle[:start]
+    return [*cycle, cycle[0]]
+
+
+def _snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case``: the group name a saved layer gets from its class name."""
+    import re
+
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def saved_layer_groups(config: dict[str, Any]) -> dict[str, str]:
+    """``{'layers/dense_1': keras layer name}``: where Keras 3 saves each layer's variables in ``model.weights.h5``.
+
+    Keras names a layer's group after its class (``Dense`` -> ``dense``, then ``dense_1``, ...) in the
+    order of ``model.layers`` (a Sequential model's input layer left out). Used to name weights in messages
+    and check them before Keras reads the file; a layer it misses is still checked once Keras has loaded it."""
+    body = config.get("config")
+    entries = body.get("layers") if isinstance(body, dict) else None
+    groups: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+            continue
+        if config.get("class_name") == "Sequential" and entry["class_name"] == "InputLayer":
+            continue
+        group = _snake_case(entry["class_name"])
+        if group in used:
+            used[group] += 1
+            group = f"{group}_{used[group]}"
+        else:
+            used[group] = 0
+        cfg = entry.get("config")
+        name = entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+        if isinstance(name, str):
+            groups[f"layers/{group}"] = name
+    return groups

@@ -103,15 +103,38 @@ def build_keras_model(graph: Graph, weights: Mapping[str, np.ndarray], *, compil
     return model
 
 
-def export_keras(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:
-    """Write ``graph`` with ``weights`` to the ``.keras`` file ``path``; returns the Keras model."""
+def check_export_path(path: str | os.PathLike[str]) -> str:
+    """Refuse a path ``export`` cannot write a ``.keras`` file to (wrong suffix, NUL byte, missing or
+    read-only folder, an existing folder); returns it as a string."""
     path = os.fspath(path)
+    if "\0" in path:
+        shown = path.replace("\0", "\\0")
+        raise KerasExportError(f"{shown}: not a usable path (it contains a NUL byte)")
     if not path.endswith(".keras"):
         raise KerasExportError(f"{path}: a Keras 3 model file must end in .keras")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise KerasExportError(f"{path}: the folder {parent} does not exist")
+    if os.path.isdir(path):
+        raise KerasExportError(f"{path}: is a folder; give the name of the .keras file to write")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KerasExportError(f"{path}: the folder {parent} is not writable")
+    return path
+
+
+def export_keras(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:
+    """Write ``graph`` with ``weights`` to the ``.keras`` file ``path``, whole or not at all (a temporary
+    file in the same folder, renamed into place); returns the Keras model."""
+    path = check_export_path(path)
     model = build_keras_model(graph, weights)
-    with _dtype_scope(graph.dtype):
-        model.save(path)
+    from ..runtime.atomic import atomic_write_with
+
+    def save(tmp: str) -> None:
+        with _dtype_scope(graph.dtype):
+            model.save(tmp)
+
+    try:
+        atomic_write_with(path, save)
+    except OSError as exc:
+        raise KerasExportError(f"{path}: cannot write the file ({exc.strerror or exc}); nothing was written") from None
     return model

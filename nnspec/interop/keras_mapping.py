@@ -17,8 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..compiler.ir import ACTIVATIONS
-from .errors import KerasImportError
-from .keras_config import KerasLayer
+from .errors import KerasImportError, short
+from .keras_config import MAX_DIM, KerasLayer
 
 
 @dataclass
@@ -71,20 +71,23 @@ def known_classes() -> list[str]:
 def map_layer(layer: KerasLayer) -> list[SpecLayer]:
     """The spec layers of one Keras layer; a class nnspec does not know is an error naming it."""
     if layer.class_name == "Lambda":
-        raise KerasImportError(f"{layer.label}: Lambda layers hold Python code; nnspec never loads code from a model file")
+        raise KerasImportError(f"{layer.label}: Lambda layers hold Python code; nnspec never loads code from a model file", where=layer.at())
     if layer.class_name in ("Sequential", "Functional", "Model"):
-        raise KerasImportError(f"{layer.label} is a nested model; rebuild the Keras model with its layers inline")
+        raise KerasImportError(f"{layer.label} is a nested model; rebuild the Keras model with its layers inline", where=layer.at())
     mapper = _MAPPERS.get(layer.class_name)
     if mapper is None:
-        raise KerasImportError(f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})")
+        raise KerasImportError(f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})", where=f"{layer.path}.class_name")
     _check_dtype(layer)
     try:
         specs = mapper(layer)
     except KerasImportError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise KerasImportError(f"{layer.label}: a malformed layer config ({type(exc).__name__}: {what})") from None
+    except KeyError as exc:
+        key = exc.args[0] if exc.args else None
+        where = layer.at(key) if isinstance(key, str) else layer.at()
+        raise KerasImportError(f"{layer.label}: a malformed layer config (no {short(key)})", where=where) from None
+    except (TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
+        raise KerasImportError(f"{layer.label}: a malformed layer config ({type(exc).__name__}: {short(str(exc), 160)})", where=layer.at()) from None
     if layer.config.get("trainable") is False:
         specs[0].notes.append(f"{layer.label} is frozen in Keras (trainable: false); nnspec trains every layer")
     return specs
@@ -92,20 +95,37 @@ def map_layer(layer: KerasLayer) -> list[SpecLayer]:
 
 def clean_float(value: Any) -> float:
     """A float from a Keras config in its shortest float32 form when that is what it is (0.0010000000474974513 -> 0.001)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {short(value)}")
     exact = float(value)
-    short = float(str(np.float32(exact)))
-    return short if abs(short - exact) <= 1e-7 * abs(exact) else exact
+    with np.errstate(over="ignore"):
+        shortest = float(str(np.float32(exact)))
+    return shortest if abs(shortest - exact) <= 1e-7 * abs(exact) else exact
+
+
+def _number(layer: KerasLayer, key: str, default: Any = None, within: dict[str, Any] | None = None, where: str | None = None) -> float:
+    """The number at ``key`` of the layer's config (or of ``within``, found at config path ``where``), as :func:`clean_float` gives it."""
+    source = layer.config if within is None else within
+    value = source.get(key, default)
+    try:
+        return clean_float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise KerasImportError(f"{layer.label}: {key}={short(value)} is not a number", where=f"{where}.{key}" if where else layer.at(key)) from None
 
 
 def _check_dtype(layer: KerasLayer) -> None:
     policy = layer.config.get("dtype")
-    name = (policy.get("config") or {}).get("name") if isinstance(policy, dict) else policy
+    if isinstance(policy, dict):
+        cfg = policy.get("config")
+        name = cfg.get("name") if isinstance(cfg, dict) else None
+    else:
+        name = policy
     if name not in (None, "float32", "float64"):
-        raise KerasImportError(f"{layer.label} uses dtype policy '{name}'; nnspec computes in float32 or float64")
+        raise KerasImportError(f"{layer.label} uses dtype policy {short(name)}; nnspec computes in float32 or float64", where=layer.at("dtype"))
 
 
 def _unsupported(layer: KerasLayer, key: str, value: Any, why: str) -> KerasImportError:
-    return KerasImportError(f"{layer.label}: {key}={value!r} is not supported ({why})")
+    return KerasImportError(f"{layer.label}: {key}={short(value)} is not supported ({why})", where=layer.at(key))
 
 
 def _require_default(layer: KerasLayer, key: str, default: Any, why: str) -> None:
@@ -124,10 +144,18 @@ def _no_extras(layer: KerasLayer, keys: tuple[str, ...]) -> None:
 
 def _activation(layer: KerasLayer, value: Any) -> str:
     if isinstance(value, dict):
-        raise KerasImportError(f"{layer.label}: activation {value.get('config', value)!r} is a custom function; nnspec knows {', '.join(ACTIVATIONS)}, softmax")
-    name = str(value or "linear")
+        raise KerasImportError(
+            f"{layer.label}: activation {short(value.get('config', value))} is a custom function; nnspec knows {', '.join(ACTIVATIONS)}, softmax",
+            where=layer.at("activation"),
+        )
+    if value is not None and not isinstance(value, str):
+        raise KerasImportError(f"{layer.label}: activation {short(value)} is not a name", where=layer.at("activation"))
+    name = value or "linear"
     if name != "softmax" and name not in ACTIVATIONS:
-        raise KerasImportError(f"{layer.label}: activation '{name}' has no nnspec equivalent (nnspec knows {', '.join(ACTIVATIONS)}, softmax)")
+        raise KerasImportError(
+            f"{layer.label}: activation '{short(name)[1:-1]}' has no nnspec equivalent (nnspec knows {', '.join(ACTIVATIONS)}, softmax)",
+            where=layer.at("activation"),
+        )
     return name
 
 
@@ -137,33 +165,42 @@ def _initializer(layer: KerasLayer, key: str, default: str) -> tuple[Any, list[s
     if init is None or init == default:
         return None, []
     if not isinstance(init, dict):
-        if init in _INITIALIZERS.values():
+        if isinstance(init, str) and init in _INITIALIZERS.values():
             return init, []
-        return None, [f"{layer.label}: {key} {init!r} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+        return None, [f"{layer.label}: {key} {short(init)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
     cls, cfg = init.get("class_name"), init.get("config") or {}
-    if cls in _INITIALIZERS:
+    if not isinstance(cfg, dict):
+        raise KerasImportError(f"{layer.label}: the config of {key} is {short(cfg)}, not an object", where=layer.at(f"{key}.config"))
+    if isinstance(cls, str) and cls in _INITIALIZERS:
         name = _INITIALIZERS[cls]
         return (None if name == default else name), []
+    at = layer.at(f"{key}.config")
     if cls == "RandomNormal":
-        return {"normal": {"mean": clean_float(cfg.get("mean", 0.0)), "stddev": clean_float(cfg.get("stddev", 0.05))}}, []
+        return {"normal": {"mean": _number(layer, "mean", 0.0, cfg, at), "stddev": _number(layer, "stddev", 0.05, cfg, at)}}, []
     if cls == "RandomUniform":
-        return {"uniform": {"minval": clean_float(cfg.get("minval", -0.05)), "maxval": clean_float(cfg.get("maxval", 0.05))}}, []
-    return None, [f"{layer.label}: {key} {cls} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+        return {"uniform": {"minval": _number(layer, "minval", -0.05, cfg, at), "maxval": _number(layer, "maxval", 0.05, cfg, at)}}, []
+    return None, [f"{layer.label}: {key} {short(cls)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
 
 
-def _pair(value: Any) -> Any:
-    values = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value,))]
+def _is_dim(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_DIM
+
+
+def _pair(layer: KerasLayer, key: str, default: Any = None) -> Any:
+    """A size or stride option (one positive int, or a list of one or two) as the spec writes it."""
+    value = layer.config.get(key, default) if default is not None else layer.config[key]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
     if len(values) == 1:
         values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"expected one or two positive ints, got {value!r}")
+    if len(values) != 2 or not all(_is_dim(v) for v in values):
+        raise _unsupported(layer, key, value, f"expected one or two positive ints of at most {MAX_DIM:,}")
     return values[0] if values[0] == values[1] else values
 
 
 def _positive(layer: KerasLayer, key: str) -> int:
     value = layer.config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _unsupported(layer, key, value, "it must be a positive int")
+    if not _is_dim(value):
+        raise _unsupported(layer, key, value, f"it must be a positive int of at most {MAX_DIM:,}")
     return value
 
 
@@ -209,15 +246,15 @@ def _dense(layer: KerasLayer) -> list[SpecLayer]:
 def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
     cfg = layer.config
     _channels_last(layer)
-    if _pair(cfg.get("dilation_rate", 1)) != 1:
+    if _pair(layer, "dilation_rate", 1) != 1:
         raise _unsupported(layer, "dilation_rate", cfg["dilation_rate"], "nnspec's conv2d has no dilation")
     _require_default(layer, "groups", 1, "nnspec's conv2d has no grouped convolution")
     padding = str(cfg.get("padding", "valid")).lower()
     if padding not in ("valid", "same"):
         raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(cfg["kernel_size"])}
-    if _pair(cfg.get("strides", 1)) != 1:
-        params["strides"] = _pair(cfg["strides"])
+    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(layer, "kernel_size")}
+    if _pair(layer, "strides", 1) != 1:
+        params["strides"] = _pair(layer, "strides")
     if padding != "valid":
         params["padding"] = padding
     notes = _weights_options(layer, params)
@@ -231,9 +268,9 @@ def _pool(layer: KerasLayer) -> list[SpecLayer]:
     padding = str(cfg.get("padding", "valid")).lower()
     if padding not in ("valid", "same"):
         raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    size = _pair(cfg.get("pool_size", 2))
+    size = _pair(layer, "pool_size", 2)
     params: dict[str, Any] = {"size": size}
-    strides = _pair(cfg["strides"]) if cfg.get("strides") is not None else size
+    strides = _pair(layer, "strides") if cfg.get("strides") is not None else size
     if strides != size:
         params["strides"] = strides
     if padding != "valid":
@@ -250,7 +287,10 @@ def _flatten(layer: KerasLayer) -> list[SpecLayer]:
 
 @maps("Reshape")
 def _reshape(layer: KerasLayer) -> list[SpecLayer]:
-    return [SpecLayer("reshape", {"shape": [int(d) for d in layer.config["target_shape"]]}, layer.name, layer)]
+    shape = layer.config["target_shape"]
+    if not isinstance(shape, list) or not shape or not all(_is_dim(d) or d == -1 for d in shape):
+        raise _unsupported(layer, "target_shape", shape, f"expected a list of positive ints of at most {MAX_DIM:,} (or -1)")
+    return [SpecLayer("reshape", {"shape": list(shape)}, layer.name, layer)]
 
 
 @maps("Dropout")
@@ -258,13 +298,13 @@ def _dropout(layer: KerasLayer) -> list[SpecLayer]:
     if layer.config.get("noise_shape") is not None:
         raise _unsupported(layer, "noise_shape", layer.config["noise_shape"], "nnspec drops each unit independently")
     notes = [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"] if layer.config.get("seed") is not None else []
-    return [SpecLayer("dropout", {"rate": clean_float(layer.config["rate"])}, layer.name, layer, notes=notes)]
+    return [SpecLayer("dropout", {"rate": _number(layer, "rate")}, layer.name, layer, notes=notes)]
 
 
 @maps("CounterDropout")
 def _counter_dropout(layer: KerasLayer) -> list[SpecLayer]:
     """nnspec's own training dropout (in a model saved from the keras backend's ``to_keras()``)."""
-    return [SpecLayer("dropout", {"rate": clean_float(layer.config["rate"])}, layer.name, layer)]
+    return [SpecLayer("dropout", {"rate": _number(layer, "rate")}, layer.name, layer)]
 
 
 @maps("Activation")
@@ -279,7 +319,7 @@ def _activation_layer(layer: KerasLayer) -> list[SpecLayer]:
 def _relu(layer: KerasLayer) -> list[SpecLayer]:
     _require_default(layer, "max_value", None, "nnspec's relu is unbounded")
     for key in ("negative_slope", "threshold"):
-        if float(layer.config.get(key) or 0.0) != 0.0:
+        if _number(layer, key, 0.0) != 0.0:
             raise _unsupported(layer, key, layer.config[key], "nnspec's relu is max(x, 0)")
     return [SpecLayer("activation", {"activation": "relu"}, layer.name, layer)]
 
@@ -321,7 +361,7 @@ def _norm_options(layer: KerasLayer, defaults: dict[str, Any], initializers: dic
     params: dict[str, Any] = {}
     for key in ("momentum", "epsilon"):
         if key in defaults and cfg.get(key) is not None:
-            value = clean_float(cfg[key])
+            value = _number(layer, key)
             if value != defaults[key]:
                 params[key] = value
     for key in ("center", "scale"):

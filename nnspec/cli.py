@@ -29,8 +29,12 @@ COMMANDS: dict[str, str] = {
     "plot": "overlay the metrics of one or more run directories",
     "compare": "compare backends on one spec: forward, gradients, training, timing",
     "backends": "list the backends, their engines, availability and devices",
-    "export": "export a spec and its weights to another format (Keras .keras)",
+    "export": "export a spec and its weights to another format (Keras .keras, ONNX)",
     "import": "turn a Keras model into a spec and a weights file",
+    "schema": "print the JSON Schema of the spec language (for editors)",
+    "diff": "compare two specs or two run directories",
+    "sweep": "run a grid or random sample of spec settings as ordinary runs",
+    "profile": "time forward and backward per layer on each backend",
 }
 
 

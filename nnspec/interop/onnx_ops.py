@@ -1,0 +1,223 @@
+"""One ONNX lowering per nnspec op (the semantics of docs/spec.md, at inference).
+
+Each converter takes the :class:`GraphBuilder`, the layer, its input values and the layer's weights, emits
+ONNX nodes and returns the layer's output value. Every nnspec op has an exact ONNX counterpart:
+
+* ``dense``: ``Gemm`` (kernel ``[in, out]`` as is), then the activation.
+* ``conv2d``: ``Conv`` on channels-first data, kernel transposed to ``[out, in, kh, kw]``; ``same``
+  padding becomes explicit pads (TensorFlow's rule: the odd element at the bottom and right).
+* ``max_pool2d``: ``MaxPool`` (padding takes no part); ``avg_pool2d``: ``AveragePool`` with
+  ``count_include_pad=0`` (nnspec averages over the in-image elements only).
+* ``flatten`` and ``reshape``: on channels-last data, so that the order is nnspec's row-major (H, W, C).
+* ``dropout`` and the ``linear`` activation: ``Identity`` (dropout is the identity at inference).
+* activations: ``Relu``, ``Sigmoid``, ``Tanh``, ``Elu`` (alpha 1), ``Gelu`` (exact, erf form),
+  ``Softplus``.
+* ``softmax``: ``Softmax`` over the channel axis; ``add``: a left-to-right chain of ``Add``; ``concat``:
+  ``Concat`` on the batched axis of the per-example axis.
+* ``batch_norm``: ``BatchNormalization`` in inference mode with the moving statistics (ones and zeros
+  stand in for ``gamma`` and ``beta`` when ``scale`` or ``center`` is false).
+* ``layer_norm``: ``LayerNormalization`` over the last axis.
+* global pools: ``ReduceMean`` / ``ReduceMax`` over the spatial axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..compiler.ir import Node
+from ..compiler.shapes import padding_pairs
+from ..errors import NnspecError
+from .onnx_graph import GraphBuilder, Value
+
+Weights = Mapping[str, np.ndarray]
+Converter = Callable[[GraphBuilder, Node, list[Value], Weights], Value]
+
+#: nnspec activation -> (ONNX op, attributes)
+ACTIVATION_OPS: dict[str, tuple[str, dict[str, object]]] = {
+    "linear": ("Identity", {}),
+    "relu": ("Relu", {}),
+    "sigmoid": ("Sigmoid", {}),
+    "tanh": ("Tanh", {}),
+    "elu": ("Elu", {"alpha": 1.0}),
+    "gelu": ("Gelu", {"approximate": "none"}),
+    "softplus": ("Softplus", {}),
+}
+
+
+class OnnxExportError(NnspecError, ValueError):
+    """A spec cannot be written as an ``.onnx`` file (a layer ONNX cannot express, a bad path)."""
+
+
+def layer_label(node: Node) -> str:
+    """How messages name a layer: ``layers[3] 'conv1' (conv2d)``."""
+    return f"layers[{node.index}] '{node.name}' ({node.op})"
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*ops: str) -> Callable[[Converter], Converter]:
+    """Register a converter for ``ops``."""
+
+    def register(fn: Converter) -> Converter:
+        for op in ops:
+            CONVERTERS[op] = fn
+        return fn
+
+    return register
+
+
+def convert(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    """Emit ``node``'s ONNX nodes; raise :class:`OnnxExportError` naming the layer when it has no ONNX form."""
+    if node.op not in CONVERTERS:
+        raise OnnxExportError(f"{layer_label(node)}: ONNX export has no exact form for layer type '{node.op}'")
+    return CONVERTERS[node.op](builder, node, inputs, weights)
+
+
+def activation(builder: GraphBuilder, node: Node, x: Value, name: str, output: str, node_name: str) -> Value:
+    """Apply activation ``name`` to ``x`` as the tensor ``output``, by the ONNX node ``node_name``."""
+    if name not in ACTIVATION_OPS:
+        raise OnnxExportError(f"{layer_label(node)}: ONNX export has no exact form for activation '{name}'")
+    op, attrs = ACTIVATION_OPS[name]
+    builder.emit(op, [x.name], output, name=node_name, **attrs)
+    return Value(output, x.rank, x.channels_first)
+
+
+def _then_activation(builder: GraphBuilder, node: Node, op: str, inputs: list[str], rank: int, channels_first: bool, **attrs: object) -> Value:
+    """``op`` followed by the layer's activation (none emitted for ``linear``)."""
+    out = builder.tensor_name(node)
+    if node.attrs["activation"] == "linear":
+        return Value(builder.emit(op, inputs, out, name=node.name, **attrs), rank, channels_first)
+    linear = builder.emit(op, inputs, builder.fresh(node, "linear"), name=node.name, **attrs)
+    act = node.attrs["activation"]
+    return activation(builder, node, Value(linear, rank, channels_first), act, out, f"{node.name}/{act}")
+
+
+def _bias(builder: GraphBuilder, node: Node, weights: Weights) -> list[str]:
+    return [builder.constant(node.key("bias"), weights[node.key("bias")])] if node.attrs["use_bias"] else []
+
+
+def _pads(node: Node) -> list[int]:
+    (top, bottom), (left, right) = padding_pairs(node)
+    return [top, left, bottom, right]
+
+
+@converter("dense")
+def _dense(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    kernel = builder.constant(node.key("kernel"), weights[node.key("kernel")])
+    return _then_activation(builder, node, "Gemm", [inputs[0].name, kernel, *_bias(builder, node, weights)], 1, False)
+
+
+@converter("conv2d")
+def _conv2d(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], True)
+    kernel = builder.constant(node.key("kernel"), np.transpose(weights[node.key("kernel")], (3, 2, 0, 1)))
+    attrs = {"kernel_shape": list(node.attrs["kernel"]), "strides": list(node.attrs["strides"]), "pads": _pads(node)}
+    return _then_activation(builder, node, "Conv", [x.name, kernel, *_bias(builder, node, weights)], 3, True, **attrs)
+
+
+@converter("max_pool2d", "avg_pool2d")
+def _pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], True)
+    attrs: dict[str, object] = {"kernel_shape": list(node.attrs["size"]), "strides": list(node.attrs["strides"]), "pads": _pads(node)}
+    if node.op == "avg_pool2d":
+        attrs["count_include_pad"] = 0
+    op = "MaxPool" if node.op == "max_pool2d" else "AveragePool"
+    return Value(builder.emit(op, [x.name], builder.tensor_name(node), name=node.name, **attrs), 3, True)
+
+
+@converter("flatten")
+def _flatten(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], False)
+    return Value(builder.emit("Flatten", [x.name], builder.tensor_name(node), name=node.name, axis=1), 1)
+
+
+@converter("reshape")
+def _reshape(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], False)
+    shape = builder.constant(builder.fresh(node, "shape"), np.array([0, *node.attrs["shape"]]), dtype=np.int64)
+    return Value(builder.emit("Reshape", [x.name, shape], builder.tensor_name(node), name=node.name), len(node.output_shape))
+
+
+@converter("dropout")
+def _dropout(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = inputs[0]
+    return Value(builder.emit("Identity", [x.name], builder.tensor_name(node), name=node.name), x.rank, x.channels_first)
+
+
+@converter("activation")
+def _activation(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    return activation(builder, node, inputs[0], node.attrs["activation"], builder.tensor_name(node), node.name)
+
+
+@converter("softmax")
+def _softmax(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = inputs[0]
+    out = builder.emit("Softmax", [x.name], builder.tensor_name(node), name=node.name, axis=x.channel_axis)
+    return Value(out, x.rank, x.channels_first)
+
+
+@converter("add")
+def _add(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    values = builder.same_layout(inputs)
+    total = values[0].name
+    for position, v in enumerate(values[1:], start=2):
+        last = position == len(values)
+        out = builder.tensor_name(node) if last else builder.fresh(node, f"sum{position}")
+        total = builder.emit("Add", [total, v.name], out, name=node.name if last else out)
+    return Value(total, values[0].rank, values[0].channels_first)
+
+
+@converter("concat")
+def _concat(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    values = builder.same_layout(inputs)
+    axis = values[0].batch_axis(int(node.attrs["axis"]))
+    out = builder.emit("Concat", [v.name for v in values], builder.tensor_name(node), name=node.name, axis=axis)
+    return Value(out, values[0].rank, values[0].channels_first)
+
+
+def _scale_and_shift(builder: GraphBuilder, node: Node, weights: Weights, required: bool) -> tuple[str | None, str | None]:
+    """The names of gamma and beta; ones and zeros in their place when ``required`` and absent."""
+    channels = node.output_shape[-1]
+    names: list[str | None] = []
+    for key, filler in (("gamma", np.ones), ("beta", np.zeros)):
+        if node.key(key) in weights:
+            names.append(builder.constant(node.key(key), weights[node.key(key)]))
+        elif required:
+            names.append(builder.constant(builder.fresh(node, f"no_{key}"), filler(channels)))
+        else:
+            names.append(None)
+    return names[0], names[1]
+
+
+@converter("batch_norm")
+def _batch_norm(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], True)
+    gamma, beta = _scale_and_shift(builder, node, weights, required=True)
+    mean = builder.constant(node.key("moving_mean"), weights[node.key("moving_mean")])
+    var = builder.constant(node.key("moving_variance"), weights[node.key("moving_variance")])
+    ins = [x.name, str(gamma), str(beta), mean, var]
+    out = builder.emit("BatchNormalization", ins, builder.tensor_name(node), name=node.name, epsilon=float(node.attrs["epsilon"]))
+    return Value(out, x.rank, x.channels_first)
+
+
+@converter("layer_norm")
+def _layer_norm(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = builder.in_layout(inputs[0], False)
+    gamma, beta = _scale_and_shift(builder, node, weights, required=False)
+    if gamma is None:
+        gamma = builder.constant(builder.fresh(node, "no_gamma"), np.ones(node.output_shape[-1]))
+    ins = [x.name, gamma] + ([beta] if beta is not None else [])
+    out = builder.emit("LayerNormalization", ins, builder.tensor_name(node), name=node.name, axis=-1, epsilon=float(node.attrs["epsilon"]))
+    return Value(out, x.rank, False)
+
+
+@converter("global_avg_pool2d", "global_max_pool2d")
+def _global_pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+    x = inputs[0]
+    spatial = [2, 3] if x.channels_first else [1, 2]
+    axes = builder.constant(builder.fresh(node, "axes"), np.array(spatial), dtype=np.int64)
+    op = "ReduceMean" if node.op == "global_avg_pool2d" else "ReduceMax"
+    return Value(builder.emit(op, [x.name, axes], builder.tensor_name(node), name=node.name, keepdims=0), 1)

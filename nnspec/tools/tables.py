@@ -1,0 +1,98 @@
+"""Small report tables and their three renderings: text (rich on a terminal, plain aligned columns
+otherwise), Markdown (pipe tables) and CSV (the standard library's writer)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+
+@dataclass
+class Table:
+    """A titled table of text cells; ``right`` lists the columns aligned right (numbers); ``note`` is a line
+    below it; ``styles`` holds a rich style per row (used on a terminal only, "" for none)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    right: frozenset[int] = frozenset()
+    note: str = ""
+    styles: list[str] = field(default_factory=list)
+
+    def add(self, *cells: object, style: str = "") -> None:
+        """Append one row; cells are turned into text."""
+        self.rows.append(["" if c is None else str(c) for c in cells])
+        self.styles.append(style)
+
+
+def plain_text(table: Table) -> str:
+    """The table as aligned columns separated by two spaces, a dashed rule under the header, no trailing blanks."""
+    widths = [max([len(table.columns[i]), *(len(r[i]) for r in table.rows)]) for i in range(len(table.columns))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in table.right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    header = line(table.columns)
+    lines = [table.title, header, "-" * max(len(header), 3), *(line(r) for r in table.rows)] if table.title else [header, "-" * len(header), *(line(r) for r in table.rows)]
+    if table.note:
+        lines.append(table.note)
+    return "\n".join(lines)
+
+
+def _escape_md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(table: Table, level: int = 3) -> str:
+    """The table as a Markdown pipe table under a heading of ``level`` (0: no heading)."""
+    rule = ["---:" if i in table.right else "---" for i in range(len(table.columns))]
+    lines = [f"{'#' * level} {table.title}", ""] if level and table.title else []
+    lines.append("| " + " | ".join(_escape_md(c) for c in table.columns) + " |")
+    lines.append("| " + " | ".join(rule) + " |")
+    lines.extend("| " + " | ".join(_escape_md(c) for c in row) + " |" for row in table.rows)
+    if table.note:
+        lines += ["", _escape_md(table.note)]
+    return "\n".join(lines)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text with a header row (``csv`` module quoting, ``\\n`` line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(["" if c is None else c for c in row] for row in rows)
+    return out.getvalue()
+
+
+def print_tables(blocks: Sequence[Table | str], stream: IO[str] | None = None) -> None:
+    """Print text lines and tables separated by blank lines: rich tables on a terminal, plain text otherwise."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        _print_rich(blocks, stream)
+        return
+    stream.write("\n\n".join(b if isinstance(b, str) else plain_text(b) for b in blocks) + "\n")
+
+
+def _print_rich(blocks: Sequence[Table | str], stream: IO[str]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    console = Console(file=stream, highlight=False)
+    for i, block in enumerate(blocks):
+        if i:
+            console.print()
+        if isinstance(block, str):
+            console.print(Text(block))
+            continue
+        table = RichTable(title=block.title or None, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, caption=block.note or None, caption_justify="left")
+        for j, name in enumerate(block.columns):
+            table.add_column(name, justify="right" if j in block.right else "left", overflow="fold")
+        for row, style in zip(block.rows, block.styles):
+            table.add_row(*(Text(c) for c in row), style=style or None)
+        console.print(table)

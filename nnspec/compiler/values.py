@@ -22,8 +22,8 @@ MAX_INT = 2**31 - 1
 #: Longest text of a found value quoted in a message; longer text is cut (see :func:`shorten`).
 MAX_SHOWN = 60
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_MODEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 
 class Invalid(Exception):
@@ -241,7 +241,7 @@ def choice_reader(options: Sequence[str], what: str, code: str | None = None) ->
 
 def read_identifier(node: YNode | None, model: bool = False) -> str:
     """A plain name: letters, digits and ``_`` (and ``-`` for a model name), starting with a letter or ``_``."""
-    pattern = _MODEL_NAME if model else _IDENTIFIER
+    pattern = MODEL_NAME_PATTERN if model else IDENTIFIER_PATTERN
     allowed = "letters, digits, '_' and '-'" if model else "letters, digits and '_'"
     expected = f"a plain name ({allowed}; starting with a letter or '_'; at most 64 characters)"
     text = read_str(node, expected)

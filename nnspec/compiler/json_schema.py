@@ -1,0 +1,664 @@
+"""The JSON Schema (draft 2020-12) of the spec language, generated from the front end's own tables.
+
+Editors validate and complete a spec with it (VS Code with Red Hat's YAML extension, or any other
+yaml-language-server client: docs/editor.md); ``nnspec schema`` prints it. Nothing here restates the
+language. The keys of each section, which are required, their defaults, the layer types and their
+shorthand come from :data:`~nnspec.compiler.opset.OPS` and the tables of :mod:`nnspec.compiler.schema`;
+the type and range of each value come from probing the key's own reader with sample YAML nodes
+(:func:`value_schema`): ``units`` takes ``1`` and ``2147483647`` but not ``0``, ``2147483648`` or ``1.5``,
+so it is ``{"type": "integer", "minimum": 1, "maximum": 2147483647}``; ``rate`` takes ``0`` and the float
+just below 1 but not ``1``, so it has ``"exclusiveMaximum": 1``. The few facts that are not in a table
+(which sections may be left empty) are asked of the front end itself, on a minimal spec. Anything the
+generator cannot describe (a reader that takes none of the samples, a key without a description in
+:data:`FIELD_DOCS`) raises :class:`SchemaGap`, so a new key cannot slip into the language unseen.
+
+Left to ``nnspec check``, because JSON Schema cannot say it: shapes; the wiring of a graph (that
+``inputs`` and ``output`` name layers defined before, without cycles) and unique layer names;
+``minval < maxval`` of the ``uniform`` initialiser; and what only the YAML text shows (``1e1`` where an
+integer is expected is 10.0 to a JSON validator, ``.inf`` is a number to it).
+
+Only keywords that draft-07 validators read the same way are used (``$defs`` is reached by JSON
+pointer), since editors' validators lag behind the drafts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from ..runtime.optimizers import OPTIMIZER_DEFAULTS
+from ..runtime.schedules import SCHEDULE_DEFAULTS
+from . import values
+from .compose import MERGED_SECTIONS
+from .frontend import analyse_text
+from .ir import INITIALIZERS, INPUT, OPTIMIZERS, SCHEDULES, Initializer, ScheduleConfig, TrainConfig
+from .loader import YMap, YNode, YScalar, YSeq
+from .opset import COMMON_KEYS, INITIALIZER_ARGS, OPS, OpDef, read_initializer
+from .schema import (
+    CHECKPOINT_FIELDS,
+    DATA_FIELDS,
+    DATASET_OPTIONS,
+    EARLY_STOPPING_FIELDS,
+    INPUT_FIELDS,
+    LANGUAGE_VERSIONS,
+    OPTIMIZER_FIELDS,
+    SCHEDULE_FIELDS,
+    TOP_FIELDS,
+    TRAIN_FIELDS,
+    read_version,
+)
+from .values import MAX_INT, Field, Invalid, read_identifier
+
+#: The dialect the schema declares.
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+#: What each key means, by section (wording from docs/spec.md); a layer key may be given per type as
+#: ``"<type>.<key>"``. Every key of every table needs one: editors show it on hover.
+FIELD_DOCS: dict[str, dict[str, str]] = {
+    "spec": {
+        "nnspec": "Language version: 1 or 1.1 (the same language; 1.1 names the version that added graphs, normalisation and merge layers).",
+        "name": "The model's name: letters, digits, _ and -, starting with a letter or _ (at most 64 characters); it becomes a directory name. Default: the file name, cleaned.",
+        "description": "Free text.",
+        "extends": "A base spec this one builds on, relative to this file: input, train and data merge key by key; every other value (layers included) is replaced as a whole.",
+        "input": "One example's shape and dtype.",
+        "layers": "The layers, applied in order: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or a type with its main parameter (- dropout: 0.5).",
+        "output": "The layer whose output is the model's output (default: the last layer).",
+        "train": "Loss, optimiser, schedule, batch size, epochs, seed, metrics, checkpoints, early stopping.",
+        "data": "The data set and how it is split and normalised (default: {dataset: digits}).",
+    },
+    "input": {
+        "shape": "One example's shape, without the batch axis; images are [height, width, channels] (channels last): [8, 8, 1] for digits, [28, 28, 1] for MNIST.",
+        "dtype": "The precision the model is built and trained in (float64 for tight parity checks).",
+    },
+    "layer": {
+        "name": "The layer's name: letters, digits and _, starting with a letter or _ (input is reserved). Default: <type>_<n>, counting the layers of that type from 1.",
+        "inputs": "The layers this layer reads: one name or a list of names (input is the model's input). Default: the layer before it.",
+        "add.inputs": "The two or more layers to add (outputs of one shape).",
+        "concat.inputs": "The two or more layers to join (one rank; equal on every axis but axis).",
+        "units": "Output size.",
+        "filters": "Output channels.",
+        "kernel": "Kernel height and width: n for [n, n], or [height, width].",
+        "strides": "Step between windows: n for [n, n], or [height, width].",
+        "max_pool2d.strides": "Step between windows: n for [n, n], or [height, width]. Default: the size.",
+        "avg_pool2d.strides": "Step between windows: n for [n, n], or [height, width]. Default: the size.",
+        "size": "Window height and width: n for [n, n], or [height, width].",
+        "padding": "valid: no padding, output floor((n - k) / s) + 1; same: output ceil(n / s), padded as TensorFlow pads (the odd element at the end).",
+        "activation": "The activation, applied elementwise (after the bias).",
+        "use_bias": "Add a bias vector.",
+        "kernel_init": "Initialiser of the kernel: a name (he_normal) or {name: {args}} ({normal: {stddev: 0.01}}).",
+        "bias_init": "Initialiser of the bias: a name (zeros) or {name: {args}}.",
+        "shape": "The new per-example shape; one entry may be -1, inferred so that the number of values is kept.",
+        "rate": "The probability of DROPPING a unit (Keras's meaning), in [0, 1); 0 makes the layer the identity.",
+        "axis": "The axis to join along, per example (the batch axis is not counted): for images 0 is the height, 1 the width, 2 or -1 the channels.",
+        "momentum": "How much of the moving statistics each training step keeps, in [0, 1).",
+        "epsilon": "Added to the variance (> 0).",
+        "center": "Learn an offset beta.",
+        "scale": "Learn a factor gamma.",
+    },
+    "train": {
+        "loss": "cross_entropy (integer labels; computed from the logits when the model ends in softmax) or mse (against one-hot labels).",
+        "optimizer": "A name (adam) or {name: {params}} ({sgd: {learning_rate: 0.1, momentum: 0.9}}); Keras 3's definitions and defaults.",
+        "schedule": "How the learning rate changes with the optimiser step: a name or {name: {params}} ({cosine: {decay_steps: 2000}}).",
+        "weight_decay": "Decoupled weight decay: each update first does p -= p * weight_decay * lr, on every kernel and bias.",
+        "batch_size": "Examples per optimiser step.",
+        "epochs": "Passes over the training split.",
+        "seed": "Seeds the initial weights, the validation split, the data order and the dropout masks.",
+        "metrics": "Metrics reported per epoch.",
+        "on_divergence": "At the first NaN or infinite loss: stop (exit code 3, the weights from before that step kept) or continue.",
+        "checkpoint": "A checkpoint every `every` epochs (0: none), the `keep` most recent kept.",
+        "early_stopping": "Stop when a metric stops improving, as Keras's EarlyStopping.",
+    },
+    "checkpoint": {
+        "every": "Write a checkpoint every this many epochs (0: none).",
+        "keep": "How many of the most recent checkpoints to keep.",
+    },
+    "early_stopping": {
+        "monitor": "The metrics.csv column to watch.",
+        "mode": "auto minimises losses and maximises accuracies; min or max say which way is better.",
+        "patience": "Epochs without improvement before training stops.",
+        "min_delta": "The least change that counts as an improvement.",
+        "restore_best": "End the run with the weights of the best epoch.",
+    },
+    "data": {
+        "dataset": "digits (scikit-learn's 8x8 digits, no download), mnist, fashion_mnist, npz (a NumPy .npz file) or csv (a CSV file with a header row).",
+        "path": "A file or folder; required for npz and csv. A relative path is taken relative to the spec's folder when it exists there.",
+        "x": "npz only: the name of the inputs array.",
+        "y": "npz only: the name of the labels array.",
+        "label": "csv only: the name of the label column; the other columns are the inputs.",
+        "validation_split": "The fraction of the training examples held out for validation.",
+        "test_split": "The fraction of all examples held out for testing, for data without an official test split (digits, npz, csv).",
+        "normalize": "scale: divide by the data's maximum (min-max for npz and csv); standardize: per-feature mean and standard deviation of the training split; none: as is.",
+    },
+    "optimizer": {
+        "learning_rate": "The base learning rate (> 0); a schedule scales it over time.",
+        "momentum": "Momentum, in [0, 1).",
+        "nesterov": "Use Nesterov momentum.",
+        "beta_1": "Decay of the first-moment estimate, in [0, 1).",
+        "beta_2": "Decay of the second-moment estimate, in [0, 1).",
+        "rho": "Decay of the moving average of squared gradients, in [0, 1).",
+        "epsilon": "Added to the denominator for stability (> 0).",
+    },
+    "schedule": {
+        "every": "Optimiser steps (batches, not epochs) between two drops of the rate.",
+        "factor": "What the rate is multiplied by at each drop.",
+        "decay_steps": "Optimiser steps (batches, not epochs) over which the rate decays.",
+        "decay_rate": "The rate is multiplied by decay_rate every decay_steps steps.",
+        "staircase": "Floor the exponent: drop in steps rather than smoothly.",
+        "alpha": "The fraction of the rate left at the end, in [0, 1].",
+    },
+    "initializer": {
+        "mean": "Mean of the normal distribution.",
+        "stddev": "Standard deviation of the normal distribution (> 0).",
+        "minval": "Lower end of the uniform range (below maxval).",
+        "maxval": "Upper end of the uniform range (above minval).",
+    },
+}
+
+#: Hover text of optimisers, schedules and initialisers in their ``{name: {params}}`` form (docs/spec.md).
+NAME_DOCS: dict[str, dict[str, str]] = {
+    "optimizer": {
+        "sgd": "Stochastic gradient descent, with optional (Nesterov) momentum.",
+        "adam": "Adam: m += (g - m)(1 - beta_1), v += (g*g - v)(1 - beta_2), p -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon).",
+        "rmsprop": "RMSprop: a = rho*a + (1 - rho)*g*g; p -= lr * g / (sqrt(a) + epsilon), with optional momentum.",
+    },
+    "schedule": {
+        "constant": "lr",
+        "step": "lr * factor ** floor(step / every)",
+        "exponential": "lr * decay_rate ** (step / decay_steps), the exponent floored when staircase",
+        "cosine": "lr * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps)) + alpha)",
+    },
+    "initializer": {
+        "glorot_uniform": "Uniform in [-l, l], l = sqrt(6 / (fan_in + fan_out)).",
+        "glorot_normal": "Truncated normal, stddev = sqrt(2 / (fan_in + fan_out)).",
+        "he_normal": "Truncated normal, stddev = sqrt(2 / fan_in).",
+        "he_uniform": "Uniform in [-l, l], l = sqrt(6 / fan_in).",
+        "lecun_normal": "Truncated normal, stddev = sqrt(1 / fan_in).",
+        "lecun_uniform": "Uniform in [-l, l], l = sqrt(3 / fan_in).",
+        "zeros": "0.",
+        "ones": "1.",
+        "normal": "Normal (not truncated) with mean and stddev.",
+        "uniform": "Uniform in [minval, maxval).",
+    },
+}
+
+#: A spec the front end accepts, on which :func:`_may_be_empty` tries leaving a section empty.
+_MINIMAL_SPEC = "nnspec: 1\ninput: {shape: [8, 8, 1]}\nlayers: [flatten, {dense: {units: 10}}]\n"
+#: Inputs of ``add`` and ``concat``: two or more (fewer is E0703); every other layer reads one (E0704).
+_MERGE_MIN_INPUTS = 2
+
+_INT_SEEDS = (1, 0, 2, 3, 10, 64, -1)
+_FLOAT_SEEDS = (0.5, 0.001, 0.9, 1.5, -0.5, 1e-7, 100.0)
+#: Integers tried outside the range found around a seed (``-1`` of ``reshape``).
+_INT_SPECIALS = (-1, 0)
+#: Integers are probed up to this magnitude; a reader that takes it has no bound on that side.
+_INT_CAP = 4 * MAX_INT
+_FLOAT_CAP = sys.float_info.max
+#: A word no vocabulary holds: a choice reader answers it with the list of words it takes.
+_FAR_WORD = "zqxjkv_not_a_word"
+_CHOICES = re.compile(r"expected one of (.+)$")
+#: Patterns of plain names (the front end's own): a layer's name, and a model's (which may hold ``-``).
+_NAME_PATTERNS = {False: values.IDENTIFIER_PATTERN.pattern, True: values.MODEL_NAME_PATTERN.pattern}
+
+Reader = Callable[[YNode], Any]
+Schema = dict[str, Any]
+
+
+class SchemaGap(LookupError):
+    """A table of the front end holds something the schema generator cannot describe."""
+
+
+@lru_cache(maxsize=1)
+def schema_text() -> str:
+    """The schema as ``nnspec schema`` prints it and ``nnspec.schema.json`` holds it: JSON, two-space
+    indent (generated once per process)."""
+    return json.dumps(build_schema(), indent=2) + "\n"
+
+
+# --- probing readers ------------------------------------------------------------------------------------
+
+
+def _plain(text: str) -> YScalar:
+    return YScalar(text, True, None, None, None)
+
+
+def _quoted(text: str) -> YScalar:
+    return YScalar(text, False, None, None, None)
+
+
+def _seq(items: Iterable[YNode]) -> YSeq:
+    return YSeq(list(items), None, None, None)
+
+
+def _map(items: Mapping[str, YNode]) -> YMap:
+    return YMap({key: (_plain(key), value) for key, value in items.items()}, None, None, None)
+
+
+def _accepts(reader: Reader, node: YNode) -> bool:
+    try:
+        reader(node)
+    except Invalid:
+        return False
+    return True
+
+
+def _passes_through(reader: Reader) -> bool:
+    """Whether ``reader`` hands its node on unread (a section or block read elsewhere)."""
+    probe = _map({})
+    try:
+        return reader(probe) is probe
+    except Invalid:
+        return False
+
+
+def value_schema(reader: Reader) -> Schema:
+    """The JSON Schema of the values ``reader`` accepts, found by feeding it sample nodes.
+
+    Booleans, integers and numbers (with their bounds, found by bisection), words (an ``enum`` when the
+    reader names the words it takes), strings (with the pattern of a plain name when the reader refuses
+    ``"a b"``), and lists of any of these (with their lengths). A reader that takes a scalar and a list
+    (a window: ``3`` or ``[3, 3]``) gets ``anyOf`` both. Raises :class:`SchemaGap` when nothing fits.
+    """
+    forms = [form for form in (_scalar_form(reader), _list_form(reader)) if form is not None]
+    if not forms:
+        raise SchemaGap(f"{_name(reader)} accepts none of the sample values the schema generator tries")
+    schemas = [schema for schema, _ in forms]
+    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+
+
+def _name(reader: Reader) -> str:
+    return f"reader {getattr(reader, '__qualname__', reader)!s}"
+
+
+def _scalar_form(reader: Reader) -> tuple[Schema, YScalar] | None:
+    """The schema of the single values ``reader`` takes, with one value it takes."""
+    if _accepts(reader, _plain("true")) and _accepts(reader, _plain("false")):
+        return {"type": "boolean"}, _plain("true")
+    return _number_form(reader) or _word_form(reader)
+
+
+def _number_form(reader: Reader) -> tuple[Schema, YScalar] | None:
+    int_seed = next((i for i in _INT_SEEDS if _accepts(reader, _plain(str(i)))), None)
+    floats = _FLOAT_SEEDS + ((float(int_seed),) if int_seed is not None else ())
+    float_seed = next((x for x in floats if _accepts(reader, _plain(repr(x)))), None)
+    if float_seed is not None:
+        return {"type": "number", **_float_bounds(reader, float_seed)}, _plain(repr(float_seed))
+    if int_seed is None:
+        return None
+
+    def takes(i: int) -> bool:
+        return _accepts(reader, _plain(str(i)))
+
+    low, high = _edge(takes, int_seed, -1, _INT_CAP), _edge(takes, int_seed, 1, _INT_CAP)
+    schema: Schema = {"type": "integer"}
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
+    specials = [s for s in _INT_SPECIALS if not (low is None or low <= s) and takes(s)]
+    if specials:
+        schema = {"anyOf": [schema, *({"const": s} for s in specials)]}
+    return schema, _plain(str(int_seed))
+
+
+def _edge(takes: Callable[[int], bool], seed: int, direction: int, cap: int) -> int | None:
+    """The last integer ``takes`` accepts going from ``seed`` in ``direction``, or None when it takes
+    everything up to ``cap``: steps that double until one is refused, then bisection."""
+    good, step = seed, 1
+    while True:
+        probe = seed + direction * step
+        if abs(probe) >= cap:
+            probe = direction * cap
+            if takes(probe):
+                return None
+            break
+        if not takes(probe):
+            break
+        good, step = probe, step * 2
+    bad = probe
+    while abs(bad - good) > 1:
+        middle = (good + bad) // 2
+        if takes(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def _ordinal(x: float) -> int:
+    """Floats as integers in the same order (adjacent floats are adjacent integers)."""
+    bits: int = struct.unpack("<q", struct.pack("<d", x))[0]
+    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _from_ordinal(n: int) -> float:
+    value: float = struct.unpack("<d", struct.pack("<Q", n if n >= 0 else (-n) | (1 << 63)))[0]
+    return value
+
+
+def _float_bounds(reader: Reader, seed: float) -> Schema:
+    """``minimum``/``exclusiveMinimum`` and ``maximum``/``exclusiveMaximum`` of a number reader.
+
+    The last float accepted and the first refused are found exactly; the bound is whichever of the two
+    is written shorter (``0.0`` rather than ``5e-324``), exclusive when it is the refused one.
+    """
+
+    def takes(n: int) -> bool:
+        return _accepts(reader, _plain(repr(_from_ordinal(n))))
+
+    bounds: Schema = {}
+    for direction, side in ((-1, "minimum"), (1, "maximum")):
+        last = _edge(takes, _ordinal(seed), direction, _ordinal(_FLOAT_CAP))
+        if last is None:
+            continue
+        inside, outside = _from_ordinal(last), _from_ordinal(last + direction)
+        if len(repr(outside)) < len(repr(inside)):
+            bounds["exclusive" + side.capitalize()] = _tidy(outside)
+        else:
+            bounds[side] = _tidy(inside)
+    return bounds
+
+
+def _tidy(x: float) -> int | float:
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x
+
+
+def _word_form(reader: Reader) -> tuple[Schema, YScalar] | None:
+    far = _quoted(_FAR_WORD)
+    if _accepts(reader, far):
+        schema: Schema = {"type": "string"}
+        if not _accepts(reader, _quoted("a b")):
+            schema["pattern"] = _NAME_PATTERNS[_accepts(reader, _quoted("a-b"))]
+        return schema, far
+    try:
+        reader(far)
+    except Invalid as exc:
+        found = _CHOICES.search(exc.message)
+        if found is None:
+            return None
+        words = found.group(1).split(", ")
+        refused = [w for w in words if not _accepts(reader, _plain(w))]
+        if refused:
+            raise SchemaGap(f"{_name(reader)} lists {', '.join(refused)} but refuses them") from None
+        return {"enum": words}, _plain(words[0])
+    return None
+
+
+def _list_form(reader: Reader) -> tuple[Schema, YSeq] | None:
+    """The schema of the lists ``reader`` takes: the items' schema found with lists of 1, 2 or 3 equal items."""
+    for count in (1, 2, 3):
+        item = _scalar_form(lambda node, count=count: reader(_seq([node] * count)))  # type: ignore[misc]
+        if item is not None:
+            break
+    else:
+        return None
+    item_schema, seed = item
+    lengths = [n for n in range(9) if _accepts(reader, _seq([seed] * n))]
+    schema: Schema = {"type": "array", "items": item_schema}
+    if min(lengths) > 0:
+        schema["minItems"] = min(lengths)
+    if max(lengths) < 8:
+        schema["maxItems"] = max(lengths)
+    return schema, _seq([seed] * lengths[0])
+
+
+# --- assembling the schema ------------------------------------------------------------------------------
+
+
+def build_schema() -> Schema:
+    """Generate the JSON Schema of a spec file from the front end's tables (about half a second of
+    probing); raises :class:`SchemaGap` when a table holds something it cannot describe."""
+    layer_defs = {f"layer.{name}": _layer_type(op) for name, op in OPS.items()}
+    top = _section(TOP_FIELDS, "spec", "", {"input": _input, "layers": _layers, "train": _train, "data": _data})
+    # Requirements a spec without `extends` must meet alone (with it, its base may provide them).
+    full: Schema = {"required": top.pop("required")}
+    for key in MERGED_SECTIONS:
+        section = top["properties"][key]
+        needed: Schema = {"required": section.pop("required")} if "required" in section else {}
+        if key == "data":
+            needed["allOf"] = [_path_needed()]
+        if needed:
+            full.setdefault("properties", {})[key] = needed
+    return {
+        "$schema": DIALECT,
+        "$comment": "Generated by `nnspec schema` from nnspec's front-end tables; do not edit.",
+        "title": "nnspec spec",
+        "description": "A neural-network spec for nnspec (language versions " + " and ".join(LANGUAGE_VERSIONS) + "); see docs/spec.md.",
+        **top,
+        # A spec that extends another may leave anything to its base; input, train and data merge key by key.
+        "if": {"required": ["extends"]},
+        "else": full,
+        "$defs": {"layer": _layer_entry(), "initializer": _initializer(), **layer_defs},
+    }
+
+
+def _doc(section: str, key: str, op: str | None = None) -> str:
+    docs = FIELD_DOCS.get(section, {})
+    text = docs.get(f"{op}.{key}") if op else None
+    text = text or docs.get(key)
+    if text is None:
+        raise SchemaGap(f"no description of {section} key {key!r}: add one to nnspec.compiler.json_schema.FIELD_DOCS")
+    return text
+
+
+def _name_doc(what: str, name: str) -> str:
+    text = NAME_DOCS.get(what, {}).get(name)
+    if text is None:
+        raise SchemaGap(f"no description of {what} {name!r}: add one to nnspec.compiler.json_schema.NAME_DOCS")
+    return text
+
+
+def _section(
+    fields: Mapping[str, Field],
+    docs: str,
+    path: str,
+    children: Mapping[str, Callable[[], Schema]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    op: str | None = None,
+) -> Schema:
+    """A mapping read against ``fields``: its keys' schemas, unknown keys refused, required keys listed.
+
+    Keys whose reader hands the node on (``train``, ``optimizer``...) take their schema from ``children``;
+    ``path`` (``"train"``) locates the section for :func:`_may_be_empty`.
+    """
+    children = dict(children or {})
+    properties: Schema = {}
+    for key, field in fields.items():
+        if _passes_through(field.read):
+            if key not in children:
+                raise SchemaGap(f"{path or 'spec'}.{key} is read elsewhere in the front end; the schema generator has no schema for it")
+            schema = children.pop(key)()
+            if _may_be_empty(f"{path}.{key}".lstrip(".")):
+                kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+                schema["type"] = [*kinds, "null"]
+        else:
+            schema = _field_value(field)
+        default = (defaults or {}).get(key, field.default)
+        properties[key] = _described(schema, _doc(docs, key, op), _json_default(default, schema))
+    if children:
+        raise SchemaGap(f"the schema generator describes {', '.join(children)} in {path or 'spec'}, which the front end does not read there")
+    result: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    required = [key for key, field in fields.items() if field.required]
+    if required:
+        result["required"] = required
+    return result
+
+
+def _field_value(field: Field) -> Schema:
+    if field.read is read_initializer:
+        return {"$ref": "#/$defs/initializer"}
+    if field.read is read_version:
+        versions = [json.loads(v) for v in LANGUAGE_VERSIONS]
+        if not all(_accepts(read_version, _plain(v)) for v in LANGUAGE_VERSIONS):
+            raise SchemaGap("nnspec refuses a version of LANGUAGE_VERSIONS")
+        return {"enum": versions}
+    return value_schema(field.read)
+
+
+def _described(schema: Schema, text: str | None, default: Any = None) -> Schema:
+    result = {"description": text, **schema} if text else dict(schema)
+    if default is not None:
+        result["default"] = default
+    return result
+
+
+def _json_default(value: Any, schema: Schema) -> Any:
+    """A default as a spec writes it: ``(2, 2)`` as ``2`` where a single integer is accepted, an
+    initialiser by name (with its arguments only when they differ from the name's defaults)."""
+    if isinstance(value, Initializer):
+        args = dict(value.args)
+        return value.name if args == INITIALIZER_ARGS.get(value.name, {}) else {value.name: args}
+    if isinstance(value, tuple):
+        integer_ok = any(form.get("type") == "integer" for form in schema.get("anyOf", [schema]))
+        if len(value) == 2 and value[0] == value[1] and integer_ok:
+            return value[0]
+        return list(value)
+    return value
+
+
+def _may_be_empty(path: str) -> bool:
+    """Whether the front end accepts ``path`` left empty (``train:`` with nothing after it) in a valid spec."""
+    graph, _ = analyse_text(_MINIMAL_SPEC, overrides={path: None})
+    return graph is not None
+
+
+def _input() -> Schema:
+    return _section(INPUT_FIELDS, "input", "input")
+
+
+def _layers() -> Schema:
+    # An empty list is E0607.
+    return {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}}
+
+
+def _layer_entry() -> Schema:
+    """One item of ``layers``: a bare type, or a one-key mapping ``{type: params}``."""
+    bare = [name for name, op in OPS.items() if _may_be_bare(op)]
+    return {
+        "description": "A layer: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or a type with its main parameter (- dropout: 0.5).",
+        "anyOf": [
+            {"enum": bare},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": {name: {"$ref": f"#/$defs/layer.{name}"} for name in OPS},
+                "additionalProperties": False,
+            },
+        ],
+    }
+
+
+def _may_be_bare(op: OpDef) -> bool:
+    """Layers that need no parameter; merge layers need ``inputs``."""
+    return not op.required and not op.merge
+
+
+def _layer_type(op: OpDef) -> Schema:
+    """The value under a layer's type: its parameters, its main parameter alone, or nothing."""
+    params = _section(op.fields, "layer", f"layers.{op.name}", defaults=op.defaults, op=op.name)
+    common = {"name": _layer_name(), "inputs": _layer_inputs(op)}
+    if set(common) != set(COMMON_KEYS):
+        raise SchemaGap(f"layers accept {', '.join(COMMON_KEYS)}; the schema generator describes {', '.join(common)}")
+    for key, schema in common.items():
+        params["properties"][key] = _described(schema, _doc("layer", key, op.name))
+    if op.merge:
+        params["required"] = [*params.get("required", []), "inputs"]
+    forms = [params]
+    if op.shorthand:
+        forms.append(_field_value(op.fields[op.shorthand]))
+    if _may_be_bare(op):
+        forms.append({"type": "null"})
+    return _described(forms[0] if len(forms) == 1 else {"anyOf": forms}, op.doc)
+
+
+def _layer_name() -> Schema:
+    return {**value_schema(read_identifier), "not": {"const": INPUT}}
+
+
+def _layer_inputs(op: OpDef) -> Schema:
+    names: Schema = {"type": "array", "items": {"type": "string"}}
+    if op.merge:
+        return {**names, "minItems": _MERGE_MIN_INPUTS}
+    return {"anyOf": [{"type": "string"}, {**names, "minItems": 1, "maxItems": 1}]}
+
+
+def _train() -> Schema:
+    return _section(
+        TRAIN_FIELDS,
+        "train",
+        "train",
+        {
+            "optimizer": lambda: _named_choice("optimizer", OPTIMIZERS, OPTIMIZER_FIELDS, OPTIMIZER_DEFAULTS, TrainConfig().optimizer.name),
+            "schedule": lambda: _named_choice("schedule", SCHEDULES, SCHEDULE_FIELDS, SCHEDULE_DEFAULTS, ScheduleConfig().name),
+            "checkpoint": lambda: _section(CHECKPOINT_FIELDS, "checkpoint", "train.checkpoint"),
+            "early_stopping": lambda: _section(EARLY_STOPPING_FIELDS, "early_stopping", "train.early_stopping"),
+        },
+    )
+
+
+def _named_choice(what: str, names: Iterable[str], fields: Mapping[str, Mapping[str, Field]], defaults: Mapping[str, Mapping[str, Any]], default: str) -> Schema:
+    """``name`` or ``{name: {params}}`` (an optimiser, a schedule); a name alone only when no parameter is required."""
+    options: Schema = {}
+    bare = []
+    for name in names:
+        if name not in fields:
+            raise SchemaGap(f"{what} {name} has no table of parameters")
+        params = _section(fields[name], what, f"train.{what}.{name}", defaults=defaults.get(name, {}))
+        if "required" in params:
+            options[name] = _described(params, _name_doc(what, name))
+        else:
+            bare.append(name)
+            options[name] = _described({"anyOf": [params, {"type": "null"}]}, _name_doc(what, name))
+    mapping = {"type": "object", "minProperties": 1, "maxProperties": 1, "properties": options, "additionalProperties": False}
+    return {"type": ["string", "object"], "anyOf": [{"enum": bare}, mapping], "default": default}
+
+
+def _data() -> Schema:
+    schema = _section(DATA_FIELDS, "data", "data")
+    schema["allOf"] = [
+        {
+            "if": {"required": ["dataset"], "properties": {"dataset": {"not": {"const": kind}}}},
+            "then": {"properties": {key: False for key in keys}},
+        }
+        for kind, keys in DATASET_OPTIONS.items()
+    ]
+    return schema
+
+
+def _path_needed() -> Schema:
+    """The data sets read from a file (those with options of their own) need ``path`` (E0504)."""
+    return {"if": {"required": ["dataset"], "properties": {"dataset": {"enum": list(DATASET_OPTIONS)}}}, "then": {"required": ["path"]}}
+
+
+def _initializer() -> Schema:
+    """A name, or ``{name: {args}}`` with the arguments of :data:`INITIALIZER_ARGS`."""
+    refused = [name for name in INITIALIZERS if not _accepts(read_initializer, _plain(name))]
+    if refused:
+        raise SchemaGap(f"read_initializer refuses {', '.join(refused)}")
+    options: Schema = {}
+    for name in INITIALIZERS:
+        args = INITIALIZER_ARGS.get(name, {})
+        properties = {arg: _described(_initializer_arg(name, arg), _doc("initializer", arg), default) for arg, default in args.items()}
+        params = {"type": "object", "properties": properties, "additionalProperties": False}
+        options[name] = _described({"anyOf": [params, {"type": "null"}]}, _name_doc("initializer", name))
+    mapping = {"type": "object", "minProperties": 1, "maxProperties": 1, "properties": options, "additionalProperties": False}
+    return {"anyOf": [{"enum": list(INITIALIZERS)}, mapping]}
+
+
+def _initializer_arg(name: str, arg: str) -> Schema:
+    """An initialiser argument's schema, probed with the other arguments at their defaults and again
+    moved by 1: a bound that moves with them (uniform's ``minval < maxval``) relates two arguments,
+    which JSON Schema cannot say, and is left out."""
+    others = {k: v for k, v in INITIALIZER_ARGS[name].items() if k != arg}
+
+    def probe(shift: float) -> Schema:
+        context = {k: _plain(repr(v + shift)) for k, v in others.items()}
+        return value_schema(lambda node: read_initializer(_map({name: _map({**context, arg: node})})))
+
+    steady, moved = probe(0.0), probe(1.0)
+    return {key: value for key, value in steady.items() if moved.get(key) == value}

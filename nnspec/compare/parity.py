@@ -178,7 +178,7 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
     if hasattr(model, "set_optimizer_state"):  # optional hook: restart from fresh optimiser slots
         model.set_optimizer_state(init_state(graph.train.optimizer, {k: start[k] for k, _, _ in graph.param_specs()}))
     model.step = 0
-    rows = []
+    rows: list[dict[str, Any]] = []
     tolerance = tol.trajectory
     before = ref.weights
     for k, ((bx, by), ref_loss, ref_w) in enumerate(zip(ref.batches, ref.trajectory.losses, ref.trajectory.weights)):

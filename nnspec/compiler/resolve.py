@@ -182,7 +182,7 @@ def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dic
     elif definition.shorthand:
         key = definition.shorthand
         try:
-            values = {key: fields[key].read(params)}
+            values = {key: fields[key].read(params)}  # type: ignore[arg-type]  # a scalar or a list here
         except Invalid as exc:
             report.invalid(exc, "E0203", f"{where}: {key}", params)
             return None

@@ -50,7 +50,7 @@ def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape | Sequence[Shape
     names the layers they come from, for messages).
     """
     if op in MERGE_OPS:
-        shapes = tuple(tuple(s) for s in input_shape)  # type: ignore[union-attr]
+        shapes = tuple(tuple(s) for s in input_shape)  # type: ignore[union-attr, arg-type]
         names = tuple(sources) or tuple(f"input {i}" for i in range(len(shapes)))
         if len(shapes) < 2:
             raise ShapeProblem(f"needs at least 2 inputs; got {len(shapes)}", "list the layers to merge: inputs: [a, b]", code="E0305")
@@ -119,7 +119,7 @@ def make_node(
     ``input_shape`` is the input's shape, or for a merge op (``add``, ``concat``) the list of its inputs'
     shapes; ``inputs`` names the nodes (or ``input``) the node reads.
     """
-    shapes: tuple[Shape, ...] = tuple(tuple(s) for s in input_shape) if op in MERGE_OPS else (tuple(input_shape),)  # type: ignore[misc]
+    shapes: tuple[Shape, ...] = tuple(tuple(s) for s in input_shape) if op in MERGE_OPS else (tuple(input_shape),)  # type: ignore[misc, arg-type]
     input_shape = shapes[0] if shapes else ()
     full = {**DEFAULTS[op], **attrs}
     for key in ("kernel", "strides", "size"):

@@ -16,7 +16,7 @@ def summary_rows(graph: Graph) -> list[tuple[str, ...]]:
 
     ``params`` counts trainable and non-trainable scalars; ``inputs`` names the layers a layer reads.
     """
-    rows = [("", "input", graph.dtype, _shape(graph.input_shape), "0", "0", "")]
+    rows: list[tuple[str, ...]] = [("", "input", graph.dtype, _shape(graph.input_shape), "0", "0", "")]
     for node in graph.nodes:
         inputs = ", ".join(graph.inputs_of(node))
         rows.append((str(node.index), node.name, node.op, _shape(node.output_shape), f"{node.num_params:,}", f"{node.flops:,}", inputs))

@@ -41,7 +41,7 @@ def _read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 def _read_exactly(fp: IO[bytes], buffer: np.ndarray) -> int:
     """Fill ``buffer`` (uint8) from ``fp``; returns the number of bytes read (fewer at end of file)."""
-    view = memoryview(buffer).cast("B")
+    view = memoryview(buffer).cast("B")  # type: ignore[arg-type]  # NumPy arrays are buffers
     got = 0
     while got < len(view):
         chunk = fp.read(min(len(view) - got, 1 << 24))

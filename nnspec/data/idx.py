@@ -78,7 +78,7 @@ class _Gunzip:
 
 def _read_into(stream: BinaryIO | _Gunzip, buffer: np.ndarray, path: str) -> int:
     """Fill ``buffer`` (uint8) from ``stream``; returns the bytes read (fewer when the stream ends)."""
-    view = memoryview(buffer)
+    view = memoryview(buffer)  # type: ignore[arg-type]  # NumPy arrays are buffers
     got = 0
     while got < len(view):
         try:

@@ -45,6 +45,11 @@ class RawData:
     origins: tuple[LabelOrigin | None, LabelOrigin | None] = field(default=(None, None), compare=False)
 
 
+
+def _indexed(name: str) -> Callable[[int], str]:
+    """``i -> 'name[i]'``: how a label's place in a file is shown."""
+    return lambda i: f"{name}[{i}]"
+
 Source = Callable[[str | None, Mapping[str, Any], float], RawData]
 SOURCES: dict[str, Source] = {}
 
@@ -136,7 +141,7 @@ def _mnist_like(
             raise DataError(f"{shown(images)}: images must have shape (N, H, W); got {x.shape}")
         xs.append(x if x.ndim == 4 else x[..., None])
         ys.append(y)
-        origins.append(LabelOrigin(labels, lambda i, name=label_name: f"{name}[{i}]"))
+        origins.append(LabelOrigin(labels, _indexed(label_name)))
     return RawData(xs[0], ys[0], xs[1], ys[1], max_value=255.0, origins=(origins[0], origins[1]))
 
 
@@ -201,7 +206,7 @@ def _npz(path: str | None, options: Mapping[str, Any], test_split: float) -> Raw
                 raise DataError(f"{shown(path)}: '{xn}' holds {len(x)} examples but '{yn}' holds {len(y)} labels")
             parts += [x, y]
         origins = (LabelOrigin(path, lambda i: f"y_train[{i}]"), LabelOrigin(path, lambda i: f"y_test[{i}]"))
-        raw = RawData(*parts, origins=origins)
+        raw = RawData(parts[0], parts[1], parts[2], parts[3], origins=origins)
     else:
         x = check_features(arrays[xk], path, xk)
         y = class_indices(arrays[yk], path, yk)

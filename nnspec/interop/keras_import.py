@@ -431,7 +431,9 @@ def one_line(text: str) -> str:
 def _text(spec: dict[str, Any], notes: list[str], source: str) -> str:
     import yaml
 
-    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  (libyaml's emitter when there is one)
+    base: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter when there is one
+
+    class Dumper(base):
         """Writes each layer's parameters on one line: ``- add: {name: res, inputs: [a, b]}``."""
 
     class OneLine(dict):

@@ -290,7 +290,7 @@ def backward(graph: Graph, weights: Mapping[str, np.ndarray], records: Sequence[
         d_list = list(d_inputs) if isinstance(d_inputs, (list, tuple)) else [d_inputs]
         for name, dx in zip(sources, d_list, strict=True):
             if name != INPUT:
-                pending[name] = pending[name] + dx if name in pending else dx
+                pending[name] = pending[name] + dx if name in pending else dx  # type: ignore[assignment]
     return {key: grads[key] if key in grads else np.zeros(spec.shape) for key, _, spec in graph.param_specs()}
 
 

@@ -35,7 +35,7 @@ class NumpyOps:
 
     def erf(self, x: Any) -> Any:
         erf = np.frompyfunc(math.erf, 1, 1)
-        return erf(np.asarray(x, dtype=np.float64)).astype(np.asarray(x).dtype)
+        return np.asarray(erf(np.asarray(x, dtype=np.float64))).astype(np.asarray(x).dtype)
 
     def cos(self, x: Any) -> Any:
         return np.cos(x)
@@ -98,6 +98,15 @@ class NumpyOps:
 
     def to_float(self, x: Any) -> Any:
         return np.asarray(x).astype(self._dt)
+
+    def all_finite(self, x: Any) -> Any:
+        return np.all(np.isfinite(x))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return np.logical_and(a, b)
+
+    def cond(self, pred: Any, then: Any, otherwise: Any) -> Any:
+        return then() if bool(pred) else otherwise()
 
     def matmul(self, x: Any, y: Any) -> Any:
         return x @ y

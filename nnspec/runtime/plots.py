@@ -37,7 +37,7 @@ def plot_runs(runs: Sequence[tuple[str, "pd.DataFrame"]], path: str | os.PathLik
     from matplotlib import colormaps
 
     fig, axes = _figure(title)
-    colors = colormaps["tab10"].colors
+    colors = colormaps["tab10"].colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, (label, frame) in enumerate(runs):
         color = colors[i % len(colors)]
         prefix = f"{label} " if label else ""

@@ -53,7 +53,7 @@ def run_dir(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_run_writes_the_contract_files(run_dir: Path, spec_file: Path) -> None:
     names = {p.name for p in run_dir.iterdir()}
     assert set(RUN_FILES) <= names
-    assert names - set(RUN_FILES) == {"run.json", ".lock", "checkpoints"}  # status record, lock, checkpoints
+    assert names - set(RUN_FILES) == {"run.json", ".lock", "checkpoints", "tensorboard"}  # status, lock, checkpoints, event files
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-000001", "epoch-000002"]
     metrics = pd.read_csv(run_dir / "metrics.csv")

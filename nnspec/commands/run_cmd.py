@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (its spec; --backend may differ)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output; print only the result")
+    parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="do not write TensorBoard event files into RUN_DIR/tensorboard/")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +84,7 @@ def _resume(args: argparse.Namespace) -> int:
     from ..runtime.interrupts import StopRequests
 
     with claim(folder, resume=True) as run_dir, StopRequests() as stops:
-        graph = load(spec, overrides=[*args.overrides, *_epochs_override(args)])
+        graph = load(str(spec), overrides=[*args.overrides, *_epochs_override(args)])
         if args.dtype:
             graph = graph.replace(dtype=args.dtype)
         backend_name = canonical_name(args.backend or run_dir.record.get("backend") or "jax")
@@ -141,7 +142,7 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
         env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
         return env
 
-    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops)
+    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops, tensorboard=getattr(args, "tensorboard", True))
     if outcome.status != "complete":
         done = 0 if outcome.history is None else len(outcome.history)
         print(

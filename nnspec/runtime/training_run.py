@@ -6,7 +6,8 @@
 * updates early stopping (``train.early_stopping``) and keeps the best weights when asked to;
 * writes a checkpoint when one is due (``train.checkpoint.every``, the last epoch, a new best under
   early stopping, or a stop request) and prunes old ones (``keep``; the best is never pruned);
-* ends training after a stop request (SIGINT / SIGTERM, :mod:`nnspec.runtime.interrupts`).
+* ends training after a stop request (SIGINT / SIGTERM, :mod:`nnspec.runtime.interrupts`);
+* logs the epoch to TensorBoard (``tensorboard/``, :mod:`nnspec.runtime.tensorboard`) unless told not to.
 
 Then it scores the test split and writes the run's files, ``run.json`` marked complete last. A failure
 to write them after training does not lose the model: the weights go to a fallback file that the error
@@ -30,6 +31,7 @@ from .history import write_metrics
 from .interrupts import StopRequests
 from .loop import fit
 from .run_status import COMPLETE, RunDirectory
+from .tensorboard import RunLog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,8 +62,8 @@ def rescue_path(name: str, backend: str) -> Path:
 class _EpochHook:
     """The per-epoch work of a run (see the module docstring); ``fit`` calls it after each epoch."""
 
-    def __init__(self, model: "CompiledModel", run: RunDirectory, stops: StopRequests, early: EarlyStopping | None, best_weights: dict[str, Any] | None):
-        self.model, self.run, self.stops, self.early = model, run, stops, early
+    def __init__(self, model: "CompiledModel", run: RunDirectory, stops: StopRequests, early: EarlyStopping | None, best_weights: dict[str, Any] | None, log: RunLog | None = None):
+        self.model, self.run, self.stops, self.early, self.log = model, run, stops, early, log
         self.train = model.graph.train
         self.best_weights = best_weights
         self.last_checkpoint: Checkpoint | None = None
@@ -88,6 +90,8 @@ class _EpochHook:
         epoch = int(row["epoch"])
         history = self.model.history
         atomic_write_with(self.run.path / "metrics.csv", lambda tmp: write_metrics(history, tmp))
+        if self.log is not None:
+            self.log.epoch(row, self.model.step)
         improved = stop = False
         if self.early is not None:
             improved, stop = self.early.update(row)
@@ -117,12 +121,14 @@ def train_in_directory(
     last_checkpoint: Checkpoint | None = None,
     finish: Callable[["pd.DataFrame", Mapping[str, float]], Mapping[str, Any]] | None = None,
     stops: StopRequests | None = None,
+    tensorboard: bool = True,
 ) -> RunOutcome:
     """Train ``model`` up to ``train.epochs`` epochs in the claimed run directory ``run``; see the module docstring.
 
     ``early_state`` and ``last_checkpoint`` continue a resumed run. ``finish(history, test)`` gives the
     ``env.json`` record. ``stops`` (default: a new one, installed for the training only) catches SIGINT /
-    SIGTERM; a caller that installs it over more (compiling, writing) passes its own. Raises :class:`TrainingDiverged` (run marked ``diverged``) and
+    SIGTERM; a caller that installs it over more (compiling, writing) passes its own. ``tensorboard``: log
+    the epochs to ``RUN_DIR/tensorboard/`` (:class:`~nnspec.runtime.tensorboard.RunLog`). Raises :class:`TrainingDiverged` (run marked ``diverged``) and
     :class:`OutputError` (the results could not be written; the weights were rescued).
     """
     train = model.graph.train
@@ -134,17 +140,21 @@ def train_in_directory(
     done = 0 if model.history is None else len(model.history)
     remaining = train.epochs - done
     stops = stops if stops is not None else StopRequests()
+    will_train = remaining > 0 and not (early is not None and early.stopped_epoch)
     with stops:
-        hook = _EpochHook(model, run, stops, early, best_weights)
+        hook = _EpochHook(model, run, stops, early, best_weights, RunLog(run.path, model.graph, done) if tensorboard and will_train else None)
         hook.last_checkpoint = last_checkpoint
         run.set_status("running", epochs_done=done, epochs_planned=train.epochs)
         try:
-            if remaining > 0 and not (early is not None and early.stopped_epoch):
+            if will_train:
                 fit(model, dataset, epochs=remaining, progress=progress, on_epoch=hook)
         except TrainingDiverged as exc:
             checkpoint = os.fspath(hook.last_checkpoint.path) if hook.last_checkpoint else None
             run.set_status("diverged", message=str(exc))
             raise TrainingDiverged(exc.epoch, exc.step, exc.global_step, exc.loss, checkpoint) from None
+        finally:
+            if hook.log is not None:
+                hook.log.close()
         done = 0 if model.history is None else len(model.history)
         if stops.requested is not None and done < train.epochs and not hook.stopped_early:
             run.set_status("interrupted", signal=stops.signal_name)

@@ -32,9 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     parser.add_argument("--weights", "-w", required=True, metavar="FILE", help="weights file (.safetensors)")
     parser.add_argument("--input", "-i", required=True, metavar="X.npy", help="examples to predict, a NumPy .npy file")
-    parser.add_argument(
-        "--output", "-o", default=None, metavar="P.npy", help="write the outputs (probabilities when the model ends in softmax) to this file; its folder must exist"
-    )
+    parser.add_argument("--output", "-o", default=None, metavar="P.npy", help="write the outputs (probabilities when the model ends in softmax) to this file; its folder must exist")
 
 
 def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -55,8 +53,7 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
         x = x[..., None]
     if x.shape[1:] != want:
         raise DataError(
-            f"{shown(path)}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape is {list(want)}; "
-            f"expected an array of shape [N, {', '.join(map(str, want))}]"
+            f"{shown(path)}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape is {list(want)}; expected an array of shape [N, {', '.join(map(str, want))}]"
         )
     return x
 

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.spec is None:
         raise NnspecError("nnspec run needs a SPEC file, or --resume RUN_DIR")
     from ..backends import canonical_name
-    from ..runtime.rundir import default_run_dir
     from ..runtime.run_status import claim
+    from ..runtime.rundir import default_run_dir
 
     graph = load_graph(args, _epochs_override(args))
     backend_name = canonical_name(args.backend or "jax")

@@ -165,7 +165,14 @@ def compare(
         _summarise(row, tables, name)
         if timing and row["status"] != ERROR:
             try:
-                timings.append({"backend": name, "device": model.device, "compile_s": compile_s, **time_model(model, data, batch=min(graph.train.batch_size, data.size), repeats=repeats, epoch_examples=epoch_examples)})
+                timings.append(
+                    {
+                        "backend": name,
+                        "device": model.device,
+                        "compile_s": compile_s,
+                        **time_model(model, data, batch=min(graph.train.batch_size, data.size), repeats=repeats, epoch_examples=epoch_examples),
+                    }
+                )
             except Exception as exc:
                 row["message"] = (row["message"] + "; " if row["message"] else "") + f"timing: {type(exc).__name__}: {exc}".splitlines()[0]
     for part, frames in tables.items():

@@ -15,8 +15,8 @@ import pandas as pd
 
 from ..compiler.ir import INPUT, Graph
 from ..reference.backward import loss_and_gradients
-from ..runtime.optimizers import init_state
 from ..reference.train import Trajectory, reference_trajectory
+from ..runtime.optimizers import init_state
 from .tolerances import Tolerances, errors, weights_distance
 
 if TYPE_CHECKING:

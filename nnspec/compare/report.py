@@ -77,9 +77,7 @@ def trajectory_table(result: "CompareResult") -> pd.DataFrame:
             out[f"{b} running stats"] = [_cell(v, v <= t) for v, t in zip(part["state_rel"], part["tolerance"])]
     flips = df[df["kink_flip"].fillna("").astype(bool)] if "kink_flip" in df else df.iloc[:0]
     if len(flips):
-        out["kink flips"] = [
-            "; ".join(f"{b}: {f}" for b, f in zip(flips[flips["step"] == s]["backend"], flips[flips["step"] == s]["kink_flip"])) for s in out["step"]
-        ]
+        out["kink flips"] = ["; ".join(f"{b}: {f}" for b, f in zip(flips[flips["step"] == s]["backend"], flips[flips["step"] == s]["kink_flip"])) for s in out["step"]]
     return out
 
 

@@ -230,7 +230,9 @@ def apply_overrides(root: YMap, overrides: Mapping[str, Any] | Sequence[str] | N
         segments: list[Any] = [m.group(1) if m.group(1) is not None else m.group(2) for m in _SEGMENT.finditer(path)]
         segments = [int(s) if _INDEX.match(s) else s for s in segments]
         if len(segments) > MAX_DEPTH:
-            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is more than {MAX_DEPTH} levels deep", "a setting is a few keys deep, e.g. train.optimizer.adam.learning_rate"))
+            report.diagnostics.append(
+                _plain(label, "E0111", f"override path {shorten(path)!r} is more than {MAX_DEPTH} levels deep", "a setting is a few keys deep, e.g. train.optimizer.adam.learning_rate")
+            )
             continue
         _set(root, segments, value, label, shorten(path), report)
     return root
@@ -243,7 +245,14 @@ def _set(root: YMap, segments: list[Any], value: YNode, label: str, path: str, r
         where = shorten(".".join(str(s) for s in segments[:depth])) or "the spec"
         if isinstance(node, YSeq):
             if not isinstance(segment, int) or not 0 <= segment < len(node.items):
-                report.diagnostics.append(_plain(label, "E0111", f"override path {path!r}: {where} is a list of {len(node.items)}; {shorten(str(segment))!r} is not an index in it", f"use an index from 0 to {len(node.items) - 1}"))
+                report.diagnostics.append(
+                    _plain(
+                        label,
+                        "E0111",
+                        f"override path {path!r}: {where} is a list of {len(node.items)}; {shorten(str(segment))!r} is not an index in it",
+                        f"use an index from 0 to {len(node.items) - 1}",
+                    )
+                )
                 return
             if last:
                 node.items[segment] = value

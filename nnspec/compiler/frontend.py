@@ -130,7 +130,12 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     description = top.get("description")
     input_shape, dtype = resolve_input(top["input"], report) if "input" in top else (None, "float32")
     if input_shape is not None and math.prod(input_shape) > MAX_ELEMENTS:
-        report.add("E0606", f"input.shape {shorten(str(list(input_shape)))} holds {math.prod(input_shape):,} values per example, more than {MAX_ELEMENTS:,} (2^48)", _at(root, "input", "shape"), "no machine can hold such an input; give the shape of one example")
+        report.add(
+            "E0606",
+            f"input.shape {shorten(str(list(input_shape)))} holds {math.prod(input_shape):,} values per example, more than {MAX_ELEMENTS:,} (2^48)",
+            _at(root, "input", "shape"),
+            "no machine can hold such an input; give the shape of one example",
+        )
         input_shape = None
     drafts = resolve_layers(top["layers"], report) if "layers" in top else []
     output = top.get("output")

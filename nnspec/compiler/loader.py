@@ -226,9 +226,7 @@ def decode(data: bytes, filename: str | None = None) -> str:
 
 
 def _too_big(shown: str, size: int) -> SpecError:
-    return SpecError(
-        [Diagnostic("E0102", f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", shown, hint="a spec describes a model, not data: keep arrays in a data file")]
-    )
+    return SpecError([Diagnostic("E0102", f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", shown, hint="a spec describes a model, not data: keep arrays in a data file")])
 
 
 def parse(text: str, filename: str | None = None) -> YMap | YSeq | YScalar | None:
@@ -272,9 +270,7 @@ def _events(text: str, filename: str | None) -> Iterator[Any]:
         if "nesting depth" in problem:
             raise _Abort(Diagnostic("E0106", f"spec is nested more than {MAX_DEPTH} levels deep", filename, *_pos(mark), hint="a spec needs only a few levels; remove the extra nesting")) from None
         context = f" ({exc.context})" if exc.context else ""
-        raise _Abort(
-            Diagnostic("E0103", f"YAML syntax error: {problem}{context}", filename, *_pos(mark), hint="check indentation, colons and brackets on this line and the one before")
-        ) from None
+        raise _Abort(Diagnostic("E0103", f"YAML syntax error: {problem}{context}", filename, *_pos(mark), hint="check indentation, colons and brackets on this line and the one before")) from None
     except yaml.YAMLError as exc:
         raise _Abort(Diagnostic("E0103", f"YAML syntax error: {exc}", filename)) from None
     finally:
@@ -299,7 +295,9 @@ def _compose(events: Iterator[Any], filename: str | None, problems: list[Diagnos
         if name == "DocumentStartEvent":
             documents += 1
             if documents > 1:
-                raise _Abort(Diagnostic("E0108", "a spec holds one YAML document; found a second one", filename, line, column, hint="remove the `---` line and what follows, or split it into its own file"))
+                raise _Abort(
+                    Diagnostic("E0108", "a spec holds one YAML document; found a second one", filename, line, column, hint="remove the `---` line and what follows, or split it into its own file")
+                )
             continue
         if name in ("StreamStartEvent", "StreamEndEvent", "DocumentEndEvent"):
             continue

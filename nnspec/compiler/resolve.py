@@ -18,15 +18,15 @@ from .opset import COMMON_KEYS, LAYER_TYPES, OPS
 from .report import Report
 from .schema import (
     CHECKPOINT_FIELDS,
-    EARLY_STOPPING_FIELDS,
-    Field,
     DATA_FIELDS,
     DATASET_OPTIONS,
+    EARLY_STOPPING_FIELDS,
     FAILED,
     INPUT_FIELDS,
     OPTIMIZER_FIELDS,
     SCHEDULE_FIELDS,
     TRAIN_FIELDS,
+    Field,
     read_section,
 )
 from .values import Invalid, describe, did_you_mean, plural, read_identifier, read_str, shorten, single_key

@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .ir import Initializer, ParamSpec, Shape
 
-
 #: Most values one tensor may hold (per example for a layer output, in all for a weight): 2**48, about
 #: a petabyte in float32. A spec asking for more is refused: no machine holds it, and counts that big
 #: overflow the 64-bit sizes of array libraries once multiplied by a batch and an item size.

@@ -33,7 +33,6 @@ from .values import (
     suggest,
 )
 
-
 #: The language versions this nnspec reads, as written after ``nnspec:``.
 LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1")
 DTYPES: tuple[str, ...] = ("float32", "float64")

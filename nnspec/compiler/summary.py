@@ -36,9 +36,7 @@ def format_summary(graph: Graph) -> str:
     rule = "-" * len(line(HEADERS))
     title = f"{graph.name}" + (f": {graph.description}" if graph.description else "")
     counted = f"{graph.num_params:,} parameters" + (f" ({graph.num_trainable:,} trainable)" if graph.has_state else "")
-    footer = f"{counted}, {graph.flops:,} forward FLOPs per example; loss {graph.train.loss}" + (
-        " computed from the logits (fused softmax)" if graph.loss_from_logits else ""
-    )
+    footer = f"{counted}, {graph.flops:,} forward FLOPs per example; loss {graph.train.loss}" + (" computed from the logits (fused softmax)" if graph.loss_from_logits else "")
     if graph.output is not None:
         footer += f"; output {graph.output!r}"
     return "\n".join([title, rule, line(HEADERS), rule, *(line(r) for r in rows), rule, line(total), "", footer])

@@ -71,10 +71,7 @@ def read_array(fp: IO[bytes], holds: int, path: str, label: str, error: ErrorTyp
         count *= size
     nbytes = count * dtype.itemsize
     if nbytes > holds - offset:
-        raise error(
-            f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), "
-            f"but only {max(holds - offset, 0)} bytes follow the header"
-        )
+        raise error(f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), but only {max(holds - offset, 0)} bytes follow the header")
     check_size(nbytes, path, label, error)
     buffer = np.empty(nbytes, dtype=np.uint8)
     try:

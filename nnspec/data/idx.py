@@ -126,10 +126,7 @@ def _parse(stream: BinaryIO | _Gunzip, path: str, ndim: int | None, what: str, f
         raise DataError(f"{shown(path)}: not an IDX {what} file: only {len(raw)} bytes, expected a 4-byte magic number {expected_magic}")
     zero0, zero1, code, dims = raw[0], raw[1], raw[2], raw[3]
     if zero0 or zero1 or code not in IDX_TYPES:
-        raise DataError(
-            f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} "
-            f"(two zero bytes, a type code such as 0x08, the number of dimensions)"
-        )
+        raise DataError(f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} (two zero bytes, a type code such as 0x08, the number of dimensions)")
     if ndim is not None and dims != ndim:
         raise DataError(f"{shown(path)}: IDX {what} file has {dims} dimensions, expected {ndim} (magic {expected_magic})")
     header = 4 + 4 * dims

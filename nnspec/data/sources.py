@@ -45,10 +45,10 @@ class RawData:
     origins: tuple[LabelOrigin | None, LabelOrigin | None] = field(default=(None, None), compare=False)
 
 
-
 def _indexed(name: str) -> Callable[[int], str]:
     """``i -> 'name[i]'``: how a label's place in a file is shown."""
     return lambda i: f"{name}[{i}]"
+
 
 Source = Callable[[str | None, Mapping[str, Any], float], RawData]
 SOURCES: dict[str, Source] = {}

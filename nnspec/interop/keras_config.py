@@ -101,8 +101,7 @@ def _human(n: int) -> str:
 
 def _over_cap(path: str, member: str, size: int, cap: int, env: str) -> KerasImportError:
     return KerasImportError(
-        f"the member {member} declares {_human(size)} ({size} bytes) uncompressed, over the limit of {_human(cap)}; "
-        f"set ${env} to a larger number of bytes if the file is genuine",
+        f"the member {member} declares {_human(size)} ({size} bytes) uncompressed, over the limit of {_human(cap)}; set ${env} to a larger number of bytes if the file is genuine",
         file=path,
     )
 
@@ -547,7 +546,7 @@ def _a_cycle(layers: dict[str, KerasLayer], stuck: set[str], position: dict[str,
         seen[name] = len(path)
         path.append(name)
         name = next(p for p in layers[name].inbound if p in stuck)
-    cycle = path[seen[name]:]
+    cycle = path[seen[name] :]
     cycle.reverse()
     start = cycle.index(min(cycle, key=position.__getitem__))
     cycle = cycle[start:] + cycle[:start]

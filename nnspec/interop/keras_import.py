@@ -344,8 +344,7 @@ def _check_model_size(path: str, graph: Graph) -> None:
     cap = byte_cap(WEIGHTS_BYTES_ENV, MAX_WEIGHTS_BYTES)
     if nbytes > cap:
         raise KerasImportError(
-            f"the model's weights take {human_bytes(nbytes)}{largest}, over the limit of {human_bytes(cap)}; "
-            f"set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the model is genuine",
+            f"the model's weights take {human_bytes(nbytes)}{largest}, over the limit of {human_bytes(cap)}; set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the model is genuine",
             file=path,
         )
     free = available_memory()
@@ -387,8 +386,7 @@ def check_weights_member(path: str, names: dict[str, str], shapes: dict[str, tup
                     declared += int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
                     if declared > cap:
                         raise KerasImportError(
-                            f"the datasets of {WEIGHTS_MEMBER} declare more than {_human(cap)} (at {name}); "
-                            f"set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the file is genuine",
+                            f"the datasets of {WEIGHTS_MEMBER} declare more than {_human(cap)} (at {name}); set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the file is genuine",
                             file=path,
                         )
                 for name, dataset in datasets:

@@ -188,8 +188,6 @@ def _softmax(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> t
     return softmax_backward(rec.output, dy), {}
 
 
-
-
 # ---- merges, normalisation and global pools --------------------------------------------------------
 
 

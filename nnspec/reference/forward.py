@@ -262,9 +262,7 @@ def initial_state(graph: Graph, dtype: str = "float64") -> dict[str, np.ndarray]
     return {k: start[k] for k in keys}
 
 
-def split_weights(
-    graph: Graph, weights: Weights, state: Weights | None = None, dtype: str = "float64"
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def split_weights(graph: Graph, weights: Weights, state: Weights | None = None, dtype: str = "float64") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(params, state)`` from a weights dict that may also hold state keys, cast to ``dtype``.
 
     State comes from ``state`` where given, else from ``weights``, else from :func:`initial_state`.

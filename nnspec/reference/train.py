@@ -44,9 +44,7 @@ class ReferenceTrainer:
     step: int = 0
 
     @classmethod
-    def start(
-        cls, graph: Graph, weights: Mapping[str, np.ndarray], step: int = 0, state: Mapping[str, np.ndarray] | None = None
-    ) -> "ReferenceTrainer":
+    def start(cls, graph: Graph, weights: Mapping[str, np.ndarray], step: int = 0, state: Mapping[str, np.ndarray] | None = None) -> "ReferenceTrainer":
         """A trainer at ``weights`` (cast to float64) with fresh optimiser slots.
 
         ``weights`` may hold state keys; ``state`` overrides them, and missing state starts from the

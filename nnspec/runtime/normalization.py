@@ -38,9 +38,7 @@ def normalize(ops: Ops, x: Any, mean: Any, var: Any, gamma: Any | None, beta: An
     return y
 
 
-def batch_norm_train(
-    ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, momentum: float, epsilon: float
-) -> tuple[Any, Any, Any]:
+def batch_norm_train(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, momentum: float, epsilon: float) -> tuple[Any, Any, Any]:
     """Training-mode batch norm: ``(y, new_moving_mean, new_moving_variance)``."""
     axes = tuple(range(x.ndim - 1))
     mean, var = moments(ops, x, axes)

@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress as RichProgress, TaskID
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 #: How often the live bar is redrawn (per second), whatever the training does meanwhile. Each redraw costs
 #: CPU time taken from training: about 0.3 % of a core per redraw a second (measured).

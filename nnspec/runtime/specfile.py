@@ -4,7 +4,6 @@ in, every layer named), as ``spec.yaml`` of a run directory. Loading the text ag
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 from ..compiler.ir import INPUT, Graph, Initializer, Node

@@ -96,10 +96,7 @@ class TensorBoardLog:
         from tensorboard.util.tensor_util import make_tensor_proto
 
         summary = Summary(
-            value=[
-                Summary.Value(tag=tag, tensor=make_tensor_proto(float(value), dtype="float32"), metadata=create_summary_metadata(display_name=tag, description=""))
-                for tag, value in values.items()
-            ]
+            value=[Summary.Value(tag=tag, tensor=make_tensor_proto(float(value), dtype="float32"), metadata=create_summary_metadata(display_name=tag, description="")) for tag, value in values.items()]
         )
         self._add_summary(summary, step)
 

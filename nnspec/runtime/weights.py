@@ -43,11 +43,7 @@ def weight_differences(graph: Graph, weights: Mapping[str, np.ndarray]) -> list[
     want = expected_shapes(graph)
     problems = [f"missing '{k}' (shape {list(s)})" for k, s in want.items() if k not in weights]
     problems += [f"unexpected '{k}' (not a parameter of this spec)" for k in weights if k not in want]
-    problems += [
-        f"'{k}' has shape {list(np.shape(weights[k]))}, the spec needs {list(s)}"
-        for k, s in want.items()
-        if k in weights and tuple(np.shape(weights[k])) != s
-    ]
+    problems += [f"'{k}' has shape {list(np.shape(weights[k]))}, the spec needs {list(s)}" for k, s in want.items() if k in weights and tuple(np.shape(weights[k])) != s]
     return problems
 
 

@@ -18,9 +18,9 @@ from jax import lax
 
 from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
-from .ops import HIGHEST
 from ..lowering import Lowering, LoweringContext, OpRegistry
 from ..shared_lowerings import bias_activation, engine_registry
+from .ops import HIGHEST
 
 Context = LoweringContext
 #: The shared lowerings (:mod:`nnspec.backends.shared_lowerings`) plus JAX's convolution and pools.

@@ -22,8 +22,7 @@ from ..base import Backend, Capabilities, CompiledModel
 TRAINABLE_ENGINES: tuple[str, ...] = ("jax", "tensorflow")
 
 FLOAT64_ON_JAX = (
-    "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 "
-    "model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
+    "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
 )
 
 

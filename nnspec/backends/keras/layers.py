@@ -25,8 +25,8 @@ from ...compiler.ir import INPUT, Graph, Initializer, Node
 from ...compiler.opset import MERGE_OPS
 from ...errors import BackendError
 from ...runtime.dropout import apply_dropout
-from .ops import KerasOps
 from ..lowering import OpRegistry
+from .ops import KerasOps
 
 
 @keras.saving.register_keras_serializable(package="nnspec", name="CounterDropout")

@@ -133,4 +133,3 @@ class TensorFlowBackend(Backend):
         from .model import TensorFlowModel
 
         return TensorFlowModel(graph, self, device, dtype, weights)
-

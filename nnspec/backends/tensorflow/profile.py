@@ -96,9 +96,7 @@ def layer_programs(model: TensorFlowModel, node: Node, inputs: Sequence[np.ndarr
     primals = ([model.put(x) for x in inputs], {k: model.put(v) for k, v in params.items()})
     with tf.device(model.device_name):
         consts = ({k: model.put(v) for k, v in state.items()}, tf.constant(step, tf.int64))
-    return tape_programs(
-        run, primals, consts, model.put(cotangent), jit=model.plan.jit, device=model.device, scope=device_scope(model.device_name)
-    )
+    return tape_programs(run, primals, consts, model.put(cotangent), jit=model.plan.jit, device=model.device, scope=device_scope(model.device_name))
 
 
 def dispatch_programs(model: TensorFlowModel) -> LayerPrograms:

@@ -72,10 +72,7 @@ class TheanoBackend(Backend):
         if mode == "c":
             return f"PyTensor C linker, BLAS: {info.blas_ldflags} ({info.blas_source}); cache {config.cache_dir()}"
         if mode == "numba" and not info.blas_ldflags and os.environ.get(config.MODE_ENV, "auto") in ("auto", ""):
-            return (
-                "PyTensor Numba linker: no system BLAS found for the C linker "
-                "(install OpenBLAS, e.g. apt-get install libopenblas-dev, for the faster C path)"
-            )
+            return "PyTensor Numba linker: no system BLAS found for the C linker (install OpenBLAS, e.g. apt-get install libopenblas-dev, for the faster C path)"
         return f"PyTensor {mode} linker ({config.MODE_ENV}); cache {config.cache_dir()}"
 
     def capabilities(self) -> Capabilities:

@@ -220,7 +220,8 @@ def get_mode(mode: str, *, keep_buffers: bool = False) -> Any:
     that the C linker runs through a Python ``perform`` (see :mod:`.ops`).
     """
     setup()
-    from pytensor.compile.mode import Mode, get_mode as pt_get_mode
+    from pytensor.compile.mode import Mode
+    from pytensor.compile.mode import get_mode as pt_get_mode
 
     if mode == "c":
         linker = "cvm_nogc" if keep_buffers else "cvm"

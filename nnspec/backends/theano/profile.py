@@ -96,9 +96,7 @@ def layer_programs(model: TheanoModel, node: Node, inputs: Sequence[np.ndarray],
         saved = residuals(output, grads)
         if saved:
             values = pytensor.function([], saved, mode=model._pt_mode)()
-            stand_ins = {
-                var: _resident(model, _shared(np.asarray(value), f"residual{i}", var.type.shape)) for i, (var, value) in enumerate(zip(saved, values))
-            }
+            stand_ins = {var: _resident(model, _shared(np.asarray(value), f"residual{i}", var.type.shape)) for i, (var, value) in enumerate(zip(saved, values))}
             grads = clone_replace(grads, replace=stand_ins)
         backward = pytensor.function([], grads, mode=model._pt_step_mode)
     return _waiting(model, forward, backward)

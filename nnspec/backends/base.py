@@ -76,10 +76,7 @@ class Backend(abc.ABC):
         if device not in ("cpu", "gpu"):
             raise BackendError(f"unknown device {device!r}; expected auto, cpu or gpu")
         if device not in have:
-            raise BackendError(
-                f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); "
-                f"nnspec never falls back silently: use --device cpu or --device auto"
-            )
+            raise BackendError(f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); nnspec never falls back silently: use --device cpu or --device auto")
         return device
 
     def check(self, graph: Graph, dtype: str) -> None:
@@ -135,6 +132,11 @@ class CompiledModel(abc.ABC):
 
     Arrays come in three groups, keyed as in the weights contract: ``params`` (trainable), ``state``
     (non-trainable: running statistics) and ``slots`` (optimiser slots, keyed ``<weight>/<slot>``).
+
+    Divergence guard: while :attr:`guard_divergence` is true (``train.on_divergence: stop``; it may be
+    changed after compiling), :meth:`run_epoch` runs the recipe's guarded step inside its compiled
+    programs. A step whose loss is not finite, and every later step of that epoch, changes nothing; the
+    epoch then reports it in :attr:`diverged_step` and :attr:`diverged_loss`.
     """
 
     #: examples per evaluation / prediction chunk (bounds memory; results do not depend on it)
@@ -148,6 +150,13 @@ class CompiledModel(abc.ABC):
         self.step = 0  # optimiser steps taken so far: drives dropout masks and schedules
         self.compile_seconds: float = 0.0
         self.history: "pd.DataFrame | None" = None
+        #: run the guarded step in training epochs (``train.on_divergence: stop``); may be changed later
+        self.guard_divergence: bool = graph.train.on_divergence == "stop"
+        #: set by a guarded :meth:`run_epoch` to the optimiser step (from 0 over the model's life) of the
+        #: epoch's first step whose loss was not finite; None when every step's was
+        self.diverged_step: int | None = None
+        #: the loss of that step (NaN or infinite)
+        self.diverged_loss: float = float("nan")
 
     # ---- engine-specific ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -167,7 +176,8 @@ class CompiledModel(abc.ABC):
         """Train over ``len(order) // batch_size`` batches taken from ``order`` (device data from :meth:`put`).
 
         Returns the mean training loss and accuracy of the epoch's batches (dropout on), read back once.
-        Advances :attr:`step` by the number of batches.
+        Advances :attr:`step` by the number of batches. Under the divergence guard, a step with a
+        non-finite loss ends the epoch's effect there (see :meth:`_end_epoch`).
         """
 
     @abc.abstractmethod
@@ -189,6 +199,27 @@ class CompiledModel(abc.ABC):
     @abc.abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on the given host batch; returns its loss and advances :attr:`step`."""
+
+    def _start_epoch(self) -> None:
+        """Clear the divergence record; every :meth:`run_epoch` calls it first."""
+        self.diverged_step = None
+        self.diverged_loss = float("nan")
+
+    def _end_epoch(self, steps: int, batch_size: int, loss_sum: float, correct_sum: float, kept: float | None = None, last_loss: float = float("nan")) -> tuple[float, float]:
+        """Close an epoch of ``steps`` batches, ``kept`` of them kept (all when None), with host sums over the kept ones.
+
+        Advances :attr:`step` by the steps kept; when fewer than ``steps`` were kept, records the first
+        one that was not (:attr:`diverged_step`) and its loss ``last_loss`` (:attr:`diverged_loss`).
+        Returns the mean loss and accuracy over the kept steps (NaN, NaN when none was).
+        """
+        kept_steps = steps if kept is None else int(round(kept))
+        if kept_steps < steps:
+            self.diverged_step = self.step + kept_steps
+            self.diverged_loss = float(last_loss)
+        self.step += kept_steps
+        if kept_steps == 0:
+            return float("nan"), float("nan")
+        return float(loss_sum) / kept_steps, float(correct_sum) / (kept_steps * batch_size)
 
     def host_array(self, array: np.ndarray) -> np.ndarray:
         """``array`` as a device copy should hold it: floating arrays in the model's dtype, integer arrays

@@ -124,4 +124,4 @@ def global_avg_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
 @shared("global_max_pool2d")
 def global_max_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
     """Maximum over height and width."""
-    return norm.global_max_pool2d(ctx.ops, inputs[0], tuple(node.input_shape))
+    return norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape)  # type: ignore[arg-type]

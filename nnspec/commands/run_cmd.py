@@ -142,12 +142,13 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
         env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
         return env
 
-    outcome = train_in_directory(model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops, tensorboard=getattr(args, "tensorboard", True))
+    outcome = train_in_directory(
+        model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops, tensorboard=getattr(args, "tensorboard", True)
+    )
     if outcome.status != "complete":
         done = 0 if outcome.history is None else len(outcome.history)
         print(
-            f"nnspec run: {outcome.signal_name or 'stopped'} after epoch {done}/{graph.train.epochs}; state saved; "
-            f"resume with: nnspec run --resume {run_dir.path}",
+            f"nnspec run: {outcome.signal_name or 'stopped'} after epoch {done}/{graph.train.epochs}; state saved; resume with: nnspec run --resume {run_dir.path}",
             file=sys.stderr,
         )
         return outcome.exit_code

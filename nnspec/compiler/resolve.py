@@ -106,7 +106,12 @@ def _read_inputs(draft: LayerDraft, params: YNode | None, report: Report) -> Non
     try:
         names = tuple(read_str(item, "a layer name or a list of layer names") for item in items)
     except Invalid as exc:
-        report.add("E0203", f"{draft.label}: inputs must be a layer name or a list of layer names; got {describe(value)}", value, exc.hint or "write inputs: [conv2d_1, max_pool2d_1], or inputs: input for the model's input")
+        report.add(
+            "E0203",
+            f"{draft.label}: inputs must be a layer name or a list of layer names; got {describe(value)}",
+            value,
+            exc.hint or "write inputs: [conv2d_1, max_pool2d_1], or inputs: input for the model's input",
+        )
         draft.inputs_invalid = True
         return
     draft.inputs = names

@@ -148,6 +148,7 @@ INPUT_FIELDS: dict[str, Field] = {
     "dtype": Field(choice_reader(DTYPES, "dtype"), default="float32"),
 }
 
+
 def _model_name(node: YNode) -> str:
     try:
         return read_identifier(node, model=True)
@@ -252,4 +253,3 @@ _EXAMPLES = {
 def _missing_hint(key: str) -> str | None:
     example = _EXAMPLES.get(key)
     return f"add {example}" if example else None
-

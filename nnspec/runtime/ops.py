@@ -11,7 +11,7 @@ unsigned 32-bit integers (an engine may hold them in a wider type and mask, as P
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 Array = Any
 U32 = Any
@@ -78,6 +78,17 @@ class Ops(Protocol):
 
     def to_float(self, x: Array) -> Array:
         """Cast (an integer or boolean array, or a step counter) to the model's float dtype."""
+
+    def all_finite(self, x: Array) -> Array:
+        """Boolean scalar: no element of ``x`` is NaN or infinite (the divergence guard's test)."""
+
+    def logical_and(self, a: Array, b: Array) -> Array:
+        """Elementwise ``a and b`` of boolean arrays."""
+
+    def cond(self, pred: Array, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        """``then()`` when the boolean scalar ``pred`` holds, else ``otherwise()``; both return the same
+        structure (tuples and dicts of arrays of the same shapes and dtypes). An engine with a lazy
+        conditional runs only the branch taken."""
 
     def matmul(self, x: Array, y: Array) -> Array: ...
     def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...

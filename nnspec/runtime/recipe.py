@@ -13,6 +13,12 @@ else, in the order a step runs, is here:
 5. the optimiser update (:func:`nnspec.runtime.optimizers.apply_updates`);
 6. the state update (what stateful lowerings wrote during step 1).
 
+Under the divergence guard (``train.on_divergence: stop``) an epoch runs :meth:`TrainingRecipe.guarded_step`
+instead: steps 1 to 3, a test that the loss is finite, and steps 4 to 6 kept only when it is (under
+``ops.cond``, or chosen array by array with ``ops.where``). A step whose loss is not finite, and every
+later step of the epoch, leaves params, slots and state as they were (the test's boolean is carried from
+step to step in a :class:`Guard`). The engine reads the guard back once, with the epoch's sums.
+
 All functions are pure over engine arrays: dicts of trainable ``params``, non-trainable ``state`` and
 optimiser ``slots``, each keyed as in the weights contract. JAX and Keras trace them under ``jit``,
 TensorFlow inside ``tf.function``, PyTensor builds its symbolic graph from them.
@@ -23,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from ..compiler.ir import Graph
 from ..backends.lowering import LoweringContext, node_outputs
+from ..compiler.ir import Graph
 from .losses import correct_count, loss_from_head, per_example_loss
 from .optimizers import apply_updates
 from .schedules import learning_rate
@@ -53,6 +59,19 @@ class StepResult(NamedTuple):
     state: dict[str, Any]
     loss: Any
     correct: Any
+
+
+class Guard(NamedTuple):
+    """The divergence guard an epoch carries from step to step (engine scalars).
+
+    ``ok``: boolean, every step of the epoch so far was kept. ``kept``: how many steps were kept (in the
+    float dtype: exact up to 2**24 steps an epoch in float32). ``loss``: the loss of the latest step taken
+    while ``ok`` held, so once ``ok`` is false, the loss of the first step that was not kept.
+    """
+
+    ok: Any
+    kept: Any
+    loss: Any
 
 
 class TrainingRecipe:
@@ -98,11 +117,50 @@ class TrainingRecipe:
 
     def train_step(self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, batch: int | None = None) -> StepResult:
         """One optimiser step on batch ``(x, y)`` at optimiser step ``step`` (see the module docstring)."""
-        train = self.graph.train
         (loss, (head, new_state)), grads = self.seam.value_and_grad(self.loss)(params, state, x, y, step, batch)
+        new_params, new_slots = self._update(params, slots, grads, step)
+        return StepResult(new_params, new_slots, dict(new_state), loss, correct_count(self.ops, head, y))
+
+    def _update(self, params: Arrays, slots: Arrays, grads: Arrays, step: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Steps 4 and 5: the learning rate of ``step`` and the optimiser update; new params and slots."""
+        train = self.graph.train
         lr = learning_rate(self.ops, train.schedule, train.optimizer.learning_rate, step)
         new_params, new_slots = apply_updates(self.ops, train.optimizer, lr, step, dict(params), dict(grads), dict(slots), train.weight_decay)
-        return StepResult(dict(new_params), dict(new_slots), dict(new_state), loss, correct_count(self.ops, head, y))
+        return dict(new_params), dict(new_slots)
+
+    def guard_start(self) -> Guard:
+        """The guard at the start of an epoch: nothing kept yet, nothing wrong yet."""
+        zero = self.ops.constant(0.0)
+        return Guard(self.ops.all_finite(zero), zero, zero)
+
+    def guarded_step(self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, guard: Guard, batch: int | None = None, *, lazy: bool = False) -> tuple[StepResult, Guard]:
+        """:meth:`train_step` under the divergence guard.
+
+        The step is kept when ``guard.ok`` holds and its loss is finite; a kept step returns exactly what
+        :meth:`train_step` gives, a step that is not kept returns the input params, slots and state, and a
+        loss and correct count of zero (the epoch's sums count kept steps only). Forward and gradient run
+        as in :meth:`train_step`; the update (schedule, optimiser, new state) either runs under
+        ``ops.cond`` on the one boolean (``lazy``), or runs always and each array is chosen with
+        ``ops.where``. Which costs less depends on the engine and the program (an engine's ``model.py``
+        says what it measured).
+        """
+        ops = self.ops
+        (loss, (head, new_state)), grads = self.seam.value_and_grad(self.loss)(params, state, x, y, step, batch)
+        keep = ops.logical_and(guard.ok, ops.all_finite(loss))
+
+        def update() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            return (*self._update(params, slots, grads, step), dict(new_state))
+
+        def hold() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            return dict(params), dict(slots), dict(state)
+
+        if lazy:
+            new_params, new_slots, new_state = ops.cond(keep, update, hold)
+        else:
+            new_params, new_slots, new_state = ({k: v if v is old[k] else ops.where(keep, v, old[k]) for k, v in group.items()} for group, old in zip(update(), hold()))
+        zero = ops.constant(0.0)
+        result = StepResult(dict(new_params), dict(new_slots), dict(new_state), ops.where(keep, loss, zero), ops.where(keep, correct_count(ops, head, y), zero))
+        return result, Guard(keep, guard.kept + ops.to_float(keep), ops.where(guard.ok, loss, guard.loss))
 
     # ---- evaluation -------------------------------------------------------------------------------
     def eval_sums(self, params: Arrays, state: Arrays, x: Any, y: Any, valid: Any = None, batch: int | None = None) -> tuple[Any, Any]:

@@ -75,9 +75,7 @@ def dump_spec(graph: Graph, header: str | None = None) -> str:
     top = {k: v for k, v in spec.items() if k != "layers"}
     head = yaml.safe_dump({k: top[k] for k in ("nnspec", "name", "description", "input") if k in top}, sort_keys=False, default_flow_style=None, width=120)
     layers = "layers:\n" + "".join(
-        f"  - {op}: " + yaml.safe_dump(params, sort_keys=False, default_flow_style=True, width=10_000).strip() + "\n"
-        for layer in spec["layers"]
-        for op, params in layer.items()
+        f"  - {op}: " + yaml.safe_dump(params, sort_keys=False, default_flow_style=True, width=10_000).strip() + "\n" for layer in spec["layers"] for op, params in layer.items()
     )
     tail = yaml.safe_dump({k: top[k] for k in ("output", "train", "data") if k in top}, sort_keys=False, default_flow_style=False, width=120)
     return "\n".join(lines + [head.rstrip(), layers.rstrip(), tail.rstrip()]) + "\n"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+import numpy as np
+
 from ..errors import OutputError, TrainingDiverged
 from .atomic import atomic_write_with
 from .checkpoints import Checkpoint, find_checkpoint, prune_checkpoints, write_checkpoint
@@ -78,9 +80,12 @@ class _EpochHook:
             "early_stopping": self.early.to_json() if self.early else None,
         }
 
-    def checkpoint(self) -> Checkpoint:
-        """Write a checkpoint of the model's state now and prune older ones."""
+    def checkpoint(self) -> Checkpoint | None:
+        """Write a checkpoint of the model's state now and prune older ones (never one holding NaN or infinity)."""
         ts = self.model.get_training_state()
+        if not all(np.isfinite(a).all() for group in (ts.weights, ts.state, ts.slots) for a in group.values()):
+            # a finite loss whose update overflowed: no checkpoint of it; the guard stops at the next step
+            return self.last_checkpoint
         self.last_checkpoint = write_checkpoint(self.run.path, ts, self.record())
         protect = {self.early.best_epoch} if self.early and self.early.best_epoch else set()
         prune_checkpoints(self.run.path, self.train.checkpoint.keep, protect)

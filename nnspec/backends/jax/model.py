@@ -10,7 +10,13 @@ compile time is measured apart from the step time, in :attr:`compile_seconds`):
 * ``step``: one compiled program per optimiser step, dispatched asynchronously from a Python loop; the
   batch index, the step and the metric sums are carried on the device, so the loop never waits for it.
 
-Both read metrics back once per epoch. The step itself is the shared recipe
+Both read metrics back once per epoch. Under the divergence guard (:attr:`guard_divergence`) each mode
+has a guarded twin (``epoch_scan_guarded``, ``epoch_step_guarded``) that runs the recipe's guarded step
+and carries its :class:`~nnspec.runtime.recipe.Guard` with the sums, read back with them. The scan keeps
+the update under ``lax.cond`` (``lazy``), the step program selects each array with ``where``: measured on
+the 784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch,
+guard on vs off, median of 4 to 7): scan with ``cond`` -1 to +3 % (``where``: +7 to +8 %), step with
+``where`` 0 to +2 % (``cond``: +13 to +17 %). The step itself is the shared recipe
 (:class:`nnspec.runtime.recipe.TrainingRecipe`); JAX supplies its lowerings, ``jax.value_and_grad``,
 ``jit`` and device placement. The rule (:func:`fused_epoch`, with the measurements behind it):
 on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or pooling (an MLP epoch:
@@ -126,7 +132,7 @@ class JaxModel(CompiledModel):
         exe = self._executables.get(key)
         if exe is None:
             start = time.perf_counter()
-            exe = self._jitted[name].lower(*args).compile()
+            exe = self._jitted[name].lower(*args).compile()  # type: ignore[attr-defined]
             self.compile_seconds += time.perf_counter() - start
             self._executables[key] = exe
         return exe
@@ -161,6 +167,23 @@ class JaxModel(CompiledModel):
             (params, slots, state, _, loss_sum, correct), _ = lax.scan(body, (params, slots, state, step, zero, zero), idx)
             return params, slots, state, loss_sum, correct
 
+        def epoch_scan_guarded(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
+            def body(carry: Any, batch: Any) -> Any:
+                params, slots, state, step, loss_sum, correct, guard = carry
+                r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=True)
+                return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct, guard), None
+
+            zero = ops.constant(0.0)
+            start = (params, slots, state, step, zero, zero, recipe.guard_start())
+            (params, slots, state, _, loss_sum, correct, guard), _ = lax.scan(body, start, idx)
+            return params, slots, state, loss_sum, correct, guard
+
+        def epoch_step_guarded(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
+            i, step, loss_sum, correct, guard = carry
+            batch = idx[i]
+            r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=False)
+            return r.params, r.slots, r.state, (i + 1, step + 1, loss_sum + r.loss, correct + r.correct, guard)
+
         def epoch_step(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
             i, step, loss_sum, correct = carry
             batch = idx[i]
@@ -182,6 +205,9 @@ class JaxModel(CompiledModel):
         self._jitted: dict[str, Callable[..., Any]] = {
             "epoch_scan": jax.jit(epoch_scan),
             "epoch_step": jax.jit(epoch_step),
+            "epoch_scan_guarded": jax.jit(epoch_scan_guarded),
+            "epoch_step_guarded": jax.jit(epoch_step_guarded),
+            "guard_start": jax.jit(recipe.guard_start),
             "predict": jax.jit(recipe.predict),
             "outputs_eval": jax.jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=False, step=step)),
             "outputs_train": jax.jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=True, step=step)),
@@ -211,30 +237,40 @@ class JaxModel(CompiledModel):
             self._arrays = {**self._arrays, group: self._to_device({k: arrays[k] for k in self._arrays[group]})}
 
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train one epoch over the full batches of ``order``; returns its mean loss and accuracy."""
+        """Train one epoch over the full batches of ``order``; returns its mean loss and accuracy.
+
+        Under the divergence guard the guarded programs run and the guard comes back with the sums.
+        """
         import jax
 
+        self._start_epoch()
         batch_size = min(int(batch_size), len(order))
         steps = len(order) // batch_size
         if steps == 0:
             return float("nan"), float("nan")
         idx = np.asarray(order[: steps * batch_size], dtype=np.int32).reshape(steps, batch_size)
         params, slots, state = self._trainable
+        guarded = self.guard_divergence
+        suffix = "_guarded" if guarded else ""
         with self._scope():
             idx_dev = jax.device_put(idx, self._device)
             if self.epoch_mode == "scan":
-                params, slots, state, loss_sum, correct = self._run("epoch_scan", params, slots, state, self._int(self.step), x, y, idx_dev)
+                out = self._run("epoch_scan" + suffix, params, slots, state, self._int(self.step), x, y, idx_dev)
+                params, slots, state, sums = out[0], out[1], out[2], out[3:]
             else:
                 zero = jax.device_put(np.zeros((), dtype=self.dtype), self._device)
-                carry = (self._int(0), self._int(self.step), zero, zero)
-                step_program = self._executable("epoch_step", params, slots, state, carry, x, y, idx_dev)
+                carry = (self._int(0), self._int(self.step), zero, zero) + ((self._run("guard_start"),) if guarded else ())
+                step_program = self._executable("epoch_step" + suffix, params, slots, state, carry, x, y, idx_dev)
                 for _ in range(steps):
                     params, slots, state, carry = step_program(params, slots, state, carry, x, y, idx_dev)
-                loss_sum, correct = carry[2], carry[3]
+                sums = carry[2:]
             self._store(params, slots, state)
-            loss_sum, correct = jax.device_get((loss_sum, correct))
-        self.step += steps
-        return float(loss_sum) / steps, float(correct) / (steps * batch_size)
+            sums = jax.device_get(sums)
+        if not guarded:
+            loss_sum, correct = sums
+            return self._end_epoch(steps, batch_size, loss_sum, correct)
+        loss_sum, correct, guard = sums
+        return self._end_epoch(steps, batch_size, loss_sum, correct, float(guard.kept), float(guard.loss))
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and hits of ``start:start+size``, computed on a chunk of fixed size (padded, masked)."""
@@ -280,9 +316,7 @@ class JaxModel(CompiledModel):
         import jax
 
         with self._scope():
-            loss, grads = self._run(
-                "grads", self._arrays["params"], self._arrays["state"], self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)), self._int(step)
-            )
+            loss, grads = self._run("grads", self._arrays["params"], self._arrays["state"], self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)), self._int(step))
             loss, grads = jax.device_get((loss, grads))
         return float(loss), {k: np.array(v) for k, v in grads.items()}
 
@@ -292,9 +326,7 @@ class JaxModel(CompiledModel):
 
         params, slots, state = self._trainable
         with self._scope():
-            params, slots, state, loss = self._run(
-                "one_step", params, slots, state, self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y))
-            )
+            params, slots, state, loss = self._run("one_step", params, slots, state, self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)))
             self._store(params, slots, state)
             loss = jax.device_get(loss)
         self.step += 1

@@ -107,6 +107,15 @@ class JaxOps:
     def to_float(self, x: Any) -> Any:
         return jnp.asarray(x).astype(self.dtype)
 
+    def all_finite(self, x: Any) -> Any:
+        return jnp.all(jnp.isfinite(x))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return jnp.logical_and(a, b)
+
+    def cond(self, pred: Any, then: Any, otherwise: Any) -> Any:
+        return lax.cond(pred, then, otherwise)
+
     def matmul(self, x: Any, y: Any) -> Any:
         return jnp.matmul(x, y, precision=HIGHEST)
 

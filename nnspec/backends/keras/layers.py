@@ -54,11 +54,9 @@ class CounterDropout(keras.layers.Layer):
             return inputs
         shape = tuple(inputs.shape)
         if any(d is None for d in shape):
-            raise BackendError(
-                f"CounterDropout '{self.name}' needs a static input shape to number its elements; got {shape}"
-            )
+            raise BackendError(f"CounterDropout '{self.name}' needs a static input shape to number its elements; got {shape}")
         step = keras.ops.convert_to_tensor(self.step)
-        outputs = apply_dropout(KerasOps(self.compute_dtype), inputs, self.seed, self.layer_index, step, self.rate, shape)
+        outputs = apply_dropout(KerasOps(self.compute_dtype), inputs, self.seed, self.layer_index, step, self.rate, shape)  # type: ignore[arg-type]
         self.step.assign(step + 1)
         return outputs
 
@@ -159,17 +157,13 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 @builds("max_pool2d")
 def _max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.MaxPooling2D(
-        tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype
-    )
+    return keras.layers.MaxPooling2D(tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype)
 
 
 @builds("avg_pool2d")
 def _avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.AveragePooling2D(
-        tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype
-    )
+    return keras.layers.AveragePooling2D(tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype)
 
 
 @builds("flatten")
@@ -213,9 +207,7 @@ def _concat(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 @builds("batch_norm")
 def _batch_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.BatchNormalization(
-        axis=-1, momentum=float(a["momentum"]), epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype
-    )
+    return keras.layers.BatchNormalization(axis=-1, momentum=float(a["momentum"]), epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype)
 
 
 @builds("layer_norm")

@@ -12,7 +12,12 @@ shared definitions over ``keras.ops``. What is Keras's own is the engine seam:
   writes back as the new state;
 * the gradient: ``jax.value_and_grad`` on Keras-JAX, ``tf.GradientTape`` on Keras-TensorFlow;
 * compilation: ``jax.jit`` / ``tf.function``, one compiled call per step; data stay on the device and the
-  epoch's loss and accuracy are summed there and read back once.
+  epoch's loss and accuracy are summed there and read back once. Under the divergence guard
+  (:attr:`guard_divergence`) the step is the recipe's guarded step, its
+  :class:`~nnspec.runtime.recipe.Guard` carried from call to call and read back with the sums; the update
+  runs under ``tf.cond`` on Keras-TensorFlow and is selected array by array on Keras-JAX (measured on the
+  784-512-10 MLP, 20000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch, guard
+  on vs off: TensorFlow ``cond`` +7 %, select +12 %; JAX select +1 %, ``cond`` +9 %).
 """
 
 from __future__ import annotations
@@ -150,11 +155,17 @@ class KerasModel(CompiledModel):
     # ---- the compiled programs --------------------------------------------------------------------
     def _compile_functions(self) -> None:
         recipe, dtype = self.recipe, self.dtype
+        lazy = self.engine == "tensorflow"  # the guarded update under tf.cond; on JAX a select per array
 
         def epoch_step(params: Any, slots: Any, state: Any, sums: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
             batch = K.take(order, i, axis=0)
             r = recipe.train_step(params, slots, state, step, K.take(x, batch, axis=0), K.take(y, batch, axis=0))
             return r.params, r.slots, r.state, sums + K.stack([K.cast(r.loss, dtype), K.cast(r.correct, dtype)])
+
+        def guarded_epoch_step(params: Any, slots: Any, state: Any, sums: Any, guard: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
+            batch = K.take(order, i, axis=0)
+            r, guard = recipe.guarded_step(params, slots, state, step, K.take(x, batch, axis=0), K.take(y, batch, axis=0), guard, lazy=lazy)
+            return r.params, r.slots, r.state, sums + K.stack([K.cast(r.loss, dtype), K.cast(r.correct, dtype)]), guard
 
         def one_step(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any) -> Any:
             r = recipe.train_step(params, slots, state, step, x, y)
@@ -164,6 +175,7 @@ class KerasModel(CompiledModel):
             return recipe.outputs(params, state, x, training=training, step=step)
 
         self._epoch_step = self._jit(epoch_step)
+        self._guarded_epoch_step = self._jit(guarded_epoch_step)
         self._one_step = self._jit(one_step)
         self._gradients = self._jit(recipe.gradients)
         self._eval_sums = self._jit(recipe.eval_sums)
@@ -193,7 +205,8 @@ class KerasModel(CompiledModel):
             return float(K.convert_to_numpy(value))
 
     def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train one epoch over the full batches of ``order``, one compiled call per step; metrics read once."""
+        """Train one epoch over the full batches of ``order``, one compiled call per step; metrics (and the guard) read once."""
+        self._start_epoch()
         batch_size = max(1, min(batch_size, len(order)))  # a batch larger than the data is clipped to it
         steps = len(order) // batch_size
         if steps == 0:
@@ -203,12 +216,17 @@ class KerasModel(CompiledModel):
         params, slots, state = a["params"], a["slots"], a["state"]
         with self._scope():
             sums = K.zeros((2,), dtype=self.dtype)
-            for i in range(steps):
-                params, slots, state, sums = self._epoch_step(params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i))
+            if self.guard_divergence:
+                guard = self.recipe.guard_start()
+                for i in range(steps):
+                    params, slots, state, sums, guard = self._guarded_epoch_step(params, slots, state, sums, guard, x, y, batches, self._int(i), self._int(self.step + i))
+                sums = K.concatenate([sums, K.stack([K.cast(guard.kept, self.dtype), K.cast(guard.loss, self.dtype)])])
+            else:
+                for i in range(steps):
+                    params, slots, state, sums = self._epoch_step(params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i))
             self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             totals = K.convert_to_numpy(sums)
-        self.step += steps
-        return float(totals[0]) / steps, float(totals[1]) / (steps * batch_size)
+        return self._end_epoch(steps, batch_size, *(float(v) for v in totals))
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and correct count of examples ``start:start+size`` (device values)."""
@@ -240,9 +258,7 @@ class KerasModel(CompiledModel):
         """One optimiser step on a host batch at step :attr:`step`; returns the batch's loss."""
         a = self._arrays
         with self._scope():
-            params, slots, state, loss = self._one_step(
-                a["params"], a["slots"], a["state"], self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y))
-            )
+            params, slots, state, loss = self._one_step(a["params"], a["slots"], a["state"], self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)))
             self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             value = float(K.convert_to_numpy(loss))
         self.step += 1

@@ -105,6 +105,15 @@ class KerasOps:
     def to_float(self, x: Any) -> Any:
         return K.cast(x, self.float_dtype)
 
+    def all_finite(self, x: Any) -> Any:
+        return K.all(K.isfinite(x))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return K.logical_and(a, b)
+
+    def cond(self, pred: Any, then: Any, otherwise: Any) -> Any:
+        return K.cond(pred, then, otherwise)
+
     def matmul(self, x: Any, y: Any) -> Any:
         return K.matmul(x, y)
 

@@ -122,6 +122,17 @@ class TensorFlowOps:
         """Cast to the model's float dtype."""
         return tf.cast(x, self.dtype)
 
+    def all_finite(self, x: Any) -> Any:
+        """Boolean scalar: no element of ``x`` is NaN or infinite."""
+        return tf.reduce_all(tf.math.is_finite(x))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return tf.logical_and(a, b)
+
+    def cond(self, pred: Any, then: Any, otherwise: Any) -> Any:
+        """``tf.cond``: only the branch taken runs."""
+        return tf.cond(pred, then, otherwise)
+
     def matmul(self, x: Any, y: Any) -> Any:
         return tf.matmul(x, y)
 

@@ -95,6 +95,6 @@ class TheanoBackend(Backend):
         if mode == "jax" and dtype == "float64":
             import jax
 
-            if not jax.config.jax_enable_x64:
+            if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
                 raise BackendError("backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype float32 or the c/numba linker")
         return TheanoModel(graph, self, device, dtype, weights, mode)

@@ -200,7 +200,7 @@ def import_jax_linker() -> None:
         return
     import jax
 
-    before = bool(jax.config.jax_enable_x64)
+    before = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
     try:
         import pytensor.link.jax.dispatch  # noqa: F401  (registers the JAX lowerings)
     finally:

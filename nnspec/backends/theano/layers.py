@@ -175,7 +175,7 @@ def _max_pool_plain(node: Node, x: Any, batch: Any) -> Any:
     if _tiles(node):
         return pt.max(_tile_view(node, x, batch), axis=(2, 4))
     xp = _pad(x, padding_pairs(node), -np.inf)
-    return _maximum_of(*_windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2]))
+    return _maximum_of(*_windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2]))  # type: ignore[arg-type]
 
 
 @lowering("max_pool2d")
@@ -194,7 +194,7 @@ def _max_pool(ctx: Context, node: Node, inputs: list) -> Any:
         tiles = _tile_view(node, x, batch)
         return _max_with_first_max_gradient([tiles], lambda t: pt.max(t, axis=(2, 4)), _tiles_max_pullback(node.attrs["size"]))
     xp = _pad(x, padding_pairs(node), -np.inf)
-    views = _windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2])
+    views = _windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2])  # type: ignore[arg-type]
     return _max_with_first_max_gradient(views, _maximum_of, _views_max_pullback)
 
 
@@ -208,7 +208,7 @@ def _avg_pool(ctx: Context, node: Node, inputs: list) -> Any:
         return pt.mean(_tile_view(node, x, _batch(ctx, x)), axis=(2, 4))
     ph, pw = node.attrs["size"]
     xp = _pad(x, padding_pairs(node), 0.0)
-    views = _windows(xp, (ph, pw), node.attrs["strides"], node.output_shape[:2])
+    views = _windows(xp, (ph, pw), node.attrs["strides"], node.output_shape[:2])  # type: ignore[arg-type]
     total = views[0]
     for v in views[1:]:
         total = total + v

@@ -40,6 +40,28 @@ def _u64(value: int) -> Any:
     return pt.constant(np.uint64(value), dtype="uint64")
 
 
+def _flatten(tree: Any) -> tuple[list[Any], Any]:
+    """The leaves of nested tuples and dicts, and a function that rebuilds the tree from new leaves."""
+    if isinstance(tree, dict):
+        parts = [_flatten(v) for v in tree.values()]
+        keys = list(tree)
+    elif isinstance(tree, (tuple, list)):
+        parts = [_flatten(v) for v in tree]
+        keys = None
+    else:
+        return [tree], lambda leaves: leaves[0]
+    sizes = [len(leaves) for leaves, _ in parts]
+
+    def rebuild(leaves: list[Any]) -> Any:
+        out, at = [], 0
+        for (_, build), n in zip(parts, sizes):
+            out.append(build(list(leaves[at : at + n])))
+            at += n
+        return dict(zip(keys, out)) if keys is not None else type(tree)(out)
+
+    return [leaf for leaves, _ in parts for leaf in leaves], rebuild
+
+
 class PyTensorOps:
     """Symbolic array operations for one float dtype (``float32`` or ``float64``)."""
 
@@ -131,6 +153,21 @@ class PyTensorOps:
 
     def to_float(self, x: Any) -> Any:
         return pt.cast(x, self.float_dtype)
+
+    def all_finite(self, x: Any) -> Any:
+        return pt.all(pt.isfinite(x))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        return pt.and_(a, b)
+
+    def cond(self, pred: Any, then: Any, otherwise: Any) -> Any:
+        """PyTensor's ``ifelse`` over the branches' arrays (lazy under the VM linkers)."""
+        from pytensor.ifelse import ifelse
+
+        a, b = then(), otherwise()
+        leaves_a, rebuild = _flatten(a)
+        leaves_b, _ = _flatten(b)
+        return rebuild(ifelse(pred, leaves_a, leaves_b)) if leaves_a else a
 
     def matmul(self, x: Any, y: Any) -> Any:
         return pt.dot(x, y)

@@ -61,7 +61,9 @@ class StopRequests:
 
     def __exit__(self, *exc: Any) -> None:
         self._depth -= 1
-        if self._depth == 0:
+        # once a stop was asked for, the handlers stay: a second signal while the process winds down
+        # (engines' exit hooks can take a while) still exits at once instead of raising in a hook
+        if self._depth == 0 and self.requested is None:
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
             self._previous.clear()

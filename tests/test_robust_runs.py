@@ -24,13 +24,13 @@ from safetensors.numpy import load_file
 import nnspec
 from nnspec.backends import get_backend
 from nnspec.cli import main
+from nnspec.compiler.ir import EarlyStoppingConfig
 from nnspec.data import load_dataset
 from nnspec.errors import OutputError
 from nnspec.runtime.checkpoints import list_checkpoints, read_checkpoint
 from nnspec.runtime.early_stopping import EarlyStopping
-from nnspec.compiler.ir import EarlyStoppingConfig
-from nnspec.runtime.rundir import RUN_FILES
 from nnspec.runtime.run_status import claim, read_status
+from nnspec.runtime.rundir import RUN_FILES
 from nnspec.runtime.training_run import train_in_directory
 
 TINY = """\

@@ -21,6 +21,7 @@ from ..errors import NnspecError
 from ..runtime.optimizers import OPTIMIZER_DEFAULTS
 from ..runtime.schedules import SCHEDULE_DEFAULTS
 from ..runtime.weights import check_weights
+from .output_path import check_output_file
 
 
 class KerasExportError(NnspecError, ValueError):
@@ -106,20 +107,7 @@ def build_keras_model(graph: Graph, weights: Mapping[str, np.ndarray], *, compil
 def check_export_path(path: str | os.PathLike[str]) -> str:
     """Refuse a path ``export`` cannot write a ``.keras`` file to (wrong suffix, NUL byte, missing or
     read-only folder, an existing folder); returns it as a string."""
-    path = os.fspath(path)
-    if "\0" in path:
-        shown = path.replace("\0", "\\0")
-        raise KerasExportError(f"{shown}: not a usable path (it contains a NUL byte)")
-    if not path.endswith(".keras"):
-        raise KerasExportError(f"{path}: a Keras 3 model file must end in .keras")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise KerasExportError(f"{path}: the folder {parent} does not exist")
-    if os.path.isdir(path):
-        raise KerasExportError(f"{path}: is a folder; give the name of the .keras file to write")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise KerasExportError(f"{path}: the folder {parent} is not writable")
-    return path
+    return check_output_file(path, ".keras", "a Keras 3 model file", KerasExportError)
 
 
 def export_keras(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:

@@ -30,6 +30,7 @@ from ..compiler.ir import Graph
 from ..runtime.weights import check_weights
 from .onnx_graph import GraphBuilder
 from .onnx_ops import OnnxExportError, convert
+from .output_path import check_output_file
 
 #: The ONNX operator set the exported models use (ONNX 1.16+, ONNX Runtime 1.18+; ``Gelu`` needs 20).
 ONNX_OPSET = 21
@@ -91,20 +92,7 @@ def build_onnx_model(graph: Graph, weights: Mapping[str, np.ndarray]) -> Any:
 def check_onnx_path(path: str | os.PathLike[str]) -> str:
     """Refuse a path ``export`` cannot write an ONNX file to (no ``.onnx`` suffix, NUL byte, missing or
     read-only folder, an existing folder); returns it as a string."""
-    path = os.fspath(path)
-    if "\0" in path:
-        shown = path.replace("\0", "\\0")
-        raise OnnxExportError(f"{shown}: not a usable path (it contains a NUL byte)")
-    if not path.endswith(".onnx"):
-        raise OnnxExportError(f"{path}: an ONNX model file must end in .onnx")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise OnnxExportError(f"{path}: the folder {parent} does not exist")
-    if os.path.isdir(path):
-        raise OnnxExportError(f"{path}: is a folder; give the name of the .onnx file to write")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OnnxExportError(f"{path}: the folder {parent} is not writable")
-    return path
+    return check_output_file(path, ".onnx", "an ONNX model file", OnnxExportError)
 
 
 def export_onnx(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:

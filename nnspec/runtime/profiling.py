@@ -139,6 +139,19 @@ def node_arrays(model: CompiledModel, node: Node) -> tuple[dict[str, np.ndarray]
     return {node.key(p.name): params[node.key(p.name)] for p in node.params}, {node.key(s.name): state[node.key(s.name)] for s in node.state}
 
 
+def layer_function(model: CompiledModel, node: Node, registry: Any) -> Callable[..., tuple[Any, dict[str, Any]]]:
+    """``f(xs, params, state, step) -> (output, new_state)``: ``node`` alone in training mode, through the engine's
+    lowering of it in ``registry`` (what JAX and TensorFlow differentiate for the backward)."""
+    recipe = model.recipe  # type: ignore[attr-defined]
+
+    def run(xs: list[Any], params: dict[str, Any], state: dict[str, Any], step: Any) -> tuple[Any, dict[str, Any]]:
+        ctx = recipe.context(params, state, training=True, step=step)
+        out = registry.lower(ctx, node, list(xs))
+        return out, dict(ctx.new_state)
+
+    return run
+
+
 def step_batch(graph: Graph, batch: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """A random training batch: inputs in [0, 1) and labels among the output's classes."""
     rng = np.random.default_rng([int(graph.train.seed), 2**31 - 1])

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from ...compiler.ir import Node
-from ...runtime.profiling import LayerPrograms, node_arrays
+from ...runtime.profiling import LayerPrograms, layer_function, node_arrays
 from .layers import LOWERINGS
 from .model import JaxModel
 
@@ -44,12 +44,7 @@ def layer_programs(model: JaxModel, node: Node, inputs: Sequence[np.ndarray], co
     """The forward and backward programs of ``node`` on ``model``, on device copies of ``inputs`` (training mode,
     dropout masks of ``step``); the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     params, state = node_arrays(model, node)
-    recipe = model.recipe
-
-    def run(xs: list[Any], params: dict[str, Any], state: dict[str, Any], step: Any) -> tuple[Any, dict[str, Any]]:
-        ctx = recipe.context(params, state, training=True, step=step)
-        out = LOWERINGS.lower(ctx, node, list(xs))
-        return out, dict(ctx.new_state)
+    run = layer_function(model, node, LOWERINGS)
 
     with model._scope():
         device = [model.put(x) for x in inputs], {k: model.put(v) for k, v in params.items()}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ...compiler.ir import Node
-from ...runtime.profiling import LayerPrograms, node_arrays
+from ...runtime.profiling import LayerPrograms, layer_function, node_arrays
 from .backend import load_tensorflow
 from .layers import LOWERINGS
 from .model import TensorFlowModel
@@ -86,12 +86,7 @@ def layer_programs(model: TensorFlowModel, node: Node, inputs: Sequence[np.ndarr
     """The forward and backward programs of ``node`` on ``model``, on device copies of ``inputs`` (training mode,
     dropout masks of ``step``); the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     params, state = node_arrays(model, node)
-    recipe = model.recipe
-
-    def run(xs: list[Any], params: dict[str, Any], state: dict[str, Any], step: Any) -> tuple[Any, dict[str, Any]]:
-        ctx = recipe.context(params, state, training=True, step=step)
-        out = LOWERINGS.lower(ctx, node, list(xs))
-        return out, dict(ctx.new_state)
+    run = layer_function(model, node, LOWERINGS)
 
     primals = ([model.put(x) for x in inputs], {k: model.put(v) for k, v in params.items()})
     with tf.device(model.device_name):

@@ -14,10 +14,8 @@ so an interrupted run never leaves a partial file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import stat
-import tempfile
 
 import numpy as np
 
@@ -85,25 +83,18 @@ def check_output(path: str) -> str:
 
 
 def write_output(path: str, outputs: np.ndarray, shown_as: str | None = None) -> None:
-    """Write ``outputs`` to ``path`` as .npy atomically (temporary file in the same folder, flushed, then renamed)."""
+    """Write ``outputs`` to exactly ``path`` as .npy, atomically (:func:`nnspec.runtime.atomic.atomic_write_with`)."""
     from ..data.safety import shown
+    from ..runtime.atomic import atomic_write_with
 
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a name without it
             np.save(f, outputs, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+
+    try:
+        atomic_write_with(path, save)
     except OSError as exc:
         raise NnspecError(f"{shown(shown_as or path)}: cannot write the outputs ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
 
 
 def run(args: argparse.Namespace) -> int:

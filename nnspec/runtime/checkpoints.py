@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import DataError
 from .atomic import TEMP_PREFIX, fsync_dir, json_text
 from .training_state import TrainingState, from_tensors, to_tensors
+from .weights import value_problems
 
 FOLDER = "checkpoints"
 STATE_FILE = "state.safetensors"
@@ -132,13 +133,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[TrainingState, dict[str, A
     bad = [k for k in arrays if k.partition("/")[0] not in ("weights", "state", "slots")]
     if bad:
         raise DataError(f"{state_path}: unexpected array(s) {', '.join(sorted(bad)[:5])}")
-    for key, value in arrays.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            raise DataError(f"{state_path}: array '{key}' has dtype {value.dtype}; checkpoints hold floating arrays")
-        finite = np.isfinite(value)
-        if not finite.all():
-            index = tuple(int(i) for i in np.argwhere(~finite)[0])
-            raise DataError(f"{state_path}: array '{key}' holds a non-finite value at index {list(index)}")
+    problems = value_problems(arrays)
+    if problems:
+        raise DataError(f"{state_path}: " + "; ".join(problems[:5]))
     try:
         ts = from_tensors(arrays, record)
     except (TypeError, ValueError, KeyError) as exc:

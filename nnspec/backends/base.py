@@ -68,6 +68,18 @@ class Backend(abc.ABC):
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "CompiledModel":
         """Engine-specific compilation; ``graph`` is already checked against the capabilities."""
 
+    def device_details(self) -> list[dict[str, Any]]:
+        """Each accelerator this engine sees: ``{'kind', 'name', 'memory_bytes'}`` (memory None when unknown).
+
+        The CPU is not listed. The default lists nothing; engines that can use a GPU override it.
+        """
+        return []
+
+    def execution_notes(self) -> dict[str, str]:
+        """How this engine runs here, beyond its devices (for example which linker it picked), for
+        ``nnspec backends`` and ``env.json``. The default says nothing."""
+        return {}
+
     def resolve_device(self, device: str) -> str:
         """Turn ``auto|cpu|gpu`` into ``cpu`` or ``gpu``; asking for a device the engine lacks is an error."""
         have = self.devices()
@@ -220,6 +232,10 @@ class CompiledModel(abc.ABC):
         if kept_steps == 0:
             return float("nan"), float("nan")
         return float(loss_sum) / kept_steps, float(correct_sum) / (kept_steps * batch_size)
+
+    def execution_notes(self) -> dict[str, str]:
+        """How this compiled model runs (for ``env.json``): by default what its backend says."""
+        return self.backend.execution_notes()
 
     def host_array(self, array: np.ndarray) -> np.ndarray:
         """``array`` as a device copy should hold it: floating arrays in the model's dtype, integer arrays

@@ -142,6 +142,7 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     wiring = wire(drafts, output if isinstance(output, str) else None, root.get("output"), report, find_unused=output is None or isinstance(output, str))
     train = resolve_train(top.get("train"), report)
     data = resolve_data(top.get("data"), report)
+    dtype = _settle_precision(root, train, dtype, report)
     if isinstance(data.path, str) and "\0" in data.path:
         report.add("E0502", f"data.path {shorten(data.path)!r} contains a NUL byte", _at(root, "data", "path"), "write the path of a file or directory, without control characters")
     nodes = infer_nodes(drafts, wiring, input_shape, report)
@@ -173,6 +174,20 @@ def _version_number(text: object) -> int | float:
     if not isinstance(text, str):
         return 1
     return int(text) if text.isdigit() else float(text)
+
+
+def _settle_precision(root: YNode, train: TrainConfig, dtype: str, report: Report) -> str:
+    """The model dtype once ``train.precision`` is read: ``float64`` precision makes an unstated dtype
+    float64; a stated dtype that contradicts the precision is an error (mixed and tf32 keep float32 weights)."""
+    stated = _at(root, "input", "dtype")
+    where = _at(root, "train", "precision")
+    if train.precision == "float64":
+        if stated is not None and dtype != "float64":
+            report.add("E0402", f"train.precision float64 contradicts input.dtype {dtype}", where, "remove input.dtype (precision float64 sets it), or choose another precision")
+        return "float64"
+    if dtype == "float64" and train.precision != "float32":
+        report.add("E0402", f"train.precision {train.precision} keeps weights in float32 and contradicts input.dtype float64", where, "remove input.dtype, or write precision: float64")
+    return dtype
 
 
 def _name_from_file(source: str) -> str:

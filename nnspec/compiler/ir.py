@@ -164,6 +164,8 @@ class ScheduleConfig:
 MONITORS: tuple[str, ...] = ("val_loss", "val_accuracy", "loss", "accuracy")
 #: ``train.on_divergence``: stop at the first non-finite loss (weights kept from the step before), or train on.
 DIVERGENCE_ACTIONS: tuple[str, ...] = ("stop", "continue")
+#: ``train.precision``: how arithmetic is done (see :mod:`nnspec.runtime.precision`); float32 is the parity setting.
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "mixed_bfloat16", "mixed_float16", "float64")
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,9 @@ class TrainConfig:
     on_divergence: str = "stop"
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     early_stopping: EarlyStoppingConfig | None = None
+    precision: str = "float32"
+    #: local devices to split each batch over: a count, or ``"all"`` (every device of the chosen kind)
+    devices: int | str = 1
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "on_divergence": "At the first NaN or infinite loss: stop (exit code 3, the weights from before that step kept) or continue.",
         "checkpoint": "A checkpoint every `every` epochs (0: none), the `keep` most recent kept.",
         "early_stopping": "Stop when a metric stops improving, as Keras's EarlyStopping.",
+        "precision": "float32 (parity), tf32 (float32 with TF32 matrix products on NVIDIA GPUs), mixed_bfloat16 / mixed_float16 (float32 weights, low-precision compute; float16 with loss scaling) or float64.",
+        "devices": "Local devices each batch is split over (data parallel): a number or all.",
     },
     "checkpoint": {
         "every": "Write a checkpoint every this many epochs (0: none).",

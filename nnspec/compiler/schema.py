@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
-from .ir import DATASETS, DIVERGENCE_ACTIONS, LOSSES, MONITORS, NORMALIZATIONS
+from .ir import DATASETS, DIVERGENCE_ACTIONS, LOSSES, MONITORS, NORMALIZATIONS, PRECISIONS
 from .loader import YMap, YNode, YScalar
 from .opset import INITIALIZER_ARGS, OPS, PADDINGS, POOL_DEFAULT_SIZE, read_initializer  # noqa: F401 (re-exported)
 from .report import Report
@@ -57,6 +57,17 @@ FAILED = Failed()
 
 def _positive_int(node: YNode) -> int:
     return read_int(node, 1)
+
+
+def _devices(node: YNode) -> int | str:
+    """``train.devices``: a positive count or ``all``."""
+    if isinstance(node, YScalar) and node.text == "all":
+        return "all"
+    try:
+        return read_int(node, 1)
+    except Invalid as exc:
+        exc.hint = exc.hint or "write a number of devices, such as 2, or all"
+        raise
 
 
 def _bool(node: YNode) -> bool:
@@ -110,6 +121,8 @@ TRAIN_FIELDS: dict[str, Field] = {
     "on_divergence": Field(choice_reader(DIVERGENCE_ACTIONS, "divergence action", "E0402"), default="stop"),
     "checkpoint": Field(lambda n: n),
     "early_stopping": Field(lambda n: n),
+    "precision": Field(choice_reader(PRECISIONS, "precision", "E0402"), default="float32"),
+    "devices": Field(_devices, default=1),
 }
 
 #: ``train.checkpoint`` keys.

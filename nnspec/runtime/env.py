@@ -32,6 +32,8 @@ def environment(model: "CompiledModel", compile_seconds: float | None = None) ->
         "engine_version": _safe(backend.engine_version),
         "device": model.device,
         "devices_available": _safe(backend.devices),
+        "accelerators": _safe(backend.device_details),
+        "execution": _safe(model.execution_notes),
         "dtype": model.dtype,
         "seed": model.graph.train.seed,
         "compile_seconds": float(compile_seconds if compile_seconds is not None else model.compile_seconds),

@@ -45,6 +45,8 @@ def graph_to_spec(graph: Graph) -> dict[str, Any]:
         "metrics": list(t.metrics),
         "on_divergence": t.on_divergence,
         "checkpoint": {"every": t.checkpoint.every, "keep": t.checkpoint.keep},
+        "precision": t.precision,
+        "devices": t.devices,
     }
     if t.early_stopping is not None:
         train["early_stopping"] = _plain(dataclasses.asdict(t.early_stopping))

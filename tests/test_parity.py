@@ -28,6 +28,8 @@ from nnspec.compiler.init import initial_weights
 from nnspec.compiler.ir import Graph, TrainConfig
 from nnspec.compiler.shapes import make_graph
 
+#: ``cpu`` unless ``NNSPEC_TEST_DEVICE=gpu`` (the GPU check script runs this suite on the GPU)
+DEVICE = os.environ.get("NNSPEC_TEST_DEVICE", "cpu")
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 SPECS = sorted(SPEC_DIR.glob("*.yaml"))
 BATCH = 8
@@ -62,7 +64,7 @@ def _check(result: CompareResult, backend: str) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
 def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
-    result = compare(_graph(spec), [backend_name], dtype="float64", batch=BATCH, data=_data(spec), timing=False, parts=("forward", "gradients"))
+    result = compare(_graph(spec), [backend_name], dtype="float64", batch=BATCH, data=_data(spec), timing=False, parts=("forward", "gradients"), device=DEVICE)
     assert result.tolerances.forward == 1e-10
     _check(result, backend_name)
     assert set(result.forward["layer"]) == {n.name for n in _graph(spec).nodes}
@@ -70,7 +72,7 @@ def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
 def test_float32_forward_and_training_trajectory(spec: Path, backend_name: str) -> None:
-    result = compare(_graph(spec), [backend_name], dtype="float32", steps=STEPS, batch=BATCH, data=_data(spec), timing=False, parts=("forward", "trajectory"))
+    result = compare(_graph(spec), [backend_name], dtype="float32", steps=STEPS, batch=BATCH, data=_data(spec), timing=False, parts=("forward", "trajectory"), device=DEVICE)
     assert (result.tolerances.forward, result.tolerances.trajectory) == (1e-5, 1e-4)
     _check(result, backend_name)
     assert len(result.trajectory) == STEPS

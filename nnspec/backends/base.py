@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..compiler.ir import ACTIVATIONS, LAYER_TYPES, OPTIMIZERS, Graph
+from ..compiler.ir import ACTIVATIONS, LAYER_TYPES, OPTIMIZERS, PRECISIONS, Graph
 from ..errors import BackendError
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class Capabilities:
     optimizers: frozenset[str] = frozenset(OPTIMIZERS)
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = ("float32", "float64")
+    #: ``train.precision`` policies (see :mod:`nnspec.runtime.precision`); reasons for the others in ``gaps``
+    precisions: tuple[str, ...] = PRECISIONS
     gaps: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -106,6 +108,12 @@ class Backend(abc.ABC):
             problems.append(f"optimizer '{graph.train.optimizer.name}' is not supported by backend '{self.name}'")
         if dtype not in caps.dtypes:
             problems.append(f"dtype '{dtype}' is not supported by backend '{self.name}' (supported: {', '.join(caps.dtypes)})")
+        from ..runtime.precision import policy_for
+
+        policy = policy_for(graph, dtype).name
+        if policy not in caps.precisions:
+            reason = caps.gaps.get(policy, "not implemented")
+            problems.append(f"train.precision '{policy}' is not supported by backend '{self.name}': {reason} (supported: {', '.join(caps.precisions)})")
         if problems:
             raise BackendError("\n".join(problems))
 
@@ -159,6 +167,10 @@ class CompiledModel(abc.ABC):
         self.backend = backend
         self.device = device
         self.dtype = dtype
+        from ..runtime.precision import policy_for
+
+        #: the ``train.precision`` policy this model computes under
+        self.precision = policy_for(graph, dtype)
         self.step = 0  # optimiser steps taken so far: drives dropout masks and schedules
         self.compile_seconds: float = 0.0
         self.history: "pd.DataFrame | None" = None

@@ -40,6 +40,14 @@ class LoweringContext:
     seed: int = 0
     batch: int | None = None
     new_state: dict[str, Any] = field(default_factory=dict)
+    #: the Ops of the storage type under a mixed precision policy (None: ``ops``); normalisation layers
+    #: compute in it, with their weights and statistics kept in it (see :mod:`nnspec.runtime.precision`)
+    storage_ops: Any = None
+
+    @property
+    def wide_ops(self) -> Any:
+        """The Ops normalisation layers compute in: the storage type's (float32 under mixed precision)."""
+        return self.ops if self.storage_ops is None else self.storage_ops
 
     def param(self, node: Node, name: str) -> Any:
         """Trainable array ``name`` of ``node`` (``kernel``, ``bias``, ``gamma``, ...)."""

@@ -97,22 +97,32 @@ def affine(ctx: Context, node: Node) -> tuple[Any, Any]:
 
 @shared("batch_norm")
 def batch_norm(ctx: Context, node: Node, inputs: list) -> Any:
-    """Batch statistics and a moving-average state update in training; moving statistics otherwise."""
+    """Batch statistics and a moving-average state update in training; moving statistics otherwise.
+
+    Computed in the storage type (float32 under mixed precision, as Keras's layers do): batch statistics
+    and their gradients overflow or lose their meaning in float16 and bfloat16.
+    """
+    wide = ctx.wide_ops
+    x = inputs[0] if wide is ctx.ops else wide.to_float(inputs[0])
     gamma, beta = affine(ctx, node)
     mean, var = ctx.read_state(node, "moving_mean"), ctx.read_state(node, "moving_variance")
     if not ctx.training:
-        return norm.batch_norm_infer(ctx.ops, inputs[0], gamma, beta, mean, var, node.attrs["epsilon"])
-    y, new_mean, new_var = norm.batch_norm_train(ctx.ops, inputs[0], gamma, beta, mean, var, node.attrs["momentum"], node.attrs["epsilon"])
-    ctx.write_state(node, "moving_mean", new_mean)
-    ctx.write_state(node, "moving_variance", new_var)
-    return y
+        y = norm.batch_norm_infer(wide, x, gamma, beta, mean, var, node.attrs["epsilon"])
+    else:
+        y, new_mean, new_var = norm.batch_norm_train(wide, x, gamma, beta, mean, var, node.attrs["momentum"], node.attrs["epsilon"])
+        ctx.write_state(node, "moving_mean", new_mean)
+        ctx.write_state(node, "moving_variance", new_var)
+    return y if wide is ctx.ops else ctx.ops.to_float(y)
 
 
 @shared("layer_norm")
 def layer_norm(ctx: Context, node: Node, inputs: list) -> Any:
-    """Normalisation of each example over its last axis."""
+    """Normalisation of each example over its last axis (in the storage type, as batch_norm)."""
+    wide = ctx.wide_ops
+    x = inputs[0] if wide is ctx.ops else wide.to_float(inputs[0])
     gamma, beta = affine(ctx, node)
-    return norm.layer_norm(ctx.ops, inputs[0], gamma, beta, node.attrs["epsilon"])
+    y = norm.layer_norm(wide, x, gamma, beta, node.attrs["epsilon"])
+    return y if wide is ctx.ops else ctx.ops.to_float(y)
 
 
 @shared("global_avg_pool2d")

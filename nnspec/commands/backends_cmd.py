@@ -1,4 +1,5 @@
-"""``nnspec backends``: each registered backend with its engine version, availability and devices."""
+"""``nnspec backends``: each registered backend with its engine version, availability, devices (each GPU
+by name and memory) and how it runs here (for example the Theano backend's linker)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe_backend(name: str) -> dict[str, Any]:
-    """``{name, aliases, engine, version, available, reason, devices}`` of one backend (never raises)."""
+    """``{name, aliases, engine, version, available, reason, devices, gpus, execution}`` of one backend (never raises)."""
     from ..backends import ALIASES, backend_class, get_backend
 
-    info: dict[str, Any] = {"name": name, "aliases": sorted(a for a, n in ALIASES.items() if n == name), "engine": "", "version": "", "available": False, "reason": "", "devices": []}
+    info: dict[str, Any] = {"name": name, "aliases": sorted(a for a, n in ALIASES.items() if n == name), "engine": "", "version": "", "available": False, "reason": "", "devices": [], "gpus": [], "execution": {}}
     try:
         cls = backend_class(name)
         info["engine"] = getattr(cls, "engine", "")
@@ -27,6 +28,8 @@ def describe_backend(name: str) -> dict[str, Any]:
         backend = get_backend(name)
         info["version"] = backend.engine_version()
         info["devices"] = list(backend.devices())
+        info["gpus"] = list(backend.device_details())
+        info["execution"] = dict(backend.execution_notes())
         info["available"] = True
     except Exception as exc:  # a broken backend is reported, not raised
         info["reason"] = f"{type(exc).__name__}: {exc}"
@@ -36,6 +39,7 @@ def describe_backend(name: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Print the backends table."""
     from ..backends import backend_names
+    from ..backends.accelerators import describe_gpu
 
     rows = [describe_backend(n) for n in backend_names()]
     if args.json:
@@ -55,4 +59,10 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header) - 1)]
     for row in (header, *table):
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    details = [(r["name"], describe_gpu(g)) for r in rows for g in r["gpus"]]
+    details += [(r["name"], f"{key}: {value}") for r in rows for key, value in r["execution"].items()]
+    if details:
+        print()
+        for name, line in details:
+            print(f"{name}: {line}")
     return 0

@@ -123,7 +123,9 @@ def compare(
 
     models = dict(models or {})
     names = [canonical_name(b) for b in (backends if backends is not None else (list(models) or available_backends()))]
-    tol = tolerance if isinstance(tolerance, Tolerances) else tolerances_for(dtype, tolerance)
+    from ..runtime.precision import policy_for
+
+    tol = tolerance if isinstance(tolerance, Tolerances) else tolerances_for(policy_for(graph, dtype).name, tolerance)
     data = data if data is not None else load_data(graph)
     batch = min(int(batch or graph.train.batch_size), data.size)
     run_batches = [(np.asarray(x, dtype=dtype), y) for x, y in batches(data, batch, max(steps, 1), graph.train.seed)]

@@ -16,7 +16,7 @@ import pandas as pd
 from ..compiler.ir import INPUT, Graph
 from ..reference.backward import loss_and_gradients
 from ..reference.train import Trajectory, reference_trajectory
-from ..runtime.optimizers import init_state
+from ..runtime.precision import training_slots
 from .tolerances import Tolerances, errors, weights_distance
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
     start = {k: v.astype(model.dtype) for k, v in ref.weights.items()}
     model.set_weights(start)
     if hasattr(model, "set_optimizer_state"):  # optional hook: restart from fresh optimiser slots
-        model.set_optimizer_state(init_state(graph.train.optimizer, {k: start[k] for k, _, _ in graph.param_specs()}))
+        model.set_optimizer_state(training_slots(graph, {k: start[k] for k, _, _ in graph.param_specs()}, model.precision))
     model.step = 0
     rows: list[dict[str, Any]] = []
     tolerance = tol.trajectory

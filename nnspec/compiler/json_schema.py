@@ -280,7 +280,10 @@ def _scalar_form(reader: Reader) -> tuple[Schema, YScalar] | None:
     """The schema of the single values ``reader`` takes, with one value it takes."""
     if _accepts(reader, _plain("true")) and _accepts(reader, _plain("false")):
         return {"type": "boolean"}, _plain("true")
-    return _number_form(reader) or _word_form(reader)
+    number, word = _number_form(reader), _word_form(reader)
+    if number is not None and word is not None:  # a count or a word (train.devices: 2 or all)
+        return {"anyOf": [number[0], word[0]]}, number[1]
+    return number or word
 
 
 def _number_form(reader: Reader) -> tuple[Schema, YScalar] | None:

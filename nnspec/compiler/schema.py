@@ -61,8 +61,8 @@ def _positive_int(node: YNode) -> int:
 
 def _devices(node: YNode) -> int | str:
     """``train.devices``: a positive count or ``all``."""
-    if isinstance(node, YScalar) and node.text == "all":
-        return "all"
+    if isinstance(node, YScalar) and node.kind == "str":
+        return choice_reader(("all",), "device count", "E0402")(node)
     try:
         return read_int(node, 1)
     except Invalid as exc:

@@ -6,6 +6,7 @@ the :class:`~nnspec.backends.base.CompiledModel` contract only.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,6 +17,9 @@ from nnspec.backends.base import CompiledModel
 from nnspec.compiler.ir import Graph, OptimizerConfig, TrainConfig
 from nnspec.compiler.shapes import make_graph
 from nnspec.errors import BackendError
+
+#: Where the suite compiles its models: ``cpu`` unless ``NNSPEC_TEST_DEVICE=gpu`` (the GPU check script).
+DEVICE = os.environ.get("NNSPEC_TEST_DEVICE", "cpu")
 
 #: (rtol, atol relative to the reference's largest magnitude) per dtype, for forward values.
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
@@ -50,7 +54,7 @@ def declared_gaps(backend_name: str, g: Graph, dtype: str) -> list[str]:
 
 
 def compile_model(backend_name: str, g: Graph, weights: Mapping[str, np.ndarray] | None = None, dtype: str = "float64") -> CompiledModel:
-    """Compile ``g`` on the CPU of backend ``backend_name``.
+    """Compile ``g`` on :data:`DEVICE` of backend ``backend_name``.
 
     When the backend declares (in its ``Capabilities``) that it lacks something ``g`` needs, this checks
     that compiling is refused with a :class:`BackendError`, then skips the test with the declared reason:
@@ -60,9 +64,14 @@ def compile_model(backend_name: str, g: Graph, weights: Mapping[str, np.ndarray]
     gaps = declared_gaps(backend_name, g, dtype)
     if gaps:
         with pytest.raises(BackendError):
-            backend.compile(g, weights, device="cpu", dtype=dtype)
+            backend.compile(g, weights, device=DEVICE, dtype=dtype)
         pytest.skip(f"declared gap of backend '{backend.name}': " + "; ".join(gaps))
-    return backend.compile(g, weights, device="cpu", dtype=dtype)
+    if DEVICE != "cpu":
+        try:
+            return backend.compile(g, weights, device=DEVICE, dtype=dtype)
+        except BackendError as exc:  # a refusal on the accelerator is listed in the report with its reason
+            pytest.skip(f"refused on {DEVICE} by backend '{backend.name}': {exc}")
+    return backend.compile(g, weights, device=DEVICE, dtype=dtype)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str, what: str = "") -> None:

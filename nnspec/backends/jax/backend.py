@@ -9,7 +9,7 @@ chosen per model and device by :func:`nnspec.backends.jax.model.fused_epoch`.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +52,12 @@ class JaxBackend(Backend):
         except RuntimeError:
             pass
         return found
+
+    def device_details(self) -> list[dict[str, Any]]:
+        """JAX's GPUs with their names and memory."""
+        from ..accelerators import jax_gpus
+
+        return jax_gpus()
 
     def capabilities(self) -> Capabilities:
         """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU."""

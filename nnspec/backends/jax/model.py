@@ -16,7 +16,8 @@ and carries its :class:`~nnspec.runtime.recipe.Guard` with the sums, read back w
 the update under ``lax.cond`` (``lazy``), the step program selects each array with ``where``: measured on
 the 784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch,
 guard on vs off, median of 4 to 7): scan with ``cond`` -1 to +3 % (``where``: +7 to +8 %), step with
-``where`` 0 to +2 % (``cond``: +13 to +17 %). The step itself is the shared recipe
+``where`` 0 to +2 % (``cond``: +13 to +17 %). On a GPU the scan selects with ``where`` too: XLA's GPU
+conditional reads its predicate back to the host at every step. The step itself is the shared recipe
 (:class:`nnspec.runtime.recipe.TrainingRecipe`); JAX supplies its lowerings, ``jax.value_and_grad``,
 ``jit`` and device placement. The rule (:func:`fused_epoch`, with the measurements behind it):
 on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or pooling (an MLP epoch:
@@ -38,7 +39,7 @@ import numpy as np
 
 from ...compiler.ir import Graph
 from ...compiler.opset import SPATIAL_OPS
-from ...runtime.optimizers import init_state
+from ...runtime.precision import training_slots
 from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import CompiledModel
 from .layers import LOWERINGS
@@ -95,8 +96,10 @@ class JaxModel(CompiledModel):
         import jax
 
         super().__init__(graph, backend, device, dtype)
-        self.ops = JaxOps(dtype)
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad))
+        full = self.precision.full_precision_matmul
+        self.ops = JaxOps(dtype, full)
+        compute = JaxOps(self.precision.compute, full) if self.precision.mixed else None
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad, compute), self.precision)
         self.epoch_mode: str = "scan" if fused_epoch(graph, device) else "step"
         self._device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
         self._executables: dict[tuple, Any] = {}
@@ -106,7 +109,7 @@ class JaxModel(CompiledModel):
             self._arrays: dict[str, dict[str, Any]] = {
                 "params": self._to_device({k: weights[k] for k in param_keys}),
                 "state": self._to_device({k: weights[k] for k in state_keys}),
-                "slots": self._to_device(init_state(graph.train.optimizer, {k: weights[k] for k in param_keys})),
+                "slots": self._to_device(training_slots(graph, {k: weights[k] for k in param_keys}, self.precision)),
             }
         self._build()
 
@@ -156,6 +159,7 @@ class JaxModel(CompiledModel):
         from jax import lax
 
         recipe, ops = self.recipe, self.ops
+        lazy_guard = self.device != "gpu"  # see the module docstring
 
         def epoch_scan(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
             def body(carry: Any, batch: Any) -> Any:
@@ -170,7 +174,7 @@ class JaxModel(CompiledModel):
         def epoch_scan_guarded(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
             def body(carry: Any, batch: Any) -> Any:
                 params, slots, state, step, loss_sum, correct, guard = carry
-                r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=True)
+                r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=lazy_guard)
                 return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct, guard), None
 
             zero = ops.constant(0.0)

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,12 @@ class KerasBackend(Backend):
 
         return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
 
+    def device_details(self) -> list[dict[str, Any]]:
+        """The GPUs of the engine Keras runs on."""
+        from ..accelerators import jax_gpus, tensorflow_gpus
+
+        return jax_gpus() if configured_engine() == "jax" else tensorflow_gpus()
+
     def capabilities(self) -> Capabilities:
         """The layers that have a Keras layer builder, every activation and optimiser; float64 only on TensorFlow."""
         from .layers import supported_ops
@@ -99,8 +106,4 @@ class KerasBackend(Backend):
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
         from .model import KerasModel
 
-        if device == "gpu" and configured_engine() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.enable_tensor_float_32_execution(False)
         return KerasModel(graph, self, device, dtype, weights)

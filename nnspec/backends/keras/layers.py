@@ -85,6 +85,11 @@ class BuildOptions:
     seed: int = 0
     export: bool = False
 
+    @property
+    def variable_dtype(self) -> str:
+        """The dtype of weights and inputs: ``dtype`` itself, or float32 when ``dtype`` names a mixed policy."""
+        return "float32" if self.dtype.startswith("mixed_") else self.dtype
+
     def activation(self, name: str) -> Any:
         """The Keras activation of nnspec's ``name``: Keras's own, but exact gelu in float64 models."""
         if name == "gelu" and self.dtype == "float64" and not self.export:
@@ -274,7 +279,7 @@ class KerasGraph:
 
     def __init__(self, graph: Graph, opts: BuildOptions):
         self.graph = graph
-        self.input = keras.Input(shape=tuple(graph.input_shape), dtype=opts.dtype, name=_input_name(graph))
+        self.input = keras.Input(shape=tuple(graph.input_shape), dtype=opts.variable_dtype, name=_input_name(graph))
         self.layers: dict[str, keras.layers.Layer] = {}
         self.tensors: dict[str, Any] = {INPUT: self.input}
         for node in graph.nodes:

@@ -32,7 +32,7 @@ from keras import ops as K
 
 from ...compiler.ir import INPUT, Graph
 from ...errors import BackendError
-from ...runtime.optimizers import init_state
+from ...runtime.precision import training_slots
 from ...runtime.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
 from ..lowering import LoweringContext
@@ -75,11 +75,14 @@ class KerasModel(CompiledModel):
         if self.engine not in ("jax", "tensorflow"):
             raise BackendError(f"nnspec's keras backend trains on KERAS_BACKEND=jax or tensorflow; Keras is set to '{self.engine}'")
         self.ops = KerasOps(dtype)
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, self._walk, value_and_grad(self.engine)))
+        # Under a mixed policy Keras's own layers cast weights and inputs to the compute type (their dtype
+        # policy is the precision's name); the walk casts their outputs back (see _walk).
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, self._walk, value_and_grad(self.engine)), self.precision)
         self._state_owner = {node.key(spec.name): (node, spec.name) for node in graph.nodes for spec in node.state}
         start = time.perf_counter()
         with self._scope():
-            self._kgraph: KerasGraph = build_graph(graph, BuildOptions(dtype=dtype, seed=graph.train.seed))
+            layer_dtype = self.precision.name if self.precision.mixed else dtype
+            self._kgraph: KerasGraph = build_graph(graph, BuildOptions(dtype=layer_dtype, seed=graph.train.seed))
             self.keras_model = self._kgraph.model
             for names in (self._needed(None), self._needed((graph.head,))):
                 if names:  # a model whose head is its input needs no runner for it
@@ -88,7 +91,7 @@ class KerasModel(CompiledModel):
             self._arrays: dict[str, dict[str, Any]] = {
                 "params": self._to_device(params),
                 "state": self._to_device({k: weights[k] for k, _, _ in graph.state_specs()}),
-                "slots": self._to_device(init_state(graph.train.optimizer, params)),
+                "slots": self._to_device(training_slots(graph, params, self.precision)),
             }
             self._compile_functions()
         self.compile_seconds = time.perf_counter() - start
@@ -96,14 +99,22 @@ class KerasModel(CompiledModel):
     # ---- engine plumbing ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _scope(self) -> Iterator[None]:
-        """Device placement, float64 (JAX's x64 mode) and full float32 matmul precision (no TF32)."""
+        """Device placement, float64 (JAX's x64 mode) and the matmul precision of the policy (full float32
+        unless the policy is tf32 or mixed; TensorFlow's process-wide TF32 switch is restored on exit)."""
         with contextlib.ExitStack() as stack:
             stack.enter_context(keras.device(f"{self.device}:0"))
             if self.engine == "jax":
                 import jax
 
                 stack.enter_context(jax.enable_x64(self.dtype == "float64"))
-                stack.enter_context(jax.default_matmul_precision("highest"))
+                precision = "highest" if self.precision.full_precision_matmul else ("tensorfloat32" if self.precision.tf32 else "default")
+                stack.enter_context(jax.default_matmul_precision(precision))
+            else:
+                import tensorflow as tf
+
+                before = tf.config.experimental.tensor_float_32_execution_enabled()
+                tf.config.experimental.enable_tensor_float_32_execution(self.precision.tf32)
+                stack.callback(tf.config.experimental.enable_tensor_float_32_execution, before)
             yield
 
     def _jit(self, fn: Callable[..., Any], static: tuple[int, ...] = ()) -> Callable[..., Any]:
@@ -150,6 +161,8 @@ class KerasModel(CompiledModel):
                     node, name = self._state_owner[key]
                     ctx.write_state(node, name, value)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        if self.precision.mixed:
+            outs = [K.cast(o, self.dtype) for o in outs]
         return {INPUT: x, **dict(zip(names, outs))}
 
     # ---- the compiled programs --------------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -119,6 +119,12 @@ class TensorFlowBackend(Backend):
         """``['cpu']``, plus ``'gpu'`` when TensorFlow sees a GPU."""
         tf = load_tensorflow()
         return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
+
+    def device_details(self) -> list[dict[str, Any]]:
+        """TensorFlow's GPUs with their names (and memory once TensorFlow reports it)."""
+        from ..accelerators import tensorflow_gpus
+
+        return tensorflow_gpus()
 
     def capabilities(self) -> Capabilities:
         """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU.

@@ -42,16 +42,17 @@ added on the device and read back once. Prediction runs one call per chunk as we
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from ...compiler.ir import Graph
 from ...compiler.opset import SPATIAL_OPS
-from ...runtime.optimizers import init_state
+from ...runtime.precision import training_slots
 from ...runtime.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
 from ..base import Backend, CompiledModel
 from .backend import load_tensorflow
@@ -116,7 +117,8 @@ class TensorFlowModel(CompiledModel):
     ):
         super().__init__(graph, backend, device, dtype)
         self.ops = TensorFlowOps(dtype)
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, value_and_grad))
+        compute = TensorFlowOps(self.precision.compute) if self.precision.mixed else None
+        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, value_and_grad, compute), self.precision)
         self.tf_dtype = tf.as_dtype(dtype)
         self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
         self.plan = plan or default_plan(graph, device)
@@ -125,10 +127,10 @@ class TensorFlowModel(CompiledModel):
         param_keys = [k for k, _, _ in graph.param_specs()]
         state_keys = [k for k, _, _ in graph.state_specs()]
         host = {k: np.asarray(weights[k], dtype=dtype) for k in (*param_keys, *state_keys)}
-        with tf.device(self.device_name):
+        with self._device_scope():
             self._params = {k: tf.Variable(host[k], name=k) for k in param_keys}
             self._state = {k: tf.Variable(host[k], name=k, trainable=False) for k in state_keys}
-            slots = init_state(graph.train.optimizer, {k: host[k] for k in param_keys})
+            slots = training_slots(graph, {k: host[k] for k in param_keys}, self.precision)
             self._slots = {k: tf.Variable(v, name=k.replace("/", "_"), trainable=False) for k, v in slots.items()}
         self._vars: dict[str, dict[str, Any]] = {"params": self._params, "state": self._state, "slots": self._slots}
         self._programs: dict[Any, Any] = {}
@@ -139,6 +141,21 @@ class TensorFlowModel(CompiledModel):
         self._predict_fn = tf.function(self._predict_program, input_signature=[self._x_spec], autograph=False)
 
     # ---- configuration ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _device_scope(self) -> Iterator[None]:
+        """The model's device, with TensorFloat-32 on exactly when its precision policy allows it.
+
+        TensorFlow's TF32 switch is process-wide and read when a kernel runs (and when XLA compiles), so
+        it is set for the duration of each of this model's calls and restored after.
+        """
+        before = tf.config.experimental.tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(self.precision.tf32)
+        try:
+            with tf.device(self.device_name):
+                yield
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)
+
     def set_plan(self, plan: ExecutionPlan) -> None:
         """Switch how training runs (for benchmarks); programs are traced again on next use."""
         self.plan = plan
@@ -271,7 +288,7 @@ class TensorFlowModel(CompiledModel):
         """Copy a host array to the device once: floats in the model's dtype, integers as int32."""
         array = np.asarray(array)
         array = array.astype(self.dtype if array.dtype.kind == "f" else np.int32, copy=False)
-        with tf.device(self.device_name):
+        with self._device_scope():
             return tf.identity(tf.convert_to_tensor(array))
 
     def read_arrays(self, group: str) -> dict[str, np.ndarray]:
@@ -296,7 +313,7 @@ class TensorFlowModel(CompiledModel):
             return float("nan"), float("nan")
         guarded = self.guard_divergence
         program = self._training_program(batch_size, guarded)
-        with tf.device(self.device_name):
+        with self._device_scope():
             batches = tf.identity(tf.convert_to_tensor(order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)))
             step0 = self.step
             if self.plan.fused:
@@ -315,24 +332,24 @@ class TensorFlowModel(CompiledModel):
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and correct count (device scalars) of examples ``start:start+size`` of device arrays."""
-        with tf.device(self.device_name):
+        with self._device_scope():
             return self._eval_fn(x, y, tf.constant(start, tf.int32), tf.constant(size, tf.int32))
 
     def predict_chunk(self, x: np.ndarray) -> np.ndarray:
         """Final outputs for one chunk of host examples."""
-        with tf.device(self.device_name):
+        with self._device_scope():
             return self._predict_fn(tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))).numpy()
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:
         """Every node's output for host batch ``x`` (eagerly; dropout masks of ``step`` when ``training``)."""
-        with tf.device(self.device_name):
+        with self._device_scope():
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
             outputs = self.recipe.outputs(self._read("params"), self._read("state"), xt, training=training, step=tf.constant(step, tf.int64))
             return [o.numpy() for o in outputs]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
         """Training loss of one host batch (dropout masks of ``step``) and its gradient per weight (eagerly)."""
-        with tf.device(self.device_name):
+        with self._device_scope():
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
             yt = tf.convert_to_tensor(np.asarray(y, dtype=np.int32))
             loss, grads = self.recipe.gradients(self._read("params"), self._read("state"), xt, yt, tf.constant(step, tf.int64))
@@ -350,7 +367,7 @@ class TensorFlowModel(CompiledModel):
             ("batch", self.plan.jit, x.shape),
             lambda: tf.function(self._batch_program, input_signature=signature, jit_compile=self.plan.jit, autograph=False),
         )
-        with tf.device(self.device_name):
+        with self._device_scope():
             loss = program(tf.convert_to_tensor(x), tf.convert_to_tensor(np.asarray(y, dtype=np.int32)), tf.constant(self.step, tf.int64))
             value = float(loss.numpy())
         self.step += 1

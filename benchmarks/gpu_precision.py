@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # one failing combination must not lose the others
                     r = {"model": model, "engine": engine, "precision": precision, "note": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
 
-                def cell(key: str, fmt: str = "{:.4f}") -> str:
+                def cell(key: str, fmt: str = "{:.4f}", r: dict[str, object] = r) -> str:
                     value = r.get(key)
                     return fmt.format(value) if isinstance(value, float) and np.isfinite(value) else ("-" if value is None else str(value))
 

@@ -17,7 +17,17 @@ def describe_backend(name: str) -> dict[str, Any]:
     """``{name, aliases, engine, version, available, reason, devices, gpus, execution}`` of one backend (never raises)."""
     from ..backends import ALIASES, backend_class, get_backend
 
-    info: dict[str, Any] = {"name": name, "aliases": sorted(a for a, n in ALIASES.items() if n == name), "engine": "", "version": "", "available": False, "reason": "", "devices": [], "gpus": [], "execution": {}}
+    info: dict[str, Any] = {
+        "name": name,
+        "aliases": sorted(a for a, n in ALIASES.items() if n == name),
+        "engine": "",
+        "version": "",
+        "available": False,
+        "reason": "",
+        "devices": [],
+        "gpus": [],
+        "execution": {},
+    }
     try:
         cls = backend_class(name)
         info["engine"] = getattr(cls, "engine", "")

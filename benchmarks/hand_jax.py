@@ -8,6 +8,10 @@ function from the epoch's permutation:
 
 Adam is written out (Keras's formula and defaults, as every implementation here). Dropout in the
 convnet uses JAX's own RNG (``jax.random.bernoulli`` with a key folded with the step number).
+
+Precision: the code is traced under ``jax.default_matmul_precision``: ``highest`` for ``float32`` (JAX's
+default would let a GPU use TF32 for float32 products and convolutions) and ``tensorfloat32`` for ``tf32``;
+other precisions are refused. On the CPU both compute in float32.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import numpy as np
 
 from .common import chunks, time_epochs
 from .data import BenchData
-from .result import Measurement
+from .result import Measurement, Refused
 from .settings import ADAM, CNN_DROPOUT, BenchConfig, weight_list
 
 VARIANTS: tuple[str, ...] = ("jit step", "scan epoch")
+#: The precisions this baseline runs; the harness shows the others as refused rows.
+PRECISIONS: tuple[str, ...] = ("float32", "tf32")
+#: ``jax.default_matmul_precision`` per precision.
+MATMUL_PRECISION = {"float32": "highest", "tf32": "tensorfloat32"}
 
 
 def _logits(model: str, params: list[Any], x: Any, key: Any | None) -> Any:
@@ -80,7 +88,18 @@ def _train_step(model: str, seed: int, state: tuple, xb: Any, yb: Any) -> tuple[
 
 
 def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, device: str = "cpu") -> Measurement:
-    """Train ``model`` with the hand-written JAX ``variant`` on ``device`` (``cpu`` or ``gpu``) and measure it."""
+    """Train ``model`` with the hand-written JAX ``variant`` on ``device`` (``cpu`` or ``gpu``) at ``config.precision``."""
+    import jax
+
+    if config.precision not in PRECISIONS:
+        raise Refused(f"the hand-written JAX baseline runs {' and '.join(PRECISIONS)} only")
+    if device == "gpu" and not any(d.platform == "gpu" for d in jax.devices()):
+        raise Refused("--device gpu: JAX sees no GPU")
+    with jax.default_matmul_precision(MATMUL_PRECISION[config.precision]):
+        return _run(model, variant, data, config, device)
+
+
+def _run(model: str, variant: str, data: BenchData, config: BenchConfig, device: str) -> Measurement:
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -144,4 +163,5 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, devic
         test_accuracy=correct / max(len(data.x_test), 1),
         notes="dropout: jax.random" if model == "cnn" else "",
         extra={"device": str(dev)},
+        precision=config.precision,
     )

@@ -6,7 +6,13 @@ epoch's permutation. Three versions:
 * ``tf.function step``: one graph-mode training step per batch, called from Python;
 * ``tf.function step (XLA)``: the same step with ``jit_compile=True``;
 * ``tf.function epoch``: the whole epoch as one ``tf.function`` whose loop over ``tf.range`` becomes
-  a ``tf.while_loop``.
+  a ``tf.while_loop``;
+* ``tf.function epoch (XLA)``: the same epoch with ``jit_compile=True``: the whole epoch is one XLA
+  program (the fastest idiomatic form for small models; on the CPU XLA runs a convolution inside a loop
+  slowly, so for the convnet there the plain ``tf.function`` forms win).
+
+The data set and the epoch's batch indices (a ``(steps, batch)`` tensor, static shapes as XLA needs) are
+arguments of the compiled functions, never captured constants.
 
 Adam is written out (Keras's formula and defaults). Dropout in the convnet uses TensorFlow's own RNG
 (a ``tf.random.Generator``).
@@ -20,10 +26,12 @@ import numpy as np
 
 from .common import chunks, time_epochs
 from .data import BenchData
-from .result import Measurement
+from .result import Measurement, Refused
 from .settings import ADAM, CNN_DROPOUT, BenchConfig, weight_list
 
-VARIANTS: tuple[str, ...] = ("tf.function step", "tf.function step (XLA)", "tf.function epoch")
+VARIANTS: tuple[str, ...] = ("tf.function step", "tf.function step (XLA)", "tf.function epoch", "tf.function epoch (XLA)")
+#: The precisions this baseline runs (TF32 off or on); the harness shows the others as refused rows.
+PRECISIONS: tuple[str, ...] = ("float32", "tf32")
 
 
 class _Trainer:
@@ -74,8 +82,30 @@ class _Trainer:
         return loss
 
 
-def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measurement:
-    """Train ``model`` with the hand-written TensorFlow ``variant`` and measure it."""
+def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, device: str = "cpu") -> Measurement:
+    """Train ``model`` with the hand-written TensorFlow ``variant`` on ``device`` at ``config.precision`` and measure it.
+
+    ``float32`` turns TensorFlow's TF32 off (its default allows TF32 on a GPU that has it), ``tf32`` turns
+    it on; the switch is process-wide, so it is restored afterwards. Other precisions are refused.
+    """
+    import tensorflow as tf
+
+    if config.precision not in PRECISIONS:
+        raise Refused(f"the hand-written TensorFlow baseline runs {' and '.join(PRECISIONS)} only")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown TensorFlow variant {variant!r}; expected one of {VARIANTS}")
+    if device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise Refused("--device gpu: TensorFlow sees no GPU")
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(config.precision == "tf32")
+    try:
+        with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+            return _run(model, variant, data, config)
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)
+
+
+def _run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measurement:
     import tensorflow as tf
 
     b = min(config.batch_size, len(data.x_train))
@@ -83,36 +113,38 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
     steps = config.steps_per_epoch(n)
     x_all, y_all = tf.constant(data.x_train), tf.constant(data.y_train)
     trainer = _Trainer(model, config)
+    jit = variant.endswith("(XLA)")
 
-    if variant in ("tf.function step", "tf.function step (XLA)"):
+    def batches(order: np.ndarray) -> Any:
+        """The epoch's batch indices, (steps, b): row i is batch i (a static shape, as XLA needs)."""
+        return tf.constant(order[: steps * b].reshape(steps, b))
 
-        @tf.function(jit_compile=variant.endswith("(XLA)"))
-        def step(perm: Any, i: Any) -> Any:
-            idx = perm[i * b : (i + 1) * b]
-            return trainer.step(tf.gather(x_all, idx), tf.gather(y_all, idx))
+    if variant.startswith("tf.function step"):
+
+        @tf.function(jit_compile=jit)
+        def step(x: Any, y: Any, idx: Any, i: Any) -> Any:
+            rows = tf.gather(idx, i)  # not idx[i]: XLA would take a slice start as a compile-time constant (one compile per step)
+            return trainer.step(tf.gather(x, rows), tf.gather(y, rows))
 
         def run_epoch(order: np.ndarray) -> float:
-            perm = tf.constant(order)
+            idx = batches(order)
             loss_sum = tf.zeros((), tf.float32)
             for i in tf.range(steps):
-                loss_sum += step(perm, i)
+                loss_sum += step(x_all, y_all, idx, i)
             return float(loss_sum) / steps
 
-    elif variant == "tf.function epoch":
+    else:
 
-        @tf.function
-        def epoch(perm: Any) -> Any:
+        @tf.function(jit_compile=jit)
+        def epoch(x: Any, y: Any, idx: Any) -> Any:
             loss_sum = tf.zeros((), tf.float32)
             for i in tf.range(steps):
-                idx = perm[i * b : (i + 1) * b]
-                loss_sum += trainer.step(tf.gather(x_all, idx), tf.gather(y_all, idx))
+                rows = tf.gather(idx, i)
+                loss_sum += trainer.step(tf.gather(x, rows), tf.gather(y, rows))
             return loss_sum / steps
 
         def run_epoch(order: np.ndarray) -> float:
-            return float(epoch(tf.constant(order)))
-
-    else:
-        raise ValueError(f"unknown TensorFlow variant {variant!r}; expected one of {VARIANTS}")
+            return float(epoch(x_all, y_all, batches(order)))
 
     seconds, last_loss = time_epochs(config, n, run_epoch)
 
@@ -129,4 +161,5 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Measu
         final_train_loss=last_loss,
         test_accuracy=correct / max(len(data.x_test), 1),
         notes="dropout: tf.random.Generator" if model == "cnn" else "",
+        precision=config.precision,
     )

@@ -1,6 +1,7 @@
 """Keras 3 ``model.fit`` on one engine, run as its own process (Keras fixes its backend per process).
 
     python -m benchmarks.keras_fit --engine jax --model mlp --epochs 5 [--limit N] [--batch 128] [--seed 0]
+                                   [--device cpu|gpu] [--precision float32|tf32|mixed_bfloat16|mixed_float16]
 
 prints one line ``RESULT {json}`` (a :class:`~benchmarks.result.Measurement`) on stdout. The model is
 the idiomatic Keras one (``Sequential``, a softmax ``Dense`` output, ``sparse_categorical_crossentropy``,
@@ -14,6 +15,13 @@ not nnspec's Keras exporter, so that this baseline is plain Keras code. Its laye
 nodes of ``specs/fashion_mnist_resnet.yaml``, and nnspec's initial arrays (``<layer>.<weight>``: kernels,
 biases, batch-norm gamma and beta, and the moving mean and variance) are assigned to the Keras variables
 of the same layer and name; every array must find its variable and every variable its array.
+
+Device: ``--device gpu`` checks that the engine sees a GPU (and fails otherwise); the parent hides the GPUs
+(``CUDA_VISIBLE_DEVICES=''``) for ``cpu``. Precision (:data:`KERAS_PRECISIONS`), set before the model is
+built: ``float32`` is full float32 matrix products and convolutions (JAX's default matmul precision
+``highest``; TensorFlow's TF32 off: both engines' defaults would allow TF32 on a GPU that has it),
+``tf32`` allows TF32 (``tensorfloat32``; TF32 on), and ``mixed_bfloat16`` / ``mixed_float16`` are
+Keras's own ``keras.mixed_precision.set_global_policy`` (``fit`` then scales the loss for float16 itself).
 """
 
 from __future__ import annotations
@@ -28,6 +36,44 @@ from typing import Any
 from .settings import MODELS
 
 RESULT_PREFIX = "RESULT "
+#: The precisions this baseline can run (the harness shows the others as refused rows).
+KERAS_PRECISIONS: tuple[str, ...] = ("float32", "tf32", "mixed_bfloat16", "mixed_float16")
+
+
+def set_precision(engine: str, precision: str) -> str:
+    """Make Keras (on ``engine``) compute at ``precision`` (see the module docstring); returns a note."""
+    import keras
+
+    if precision not in KERAS_PRECISIONS:
+        raise ValueError(f"keras fit runs {', '.join(KERAS_PRECISIONS)}, not {precision!r}")
+    tf32 = precision == "tf32"
+    if engine == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    if precision.startswith("mixed_"):
+        keras.mixed_precision.set_global_policy(precision)
+        return f"policy {precision}"
+    return "TF32 allowed" if tf32 else "TF32 off"
+
+
+def check_device(engine: str, device: str) -> str:
+    """The device Keras computes on, as a note; raises when ``device`` is ``gpu`` and the engine sees none."""
+    if engine == "jax":
+        import jax
+
+        platform = jax.devices()[0].platform
+    else:
+        import tensorflow as tf
+
+        platform = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    if device == "gpu" and platform != "gpu":
+        raise RuntimeError(f"--device gpu: Keras on {engine} sees no GPU (its default device is {platform})")
+    return f"device {platform}"
 
 
 def _resnet(dropout_rate: float) -> Any:
@@ -64,10 +110,7 @@ def assign_by_name(model: Any, weights: dict[str, Any]) -> None:
     """Set each variable of ``model`` to ``weights['<layer name>.<variable name>']``; every key must be used once."""
     variables = {f"{layer.name}.{v.name}": v for layer in model.layers for v in layer.weights}
     if set(variables) != set(weights):
-        raise ValueError(
-            "Keras variables and nnspec weights do not match by name: "
-            f"only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}"
-        )
+        raise ValueError(f"Keras variables and nnspec weights do not match by name: only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}")
     for key, variable in variables.items():
         if tuple(variable.shape) != tuple(weights[key].shape):
             raise ValueError(f"{key}: Keras shape {tuple(variable.shape)}, nnspec shape {tuple(weights[key].shape)}")
@@ -98,7 +141,17 @@ def _build(model_name: str) -> Any:
     return keras.Sequential([keras.Input(shape=(28, 28, 1)), *body])
 
 
-def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size: int, seed: int, test_limit: int | None = None) -> dict[str, Any]:
+def run(
+    engine: str,
+    model_name: str,
+    epochs: int,
+    limit: int | None,
+    batch_size: int,
+    seed: int,
+    test_limit: int | None = None,
+    device: str = "cpu",
+    precision: str = "float32",
+) -> dict[str, Any]:
     """Train with Keras ``fit`` on the process's Keras backend (which must be ``engine``); a Measurement dict."""
     import keras
 
@@ -110,6 +163,7 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
         raise RuntimeError(f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: set KERAS_BACKEND={engine} before starting")
     config = BenchConfig(epochs=epochs, batch_size=batch_size, seed=seed, limit=limit)
     data = load_fashion_mnist().limited(limit, test_limit)
+    setting_notes = [check_device(engine, device), set_precision(engine, precision)]
     keras.utils.set_random_seed(seed)
     model = _build(model_name)
     if model_name == "resnet":
@@ -138,7 +192,7 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
     history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
     _, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
     jit = getattr(model, "jit_compile", None)
-    notes = f"Keras {keras.__version__} on {engine}, jit_compile={jit}"
+    notes = f"Keras {keras.__version__} on {engine}, jit_compile={jit}, {', '.join(setting_notes)}"
     if model_name in ("cnn", "resnet"):
         notes += "; dropout: Keras SeedGenerator"
     return Measurement(
@@ -150,6 +204,7 @@ def run(engine: str, model_name: str, epochs: int, limit: int | None, batch_size
         final_train_loss=float(history.history["loss"][-1]),
         test_accuracy=float(accuracy),
         notes=notes,
+        precision=precision,
     ).to_json()
 
 
@@ -163,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--precision", choices=list(KERAS_PRECISIONS), default="float32")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", args.engine)
-    result = run(args.engine, args.model, args.epochs, args.limit, args.batch, args.seed, args.test_limit)
+    result = run(args.engine, args.model, args.epochs, args.limit, args.batch, args.seed, args.test_limit, args.device, args.precision)
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     return 0
 

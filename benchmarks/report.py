@@ -13,7 +13,7 @@ import pandas as pd
 #: Distributions whose versions the report lists.
 PACKAGES: tuple[str, ...] = ("nnspec", "numpy", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "pytensor", "numba", "keras", "pandas")
 
-#: The figures the issues ask for: (label, model, engine, numerator, denominator, limit, device).
+#: The figures the issues ask for, at float32: (label, model, engine, numerator, denominator, limit, device).
 #: ``numerator``/``denominator`` name an implementation: ``nnspec``, ``best hand``, ``keras fit``,
 #: ``fastest nnspec`` (nnspec's fastest engine for that model), or an exact implementation name.
 TARGETS: tuple[tuple[str, str, str, str, str, float, str], ...] = (
@@ -80,9 +80,11 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
 
 
-def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation: str) -> tuple[str, float] | None:
-    """(implementation, median epoch) for a name of :data:`TARGETS`, or None when it was not measured."""
+def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation: str, precision: str = "float32") -> tuple[str, float] | None:
+    """(implementation, median epoch) for a name of :data:`TARGETS` at ``precision``, or None when it was not measured."""
     ok = frame[(frame["model"] == model) & frame["median_epoch_s"].notna()]
+    if "precision" in ok.columns:
+        ok = ok[ok["precision"] == precision]
     if implementation == "fastest nnspec":
         rows = ok[ok["implementation"] == "nnspec"]
     else:
@@ -98,25 +100,44 @@ def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation:
     return str(label), float(best["median_epoch_s"])
 
 
-def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, engine): nnspec's median epoch against the best hand-written one, Keras ``fit`` and
-    nnspec's fastest engine on that model (named in ``fastest_nnspec``).
+def _baseline(frame: pd.DataFrame, model: str, engine: str, implementation: str, precision: str) -> tuple[str, float] | None:
+    """A baseline at ``precision``, else at float32 (the baselines run fewer precisions than nnspec), its label
+    then naming the precision it ran at."""
+    found = _median(frame, model, engine, implementation, precision)
+    if found is None and precision != "float32":
+        fallback = _median(frame, model, engine, implementation, "float32")
+        if fallback is not None:
+            return f"{fallback[0]} (float32)", fallback[1]
+    return found
 
-    Models without hand-written baselines (the resnet) say so in ``best_hand`` and leave ``nnspec/hand`` empty.
+
+def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, engine, precision): nnspec's median epoch against the best hand-written one, Keras ``fit``
+    and nnspec's fastest engine on that model at that precision (named in ``fastest_nnspec``).
+
+    Baselines are taken at the same precision where they ran at it, else at float32 (their name then says
+    ``(float32)``). Models without hand-written baselines (the resnet) say so in ``best_hand`` and leave
+    ``nnspec/hand`` empty.
     """
     from .settings import HAND_MODELS
 
     out = []
-    for (model, engine), _ in frame.groupby(["model", "engine"], sort=False):
-        mine = _median(frame, model, engine, "nnspec")
-        hand = _median(frame, model, engine, "best hand")
-        fit = _median(frame, model, engine, "keras fit")
-        fastest = _median(frame, model, None, "fastest nnspec")
+    if frame.empty:
+        return pd.DataFrame(out)
+    nnspec_rows = frame[frame["implementation"] == "nnspec"]
+    if "precision" not in nnspec_rows.columns:
+        nnspec_rows = nnspec_rows.assign(precision="float32")
+    for (model, engine, precision), _ in nnspec_rows.groupby(["model", "engine", "precision"], sort=False):
+        mine = _median(frame, model, engine, "nnspec", precision)
+        hand = _baseline(frame, model, engine, "best hand", precision)
+        fit = _baseline(frame, model, engine, "keras fit", precision)
+        fastest = _median(frame, model, None, "fastest nnspec", precision)
         no_hand = NO_HAND if model not in HAND_MODELS else None
         out.append(
             {
                 "model": model,
                 "engine": engine,
+                "precision": precision,
                 "nnspec_s": mine[1] if mine else None,
                 "best_hand": hand[0] if hand else no_hand,
                 "best_hand_s": hand[1] if hand else None,
@@ -131,11 +152,11 @@ def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def targets_frame(frame: pd.DataFrame, device: str) -> pd.DataFrame:
-    """The issues' figures: measured ratio, the limit, and whether it holds (only for this run's device)."""
+    """The issues' figures, all float32: measured ratio, the limit, and whether it holds (only for this run's device)."""
     out = []
     for label, model, engine, num, den, limit, target_device in TARGETS:
-        a = _median(frame, model, engine, num)
-        b = _median(frame, model, engine, den)
+        a = _median(frame, model, engine, num) if not frame.empty else None
+        b = _median(frame, model, engine, den) if not frame.empty else None
         if target_device != device:
             status, ratio = f"not measured ({target_device.upper()} target)", None
         elif a is None or b is None:
@@ -164,7 +185,4 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def markdown_report(info: dict[str, Any], results: pd.DataFrame, ratios: pd.DataFrame, targets: pd.DataFrame) -> str:
     """The whole report as markdown, for docs/benchmarks.md."""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
-    return (
-        f"### Machine\n\n{machine}\n\n### Results\n\n{markdown_table(results)}\n\n"
-        f"### Ratios (median epoch)\n\n{markdown_table(ratios)}\n\n### Targets\n\n{markdown_table(targets)}\n"
-    )
+    return f"### Machine\n\n{machine}\n\n### Results\n\n{markdown_table(results)}\n\n### Ratios (median epoch)\n\n{markdown_table(ratios)}\n\n### Targets\n\n{markdown_table(targets)}\n"

@@ -11,10 +11,10 @@ benchmark's. Only ``mlp`` and ``cnn`` have hand-written engine baselines (:data:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,8 @@ MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet")
 #: Models with hand-written engine baselines; the others are compared with Keras ``fit`` and across engines only.
 HAND_MODELS: tuple[str, ...] = ("mlp", "cnn")
 ENGINES: tuple[str, ...] = ("jax", "tensorflow", "theano", "keras")
+#: ``train.precision`` policies the harness can ask for (nnspec's vocabulary, :data:`nnspec.compiler.ir.PRECISIONS`).
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "mixed_bfloat16", "mixed_float16", "float64")
 
 #: Adam's hyper-parameters (Keras 3 defaults): every hand-written optimiser uses exactly these.
 ADAM = {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
@@ -45,6 +47,7 @@ class BenchConfig:
     seed: int = 0
     limit: int | None = None  # use only the first ``limit`` training examples (smoke runs)
     test_limit: int | None = None
+    precision: str = "float32"  # nnspec's ``train.precision``; the hand-written baselines read it where they can
 
     def steps_per_epoch(self, n: int) -> int:
         """Full batches per epoch; the remainder of the permutation is skipped (nnspec's rule)."""
@@ -81,7 +84,7 @@ def layer_list(model: str) -> list[tuple[str, dict[str, Any]] | str]:
 
 
 def make_model_graph(model: str, config: BenchConfig) -> "Graph":
-    """The nnspec graph of ``model`` with the benchmark's training settings."""
+    """The nnspec graph of ``model`` with the benchmark's training settings (``train.precision`` from ``config``)."""
     from nnspec.compiler.ir import OptimizerConfig, TrainConfig
     from nnspec.compiler.shapes import make_graph
 
@@ -98,8 +101,10 @@ def make_model_graph(model: str, config: BenchConfig) -> "Graph":
         graph = nnspec.load(str(RESNET_SPEC))
         if graph.dtype != "float32":
             raise ValueError(f"{RESNET_SPEC}: the benchmark runs in float32, the spec says {graph.dtype}")
-        return graph.replace(train=train)
-    return make_graph((28, 28, 1), layer_list(model), name=f"fashion-mnist-{model}", train=train, dtype="float32")
+        graph = graph.replace(train=train)
+    else:
+        graph = make_graph((28, 28, 1), layer_list(model), name=f"fashion-mnist-{model}", train=train, dtype="float32")
+    return graph.replace(train=dataclasses.replace(graph.train, precision=config.precision))
 
 
 def initial_weights(model: str, config: BenchConfig) -> dict[str, np.ndarray]:

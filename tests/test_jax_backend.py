@@ -164,3 +164,78 @@ def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
         np.testing.assert_array_equal(dx, expected.astype(dtype))
     finite = np.isfinite(x).all(axis=(1, 2, 3))  # overlapping windows add their routed gradients in another order
     np.testing.assert_allclose(dx[finite], expected[finite], rtol=1e-6 if dtype == "float32" else 1e-14, atol=0)
+
+
+CONVS = {  # name: (input shape, conv2d attrs)
+    "3x3-valid": ((9, 10, 3), {"filters": 5, "kernel": 3}),
+    "3x2-same-s2": ((9, 10, 3), {"filters": 4, "kernel": [3, 2], "strides": 2, "padding": "same"}),
+    "1x1-s2": ((8, 8, 2), {"filters": 3, "kernel": 1, "strides": 2}),
+    "5x5-same-1ch": ((7, 7, 1), {"filters": 6, "kernel": 5, "padding": "same"}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_patch_convolution_matches_xla_convolution_and_the_reference(name: str, dtype: str) -> None:
+    """The CPU's matrix-product convolution (im2col, custom VJP) gives XLA's convolution's values and both
+    gradients, and the float64 reference's, for strides, ``same`` padding and 1x1 kernels."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from nnspec.backends.jax.layers import LOWERINGS, Context, _direct_conv2d, _padded_patch_conv2d
+    from nnspec.backends.jax.ops import JaxOps
+    from nnspec.compiler.shapes import padding_pairs
+    from nnspec.reference.backward import _RULES
+    from nnspec.reference.forward import LayerRecord
+
+    shape, attrs = CONVS[name]
+    node = make_graph(shape, [("conv2d", {**attrs, "activation": "linear", "use_bias": False})]).nodes[0]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, *shape)).astype(dtype)
+    kernel = rng.standard_normal(node.params[0].shape).astype(dtype)
+    dy = rng.standard_normal((3, *node.output_shape)).astype(dtype)
+    args = {"strides": tuple(node.attrs["strides"]), "padding": padding_pairs(node), "precision": lax.Precision.HIGHEST}
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    with jax.enable_x64(dtype == "float64"):
+        ys, grads = [], []
+        for form in (_padded_patch_conv2d, _direct_conv2d):
+            y, vjp = jax.vjp(lambda v, k, form=form: form(v, k, **args), jnp.asarray(x), jnp.asarray(kernel))
+            ys.append(np.asarray(y))
+            grads.append([np.asarray(g) for g in vjp(jnp.asarray(dy))])
+        lowered = LOWERINGS["conv2d"](Context(JaxOps(dtype), params={node.key("kernel"): jnp.asarray(kernel)}), node, [jnp.asarray(x)])
+    assert ys[0].dtype == grads[0][0].dtype == grads[0][1].dtype == np.dtype(dtype)
+    np.testing.assert_allclose(ys[0], ys[1], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.asarray(lowered), ys[1], rtol=rtol, atol=rtol)
+    for patch_grad, xla_grad in zip(grads[0], grads[1]):
+        np.testing.assert_allclose(patch_grad, xla_grad, rtol=rtol, atol=rtol * 10)
+    record = LayerRecord(node, x.astype(np.float64), ys[1].astype(np.float64), pre_activation=ys[1].astype(np.float64))
+    expected_dx, expected = _RULES["conv2d"](record, {node.key("kernel"): kernel.astype(np.float64)}, dy.astype(np.float64))
+    np.testing.assert_allclose(grads[0][0], expected_dx, rtol=rtol * 10, atol=rtol * 10)
+    np.testing.assert_allclose(grads[0][1], expected[node.key("kernel")], rtol=rtol * 10, atol=rtol * 10)
+
+
+def test_patch_convolution_keeps_bfloat16_and_cpu_programs_use_it() -> None:
+    """In bfloat16 (mixed precision) neither form upcasts; on the CPU with JAX < 0.11 the compiled step has matrix
+    products where it would have convolutions (forward and kernel gradient), elsewhere XLA's convolution."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from nnspec.backends.jax.layers import SERIAL_CPU_CONVOLUTION, _padded_patch_conv2d, conv2d
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), dtype=jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), dtype=jnp.bfloat16)
+    args = ((1, 1), ((1, 1), (1, 1)), lax.Precision.DEFAULT)
+    y, vjp = jax.vjp(lambda v, k: _padded_patch_conv2d(v, k, strides=args[0], padding=args[1], precision=args[2]), x, kernel)
+    dx, dk = vjp(jnp.ones_like(y))
+    assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
+
+    def loss(v, k):
+        return jnp.sum(conv2d(v, k, *args).astype(jnp.float32) ** 2)
+
+    x, kernel = jax.device_put((x, kernel), jax.devices("cpu")[0])  # the CPU's program, on any machine
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
+    convolutions = hlo.count("convolution(")
+    assert convolutions == (1 if SERIAL_CPU_CONVOLUTION else 3), hlo  # patches: only the input gradient stays a convolution

@@ -176,7 +176,7 @@ def _version_number(text: object) -> int | float:
     return int(text) if text.isdigit() else float(text)
 
 
-def _settle_precision(root: YNode, train: TrainConfig, dtype: str, report: Report) -> str:
+def _settle_precision(root: YMap, train: TrainConfig, dtype: str, report: Report) -> str:
     """The model dtype once ``train.precision`` is read: ``float64`` precision makes an unstated dtype
     float64; a stated dtype that contradicts the precision is an error (mixed and tf32 keep float32 weights)."""
     stated = _at(root, "input", "dtype")

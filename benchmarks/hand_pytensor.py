@@ -4,11 +4,16 @@ Training data, weights and Adam slots are ``shared`` variables; one ``pytensor.f
 updates=..., givens=...)`` runs batch ``i`` of the epoch, the batch taken by index from the shared data
 through ``givens``; Python loops over the batches. PyTensor has no fast convolution or pooling op any
 more, so the convnet's convolutions are written as im2col (nine shifted slices concatenated) plus one
-``dot``, and max pooling as reshape + max. Two compile modes:
+``dot``, and max pooling as reshape + max. Three compile modes:
 
 * ``C``: the C virtual machine (mode ``CVM``; PyTensor 3's default ``FAST_RUN`` is Numba), whose ``dot`` calls the BLAS named by ``blas__ldflags``
   (the harness sets ``-lopenblas`` where Debian's OpenBLAS is installed, see :func:`configure_env`);
-* ``Numba``: PyTensor's Numba linker.
+* ``Numba``: PyTensor's Numba linker;
+* ``JAX``: PyTensor's JAX linker (the graph run by XLA), the fastest of the three in float32 on the CPU
+  (measured; see nnspec/backends/theano/config.py). The shared data and each epoch's order are held as
+  JAX arrays (else every call copies the whole NumPy data set into JAX), the batch is a gather of
+  ``b`` indices (JAX needs static slice sizes), and losses are read back once per epoch, since the
+  linker's calls are asynchronous.
 
 Dropout in the convnet uses PyTensor's own RNG (a shared generator, ``pt.random.shared_rng``).
 """
@@ -28,7 +33,9 @@ from .data import BenchData
 from .result import Measurement
 from .settings import ADAM, CNN_DROPOUT, BenchConfig, weight_list
 
-VARIANTS: tuple[str, ...] = ("C", "Numba")
+VARIANTS: tuple[str, ...] = ("C", "Numba", "JAX")
+#: PyTensor compile mode per variant.
+MODES = {"C": "CVM", "Numba": "NUMBA", "JAX": "JAX"}
 
 #: Debian's OpenBLAS (package libopenblas-dev); linked into PyTensor's C code when present.
 OPENBLAS_PATHS: tuple[str, ...] = ("/usr/lib/x86_64-linux-gnu/libopenblas.so", "/usr/lib/aarch64-linux-gnu/libopenblas.so")
@@ -132,7 +139,11 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
         updates += [(m, m_next), (v, v_next), (p, p - lr_t * m_next / (pt.sqrt(v_next) + eps))]
 
     batch = perm[i * b : (i + 1) * b]
-    mode = "NUMBA" if variant == "Numba" else "CVM"
+    mode = MODES[variant]
+    if variant == "JAX":
+        batch = perm[i * b + pt.arange(b)]  # JAX wants static slice sizes: a gather of b indices
+        _import_jax_dispatch()
+        _to_jax_device(x_shared, y_shared)
     start = time.perf_counter()
     train = pytensor.function([i], loss, updates=updates, givens={x: pt.specify_shape(x_shared[batch], x.type.shape), y: pt.specify_shape(y_shared[batch], (b,))}, mode=mode)
     seconds = time.perf_counter() - start
@@ -141,6 +152,26 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
         x_eval = pt.tensor4("x_eval", dtype="float32")
         predict = pytensor.function([x_eval], pt.argmax(_logits(model, params, x_eval, None), axis=-1), mode=mode)
     return train, perm, predict, params, seconds
+
+
+def _import_jax_dispatch() -> None:
+    """Import PyTensor's JAX dispatch, which sets JAX's global ``jax_enable_x64`` from floatX, and put the
+    setting back: JAX code in the same process (the harness's JAX rows) keeps its float32."""
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    import pytensor.link.jax.dispatch  # noqa: F401
+
+    jax.config.update("jax_enable_x64", before)
+
+
+def _to_jax_device(*variables: Any) -> None:
+    """Hold the shared data as JAX arrays: the JAX linker would otherwise copy the whole NumPy data set
+    into JAX on every call."""
+    import jax
+
+    for var in variables:
+        var.container.storage[0] = jax.device_put(var.get_value(borrow=True))
 
 
 def _warm_compile_seconds(model: str, variant: str, data: BenchData, config: BenchConfig) -> float:
@@ -168,13 +199,16 @@ def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, warm_
 
     def run_epoch(order: np.ndarray) -> float:
         perm.set_value(order, borrow=True)
-        return sum(float(train(i)) for i in range(steps)) / steps
+        if variant == "JAX":
+            _to_jax_device(perm)
+        losses = [train(i) for i in range(steps)]  # read back once: the JAX linker's calls are asynchronous
+        return sum(float(v) for v in losses) / steps
 
     seconds, last_loss = time_epochs(config, n, run_epoch)
     correct = sum(int(np.sum(predict(data.x_test[s:e]) == data.y_test[s:e])) for s, e in chunks(len(data.x_test)))
     warm = _warm_compile_seconds(model, variant, data, config) if warm_compile else None
     blas = pytensor.config.blas__ldflags or "none (NumPy C-API fallback)"
-    notes = f"mode {'NUMBA' if variant == 'Numba' else 'CVM (C linker)'}, BLAS: {blas if variant == 'C' else 'n/a'}"
+    notes = f"mode {MODES[variant]}{' (C linker)' if variant == 'C' else ''}, BLAS: {blas if variant == 'C' else 'n/a'}"
     if model == "cnn":
         notes += "; conv as im2col + dot; dropout: pt.random.shared_rng"
     return Measurement(

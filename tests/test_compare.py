@@ -162,6 +162,6 @@ def test_capability_matrix_is_current_in_docs() -> None:
     """docs/backends.md holds the matrix generated from the backends' capabilities();
     regenerate it with `python -m nnspec.compare.matrix`."""
     frame, _ = capability_matrix()
-    assert {"layer", "activation", "optimizer", "dtype", "device"} == set(frame["kind"])
+    assert {"layer", "activation", "optimizer", "dtype", "precision", "device", "training"} == set(frame["kind"])
     doc = (ROOT / "docs" / "backends.md").read_text()
     assert current_block(doc) == matrix_markdown(), "docs/backends.md is out of date: run `python -m nnspec.compare.matrix`"

@@ -8,6 +8,12 @@ loading are shared here and in :mod:`nnspec.runtime`.
 Batches: an epoch visits ``steps = n // batch_size`` full batches in the order given by the epoch's
 permutation; the last ``n % batch_size`` examples of the permutation are not visited that epoch (a
 different set each epoch). ``batch_size`` larger than ``n`` is clipped to ``n``.
+
+Data parallelism (``train.devices``, docs/distributed.md): :meth:`Backend.resolve_replicas` turns the
+spec's count (or ``all``) into :attr:`CompiledModel.replicas`, the number of devices each batch is split
+over (the local count times the number of processes of a multi-process run). Each device takes
+``batch_size / replicas`` consecutive examples of every batch; weights, optimiser slots and state are
+replicated. A backend declares whether it can do this in :attr:`Capabilities.data_parallel`.
 """
 
 from __future__ import annotations
@@ -39,7 +45,13 @@ class Capabilities:
     dtypes: tuple[str, ...] = ("float32", "float64")
     #: ``train.precision`` policies (see :mod:`nnspec.runtime.precision`); reasons for the others in ``gaps``
     precisions: tuple[str, ...] = PRECISIONS
+    #: whether a batch can be split over several devices (``train.devices`` > 1); the reason in ``gaps['data_parallel']`` when not
+    data_parallel: bool = False
     gaps: Mapping[str, str] = field(default_factory=dict)
+
+
+#: why a backend refuses ``train.devices`` > 1 when its capabilities give no reason
+NO_DATA_PARALLEL = "it has no data-parallel execution"
 
 
 class Backend(abc.ABC):
@@ -76,6 +88,55 @@ class Backend(abc.ABC):
         The CPU is not listed. The default lists nothing; engines that can use a GPU override it.
         """
         return []
+
+    def device_counts(self) -> dict[str, int]:
+        """How many local devices of each kind this engine can use here, e.g. ``{'cpu': 1, 'gpu': 4}``.
+
+        The default counts one of each kind in :meth:`devices`; engines that split batches override it.
+        """
+        return {kind: 1 for kind in self.devices()}
+
+    def process_count(self) -> int:
+        """How many processes take part in this run (more than one under ``nnspec run --num-processes``)."""
+        from ..runtime.distributed import current_cluster
+
+        return current_cluster().num_processes
+
+    def data_parallel_gap(self) -> str:
+        """Why this backend cannot split batches over devices ('' when it can)."""
+        caps = self.capabilities()
+        if caps.data_parallel:
+            return ""
+        return str(caps.gaps.get("data_parallel") or NO_DATA_PARALLEL)
+
+    def resolve_replicas(self, graph: Graph, device: str, batch_sizes: tuple[int, ...] = ()) -> int:
+        """The number of devices each batch of ``graph`` is split over on ``device`` (``cpu`` or ``gpu``).
+
+        ``train.devices`` counts local devices (``all``: every local device of that kind); a multi-process
+        run multiplies it by the number of processes. Raises :class:`BackendError` when the backend cannot
+        split batches, when the machine has fewer devices, or when ``train.batch_size`` (or any of
+        ``batch_sizes``) is not a multiple of the count.
+        """
+        requested = graph.train.devices
+        have = int(self.device_counts().get(device, 1))
+        local = have if requested == "all" else int(requested)
+        processes = max(1, int(self.process_count()))
+        if local < 1:
+            raise BackendError(f"train.devices must be a positive number or all; got {requested!r}")
+        total = local * processes
+        if total > 1:
+            gap = self.data_parallel_gap()
+            if gap:
+                where = f"train.devices: {requested}" if processes == 1 else f"{processes} processes"
+                raise BackendError(f"backend '{self.name}' cannot split batches over several devices ({where}): {gap}; use train.devices: 1 (or --devices 1), or the jax or tensorflow backend")
+        if local > have:
+            raise BackendError(
+                f"train.devices: {requested} asks for {local} {device.upper()} devices, but backend '{self.name}' sees {have} here; "
+                f"use --devices {have} (or all){' or --device gpu' if device == 'cpu' and 'gpu' in self.devices() else ''}"
+            )
+        for size in (graph.train.batch_size, *batch_sizes):
+            check_batch_split(int(size), total, processes)
+        return total
 
     def execution_notes(self) -> dict[str, str]:
         """How this engine runs here, beyond its devices (for example which linker it picked), for
@@ -132,12 +193,24 @@ class Backend(abc.ABC):
         dtype = dtype or graph.dtype
         self.check(graph, dtype)
         resolved = self.resolve_device(device)
+        self.resolve_replicas(graph, resolved)
         if weights is None:
             weights = initial_weights(graph, dtype=dtype)
         else:
             check_weights(graph, weights)
             weights = {k: np.asarray(v, dtype=dtype) for k, v in weights.items()}
         return self._compile(graph, dict(weights), resolved, dtype)
+
+
+def check_batch_split(batch_size: int, replicas: int, processes: int = 1) -> None:
+    """Raise :class:`BackendError` unless ``batch_size`` splits evenly over ``replicas`` devices."""
+    if replicas > 1 and batch_size % replicas:
+        lower, upper = (batch_size // replicas) * replicas, (batch_size // replicas + 1) * replicas
+        over = f"{replicas} devices" if processes == 1 else f"{replicas} devices ({replicas // processes} in each of {processes} processes)"
+        hint = f"{lower} or {upper}" if lower else f"{upper}"
+        raise BackendError(
+            f"batch size {batch_size} does not split evenly over {over}: set train.batch_size to a multiple of {replicas} (such as {hint}), or use a device count that divides {batch_size}"
+        )
 
 
 class CompiledModel(abc.ABC):
@@ -157,6 +230,11 @@ class CompiledModel(abc.ABC):
     changed after compiling), :meth:`run_epoch` runs the recipe's guarded step inside its compiled
     programs. A step whose loss is not finite, and every later step of that epoch, changes nothing; the
     epoch then reports it in :attr:`diverged_step` and :attr:`diverged_loss`.
+
+    Data parallelism: :attr:`replicas` devices each take an equal, consecutive share of every batch
+    (:meth:`check_batch_size` is called by each engine's :meth:`run_epoch`); the arrays read and written
+    here are host copies of the replicated weights, the same whatever the device count, so training state
+    from a run on N devices continues on M.
     """
 
     #: examples per evaluation / prediction chunk (bounds memory; results do not depend on it)
@@ -171,6 +249,10 @@ class CompiledModel(abc.ABC):
 
         #: the ``train.precision`` policy this model computes under
         self.precision = policy_for(graph, dtype)
+        #: devices each batch is split over (every process's local devices together; 1: no data parallelism)
+        self.replicas: int = backend.resolve_replicas(graph, device)
+        #: processes taking part in training (:mod:`nnspec.runtime.distributed`)
+        self.processes: int = max(1, int(backend.process_count()))
         self.step = 0  # optimiser steps taken so far: drives dropout masks and schedules
         self.compile_seconds: float = 0.0
         self.history: "pd.DataFrame | None" = None
@@ -224,6 +306,10 @@ class CompiledModel(abc.ABC):
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on the given host batch; returns its loss and advances :attr:`step`."""
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise :class:`BackendError` unless ``batch_size`` splits evenly over :attr:`replicas` devices."""
+        check_batch_split(int(batch_size), self.replicas, self.processes)
+
     def _start_epoch(self) -> None:
         """Clear the divergence record; every :meth:`run_epoch` calls it first."""
         self.diverged_step = None
@@ -246,8 +332,12 @@ class CompiledModel(abc.ABC):
         return float(loss_sum) / kept_steps, float(correct_sum) / (kept_steps * batch_size)
 
     def execution_notes(self) -> dict[str, str]:
-        """How this compiled model runs (for ``env.json``): by default what its backend says."""
-        return self.backend.execution_notes()
+        """How this compiled model runs (for ``env.json``): what its backend says, and the data-parallel split."""
+        notes = dict(self.backend.execution_notes())
+        if self.replicas > 1:
+            where = f" in {self.processes} processes" if self.processes > 1 else ""
+            notes["data_parallel"] = f"each batch split over {self.replicas} {self.device.upper()} devices{where}"
+        return notes
 
     def host_array(self, array: np.ndarray) -> np.ndarray:
         """``array`` as a device copy should hold it: floating arrays in the model's dtype, integer arrays

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe_backend(name: str) -> dict[str, Any]:
-    """``{name, aliases, engine, version, available, reason, devices, gpus, execution}`` of one backend (never raises)."""
+    """``{name, aliases, engine, version, available, reason, devices, device_counts, gpus, execution}`` of one
+    backend (never raises)."""
     from ..backends import ALIASES, backend_class, get_backend
 
     info: dict[str, Any] = {
@@ -25,6 +26,7 @@ def describe_backend(name: str) -> dict[str, Any]:
         "available": False,
         "reason": "",
         "devices": [],
+        "device_counts": {},
         "gpus": [],
         "execution": {},
     }
@@ -38,6 +40,7 @@ def describe_backend(name: str) -> dict[str, Any]:
         backend = get_backend(name)
         info["version"] = backend.engine_version()
         info["devices"] = list(backend.devices())
+        info["device_counts"] = dict(backend.device_counts())
         info["gpus"] = list(backend.device_details())
         info["execution"] = dict(backend.execution_notes())
         info["available"] = True
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
             r["engine"],
             r["version"] or "-",
-            ", ".join(r["devices"]) or "-",
+            ", ".join(f"{d} ({r['device_counts'].get(d, 1)})" for d in r["devices"]) or "-",
             "available" if r["available"] else f"unavailable: {r['reason']}",
         )
         for r in rows

@@ -1,4 +1,11 @@
-"""``nnspec run SPEC`` / ``nnspec run --resume RUN_DIR``: train on one backend into a run directory (docs/cli.md)."""
+"""``nnspec run SPEC`` / ``nnspec run --resume RUN_DIR``: train on one backend into a run directory (docs/cli.md).
+
+``--devices N|all`` splits each batch over N local devices (``train.devices``); ``--coordinator HOST:PORT
+--num-processes P --process-id I`` (or ``NNSPEC_COORDINATOR`` / ``NNSPEC_NUM_PROCESSES`` /
+``NNSPEC_PROCESS_ID``, or Slurm's ``SLURM_NTASKS`` / ``SLURM_PROCID``) makes this process one of P
+(docs/distributed.md). Every process trains; only process 0 writes the run directory and checkpoints: the
+others keep the run's bookkeeping in a temporary folder removed at the end, and print nothing.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (its spec; --backend may differ)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output; print only the result")
     parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="do not write TensorBoard event files into RUN_DIR/tensorboard/")
+    group = parser.add_argument_group("several devices and machines (docs/distributed.md)")
+    group.add_argument("--devices", default=None, metavar="N|all", help="local devices each batch is split over (same as --set train.devices=N)")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0 of a multi-process run (env NNSPEC_COORDINATOR)")
+    group.add_argument("--num-processes", type=int, default=None, metavar="P", help="processes in the run (env NNSPEC_NUM_PROCESSES, else SLURM_NTASKS)")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's number, from 0 (env NNSPEC_PROCESS_ID, else SLURM_PROCID)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,17 +40,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise NnspecError(f"--epochs must be a positive integer; got {args.epochs}")
+    from ..runtime.distributed import cluster_from
+
+    cluster = cluster_from(getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None))
+    if not cluster.primary:
+        args.quiet = True
+        args.tensorboard = False
     if args.resume is not None:
-        return _resume(args)
+        return _resume(args, cluster)
     if args.spec is None:
         raise NnspecError("nnspec run needs a SPEC file, or --resume RUN_DIR")
     from ..backends import canonical_name
     from ..runtime.run_status import claim
     from ..runtime.rundir import default_run_dir
 
-    graph = load_graph(args, _epochs_override(args))
+    graph = load_graph(args, _overrides(args))
     backend_name = canonical_name(args.backend or "jax")
+    _start_cluster(cluster, backend_name)
     dataset, backend = _prepare(graph, backend_name)
+    if not cluster.primary:
+        return _train_elsewhere(args, graph, dataset, backend, None)
     run_dir = claim(args.out or default_run_dir(graph, backend.name), overwrite=args.overwrite)
     from ..runtime.interrupts import StopRequests
     from ..runtime.rundir import write_spec
@@ -53,6 +74,37 @@ def _epochs_override(args: argparse.Namespace) -> list[str]:
     return [f"train.epochs={args.epochs}"] if args.epochs is not None else []
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--epochs`` and ``--devices`` as ``--set`` overrides (checked like the spec's own values)."""
+    devices = getattr(args, "devices", None)
+    return _epochs_override(args) + ([f"train.devices={devices}"] if devices is not None else [])
+
+
+def _start_cluster(cluster: Any, backend_name: str) -> None:
+    """Start the engine's multi-process runtime for ``cluster`` (nothing for one process)."""
+    from ..backends import backend_class
+    from ..runtime.distributed import start
+
+    start(cluster, backend_class(backend_name).engine if cluster.multi else backend_name)
+
+
+def _train_elsewhere(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, resume: Any) -> int:
+    """A process other than 0: train in step with the others into a temporary folder, removed at the end."""
+    import shutil
+    import tempfile
+
+    from ..runtime.interrupts import StopRequests
+    from ..runtime.run_status import claim
+
+    scratch = Path(tempfile.mkdtemp(prefix="nnspec-worker-"))
+    args.silent = True
+    try:
+        with claim(scratch / "run") as run_dir, StopRequests() as stops:
+            return _train(args, graph, dataset, backend, run_dir, resume, stops)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _prepare(graph: Any, backend_name: str) -> tuple[Any, Any]:
     """The data set (loaded before the engine is imported: data problems show at once) and the backend."""
     from ..backends import get_backend
@@ -64,13 +116,13 @@ def _prepare(graph: Any, backend_name: str) -> tuple[Any, Any]:
     return dataset, get_backend(backend_name)
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
     """``--resume RUN_DIR``: the run's spec (with --epochs / --set), its latest checkpoint, any backend."""
     from .. import load
     from ..backends import canonical_name
     from ..errors import NnspecError
     from ..runtime.checkpoints import latest_checkpoint
-    from ..runtime.run_status import COMPLETE, claim, read_status
+    from ..runtime.run_status import COMPLETE, claim, read_record, read_status
 
     if args.spec is not None:
         raise NnspecError("--resume takes the spec from the run directory; leave SPEC out")
@@ -83,11 +135,23 @@ def _resume(args: argparse.Namespace) -> int:
     status = read_status(folder)
     from ..runtime.interrupts import StopRequests
 
+    if cluster is not None and not cluster.primary:
+        graph = load(str(spec), overrides=[*args.overrides, *_overrides(args)])
+        if args.dtype:
+            graph = graph.replace(dtype=args.dtype)
+        backend_name = canonical_name(args.backend or read_record(folder).get("backend") or "jax")
+        _start_cluster(cluster, backend_name)
+        checkpoint = latest_checkpoint(folder)
+        dataset, backend = _prepare(graph, backend_name)
+        state = checkpoint.read()[0] if checkpoint is not None else None
+        return _train_elsewhere(args, graph, dataset, backend, (state, None if checkpoint is None else checkpoint.read()[1].get("early_stopping"), None))
     with claim(folder, resume=True) as run_dir, StopRequests() as stops:
-        graph = load(str(spec), overrides=[*args.overrides, *_epochs_override(args)])
+        graph = load(str(spec), overrides=[*args.overrides, *_overrides(args)])
         if args.dtype:
             graph = graph.replace(dtype=args.dtype)
         backend_name = canonical_name(args.backend or run_dir.record.get("backend") or "jax")
+        if cluster is not None:
+            _start_cluster(cluster, backend_name)
         checkpoint = latest_checkpoint(folder)
         done = checkpoint.epoch if checkpoint else 0
         if status == COMPLETE and done >= graph.train.epochs:
@@ -145,6 +209,8 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
     outcome = train_in_directory(
         model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops, tensorboard=getattr(args, "tensorboard", True)
     )
+    if getattr(args, "silent", False):
+        return outcome.exit_code
     if outcome.status != "complete":
         done = 0 if outcome.history is None else len(outcome.history)
         print(

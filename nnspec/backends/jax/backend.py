@@ -53,6 +53,19 @@ class JaxBackend(Backend):
             pass
         return found
 
+    def device_counts(self) -> dict[str, int]:
+        """This process's JAX devices of each kind (virtual CPU devices count: ``--xla_force_host_platform_device_count``)."""
+        import jax
+
+        counts = {"cpu": len(jax.local_devices(backend="cpu"))}
+        try:
+            gpus = jax.local_devices(backend="gpu")
+        except RuntimeError:
+            gpus = []
+        if gpus:
+            counts["gpu"] = len(gpus)
+        return counts
+
     def device_details(self) -> list[dict[str, Any]]:
         """JAX's GPUs with their names and memory."""
         from ..accelerators import jax_gpus
@@ -60,10 +73,11 @@ class JaxBackend(Backend):
         return jax_gpus()
 
     def capabilities(self) -> Capabilities:
-        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU."""
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU;
+        data parallel over several devices (``jax.sharding``)."""
         from .layers import LOWERINGS
 
-        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"))
+        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), data_parallel=True)
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "JaxModel":
         from .model import JaxModel

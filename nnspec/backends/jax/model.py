@@ -26,6 +26,16 @@ on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or 
 :attr:`JaxModel.epoch_mode` may be set to ``'scan'`` or ``'step'`` to override it (benchmarks, tests).
 Evaluation and prediction run one program per fixed-size chunk (the last chunk padded and masked).
 
+Data parallelism (``train.devices`` > 1, :attr:`replicas`): the model's arrays live on a ``Mesh`` of the
+devices (one axis, ``batch``; in a multi-process run every process's devices, each process's devices
+consecutive) as ``NamedSharding`` arrays: weights, optimiser slots, state and the data set replicated,
+each step's batch split along the mesh with ``lax.with_sharding_constraint``, so device ``d`` gathers and
+computes examples ``d*b/N .. (d+1)*b/N`` of every batch from its own copy of the data set. The programs
+are the one-device programs (the scan stays fused): GSPMD partitions them and inserts the all-reduces of
+the loss, of the gradients and of batch-norm statistics (means over the logical, global batch), and the
+dropout masks, indexed by position in the logical batch, are the one-device masks. Only the order of those
+sums differs from one device. Evaluation and prediction run replicated (every device the whole chunk).
+
 float64 models compute under ``jax.enable_x64(True)`` and float32 models under ``jax.enable_x64(False)``,
 both scoped to this model's calls, so models of either precision coexist in one process unaffected.
 """
@@ -74,6 +84,24 @@ def fused_epoch(graph: Graph, device: str) -> bool:
     return not any(node.op in SPATIAL_OPS for node in graph.nodes)
 
 
+def mesh_devices(kind: str, local: int) -> list[Any]:
+    """The devices of a data-parallel mesh: the first ``local`` devices of ``kind`` of each process, by process.
+
+    Raises :class:`~nnspec.errors.BackendError` when a process has fewer.
+    """
+    import jax
+
+    from ...errors import BackendError
+
+    by_process: dict[int, list[Any]] = {}
+    for d in sorted(jax.devices(kind), key=lambda d: (d.process_index, d.id)):
+        by_process.setdefault(d.process_index, []).append(d)
+    short = {p: len(ds) for p, ds in by_process.items() if len(ds) < local}
+    if short:
+        raise BackendError(f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have {min(short.values())}")
+    return [d for p in sorted(by_process) for d in by_process[p][:local]]
+
+
 def _signature(args: Any) -> tuple:
     import jax
 
@@ -102,6 +130,17 @@ class JaxModel(CompiledModel):
         self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad, compute), self.precision)
         self.epoch_mode: str = "scan" if fused_epoch(graph, device) else "step"
         self._device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+        #: where replicated arrays go: the one device, or a replicated sharding over the mesh
+        self._placement: Any = self._device
+        self._batch_sharding: Any = None
+        self._index_sharding: Any = None  # an epoch's (steps, batch) indices: each device holds its share of each batch
+        if self.replicas > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            self._mesh = Mesh(np.array(mesh_devices("gpu" if device == "gpu" else "cpu", self.replicas // self.processes)), ("batch",))
+            self._placement = NamedSharding(self._mesh, PartitionSpec())
+            self._batch_sharding = NamedSharding(self._mesh, PartitionSpec("batch"))
+            self._index_sharding = NamedSharding(self._mesh, PartitionSpec(None, "batch"))
         self._executables: dict[tuple, Any] = {}
         state_keys = [k for k, _, _ in graph.state_specs()]
         param_keys = [k for k, _, _ in graph.param_specs()]
@@ -119,15 +158,37 @@ class JaxModel(CompiledModel):
 
         return jax.enable_x64(self.dtype == "float64")
 
-    def _to_device(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def _place(self, array: np.ndarray, sharding: Any = None) -> Any:
+        """A host array on the model's device, or over its mesh (every process passes the same array):
+        replicated, or as ``sharding`` says."""
         import jax
 
-        return {k: jax.device_put(np.asarray(v, dtype=self.dtype), self._device) for k, v in arrays.items()}
+        sharding = sharding or self._placement
+        if self.processes > 1:
+            return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+        return jax.device_put(array, sharding)
+
+    def _to_device(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return {k: self._place(np.asarray(v, dtype=self.dtype)) for k, v in arrays.items()}
 
     def _int(self, value: int) -> Any:
+        return self._place(np.asarray(value, dtype=np.int32))
+
+    def _split(self, value: Any) -> Any:
+        """``value`` (a batch, examples first) split over the mesh's devices; unchanged on one device."""
+        if self._batch_sharding is None:
+            return value
+        from jax import lax
+
+        return lax.with_sharding_constraint(value, self._batch_sharding)
+
+    def _jit(self, fn: Callable[..., Any]) -> Any:
+        """``jax.jit(fn)``; with several devices every output replicated (so programs chain without resharding)."""
         import jax
 
-        return jax.device_put(np.asarray(value, dtype=np.int32), self._device)
+        if self._batch_sharding is None:
+            return jax.jit(fn)
+        return jax.jit(fn, out_shardings=self._placement)
 
     def _executable(self, name: str, *args: Any) -> Any:
         """Program ``name`` compiled ahead of time for the signature of ``args`` (once; timed in compile_seconds)."""
@@ -154,17 +215,16 @@ class JaxModel(CompiledModel):
 
     # ---- the programs -----------------------------------------------------------------------------
     def _build(self) -> None:
-        import jax
         import jax.numpy as jnp
         from jax import lax
 
-        recipe, ops = self.recipe, self.ops
+        recipe, ops, split = self.recipe, self.ops, self._split
         lazy_guard = self.device != "gpu"  # see the module docstring
 
         def epoch_scan(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
             def body(carry: Any, batch: Any) -> Any:
                 params, slots, state, step, loss_sum, correct = carry
-                r = recipe.train_step(params, slots, state, step, x[batch], y[batch])
+                r = recipe.train_step(params, slots, state, step, split(x[batch]), split(y[batch]))
                 return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct), None
 
             zero = ops.constant(0.0)
@@ -174,7 +234,7 @@ class JaxModel(CompiledModel):
         def epoch_scan_guarded(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
             def body(carry: Any, batch: Any) -> Any:
                 params, slots, state, step, loss_sum, correct, guard = carry
-                r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=lazy_guard)
+                r, guard = recipe.guarded_step(params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=lazy_guard)
                 return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct, guard), None
 
             zero = ops.constant(0.0)
@@ -185,13 +245,13 @@ class JaxModel(CompiledModel):
         def epoch_step_guarded(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
             i, step, loss_sum, correct, guard = carry
             batch = idx[i]
-            r, guard = recipe.guarded_step(params, slots, state, step, x[batch], y[batch], guard, lazy=False)
+            r, guard = recipe.guarded_step(params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=False)
             return r.params, r.slots, r.state, (i + 1, step + 1, loss_sum + r.loss, correct + r.correct, guard)
 
         def epoch_step(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
             i, step, loss_sum, correct = carry
             batch = idx[i]
-            r = recipe.train_step(params, slots, state, step, x[batch], y[batch])
+            r = recipe.train_step(params, slots, state, step, split(x[batch]), split(y[batch]))
             return r.params, r.slots, r.state, (i + 1, step + 1, loss_sum + r.loss, correct + r.correct)
 
         def eval_chunk(params: Any, state: Any, x: Any, y: Any, start: Any, size: int) -> tuple[Any, Any]:
@@ -202,31 +262,30 @@ class JaxModel(CompiledModel):
             return recipe.eval_sums(params, state, x[idx], y[idx], valid)
 
         def one_step(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any) -> Any:
-            r = recipe.train_step(params, slots, state, step, x, y)
+            r = recipe.train_step(params, slots, state, step, split(x), split(y))
             return r.params, r.slots, r.state, r.loss
 
         self._eval_chunk_fn = eval_chunk
         self._jitted: dict[str, Callable[..., Any]] = {
-            "epoch_scan": jax.jit(epoch_scan),
-            "epoch_step": jax.jit(epoch_step),
-            "epoch_scan_guarded": jax.jit(epoch_scan_guarded),
-            "epoch_step_guarded": jax.jit(epoch_step_guarded),
-            "guard_start": jax.jit(recipe.guard_start),
-            "predict": jax.jit(recipe.predict),
-            "outputs_eval": jax.jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=False, step=step)),
-            "outputs_train": jax.jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=True, step=step)),
-            "grads": jax.jit(recipe.gradients),
-            "one_step": jax.jit(one_step),
+            "epoch_scan": self._jit(epoch_scan),
+            "epoch_step": self._jit(epoch_step),
+            "epoch_scan_guarded": self._jit(epoch_scan_guarded),
+            "epoch_step_guarded": self._jit(epoch_step_guarded),
+            "guard_start": self._jit(recipe.guard_start),
+            "predict": self._jit(recipe.predict),
+            "outputs_eval": self._jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=False, step=step)),
+            "outputs_train": self._jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=True, step=step)),
+            "grads": self._jit(recipe.gradients),
+            "one_step": self._jit(one_step),
         }
 
     # ---- the contract -----------------------------------------------------------------------------
     def put(self, array: np.ndarray) -> Any:
         """Copy ``array`` to the model's device (floating arrays in the model's dtype, labels as int32)."""
-        import jax
 
         array = self.host_array(array)
         with self._scope():
-            return jax.device_put(array, self._device)
+            return self._place(array)
 
     def read_arrays(self, group: str) -> dict[str, np.ndarray]:
         """Host copies of ``params``, ``state`` or ``slots``."""
@@ -249,6 +308,7 @@ class JaxModel(CompiledModel):
 
         self._start_epoch()
         batch_size = min(int(batch_size), len(order))
+        self.check_batch_size(batch_size)
         steps = len(order) // batch_size
         if steps == 0:
             return float("nan"), float("nan")
@@ -257,12 +317,12 @@ class JaxModel(CompiledModel):
         guarded = self.guard_divergence
         suffix = "_guarded" if guarded else ""
         with self._scope():
-            idx_dev = jax.device_put(idx, self._device)
+            idx_dev = self._place(idx, self._index_sharding)
             if self.epoch_mode == "scan":
                 out = self._run("epoch_scan" + suffix, params, slots, state, self._int(self.step), x, y, idx_dev)
                 params, slots, state, sums = out[0], out[1], out[2], out[3:]
             else:
-                zero = jax.device_put(np.zeros((), dtype=self.dtype), self._device)
+                zero = self._place(np.zeros((), dtype=self.dtype))
                 carry = (self._int(0), self._int(self.step), zero, zero) + ((self._run("guard_start"),) if guarded else ())
                 step_program = self._executable("epoch_step" + suffix, params, slots, state, carry, x, y, idx_dev)
                 for _ in range(steps):
@@ -278,13 +338,12 @@ class JaxModel(CompiledModel):
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and hits of ``start:start+size``, computed on a chunk of fixed size (padded, masked)."""
-        import jax
 
         fixed = min(int(x.shape[0]), self.chunk_size)
         name = f"eval_chunk_{fixed}"
         if name not in self._jitted:
             fn = self._eval_chunk_fn
-            self._jitted[name] = jax.jit(lambda params, state, x, y, start: fn(params, state, x, y, start, fixed))
+            self._jitted[name] = self._jit(lambda params, state, x, y, start: fn(params, state, x, y, start, fixed))
         with self._scope():
             return self._run(name, self._arrays["params"], self._arrays["state"], x, y, self._int(start))
 
@@ -303,7 +362,7 @@ class JaxModel(CompiledModel):
         if n < size:
             x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
         with self._scope():
-            out = self._run("predict", self._arrays["params"], self._arrays["state"], jax.device_put(x, self._device))
+            out = self._run("predict", self._arrays["params"], self._arrays["state"], self._place(x))
             return np.asarray(jax.device_get(out))[:n]
 
     def layer_outputs(self, x: np.ndarray, *, training: bool = False, step: int = 0) -> list[np.ndarray]:

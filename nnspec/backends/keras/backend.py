@@ -27,6 +27,9 @@ FLOAT64_ON_JAX = (
 )
 
 
+DATA_PARALLEL_ON_TF = "Keras 3's distribution API (keras.distribution) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
+
+
 def configured_engine() -> str:
     """The engine Keras uses or will use here, found without importing Keras when it is not loaded yet."""
     if "keras" in sys.modules:
@@ -81,6 +84,16 @@ class KerasBackend(Backend):
 
         return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
 
+    def device_counts(self) -> dict[str, int]:
+        """The local devices of each kind of the engine Keras runs on."""
+        if configured_engine() == "jax":
+            from ..jax.backend import JaxBackend
+
+            return JaxBackend().device_counts()
+        from ..tensorflow.backend import TensorFlowBackend
+
+        return TensorFlowBackend().device_counts()
+
     def device_details(self) -> list[dict[str, Any]]:
         """The GPUs of the engine Keras runs on."""
         from ..accelerators import jax_gpus, tensorflow_gpus
@@ -93,8 +106,8 @@ class KerasBackend(Backend):
 
         layers = supported_ops()
         if configured_engine() == "jax":
-            return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32",), gaps={"float64": FLOAT64_ON_JAX})
-        return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32", "float64"))
+            return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32",), data_parallel=True, gaps={"float64": FLOAT64_ON_JAX})
+        return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32", "float64"), gaps={"data_parallel": DATA_PARALLEL_ON_TF})
 
     def check(self, graph: Graph, dtype: str) -> None:
         """As :meth:`Backend.check`, and a refused dtype says why (float64 on Keras-JAX)."""

@@ -120,6 +120,16 @@ class TensorFlowBackend(Backend):
         tf = load_tensorflow()
         return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
 
+    def device_counts(self) -> dict[str, int]:
+        """TensorFlow's logical devices of each kind (several CPUs only when configured before TensorFlow starts:
+        ``tf.config.set_logical_device_configuration``)."""
+        tf = load_tensorflow()
+        counts = {"cpu": len(tf.config.list_logical_devices("CPU"))}
+        gpus = len(tf.config.list_logical_devices("GPU"))
+        if gpus:
+            counts["gpu"] = gpus
+        return counts
+
     def device_details(self) -> list[dict[str, Any]]:
         """TensorFlow's GPUs with their names (and memory once TensorFlow reports it)."""
         from ..accelerators import tensorflow_gpus
@@ -127,15 +137,48 @@ class TensorFlowBackend(Backend):
         return tensorflow_gpus()
 
     def capabilities(self) -> Capabilities:
-        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU.
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU;
+        data parallel over several devices and workers (``tf.distribute``).
 
         ``devices`` says what it supports; :meth:`devices` says what is on this machine.
         """
         from .layers import LOWERINGS
 
-        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"))
+        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), data_parallel=True)
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> "TensorFlowModel":
         from .model import TensorFlowModel
 
         return TensorFlowModel(graph, self, device, dtype, weights)
+
+
+_multi_worker: Any = None
+
+
+def start_multi_worker() -> Any:
+    """Create this process's ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG`` (once; TensorFlow requires it
+    before it runs anything, so :func:`nnspec.runtime.distributed.start` calls this at start-up)."""
+    global _multi_worker
+    if _multi_worker is None:
+        tf = load_tensorflow()
+        _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+    return _multi_worker
+
+
+def replica_strategy(device: str, local: int, processes: int) -> Any:
+    """The ``tf.distribute`` strategy of a data-parallel model: ``MirroredStrategy`` over the first ``local``
+    logical devices of ``device``'s kind, or (several processes) the multi-worker strategy."""
+    from ...errors import BackendError
+
+    tf = load_tensorflow()
+    if processes > 1:
+        strategy = start_multi_worker()
+        if strategy.num_replicas_in_sync != local * processes:
+            raise BackendError(
+                f"TensorFlow's multi-worker strategy has {strategy.num_replicas_in_sync} replicas, not {local * processes} "
+                f"({local} devices in each of {processes} processes): on CPUs a worker has one replica (train.devices: 1), on GPUs every local GPU (train.devices: all)"
+            )
+        return strategy
+    names = [d.name for d in tf.config.list_logical_devices("GPU" if device == "gpu" else "CPU")][:local]
+    cross = tf.distribute.ReductionToOneDevice() if device != "gpu" else None
+    return tf.distribute.MirroredStrategy(devices=names, cross_device_ops=cross)

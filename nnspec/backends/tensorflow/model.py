@@ -34,6 +34,19 @@ on vs off, median of 5): fused XLA ``where`` +5 to +9 %, ``tf.cond`` +12 to +16 
 variables instead of assigned each step: no better); fused without XLA ``tf.cond`` -1 %, ``where`` +15 %;
 per batch without XLA ``tf.cond`` +3 %, ``where`` +15 %; per batch with XLA ``tf.cond`` +0 %, ``where`` +5 %.
 
+Data parallelism (``train.devices`` > 1, :attr:`replicas`): a ``tf.distribute.MirroredStrategy`` over
+the first N local devices of the model's kind (GPUs, or logical CPU devices configured before TensorFlow
+starts), or a ``MultiWorkerMirroredStrategy`` in a multi-process run (:mod:`nnspec.runtime.distributed`).
+The variables are created under the strategy's scope (mirrored; an assignment in a replica takes the first
+replica's value, and every replica computes the same one); the training programs are those above with
+each step run by ``strategy.run``: replica ``r`` gathers examples ``r*b/N .. (r+1)*b/N`` of the batch, and
+in its step (:class:`~nnspec.backends.tensorflow.ops.CrossReplicaOps`, :func:`replica_value_and_grad`,
+:func:`replica_dropout`) batch-norm statistics are means over the global batch (an ``all_reduce`` of sums),
+the loss and the gradients are averaged over the replicas with the replica context's ``all_reduce``
+before the shared optimiser update, and dropout masks are the one-device masks' rows of the replica's
+examples. No XLA under a strategy (its collectives are not compiled); evaluation and prediction run on
+the first device.
+
 Evaluation runs one ``tf.function`` call per chunk of :data:`EVAL_BATCH` examples (the batch axis is
 dynamic, so the last, shorter chunk needs neither padding nor a new trace), without XLA; the sums are
 added on the device and read back once. Prediction runs one call per chunk as well. The comparison hooks
@@ -50,14 +63,16 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ...compiler.ir import Graph
+from ...compiler.ir import Graph, Node
 from ...compiler.opset import SPATIAL_OPS
+from ...runtime.dropout import scale
 from ...runtime.precision import training_slots
 from ...runtime.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
 from ..base import Backend, CompiledModel
-from .backend import load_tensorflow
-from .layers import LOWERINGS
-from .ops import TensorFlowOps
+from ..lowering import Lowering, LoweringContext, OpRegistry
+from .backend import load_tensorflow, replica_strategy
+from .layers import LOWERINGS, compiled_keep_mask
+from .ops import CrossReplicaOps, TensorFlowOps, replica_context
 
 tf = load_tensorflow()
 
@@ -101,6 +116,49 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def replica_value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`value_and_grad`, then, inside a replica context, the loss and the gradients averaged over the
+    replicas (the replica context's ``all_reduce``): every replica holds the gradient of the global batch."""
+    local = value_and_grad(fn)
+
+    def run(params: Mapping[str, Any], *args: Any) -> tuple[tuple[Any, Any], dict[str, Any]]:
+        (loss, aux), grads = local(params, *args)
+        ctx = replica_context()
+        if ctx is None:
+            return (loss, aux), grads
+        keys = list(grads)
+        reduced = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [loss, *(grads[k] for k in keys)])
+        return (reduced[0], aux), dict(zip(keys, reduced[1:]))
+
+    return run
+
+
+def replica_dropout(ctx: LoweringContext, node: Node, inputs: list) -> Any:
+    """Dropout in a replica's share of the batch: the rows of the global batch's mask that are its examples
+    (so the masks are the one-device run's); TensorFlow's dropout lowering outside a replica context."""
+    rctx = replica_context()
+    rate = float(node.attrs["rate"])
+    if rctx is None or not ctx.training or rate <= 0.0:
+        return LOWERINGS["dropout"](ctx, node, inputs)
+    x = inputs[0]
+    local = int(ctx.batch if ctx.batch is not None else x.shape[0])
+    keep = compiled_keep_mask(ctx.seed, node.index, (local * rctx.num_replicas_in_sync, *node.input_shape), rate)(tf.cast(ctx.step, tf.int64))
+    start = tf.cast(rctx.replica_id_in_sync_group, tf.int32) * local
+    keep = tf.slice(keep, [start] + [0] * len(node.input_shape), [local, *node.input_shape])
+    return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))
+
+
+def _replica_lowerings() -> OpRegistry[Lowering]:
+    """TensorFlow's lowerings with :func:`replica_dropout` for a data-parallel step."""
+    registry: OpRegistry[Lowering] = OpRegistry("tensorflow")
+    registry.update(LOWERINGS)
+    registry["dropout"] = replica_dropout
+    return registry
+
+
+REPLICA_LOWERINGS = _replica_lowerings()
+
+
 class TensorFlowModel(CompiledModel):
     """A graph compiled to TensorFlow; see the module docstring for how it runs."""
 
@@ -116,22 +174,30 @@ class TensorFlowModel(CompiledModel):
         plan: ExecutionPlan | None = None,
     ):
         super().__init__(graph, backend, device, dtype)
-        self.ops = TensorFlowOps(dtype)
+        #: the ``tf.distribute`` strategy of a data-parallel model (None on one device)
+        self.strategy: Any = replica_strategy(device, self.replicas // self.processes, self.processes) if self.replicas > 1 else None
+        self.ops = CrossReplicaOps(dtype) if self.strategy is not None else TensorFlowOps(dtype)
         compute = TensorFlowOps(self.precision.compute) if self.precision.mixed else None
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, value_and_grad, compute), self.precision)
+        if self.strategy is None:
+            seam = EngineSeam(self.ops, LOWERINGS.run_graph, value_and_grad, compute)
+        else:
+            seam = EngineSeam(self.ops, REPLICA_LOWERINGS.run_graph, replica_value_and_grad, compute)
+        self.recipe = TrainingRecipe(graph, seam, self.precision)
         self.tf_dtype = tf.as_dtype(dtype)
         self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
-        self.plan = plan or default_plan(graph, device)
+        self.plan = self._allowed(plan or default_plan(graph, device))
         #: How often each program was traced (Python side), keyed by program name.
         self.trace_counts: Counter[str] = Counter()
         param_keys = [k for k, _, _ in graph.param_specs()]
         state_keys = [k for k, _, _ in graph.state_specs()]
         host = {k: np.asarray(weights[k], dtype=dtype) for k in (*param_keys, *state_keys)}
+        # mirrored variables: an assignment inside a replica takes the first replica's value (all compute the same)
+        mirrored = {"aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA} if self.strategy is not None else {}
         with self._device_scope():
-            self._params = {k: tf.Variable(host[k], name=k) for k in param_keys}
-            self._state = {k: tf.Variable(host[k], name=k, trainable=False) for k in state_keys}
+            self._params = {k: tf.Variable(host[k], name=k, **mirrored) for k in param_keys}
+            self._state = {k: tf.Variable(host[k], name=k, trainable=False, **mirrored) for k in state_keys}
             slots = training_slots(graph, {k: host[k] for k in param_keys}, self.precision)
-            self._slots = {k: tf.Variable(v, name=k.replace("/", "_"), trainable=False) for k, v in slots.items()}
+            self._slots = {k: tf.Variable(v, name=k.replace("/", "_"), trainable=False, **mirrored) for k, v in slots.items()}
         self._vars: dict[str, dict[str, Any]] = {"params": self._params, "state": self._state, "slots": self._slots}
         self._programs: dict[Any, Any] = {}
         self._x_spec = tf.TensorSpec((None, *graph.input_shape), self.tf_dtype)
@@ -151,14 +217,18 @@ class TensorFlowModel(CompiledModel):
         before = tf.config.experimental.tensor_float_32_execution_enabled()
         tf.config.experimental.enable_tensor_float_32_execution(self.precision.tf32)
         try:
-            with tf.device(self.device_name):
+            with self.strategy.scope() if self.strategy is not None else tf.device(self.device_name):
                 yield
         finally:
             tf.config.experimental.enable_tensor_float_32_execution(before)
 
+    def _allowed(self, plan: ExecutionPlan) -> ExecutionPlan:
+        """``plan`` as this model can run it: without XLA under a ``tf.distribute`` strategy."""
+        return ExecutionPlan(fused=plan.fused, jit=False) if self.strategy is not None else plan
+
     def set_plan(self, plan: ExecutionPlan) -> None:
         """Switch how training runs (for benchmarks); programs are traced again on next use."""
-        self.plan = plan
+        self.plan = self._allowed(plan)
         self._programs.clear()
 
     # ---- variables --------------------------------------------------------------------------------
@@ -185,6 +255,36 @@ class TensorFlowModel(CompiledModel):
         with tf.control_dependencies([loss, correct]):
             return loss, correct, Guard(*(tf.identity(v) for v in guard))
 
+    def _batch(self, x: Any, y: Any, idx: Any, step: Any) -> tuple[Any, Any]:
+        """One optimiser step on examples ``idx`` of the device data: (loss, correct count), split over the
+        replicas under a strategy."""
+        if self.strategy is None:
+            return self._train_batch(tf.gather(x, idx), tf.gather(y, idx), step)
+        return self._first(self.strategy.run(self._replica_batch, args=(x, y, idx, step)))
+
+    def _guarded_batch(self, x: Any, y: Any, idx: Any, step: Any, guard: Guard) -> tuple[Any, Any, Guard]:
+        """:meth:`_batch` under the divergence guard: (loss, correct count, new guard)."""
+        if self.strategy is None:
+            return self._guarded_train_batch(tf.gather(x, idx), tf.gather(y, idx), step, guard)
+        loss, correct, after = self._first(self.strategy.run(self._replica_batch, args=(x, y, idx, step, tuple(guard))))
+        return loss, correct, Guard(*after)
+
+    def _replica_batch(self, x: Any, y: Any, idx: Any, step: Any, guard: Any = None) -> Any:
+        """One replica's part of a step: its consecutive share of ``idx``; the correct count summed over replicas."""
+        ctx = tf.distribute.get_replica_context()
+        local = int(idx.shape[0]) // ctx.num_replicas_in_sync
+        own = tf.slice(idx, [tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local], [local])
+        xb, yb = tf.gather(x, own), tf.gather(y, own)
+        if guard is None:
+            loss, correct = self._train_batch(xb, yb, step)
+            return loss, ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct)
+        loss, correct, after = self._guarded_train_batch(xb, yb, step, Guard(*guard))
+        return loss, ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct), tuple(after)
+
+    def _first(self, values: Any) -> Any:
+        """The first replica's values of a ``strategy.run`` result (every replica's are the same)."""
+        return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], values)
+
     def _commit(self, r: StepResult) -> tuple[Any, Any]:
         """Assign a step's new params, slots and state; its loss and correct count, ordered after the assignments."""
         updates = self._assign("params", r.params) + self._assign("slots", r.slots) + self._assign("state", r.state)
@@ -198,8 +298,7 @@ class TensorFlowModel(CompiledModel):
         zero = tf.zeros((), self.tf_dtype)
 
         def body(i: Any, loss_sum: Any, correct_sum: Any) -> tuple[Any, Any, Any]:
-            idx = tf.gather(batches, i)
-            loss, correct = self._train_batch(tf.gather(x, idx), tf.gather(y, idx), step0 + tf.cast(i, tf.int64))
+            loss, correct = self._batch(x, y, tf.gather(batches, i), step0 + tf.cast(i, tf.int64))
             return i + 1, loss_sum + loss, correct_sum + correct
 
         _, loss_sum, correct_sum = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0, tf.int32), zero, zero), parallel_iterations=1)
@@ -212,8 +311,7 @@ class TensorFlowModel(CompiledModel):
         zero = tf.zeros((), self.tf_dtype)
 
         def body(i: Any, loss_sum: Any, correct_sum: Any, *guard: Any) -> tuple[Any, ...]:
-            idx = tf.gather(batches, i)
-            loss, correct, after = self._guarded_train_batch(tf.gather(x, idx), tf.gather(y, idx), step0 + tf.cast(i, tf.int64), Guard(*guard))
+            loss, correct, after = self._guarded_batch(x, y, tf.gather(batches, i), step0 + tf.cast(i, tf.int64), Guard(*guard))
             return (i + 1, loss_sum + loss, correct_sum + correct, *after)
 
         start = (tf.constant(0, tf.int32), zero, zero, *self.recipe.guard_start())
@@ -223,15 +321,13 @@ class TensorFlowModel(CompiledModel):
     def _step_program(self, x: Any, y: Any, batches: Any, i: Any, step: Any) -> Any:
         """One batch of an epoch: row ``i`` of ``batches``."""
         self.trace_counts["step"] += 1
-        idx = tf.gather(batches, i)
-        loss, correct = self._train_batch(tf.gather(x, idx), tf.gather(y, idx), step)
+        loss, correct = self._batch(x, y, tf.gather(batches, i), step)
         return tf.stack([loss, correct])
 
     def _guarded_step_program(self, x: Any, y: Any, batches: Any, i: Any, step: Any, ok: Any, kept: Any, last: Any) -> Any:
         """One guarded batch of an epoch: ``([loss, correct], ok, kept, loss)`` with the guard passed on."""
         self.trace_counts["step"] += 1
-        idx = tf.gather(batches, i)
-        loss, correct, after = self._guarded_train_batch(tf.gather(x, idx), tf.gather(y, idx), step, Guard(ok, kept, last))
+        loss, correct, after = self._guarded_batch(x, y, tf.gather(batches, i), step, Guard(ok, kept, last))
         return (tf.stack([loss, correct]), *after)
 
     def _batch_program(self, xb: Any, yb: Any, step: Any) -> Any:
@@ -308,6 +404,7 @@ class TensorFlowModel(CompiledModel):
         self._start_epoch()
         order = np.asarray(order)
         batch_size = max(1, min(int(batch_size), len(order)))
+        self.check_batch_size(batch_size)
         steps = len(order) // batch_size
         if steps == 0:
             return float("nan"), float("nan")

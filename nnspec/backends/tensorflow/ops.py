@@ -165,3 +165,32 @@ class TensorFlowOps:
     def u32_ge(self, a: Any, constant: int) -> Any:
         """Boolean ``a >= constant``."""
         return a >= tf.constant(constant & _U32_MASK, tf.uint32)
+
+
+def replica_context() -> Any:
+    """The ``tf.distribute`` replica context of a data-parallel step with more than one replica, else None."""
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+class CrossReplicaOps(TensorFlowOps):
+    """:class:`TensorFlowOps` for a step split over replicas (``tf.distribute``): a mean over the batch axis
+    is a mean over the global batch.
+
+    Inside a replica context with more than one replica, :meth:`mean_over` an axis set that includes the
+    batch axis (batch norm's statistics) sums the replica's share, adds the replicas' sums with the
+    replica context's ``all_reduce`` (differentiable: its gradient is an all-reduce of the gradients)
+    and divides by the global element count. Elsewhere (evaluation, a single replica) it is
+    :class:`TensorFlowOps`'s. Every replica holds an equal share of the batch.
+    """
+
+    def mean_over(self, x: Any, axes: tuple[int, ...]) -> Any:
+        """Mean over ``axes``, kept with length 1; over the global batch when ``axes`` includes it (see the class)."""
+        ctx = replica_context()
+        if ctx is None or 0 not in axes:
+            return super().mean_over(x, axes)
+        count = ctx.num_replicas_in_sync
+        for axis in axes:
+            count *= int(x.shape[axis])
+        total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axis=list(axes), keepdims=True))
+        return total / tf.constant(count, dtype=x.dtype)

@@ -1,6 +1,6 @@
 """PyTensor set-up done by nnspec before PyTensor is imported: linker, BLAS, compile cache, floatX.
 
-Linker (``NNSPEC_THEANO_MODE=auto|c|numba|jax``, default ``auto``):
+Linkers (``NNSPEC_THEANO_MODE=auto|c|numba|jax``, default ``auto``):
 
 * ``c``: PyTensor's C linker (``cvm``) with a real BLAS linked for its matrix products. A pip install of
   PyTensor finds no BLAS flags by itself, so nnspec looks for a system BLAS library (OpenBLAS first, then
@@ -9,11 +9,41 @@ Linker (``NNSPEC_THEANO_MODE=auto|c|numba|jax``, default ``auto``):
   package) and checks once, by compiling a small program, that the flags link and run. The result is
   remembered in the compile cache.
 * ``numba``: PyTensor's Numba linker (its own default); needs no C compiler and no system BLAS.
-* ``jax``: PyTensor's JAX linker; the GPU path.
+* ``jax``: PyTensor's JAX linker: the same PyTensor graph (after PyTensor's rewrites) handed to XLA as one
+  jitted program per compiled function; the GPU path, and on the CPU the fast one for float32.
 
-``auto`` picks ``jax`` when a GPU is asked for, else ``c`` when a BLAS was found, else ``numba``: the
-measured order on CPU (see docs/backends.md). Without a BLAS the C linker's matrix products are several
-times slower than Numba's, so nnspec deliberately falls back to Numba and says so in ``nnspec backends``.
+The rule of ``auto`` (:func:`choose_linker`), per compiled model:
+
+1. GPU: ``jax`` (PyTensor reaches a GPU only through its JAX linker).
+2. CPU, float64, or JAX not installed: the *base linker* (:func:`default_mode`): ``c`` when a BLAS was
+   found, else ``numba``. PyTensor's JAX linker computes in float32 here (nnspec keeps JAX's global
+   ``jax_enable_x64`` off, since JAX and PyTensor share a process), so float64 stays on the C linker.
+3. CPU, float32, a graph with a windowed layer (convolution or pooling): ``jax``.
+4. CPU, float32, no windowed layer: ``jax`` when the forward pass of one training batch is at least
+   :data:`JAX_MIN_STEP_FLOPS` (1 MFLOP), else the base linker: for a tiny step the JAX linker's fixed cost
+   per call (about 0.25 ms more than the C linker's 0.04 ms) outweighs what XLA saves.
+
+Measurements behind the rule (2-core AMD EPYC shared with other jobs, load average 2.5 to 4.6 throughout,
+so only A/B comparisons run back to back in one process mean anything; Fashion-MNIST unless said, batch
+128, Adam, float32; milliseconds per training step, median over rounds, range in brackets):
+
+* benchmark MLP 784-128-10, 3 rounds: C linker + OpenBLAS 4.05 [2.3-4.5], JAX linker 2.39 [1.7-2.8]
+  (nnspec's JAX backend 1.95 [1.8-2.0]);
+* MLP 784-512-10 with dropout, process CPU time per step, 2 rounds: C 17.6, JAX linker 9.9 (JAX backend 8.8);
+* benchmark convnet (Keras's simple convnet), 2 rounds: C 134.9 [129-141], JAX linker 108.5 [107-110]
+  (TensorFlow backend 109.6, JAX backend 169);
+* digits MLP 64-128-10, batch 32 (0.6 MFLOP forward per step), 3 rounds: C 0.26, JAX linker 0.52;
+* digits convnet (8x8, conv 16 3x3 same + max pool + dense), batch 32, 3 rounds: C 1.2 [1.1-1.7],
+  JAX linker 0.68 [0.62-0.77].
+
+The C linker loses on the MLPs because its elementwise code (Adam's update, ReLU, dropout) runs
+single-threaded around the GEMMs (the fused Adam update of the 784x512 kernel took 3.2 ms a step in
+PyTensor's profiler) and OpenBLAS's threads spin between calls (twice XLA's process CPU time for the same
+step); on the convnet half its time is outside the GEMMs: the im2col copies (``Join`` of nine shifted
+views), their gradient (nine ``IncSubtensor``) and the max-pool gradient's elementwise ops. nnspec's
+JAX backend, whose convolution is XLA's own, ran the convnet slower than the im2col graph through XLA,
+so the Theano lowering keeps im2col under every linker. Numba was slower than the C linker on the MLP in
+docs/benchmarks.md's run and takes minutes to compile the convnet, so ``auto`` picks it only without a BLAS.
 
 Flags the user gives in ``PYTENSOR_FLAGS`` win over nnspec's. ``NNSPEC_BLAS_LDFLAGS`` sets the BLAS flags
 explicitly (an empty value turns BLAS off). The compile cache lives in ``$NNSPEC_PYTENSOR_CACHE``, default
@@ -28,12 +58,16 @@ from __future__ import annotations
 
 import ctypes.util
 import hashlib
+import importlib.util
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...compiler.ir import Graph
 
 MODES: tuple[str, ...] = ("c", "numba", "jax")
 MODE_ENV = "NNSPEC_THEANO_MODE"
@@ -51,6 +85,8 @@ _LIB_DIRS: tuple[str, ...] = (
 )
 # library base names, in order of preference (all export the Fortran BLAS symbols PyTensor calls)
 _BLAS_NAMES: tuple[str, ...] = ("openblas", "mkl_rt", "blis", "blas")
+#: Forward FLOPs of one training batch from which a float32 graph without windowed layers runs on the JAX linker.
+JAX_MIN_STEP_FLOPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -179,19 +215,84 @@ def setup() -> Setup:
     return _setup
 
 
-def default_mode(device: str) -> str:
-    """The linker used for ``device`` (``cpu``/``gpu``): ``$NNSPEC_THEANO_MODE`` or the measured best."""
-    setup()
+def _requested() -> str:
+    """``$NNSPEC_THEANO_MODE`` (``auto`` when unset), checked."""
     requested = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
-    if requested != "auto":
-        if requested not in MODES:
-            from ...errors import BackendError
+    if requested != "auto" and requested not in MODES:
+        from ...errors import BackendError
 
-            raise BackendError(f"{MODE_ENV}={requested!r} is not a PyTensor linker nnspec knows; expected auto, c, numba or jax")
+        raise BackendError(f"{MODE_ENV}={requested!r} is not a PyTensor linker nnspec knows; expected auto, c, numba or jax")
+    return requested
+
+
+def default_mode(device: str) -> str:
+    """The base linker for ``device`` (``cpu``/``gpu``): ``$NNSPEC_THEANO_MODE`` when set, ``jax`` on the GPU,
+    else ``c`` with a BLAS and ``numba`` without one. :func:`choose_linker` uses it where the JAX linker is
+    not the measured best (float64, tiny steps, JAX missing)."""
+    setup()
+    requested = _requested()
+    if requested != "auto":
         return requested
     if device == "gpu":
         return "jax"
     return "c" if setup().blas_ldflags else "numba"
+
+
+@dataclass(frozen=True)
+class LinkerChoice:
+    """The linker a model runs on and, in a few words, why."""
+
+    mode: str
+    why: str
+
+
+def _base_why(mode: str) -> str:
+    return "the C linker with a BLAS" if mode == "c" else "Numba: no system BLAS found for the C linker"
+
+
+def choose_linker(device: str, dtype: str = "float32", graph: "Graph | None" = None) -> LinkerChoice:
+    """The linker for ``graph`` in ``dtype`` on ``device``: ``$NNSPEC_THEANO_MODE``, else the rule of ``auto``
+    (see the module docstring, where the measurements behind it are)."""
+    requested = _requested()
+    if requested != "auto":
+        return LinkerChoice(requested, f"set by {MODE_ENV}={requested}")
+    base = default_mode(device)
+    if device == "gpu":
+        return LinkerChoice("jax", "GPU: PyTensor reaches the GPU only through its JAX linker")
+    if dtype != "float32":
+        return LinkerChoice(base, f"{dtype}: PyTensor's JAX linker computes in float32 only here, so {_base_why(base)}")
+    if importlib.util.find_spec("jax") is None:
+        return LinkerChoice(base, f"JAX is not installed, so {_base_why(base)}")
+    if graph is None:
+        return LinkerChoice("jax", "float32 on CPU: XLA measured 1.2-1.7x faster than the C linker")
+    from ...compiler.opset import SPATIAL_OPS
+
+    windowed = sorted({n.op for n in graph.nodes if n.op in SPATIAL_OPS})
+    if windowed:
+        return LinkerChoice("jax", f"float32 {'/'.join(windowed)}: XLA measured 1.25x faster than the C linker on im2col convolutions (1.8x on a small convnet)")
+    step_flops = graph.flops * graph.train.batch_size
+    if step_flops < JAX_MIN_STEP_FLOPS:
+        return LinkerChoice(
+            base, f"small step ({step_flops / 1e6:.2f} MFLOP forward, under {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP): the JAX linker's per-call cost outweighs XLA's gain, so {_base_why(base)}"
+        )
+    return LinkerChoice("jax", f"float32, {step_flops / 1e6:.0f} MFLOP forward per step: XLA measured 1.7x faster than the C linker on MLPs")
+
+
+def rule_notes() -> dict[str, str]:
+    """The rule of ``auto`` and the base linker here, for ``nnspec backends`` (:meth:`TheanoBackend.execution_notes`)."""
+    info = setup()
+    requested = _requested()
+    base = default_mode("cpu")
+    notes = {
+        "linker": requested if requested != "auto" else "auto",
+        "rule": f"{MODE_ENV} if set; GPU: jax; CPU float32 with JAX installed: jax for convolution/pooling or at least {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP per step, else {base}; float64: {base}",
+        "base_linker": base,
+        "blas": f"{info.blas_ldflags} ({info.blas_source})" if info.blas_ldflags else f"none ({info.blas_source})",
+        "compile_cache": str(cache_dir()),
+    }
+    if requested != "auto":
+        notes["rule"] = f"{MODE_ENV}={requested}: every model runs on the {requested} linker"
+    return notes
 
 
 def import_jax_linker() -> None:

@@ -107,6 +107,10 @@ class TrainingRecipe:
             return dict(arrays)
         return {k: v if k in self._wide_keys else self.compute_ops.to_float(v) for k, v in arrays.items()}
 
+    def _input_to_compute(self, x: Any) -> Any:
+        """The input batch in the compute type (unchanged unless the policy is mixed)."""
+        return x if self.compute_ops is self.ops else self.compute_ops.to_float(x)
+
     def _to_storage(self, value: Any) -> Any:
         """``value`` back in the storage type (unchanged unless the policy is mixed)."""
         return value if self.compute_ops is self.ops else self.ops.to_float(value)
@@ -120,14 +124,14 @@ class TrainingRecipe:
     def head(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
         """The head (logits when the output is a fused softmax) and the state after this pass, in the storage type."""
         ctx = self.context(params, state, training=training, step=step, batch=batch)
-        values = self.seam.walk(ctx, self.graph, self._to_compute({"x": x})["x"], (self.graph.head,))
+        values = self.seam.walk(ctx, self.graph, self._input_to_compute(x), (self.graph.head,))
         new_state = {k: self._to_storage(ctx.new_state[k]) if k in ctx.new_state else v for k, v in state.items()}
         return self._to_storage(values[self.graph.head]), new_state
 
     def outputs(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> list[Any]:
         """Every node's output in declaration order (per-layer comparison), in the storage type."""
         ctx = self.context(params, state, training=training, step=step, batch=batch)
-        values = self.seam.walk(ctx, self.graph, self._to_compute({"x": x})["x"], None)
+        values = self.seam.walk(ctx, self.graph, self._input_to_compute(x), None)
         return [self._to_storage(v) for v in node_outputs(values, self.graph)]
 
     def predict(self, params: Arrays, state: Arrays, x: Any, batch: int | None = None) -> Any:

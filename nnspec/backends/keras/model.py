@@ -120,11 +120,9 @@ class KerasModel(CompiledModel):
                 precision = "highest" if self.precision.full_precision_matmul else ("tensorfloat32" if self.precision.tf32 else "default")
                 stack.enter_context(jax.default_matmul_precision(precision))
             else:
-                import tensorflow as tf
+                from ..tensorflow.backend import tensor_float_32
 
-                before = tf.config.experimental.tensor_float_32_execution_enabled()
-                tf.config.experimental.enable_tensor_float_32_execution(self.precision.tf32)
-                stack.callback(tf.config.experimental.enable_tensor_float_32_execution, before)
+                stack.enter_context(tensor_float_32(self.precision.tf32))
             yield
 
     def _jit(self, fn: Callable[..., Any], static: tuple[int, ...] = ()) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ TensorFlow is imported on first use only, through :func:`load_tensorflow`, which
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -91,6 +92,22 @@ def load_tensorflow() -> ModuleType:
             pass
     _tf = tf
     return tf
+
+
+@contextlib.contextmanager
+def tensor_float_32(enabled: bool) -> Iterator[None]:
+    """TensorFlow's TensorFloat-32 switch set to ``enabled`` for the duration, and restored after.
+
+    The switch is process-wide and read when a kernel runs (and when XLA compiles), so each model sets it
+    around its own calls (the ``tf32`` precision policy turns it on; every other policy keeps it off).
+    """
+    tf = load_tensorflow()
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
 class TensorFlowBackend(Backend):

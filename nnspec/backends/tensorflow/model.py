@@ -70,7 +70,7 @@ from ...runtime.precision import training_slots
 from ...runtime.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
 from ..base import Backend, CompiledModel
 from ..lowering import Lowering, LoweringContext, OpRegistry
-from .backend import load_tensorflow, replica_strategy
+from .backend import load_tensorflow, replica_strategy, tensor_float_32
 from .layers import LOWERINGS, compiled_keep_mask
 from .ops import CrossReplicaOps, TensorFlowOps, replica_context
 
@@ -209,18 +209,11 @@ class TensorFlowModel(CompiledModel):
     # ---- configuration ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _device_scope(self) -> Iterator[None]:
-        """The model's device, with TensorFloat-32 on exactly when its precision policy allows it.
-
-        TensorFlow's TF32 switch is process-wide and read when a kernel runs (and when XLA compiles), so
-        it is set for the duration of each of this model's calls and restored after.
-        """
-        before = tf.config.experimental.tensor_float_32_execution_enabled()
-        tf.config.experimental.enable_tensor_float_32_execution(self.precision.tf32)
-        try:
+        """The model's device (or its strategy's scope), with TensorFloat-32 on exactly when its precision
+        policy allows it (:func:`~nnspec.backends.tensorflow.backend.tensor_float_32`)."""
+        with tensor_float_32(self.precision.tf32):
             with self.strategy.scope() if self.strategy is not None else tf.device(self.device_name):
                 yield
-        finally:
-            tf.config.experimental.enable_tensor_float_32_execution(before)
 
     def _allowed(self, plan: ExecutionPlan) -> ExecutionPlan:
         """``plan`` as this model can run it: without XLA under a ``tf.distribute`` strategy."""

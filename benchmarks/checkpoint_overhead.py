@@ -64,9 +64,13 @@ def main() -> None:
     parser.add_argument("--spec", default="specs/fashion_mnist_mlp.yaml")
     parser.add_argument("--backends", default="jax,tensorflow")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--units", type=int, default=512, help="hidden units (512: the 784-512-10 MLP); 0 keeps the spec's")
+    parser.add_argument(
+        "--units", type=int, default=512, help="hidden units (512: the 784-512-10 MLP); 0 keeps the spec's"
+    )
     args = parser.parse_args()
-    print("| engine | epoch (median) | per-epoch work with checkpoint (median) | without | overhead | training wall, every 1 | training wall, every 0 |")
+    print(
+        "| engine | epoch (median) | per-epoch work with checkpoint (median) | without | overhead | training wall, every 1 | training wall, every 0 |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.backends.split(","):
         r = measure(args.spec, name, args.epochs, args.units or None)

@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def child(engine: str, count: int, spec: str, device: str, epochs: int, batch: int) -> dict[str, float]:
     """Train in this (fresh) process on ``count`` devices; ``{'median_s', 'replicas'}``."""
     if device == "cpu" and engine in ("jax", "keras"):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        )
     if device == "cpu" and engine == "tensorflow":
         from nnspec.backends.tensorflow.backend import load_tensorflow
 
@@ -38,7 +40,9 @@ def child(engine: str, count: int, spec: str, device: str, epochs: int, batch: i
     import nnspec
     from nnspec.backends import get_backend
 
-    graph = nnspec.load(spec, overrides=[f"train.devices={count}", f"train.batch_size={batch}", f"train.epochs={epochs}"])
+    graph = nnspec.load(
+        spec, overrides=[f"train.devices={count}", f"train.batch_size={batch}", f"train.epochs={epochs}"]
+    )
     model = get_backend(engine).compile(graph, device=device)
     history = model.fit(progress=False)
     seconds = list(history["seconds"])[1:] or list(history["seconds"])
@@ -62,22 +66,45 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.device == "cpu":
         env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    print(f"spec {args.spec}, device {args.device}, batch {args.batch}, median epoch seconds of epochs 2..{args.epochs}")
+    print(
+        f"spec {args.spec}, device {args.device}, batch {args.batch}, median epoch seconds of epochs 2..{args.epochs}"
+    )
     if args.device == "cpu":
-        print("CPU: the devices are virtual and share the same cores; this is the overhead of splitting, not a speed-up")
+        print(
+            "CPU: the devices are virtual and share the same cores; this is the overhead of splitting, not a speed-up"
+        )
     print(f"{'engine':<12}{'devices':>8}{'epoch s':>10}{'vs 1':>8}")
     for engine in args.engines.split(","):
         base = None
         for count in (int(c) for c in args.counts.split(",")):
-            cmd = [sys.executable, "-m", "benchmarks.devices", "--child", engine, str(count), "--spec", args.spec, "--device", args.device, "--epochs", str(args.epochs), "--batch", str(args.batch)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.devices",
+                "--child",
+                engine,
+                str(count),
+                "--spec",
+                args.spec,
+                "--device",
+                args.device,
+                "--epochs",
+                str(args.epochs),
+                "--batch",
+                str(args.batch),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if proc.returncode != 0:
-                print(f"{engine:<12}{count:>8}  failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+                print(
+                    f"{engine:<12}{count:>8}  failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+                )
                 continue
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             base = base or result["median_s"]
             print(f"{engine:<12}{count:>8}{result['median_s']:>10.3f}{result['median_s'] / base:>8.2f}")
-    print(f"\nOn a machine with several GPUs: python -m benchmarks.devices --device gpu --counts 1,2,4,8 --engines {args.engines}")
+    print(
+        f"\nOn a machine with several GPUs: python -m benchmarks.devices --device gpu --counts 1,2,4,8 --engines {args.engines}"
+    )
     return 0
 
 

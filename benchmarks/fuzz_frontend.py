@@ -41,37 +41,238 @@ from nnspec.errors import Diagnostic, SpecError  # noqa: E402
 
 HUGE = "9" * 5000
 NUMBERS: tuple[str, ...] = (
-    "0", "1", "2", "3", "8", "10", "32", "-1", "-3", "2147483647", "2147483648", "4294967296", "99999999999999999999",
-    HUGE, "-" + HUGE, "1" + "0" * 4400, "1e400", "-1e400", "1e-400", "1e308", "1e99999999999", "0.5", "0.0", "1.5",
-    "-0.5", "1e-3", "1e3", "3.", ".5", "+5", ".inf", "-.inf", ".nan", "0777", "0x1f", "0b101", "1_000", "1:30", "007",
-    "1.0e+3", "9" * 4301 + ".5", "0." + "0" * 5000 + "1", "1e" + HUGE, "281474976710657", "65536",
+    "0",
+    "1",
+    "2",
+    "3",
+    "8",
+    "10",
+    "32",
+    "-1",
+    "-3",
+    "2147483647",
+    "2147483648",
+    "4294967296",
+    "99999999999999999999",
+    HUGE,
+    "-" + HUGE,
+    "1" + "0" * 4400,
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "1e308",
+    "1e99999999999",
+    "0.5",
+    "0.0",
+    "1.5",
+    "-0.5",
+    "1e-3",
+    "1e3",
+    "3.",
+    ".5",
+    "+5",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "0777",
+    "0x1f",
+    "0b101",
+    "1_000",
+    "1:30",
+    "007",
+    "1.0e+3",
+    "9" * 4301 + ".5",
+    "0." + "0" * 5000 + "1",
+    "1e" + HUGE,
+    "281474976710657",
+    "65536",
 )
 WORDS: tuple[str, ...] = (
-    *ACTIVATIONS, *OPTIMIZERS, *DATASETS, *LOSSES, *SCHEDULES, *MONITORS, *INITIALIZERS[:3], *OPS,
-    "same", "valid", "yes", "no", "on", "off", "y", "n", "null", "~", "true", "false", "True", "input", "stop", "continue",
-    "scale", "none", "standardize", "float32", "float64", "float16", "x", "y", "label", "a", "b", "_", "accuracy", "auto",
+    *ACTIVATIONS,
+    *OPTIMIZERS,
+    *DATASETS,
+    *LOSSES,
+    *SCHEDULES,
+    *MONITORS,
+    *INITIALIZERS[:3],
+    *OPS,
+    "same",
+    "valid",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "null",
+    "~",
+    "true",
+    "false",
+    "True",
+    "input",
+    "stop",
+    "continue",
+    "scale",
+    "none",
+    "standardize",
+    "float32",
+    "float64",
+    "float16",
+    "x",
+    "y",
+    "label",
+    "a",
+    "b",
+    "_",
+    "accuracy",
+    "auto",
 )
 ODD: tuple[str, ...] = (
-    '"a\\0b"', '"\\0"', '"\\x00"', '"\\udcff"', '"\\ud800"', "'tab\there'", '"\\u2028"', '"\\ufeff"', "é", "名前", "🙂",
-    "'" + "x" * 70000 + "'", '"../../etc/passwd"', '"/dev/zero"', '"."', '""', "' '", '"a\\nb"', '"\\x7f"', "'\u202e\u202e'",
-    "!!python/object/apply:os.system ['true']", "&a x", "*a", "*nope", "!!str x", "|\n  block", "? k", "[", "{", "]", "}",
-    ":", "- -", "@", "`", "%YAML 1.1", '"' + "\\x41" * 300 + '"', "a b", "a: b", "'", '"', "#", "<<: *a",
+    '"a\\0b"',
+    '"\\0"',
+    '"\\x00"',
+    '"\\udcff"',
+    '"\\ud800"',
+    "'tab\there'",
+    '"\\u2028"',
+    '"\\ufeff"',
+    "é",
+    "名前",
+    "🙂",
+    "'" + "x" * 70000 + "'",
+    '"../../etc/passwd"',
+    '"/dev/zero"',
+    '"."',
+    '""',
+    "' '",
+    '"a\\nb"',
+    '"\\x7f"',
+    "'\u202e\u202e'",
+    "!!python/object/apply:os.system ['true']",
+    "&a x",
+    "*a",
+    "*nope",
+    "!!str x",
+    "|\n  block",
+    "? k",
+    "[",
+    "{",
+    "]",
+    "}",
+    ":",
+    "- -",
+    "@",
+    "`",
+    "%YAML 1.1",
+    '"' + "\\x41" * 300 + '"',
+    "a b",
+    "a: b",
+    "'",
+    '"',
+    "#",
+    "<<: *a",
 )
 #: Keys that exist somewhere in a spec, and some that do not.
 KEYS: tuple[str, ...] = (
-    "nnspec", "name", "description", "extends", "input", "layers", "output", "train", "data", "shape", "dtype", "loss",
-    "optimizer", "schedule", "weight_decay", "batch_size", "epochs", "seed", "metrics", "on_divergence", "checkpoint",
-    "early_stopping", "every", "keep", "monitor", "mode", "patience", "min_delta", "restore_best", "dataset", "path",
-    "validation_split", "test_split", "normalize", "learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon",
-    "rho", "decay_steps", "decay_rate", "staircase", "alpha", "factor", "inputs", "units", "filters", "kernel", "strides",
-    "padding", "activation", "use_bias", "kernel_init", "bias_init", "size", "rate", "axis", "center", "scale", "stddev",
-    "mean", "minval", "maxval", "epoch", "lr", "<<", "", "a b", "0", "-1", "x" * 200, "layers[0]", "train.epochs",
+    "nnspec",
+    "name",
+    "description",
+    "extends",
+    "input",
+    "layers",
+    "output",
+    "train",
+    "data",
+    "shape",
+    "dtype",
+    "loss",
+    "optimizer",
+    "schedule",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "seed",
+    "metrics",
+    "on_divergence",
+    "checkpoint",
+    "early_stopping",
+    "every",
+    "keep",
+    "monitor",
+    "mode",
+    "patience",
+    "min_delta",
+    "restore_best",
+    "dataset",
+    "path",
+    "validation_split",
+    "test_split",
+    "normalize",
+    "learning_rate",
+    "momentum",
+    "nesterov",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "rho",
+    "decay_steps",
+    "decay_rate",
+    "staircase",
+    "alpha",
+    "factor",
+    "inputs",
+    "units",
+    "filters",
+    "kernel",
+    "strides",
+    "padding",
+    "activation",
+    "use_bias",
+    "kernel_init",
+    "bias_init",
+    "size",
+    "rate",
+    "axis",
+    "center",
+    "scale",
+    "stddev",
+    "mean",
+    "minval",
+    "maxval",
+    "epoch",
+    "lr",
+    "<<",
+    "",
+    "a b",
+    "0",
+    "-1",
+    "x" * 200,
+    "layers[0]",
+    "train.epochs",
 )
 #: Names used in ``extends``; :func:`prepare_workdir` creates the files.
 EXTENDS: tuple[str, ...] = (
-    "base.yaml", "cycle_a.yaml", "chain_0.yaml", "self.yaml", "fifo.yaml", "subdir", "/dev/null", "/dev/zero", "nope.yaml",
-    '"a\\0b"', '""', "x" * 5000, "bad_utf8.yaml", "huge.yaml", "list.yaml", "spec.yaml", "null", "[base.yaml]", "3",
-    "../" * 40 + "etc/passwd", "'" + "a/" * 3000 + "b'",
+    "base.yaml",
+    "cycle_a.yaml",
+    "chain_0.yaml",
+    "self.yaml",
+    "fifo.yaml",
+    "subdir",
+    "/dev/null",
+    "/dev/zero",
+    "nope.yaml",
+    '"a\\0b"',
+    '""',
+    "x" * 5000,
+    "bad_utf8.yaml",
+    "huge.yaml",
+    "list.yaml",
+    "spec.yaml",
+    "null",
+    "[base.yaml]",
+    "3",
+    "../" * 40 + "etc/passwd",
+    "'" + "a/" * 3000 + "b'",
 )
 
 BASE = "nnspec: 1\ninput: {shape: [8, 8, 1]}\nlayers: [flatten, {dense: {units: 10}}, softmax]\ntrain: {epochs: 1}\ndata: {dataset: digits}\n"
@@ -111,7 +312,9 @@ class Case:
     via_load: bool = False
 
     def __repr__(self) -> str:
-        text = self.text if len(self.text) < 600 else self.text[:600] + (b"..." if isinstance(self.text, bytes) else "...")
+        text = (
+            self.text if len(self.text) < 600 else self.text[:600] + (b"..." if isinstance(self.text, bytes) else "...")
+        )
         overrides = repr(self.overrides)
         return f"Case(text={text!r}, overrides={overrides[:600]}, via_load={self.via_load})"
 
@@ -127,30 +330,57 @@ Tree = Any  # dict[str, Tree] | list[Tree] | str (a scalar written as is)
 
 def _skeletons() -> list[Tree]:
     mlp = {
-        "nnspec": "1", "name": "fz", "input": {"shape": ["8", "8", "1"]},
+        "nnspec": "1",
+        "name": "fz",
+        "input": {"shape": ["8", "8", "1"]},
         "layers": ["flatten", {"dense": {"units": "16", "activation": "relu"}}, {"dense": {"units": "10"}}, "softmax"],
         "train": {"epochs": "2", "batch_size": "32", "optimizer": {"adam": {"learning_rate": "0.001"}}},
         "data": {"dataset": "digits"},
     }
     cnn = {
-        "nnspec": "1", "input": {"shape": ["28", "28", "1"], "dtype": "float64"},
+        "nnspec": "1",
+        "input": {"shape": ["28", "28", "1"], "dtype": "float64"},
         "layers": [
-            {"conv2d": {"filters": "8", "kernel": "3", "padding": "same", "kernel_init": {"normal": {"stddev": "0.05"}}}},
-            {"max_pool2d": {"size": "2", "strides": ["2", "2"]}}, {"batch_norm": {"momentum": "0.9"}}, "flatten",
-            {"dropout": "0.5"}, {"dense": {"units": "10", "use_bias": "false"}}, "softmax",
+            {
+                "conv2d": {
+                    "filters": "8",
+                    "kernel": "3",
+                    "padding": "same",
+                    "kernel_init": {"normal": {"stddev": "0.05"}},
+                }
+            },
+            {"max_pool2d": {"size": "2", "strides": ["2", "2"]}},
+            {"batch_norm": {"momentum": "0.9"}},
+            "flatten",
+            {"dropout": "0.5"},
+            {"dense": {"units": "10", "use_bias": "false"}},
+            "softmax",
         ],
-        "train": {"loss": "cross_entropy", "optimizer": {"sgd": {"momentum": "0.9", "nesterov": "true"}}, "schedule": {"cosine": {"decay_steps": "100"}},
-                  "checkpoint": {"every": "1", "keep": "2"}, "early_stopping": {"monitor": "val_loss", "patience": "3"}},
+        "train": {
+            "loss": "cross_entropy",
+            "optimizer": {"sgd": {"momentum": "0.9", "nesterov": "true"}},
+            "schedule": {"cosine": {"decay_steps": "100"}},
+            "checkpoint": {"every": "1", "keep": "2"},
+            "early_stopping": {"monitor": "val_loss", "patience": "3"},
+        },
         "data": {"dataset": "mnist", "validation_split": "0.1"},
     }
     graph = {
-        "nnspec": "1.1", "name": "res", "description": "'residual'", "input": {"shape": ["8", "8", "2"]},
+        "nnspec": "1.1",
+        "name": "res",
+        "description": "'residual'",
+        "input": {"shape": ["8", "8", "2"]},
         "layers": [
             {"conv2d": {"filters": "4", "kernel": "3", "padding": "same", "name": "stem"}},
             {"conv2d": {"filters": "4", "kernel": ["3", "3"], "padding": "same", "name": "c1"}},
-            {"add": {"inputs": ["c1", "stem"], "name": "sum"}}, {"layer_norm": {"epsilon": "1e-3"}},
-            {"concat": {"inputs": ["sum", "stem"], "axis": "-1"}}, {"global_avg_pool2d": None}, {"reshape": ["-1", "4"]},
-            "flatten", {"activation": "tanh"}, {"dense": {"units": "3", "name": "head"}},
+            {"add": {"inputs": ["c1", "stem"], "name": "sum"}},
+            {"layer_norm": {"epsilon": "1e-3"}},
+            {"concat": {"inputs": ["sum", "stem"], "axis": "-1"}},
+            {"global_avg_pool2d": None},
+            {"reshape": ["-1", "4"]},
+            "flatten",
+            {"activation": "tanh"},
+            {"dense": {"units": "3", "name": "head"}},
         ],
         "output": "head",
         "train": {"optimizer": "rmsprop", "loss": "mse", "metrics": ["accuracy"], "on_divergence": "continue"},
@@ -164,7 +394,28 @@ SKELETONS = _skeletons()
 
 
 #: Values that often keep a spec valid, so that shapes and wiring get exercised too.
-MILD: tuple[str, ...] = ("1", "2", "3", "4", "7", "16", "64", "128", "0.1", "0.5", "relu", "same", "valid", "true", "false", "[2, 2]", "[4, -1]", "[8, 8, 1]", "[28, 28, 1]", "[16]")
+MILD: tuple[str, ...] = (
+    "1",
+    "2",
+    "3",
+    "4",
+    "7",
+    "16",
+    "64",
+    "128",
+    "0.1",
+    "0.5",
+    "relu",
+    "same",
+    "valid",
+    "true",
+    "false",
+    "[2, 2]",
+    "[4, -1]",
+    "[8, 8, 1]",
+    "[28, 28, 1]",
+    "[16]",
+)
 
 
 def _scalar(rng: random.Random) -> str:
@@ -278,10 +529,55 @@ def structured_text(rng: random.Random) -> tuple[str, Tree]:
 # --- raw text mutations ------------------------------------------------------------------------------
 
 TOKENS: tuple[str, ...] = (
-    ":", " ", "\n", "\t", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "!!", "#", "'", '"', "---\n", "...\n", HUGE, "\x00",
-    "\x85", "\u2028", "\ufeff", "\udcff", "\ud800", "<<: *a", "? ", "\r", "\\", "%", "|", ">", "1e999", "-1", "@",
+    ":",
+    " ",
+    "\n",
+    "\t",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "&a ",
+    "*a",
+    "!!",
+    "#",
+    "'",
+    '"',
+    "---\n",
+    "...\n",
+    HUGE,
+    "\x00",
+    "\x85",
+    "\u2028",
+    "\ufeff",
+    "\udcff",
+    "\ud800",
+    "<<: *a",
+    "? ",
+    "\r",
+    "\\",
+    "%",
+    "|",
+    ">",
+    "1e999",
+    "-1",
+    "@",
 )
-BAD_BYTES: tuple[bytes, ...] = (b"\xff", b"\xfe", b"\xc3", b"\x80", b"\xef\xbb\xbf", b"\xe2\x82", b"\x00", b"\r", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf")
+BAD_BYTES: tuple[bytes, ...] = (
+    b"\xff",
+    b"\xfe",
+    b"\xc3",
+    b"\x80",
+    b"\xef\xbb\xbf",
+    b"\xe2\x82",
+    b"\x00",
+    b"\r",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xc0\xaf",
+)
 
 
 def _edit(text: str, rng: random.Random) -> str:
@@ -290,7 +586,7 @@ def _edit(text: str, rng: random.Random) -> str:
     if action == 0:
         return text[:at] + rng.choice(TOKENS) + text[at:]
     if action == 1:
-        return text[:at] + text[at + rng.randrange(1, 12):]
+        return text[:at] + text[at + rng.randrange(1, 12) :]
     lines = text.split("\n")
     i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
     if action == 2:
@@ -333,14 +629,56 @@ def _paths(tree: Tree, prefix: str, found: list[str]) -> None:
 
 
 JUNK_PATHS: tuple[str, ...] = (
-    "", ".", "..", "a..b", "[0]", "layers[", "layers." + HUGE, "layers[" + HUGE + "]", ".".join(["a"] * 50), " train.epochs ",
-    "tr\udcffain.epochs", "train.epochs\x00", "layers.-1.dense.units", "layers.99.x", "train.epochs.x", "input.shape.0",
-    "layers.٣.dense", "layers.²", "=", "train[0]",
+    "",
+    ".",
+    "..",
+    "a..b",
+    "[0]",
+    "layers[",
+    "layers." + HUGE,
+    "layers[" + HUGE + "]",
+    ".".join(["a"] * 50),
+    " train.epochs ",
+    "tr\udcffain.epochs",
+    "train.epochs\x00",
+    "layers.-1.dense.units",
+    "layers.99.x",
+    "train.epochs.x",
+    "input.shape.0",
+    "layers.٣.dense",
+    "layers.²",
+    "=",
+    "train[0]",
 )
 
 PYTHON_VALUES: tuple[Any, ...] = (
-    3, 0, -1, 10**5000, -(10**400), 2**63, 2**31, 1.5, float("inf"), float("-inf"), float("nan"), -0.0, 1e308, True, False,
-    None, "3", "\udcff", "a\x00b", HUGE, [1, 2], [[[[1]]]], {"adam": {"learning_rate": 0.1}}, {3: 4}, (1, 2), b"bytes", object(),
+    3,
+    0,
+    -1,
+    10**5000,
+    -(10**400),
+    2**63,
+    2**31,
+    1.5,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    -0.0,
+    1e308,
+    True,
+    False,
+    None,
+    "3",
+    "\udcff",
+    "a\x00b",
+    HUGE,
+    [1, 2],
+    [[[[1]]]],
+    {"adam": {"learning_rate": 0.1}},
+    {3: 4},
+    (1, 2),
+    b"bytes",
+    object(),
 )
 
 
@@ -369,7 +707,9 @@ def overrides_for(tree: Tree, rng: random.Random, always: bool = False) -> Any:
             if rng.random() < 0.1:
                 value += rng.choice(("\udcff", "\x00", "\ud800"))
             form = rng.random()
-            items.append(f"{path()}{value}" if form < 0.05 else f"{path()}=={value}" if form < 0.1 else f"{path()}={value}")
+            items.append(
+                f"{path()}{value}" if form < 0.05 else f"{path()}=={value}" if form < 0.1 else f"{path()}={value}"
+            )
         return items
     chosen = {}
     for _ in range(rng.randrange(1, 4)):
@@ -398,7 +738,10 @@ def generate_case(rng: random.Random) -> Case:
     """One fuzz case from ``rng`` (a ``random.Random``, or hypothesis's)."""
     text, tree = structured_text(rng)
     if rng.random() < 0.35:
-        return Case(raw_text(rng, rng.choice((text, rng.choice(SPEC_TEXTS)))), overrides_for(tree, rng) if rng.random() < 0.3 else None)
+        return Case(
+            raw_text(rng, rng.choice((text, rng.choice(SPEC_TEXTS)))),
+            overrides_for(tree, rng) if rng.random() < 0.3 else None,
+        )
     return Case(text, overrides_for(tree, rng), via_load=rng.random() < 0.1)
 
 
@@ -440,7 +783,9 @@ def run_case(case: Case, workdir: str) -> None:
             else:
                 graph, diagnostics = diagnose(path, case.overrides)
         else:
-            graph, diagnostics = analyse_text(case.text, os.path.join(workdir, "spec.yaml"), case.overrides, base_dir=workdir)
+            graph, diagnostics = analyse_text(
+                case.text, os.path.join(workdir, "spec.yaml"), case.overrides, base_dir=workdir
+            )
         _check_diagnostics(graph, diagnostics)
     except Exception as exc:
         raise Crash(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -449,10 +794,19 @@ def run_case(case: Case, workdir: str) -> None:
 def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     inner = frames[-1] if frames else None
-    return f"{type(exc).__name__} at {os.path.relpath(inner.filename, REPO_ROOT)}:{inner.lineno}" if inner else type(exc).__name__
+    return (
+        f"{type(exc).__name__} at {os.path.relpath(inner.filename, REPO_ROOT)}:{inner.lineno}"
+        if inner
+        else type(exc).__name__
+    )
 
 
-def fuzz(count: int, seed: int = 0, seconds: float | None = None, on_crash: Callable[[Case, BaseException], None] | None = None) -> tuple[int, Counter[str]]:
+def fuzz(
+    count: int,
+    seed: int = 0,
+    seconds: float | None = None,
+    on_crash: Callable[[Case, BaseException], None] | None = None,
+) -> tuple[int, Counter[str]]:
     """Run up to ``count`` cases (or until ``seconds`` have passed); returns (cases tried, crashes by kind and place)."""
     import warnings
 

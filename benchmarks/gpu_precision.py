@@ -22,7 +22,9 @@ from .data import load_fashion_mnist
 from .settings import BenchConfig, make_model_graph
 
 
-def measure(model: str, engine: str, precision: str, device: str, epochs: int, data: object, guard: bool = True) -> dict[str, object]:
+def measure(
+    model: str, engine: str, precision: str, device: str, epochs: int, data: object, guard: bool = True
+) -> dict[str, object]:
     """One row: compile seconds, first and median later epoch seconds, last loss (or the refusal).
 
     ``guard`` False turns the divergence guard off (``train.on_divergence: continue``), to show its cost."""
@@ -34,7 +36,11 @@ def measure(model: str, engine: str, precision: str, device: str, epochs: int, d
     graph = graph.replace(train=dataclasses.replace(graph.train, precision=precision))
     if not guard:
         graph = graph.replace(train=dataclasses.replace(graph.train, on_divergence="continue"))
-    row: dict[str, object] = {"model": model, "engine": engine, "precision": precision + ("" if guard else " (guard off)")}
+    row: dict[str, object] = {
+        "model": model,
+        "engine": engine,
+        "precision": precision + ("" if guard else " (guard off)"),
+    }
     try:
         start = time.perf_counter()
         compiled = get_backend(engine).compile(graph, device=device)
@@ -49,7 +55,12 @@ def measure(model: str, engine: str, precision: str, device: str, epochs: int, d
         start = time.perf_counter()
         loss, _ = compiled.run_epoch(x, y, order, config.batch_size)
         times.append(time.perf_counter() - start)
-    row.update(first_epoch_s=times[0], epoch_s=statistics.median(times[1:]) if len(times) > 1 else times[0], loss=loss, note=compiled.precision.name)
+    row.update(
+        first_epoch_s=times[0],
+        epoch_s=statistics.median(times[1:]) if len(times) > 1 else times[0],
+        loss=loss,
+        note=compiled.precision.name,
+    )
     return row
 
 
@@ -61,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="jax,keras,theano")
     parser.add_argument("--precisions", default="float32,tf32,mixed_bfloat16,mixed_float16")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--guard-off-row", action="store_true", help="also measure float32 with the divergence guard off")
+    parser.add_argument(
+        "--guard-off-row", action="store_true", help="also measure float32 with the divergence guard off"
+    )
     args = parser.parse_args(argv)
     data = load_fashion_mnist()
     print(f"data: {data.source}, {len(data.y_train)} training examples, batch 128, device {args.device}\n")
@@ -69,18 +82,32 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         for engine in args.engines.split(","):
-            variants = [(p, True) for p in args.precisions.split(",")] + ([("float32", False)] if args.guard_off_row else [])
+            variants = [(p, True) for p in args.precisions.split(",")] + (
+                [("float32", False)] if args.guard_off_row else []
+            )
             for precision, guard in variants:
                 try:
                     r = measure(model, engine, precision, args.device, args.epochs, data, guard)
                 except Exception as exc:  # one failing combination must not lose the others
-                    r = {"model": model, "engine": engine, "precision": precision, "note": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                    r = {
+                        "model": model,
+                        "engine": engine,
+                        "precision": precision,
+                        "note": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                    }
 
                 def cell(key: str, fmt: str = "{:.4f}", r: dict[str, object] = r) -> str:
                     value = r.get(key)
-                    return fmt.format(value) if isinstance(value, float) and np.isfinite(value) else ("-" if value is None else str(value))
+                    return (
+                        fmt.format(value)
+                        if isinstance(value, float) and np.isfinite(value)
+                        else ("-" if value is None else str(value))
+                    )
 
-                print(f"| {model} | {engine} | {precision} | {cell('compile_s', '{:.2f}')} | {cell('first_epoch_s')} | {cell('epoch_s')} | {cell('loss')} | {r.get('note', '')} |", flush=True)
+                print(
+                    f"| {model} | {engine} | {precision} | {cell('compile_s', '{:.2f}')} | {cell('first_epoch_s')} | {cell('epoch_s')} | {cell('loss')} | {r.get('note', '')} |",
+                    flush=True,
+                )
     return 0
 
 

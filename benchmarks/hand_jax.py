@@ -65,7 +65,9 @@ def _loss(model: str, params: list[Any], x: Any, y: Any, key: Any | None) -> Any
     return -jax.numpy.mean(jax.numpy.take_along_axis(logp, y[:, None], axis=1))
 
 
-def _adam(params: list[Any], grads: list[Any], m: list[Any], v: list[Any], t: Any) -> tuple[list[Any], list[Any], list[Any]]:
+def _adam(
+    params: list[Any], grads: list[Any], m: list[Any], v: list[Any], t: Any
+) -> tuple[list[Any], list[Any], list[Any]]:
     import jax.numpy as jnp
 
     b1, b2, eps, lr = ADAM["beta_1"], ADAM["beta_2"], ADAM["epsilon"], ADAM["learning_rate"]

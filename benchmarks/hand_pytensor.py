@@ -38,7 +38,10 @@ VARIANTS: tuple[str, ...] = ("C", "Numba", "JAX")
 MODES = {"C": "CVM", "Numba": "NUMBA", "JAX": "JAX"}
 
 #: Debian's OpenBLAS (package libopenblas-dev); linked into PyTensor's C code when present.
-OPENBLAS_PATHS: tuple[str, ...] = ("/usr/lib/x86_64-linux-gnu/libopenblas.so", "/usr/lib/aarch64-linux-gnu/libopenblas.so")
+OPENBLAS_PATHS: tuple[str, ...] = (
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so",
+)
 
 
 def configure_env(cold_compiledir: bool = False) -> str:
@@ -62,7 +65,9 @@ def configure_env(cold_compiledir: bool = False) -> str:
     return "; ".join(notes)
 
 
-def _conv_relu(x: Any, kernel: Any, bias: Any, shape: tuple[int, int, int], kernel_shape: tuple[int, int, int, int]) -> Any:
+def _conv_relu(
+    x: Any, kernel: Any, bias: Any, shape: tuple[int, int, int], kernel_shape: tuple[int, int, int, int]
+) -> Any:
     """Valid 2-D convolution + bias + relu as im2col and one matrix product (channels last)."""
     import pytensor.tensor as pt
 
@@ -82,7 +87,9 @@ def _max_pool2(x: Any, shape: tuple[int, int, int]) -> Any:
     return x[:, : 2 * ph, : 2 * pw, :].reshape((-1, ph, 2, pw, 2, c)).max(axis=(2, 4))
 
 
-def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None = None, updates: list[Any] | None = None) -> Any:
+def _logits(
+    model: str, params: list[Any], x: Any, dropout_rng: Any | None = None, updates: list[Any] | None = None
+) -> Any:
     """The model's logits; with ``dropout_rng`` (a shared generator) dropout is on and the generator's
     update is appended to ``updates``."""
     import pytensor.tensor as pt
@@ -103,7 +110,9 @@ def _logits(model: str, params: list[Any], x: Any, dropout_rng: Any | None = Non
     return pt.dot(h, w) + b
 
 
-def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_predict: bool = True) -> tuple[Any, Any, Any, Any, float]:
+def _build(
+    model: str, variant: str, data: BenchData, config: BenchConfig, with_predict: bool = True
+) -> tuple[Any, Any, Any, Any, float]:
     """Graph and compiled functions; returns (train_fn, perm_shared, predict_fn, params, seconds to compile train_fn)."""
     import pytensor
     import pytensor.tensor as pt
@@ -114,7 +123,9 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
     x_shared = pytensor.shared(data.x_train, name="x_train", borrow=True)
     y_shared = pytensor.shared(data.y_train, name="y_train", borrow=True)
     perm = pytensor.shared(np.zeros(len(data.x_train), np.int32), name="perm")
-    params = [pytensor.shared(w, name=f"p{i}", shape=w.shape) for i, w in enumerate(weight_list(model, config))]  # fixed shapes: in-place updates
+    params = [
+        pytensor.shared(w, name=f"p{i}", shape=w.shape) for i, w in enumerate(weight_list(model, config))
+    ]  # fixed shapes: in-place updates
     ms = [pytensor.shared(np.zeros_like(w), shape=w.shape) for w in (p.get_value() for p in params)]
     vs = [pytensor.shared(np.zeros_like(w), shape=w.shape) for w in (p.get_value() for p in params)]
     t = pytensor.shared(floatx(0.0), name="t")
@@ -145,7 +156,13 @@ def _build(model: str, variant: str, data: BenchData, config: BenchConfig, with_
         _import_jax_dispatch()
         _to_jax_device(x_shared, y_shared)
     start = time.perf_counter()
-    train = pytensor.function([i], loss, updates=updates, givens={x: pt.specify_shape(x_shared[batch], x.type.shape), y: pt.specify_shape(y_shared[batch], (b,))}, mode=mode)
+    train = pytensor.function(
+        [i],
+        loss,
+        updates=updates,
+        givens={x: pt.specify_shape(x_shared[batch], x.type.shape), y: pt.specify_shape(y_shared[batch], (b,))},
+        mode=mode,
+    )
     seconds = time.perf_counter() - start
     predict = None
     if with_predict:

@@ -29,7 +29,12 @@ from .data import BenchData
 from .result import Measurement, Refused
 from .settings import ADAM, CNN_DROPOUT, BenchConfig, weight_list
 
-VARIANTS: tuple[str, ...] = ("tf.function step", "tf.function step (XLA)", "tf.function epoch", "tf.function epoch (XLA)")
+VARIANTS: tuple[str, ...] = (
+    "tf.function step",
+    "tf.function step (XLA)",
+    "tf.function epoch",
+    "tf.function epoch (XLA)",
+)
 #: The precisions this baseline runs (TF32 off or on); the harness shows the others as refused rows.
 PRECISIONS: tuple[str, ...] = ("float32", "tf32")
 
@@ -123,7 +128,9 @@ def _run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Meas
 
         @tf.function(jit_compile=jit)
         def step(x: Any, y: Any, idx: Any, i: Any) -> Any:
-            rows = tf.gather(idx, i)  # not idx[i]: XLA would take a slice start as a compile-time constant (one compile per step)
+            rows = tf.gather(
+                idx, i
+            )  # not idx[i]: XLA would take a slice start as a compile-time constant (one compile per step)
             return trainer.step(tf.gather(x, rows), tf.gather(y, rows))
 
         def run_epoch(order: np.ndarray) -> float:
@@ -151,7 +158,10 @@ def _run(model: str, variant: str, data: BenchData, config: BenchConfig) -> Meas
     def predict(x: Any) -> Any:
         return tf.argmax(trainer.logits(tf.constant(x), training=False), axis=-1, output_type=tf.int32)
 
-    correct = sum(int(tf.reduce_sum(tf.cast(predict(data.x_test[s:e]) == data.y_test[s:e], tf.int32))) for s, e in chunks(len(data.x_test)))
+    correct = sum(
+        int(tf.reduce_sum(tf.cast(predict(data.x_test[s:e]) == data.y_test[s:e], tf.int32)))
+        for s, e in chunks(len(data.x_test))
+    )
     return Measurement(
         model=model,
         engine="tensorflow",

@@ -110,7 +110,9 @@ def assign_by_name(model: Any, weights: dict[str, Any]) -> None:
     """Set each variable of ``model`` to ``weights['<layer name>.<variable name>']``; every key must be used once."""
     variables = {f"{layer.name}.{v.name}": v for layer in model.layers for v in layer.weights}
     if set(variables) != set(weights):
-        raise ValueError(f"Keras variables and nnspec weights do not match by name: only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}")
+        raise ValueError(
+            f"Keras variables and nnspec weights do not match by name: only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}"
+        )
     for key, variable in variables.items():
         if tuple(variable.shape) != tuple(weights[key].shape):
             raise ValueError(f"{key}: Keras shape {tuple(variable.shape)}, nnspec shape {tuple(weights[key].shape)}")
@@ -160,7 +162,9 @@ def run(
     from .settings import ADAM, BenchConfig, initial_weights, weight_list
 
     if keras.backend.backend() != engine:
-        raise RuntimeError(f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: set KERAS_BACKEND={engine} before starting")
+        raise RuntimeError(
+            f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: set KERAS_BACKEND={engine} before starting"
+        )
     config = BenchConfig(epochs=epochs, batch_size=batch_size, seed=seed, limit=limit)
     data = load_fashion_mnist().limited(limit, test_limit)
     setting_notes = [check_device(engine, device), set_precision(engine, precision)]
@@ -189,7 +193,9 @@ def run(
             self.seconds.append(time.perf_counter() - self._start)
 
     timer = EpochTimer()
-    history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
+    history = model.fit(
+        data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer]
+    )
     _, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
     jit = getattr(model, "jit_compile", None)
     notes = f"Keras {keras.__version__} on {engine}, jit_compile={jit}, {', '.join(setting_notes)}"
@@ -222,7 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=list(KERAS_PRECISIONS), default="float32")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", args.engine)
-    result = run(args.engine, args.model, args.epochs, args.limit, args.batch, args.seed, args.test_limit, args.device, args.precision)
+    result = run(
+        args.engine,
+        args.model,
+        args.epochs,
+        args.limit,
+        args.batch,
+        args.seed,
+        args.test_limit,
+        args.device,
+        args.precision,
+    )
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     return 0
 

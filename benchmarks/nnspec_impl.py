@@ -52,7 +52,13 @@ def _compile(model: str, engine: str, config: BenchConfig, device: str) -> tuple
 
     dtype = "float64" if config.precision == "float64" else None
     start = time.perf_counter()
-    compiled = nnspec.compile(make_model_graph(model, config), backend=engine, weights=initial_weights(model, config), device=device, dtype=dtype)
+    compiled = nnspec.compile(
+        make_model_graph(model, config),
+        backend=engine,
+        weights=initial_weights(model, config),
+        device=device,
+        dtype=dtype,
+    )
     return compiled, time.perf_counter() - start
 
 
@@ -101,7 +107,9 @@ def first_step_seconds(model: str, engine: str, data: BenchData, config: BenchCo
     b = min(config.batch_size, len(data.x_train))
     start = time.perf_counter()
     compiled, _ = _compile(model, engine, config, device)
-    loss, _ = compiled.run_epoch(compiled.put(data.x_train[:b]), compiled.put(data.y_train[:b]), np.arange(b, dtype=np.int32), b)
+    loss, _ = compiled.run_epoch(
+        compiled.put(data.x_train[:b]), compiled.put(data.y_train[:b]), np.arange(b, dtype=np.int32), b
+    )
     seconds = time.perf_counter() - start
     if not np.isfinite(loss):
         raise RuntimeError(f"the first step's loss is {loss}")
@@ -118,12 +126,18 @@ def child_env(engine: str, device: str, cold_pytensor: bool) -> tuple[dict[str, 
     folder = None
     if engine == "theano" and cold_pytensor:
         folder = tempfile.mkdtemp(prefix="nnspec-bench-cold-")
-        flags = [f for f in env.get("PYTENSOR_FLAGS", "").split(",") if f and not f.startswith(("base_compiledir", "compiledir"))]
+        flags = [
+            f
+            for f in env.get("PYTENSOR_FLAGS", "").split(",")
+            if f and not f.startswith(("base_compiledir", "compiledir"))
+        ]
         env["PYTENSOR_FLAGS"] = ",".join([*flags, f"base_compiledir={folder}"])
     return env, folder
 
 
-def compile_times(model: str, engine: str, config: BenchConfig, device: str, timeout: float, cold_pytensor: bool = True) -> dict[str, Any]:
+def compile_times(
+    model: str, engine: str, config: BenchConfig, device: str, timeout: float, cold_pytensor: bool = True
+) -> dict[str, Any]:
     """``{"cold": s, "warm": s}``: time to the first finished step in a fresh child process, then again in it.
 
     PyTensor compiles into an empty compile folder (removed afterwards) unless ``cold_pytensor`` is false.

@@ -11,7 +11,18 @@ from typing import Any, Iterable
 import pandas as pd
 
 #: Distributions whose versions the report lists.
-PACKAGES: tuple[str, ...] = ("nnspec", "numpy", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "pytensor", "numba", "keras", "pandas")
+PACKAGES: tuple[str, ...] = (
+    "nnspec",
+    "numpy",
+    "jax",
+    "jaxlib",
+    "tensorflow-cpu",
+    "tensorflow",
+    "pytensor",
+    "numba",
+    "keras",
+    "pandas",
+)
 
 #: The figures the issues ask for, at float32: (label, model, engine, numerator, denominator, limit, device).
 #: ``numerator``/``denominator`` name an implementation: ``nnspec``, ``best hand``, ``keras fit``,
@@ -83,7 +94,9 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
 
 
-def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation: str, precision: str = "float32") -> tuple[str, float] | None:
+def _median(
+    frame: pd.DataFrame, model: str, engine: str | None, implementation: str, precision: str = "float32"
+) -> tuple[str, float] | None:
     """(implementation, median epoch) for a name of :data:`TARGETS` at ``precision``, or None when it was not measured."""
     ok = frame[(frame["model"] == model) & frame["median_epoch_s"].notna()]
     if "precision" in ok.columns:
@@ -101,11 +114,17 @@ def _median(frame: pd.DataFrame, model: str, engine: str | None, implementation:
     if rows.empty:
         return None
     best = rows.loc[rows["median_epoch_s"].astype(float).idxmin()]
-    label = f"nnspec on {best['engine']}" if implementation == "fastest nnspec" else (implementation if implementation.startswith("nnspec on ") else best["implementation"])
+    label = (
+        f"nnspec on {best['engine']}"
+        if implementation == "fastest nnspec"
+        else (implementation if implementation.startswith("nnspec on ") else best["implementation"])
+    )
     return str(label), float(best["median_epoch_s"])
 
 
-def _baseline(frame: pd.DataFrame, model: str, engine: str, implementation: str, precision: str) -> tuple[str, float] | None:
+def _baseline(
+    frame: pd.DataFrame, model: str, engine: str, implementation: str, precision: str
+) -> tuple[str, float] | None:
     """A baseline at ``precision``, else at float32 (the baselines run fewer precisions than nnspec), its label
     then naming the precision it ran at."""
     found = _median(frame, model, engine, implementation, precision)
@@ -169,7 +188,9 @@ def targets_frame(frame: pd.DataFrame, device: str) -> pd.DataFrame:
         else:
             ratio = round(a[1] / b[1], 3)
             status = "ok" if ratio <= limit else "MISSED"
-        out.append({"figure": label, "device": target_device, "ratio": ratio, "limit": f"<= {limit:.3g}", "status": status})
+        out.append(
+            {"figure": label, "device": target_device, "ratio": ratio, "limit": f"<= {limit:.3g}", "status": status}
+        )
     return pd.DataFrame(out)
 
 

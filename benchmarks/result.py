@@ -97,7 +97,9 @@ def is_refusal(error: BaseException) -> bool:
     return isinstance(error, (BackendError, SpecError))
 
 
-def failed(model: str, engine: str, implementation: str, error: BaseException | str, precision: str = "float32") -> dict[str, Any]:
+def failed(
+    model: str, engine: str, implementation: str, error: BaseException | str, precision: str = "float32"
+) -> dict[str, Any]:
     """A table row for an implementation that could not run, with the reason in ``notes``.
 
     Refusals (:func:`is_refusal`: the engine declines the precision or device) read ``REFUSED: <reason>``

@@ -74,7 +74,11 @@ def _keras_fit(model: str, keras_backend: str, config: BenchConfig, device: str,
         cmd += ["--limit", str(config.limit)]
     if config.test_limit is not None:
         cmd += ["--test-limit", str(config.test_limit)]
-    env = {**os.environ, "KERAS_BACKEND": keras_backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": keras_backend,
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -90,7 +94,14 @@ def _keras_fit(model: str, keras_backend: str, config: BenchConfig, device: str,
 Step = tuple[str, str, Runner]
 
 
-def plan(model: str, engine: str, data: Any, config: BenchConfig, args: argparse.Namespace, keras_cache: dict[tuple[str, str, str], Measurement | BaseException]) -> list[Step]:
+def plan(
+    model: str,
+    engine: str,
+    data: Any,
+    config: BenchConfig,
+    args: argparse.Namespace,
+    keras_cache: dict[tuple[str, str, str], Measurement | BaseException],
+) -> list[Step]:
     """The implementations to run for (model, engine), nnspec first (once per ``--precision``), as
     (implementation, precision, runner); hand-written code and Keras ``fit`` at the precisions they support."""
     from dataclasses import replace
@@ -128,7 +139,13 @@ def plan(model: str, engine: str, data: Any, config: BenchConfig, args: argparse
                 raise found
             if engine == keras_backend:
                 return found
-            return Measurement(**{**found.to_json(), "engine": engine, "notes": found.notes + " (same run as engine " + keras_backend + ")"})
+            return Measurement(
+                **{
+                    **found.to_json(),
+                    "engine": engine,
+                    "notes": found.notes + " (same run as engine " + keras_backend + ")",
+                }
+            )
 
         return go
 
@@ -139,20 +156,27 @@ def plan(model: str, engine: str, data: Any, config: BenchConfig, args: argparse
         return go
 
     def keras_steps(keras_backend: str) -> list[Step]:
-        return [("keras fit", p, keras_runner(keras_backend, p)) for p in baseline_precisions(KERAS_PRECISIONS, args.precision)]
+        return [
+            ("keras fit", p, keras_runner(keras_backend, p))
+            for p in baseline_precisions(KERAS_PRECISIONS, args.precision)
+        ]
 
     hand = model in HAND_MODELS  # the resnet has no hand-written baselines
     steps: list[Step] = [("nnspec", p, nnspec_runner(p)) for p in args.precision]
     if engine == "jax":
         if hand:
             steps += [
-                (f"hand: {v}", p, lambda v=v, p=p: hand_jax.run(model, v, data, at(p), device=args.device)) for p in baseline_precisions(hand_jax.PRECISIONS, args.precision) for v in hand_jax.VARIANTS
+                (f"hand: {v}", p, lambda v=v, p=p: hand_jax.run(model, v, data, at(p), device=args.device))
+                for p in baseline_precisions(hand_jax.PRECISIONS, args.precision)
+                for v in hand_jax.VARIANTS
             ]
         steps += keras_steps("jax")
     elif engine == "tensorflow":
         if hand:
             steps += [
-                (f"hand: {v}", p, lambda v=v, p=p: hand_tf.run(model, v, data, at(p), device=args.device)) for p in baseline_precisions(hand_tf.PRECISIONS, args.precision) for v in hand_tf.VARIANTS
+                (f"hand: {v}", p, lambda v=v, p=p: hand_tf.run(model, v, data, at(p), device=args.device))
+                for p in baseline_precisions(hand_tf.PRECISIONS, args.precision)
+                for v in hand_tf.VARIANTS
             ]
         steps += keras_steps("tensorflow")
     elif engine == "theano":
@@ -160,7 +184,13 @@ def plan(model: str, engine: str, data: Any, config: BenchConfig, args: argparse
             for v in hand_pytensor.VARIANTS:
                 name = f"hand: function+updates ({v})"
                 if args.device == "gpu" and name in CPU_ONLY:
-                    steps.append((name, "float32", refuse("PyTensor's C and Numba linkers run on the CPU only; not run with --device gpu")))
+                    steps.append(
+                        (
+                            name,
+                            "float32",
+                            refuse("PyTensor's C and Numba linkers run on the CPU only; not run with --device gpu"),
+                        )
+                    )
                 else:
                     steps.append((name, "float32", lambda v=v: hand_pytensor.run(model, v, data, at("float32"))))
     elif engine == "keras":
@@ -182,8 +212,15 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     from . import report
     from .data import load_fashion_mnist
 
-    config = BenchConfig(epochs=args.epochs, batch_size=args.batch, seed=args.seed, limit=args.limit, test_limit=args.test_limit)
-    extra: dict[str, Any] = {"device": args.device, "precisions": ",".join(args.precision), "epochs": config.epochs, "batch_size": config.batch_size}
+    config = BenchConfig(
+        epochs=args.epochs, batch_size=args.batch, seed=args.seed, limit=args.limit, test_limit=args.test_limit
+    )
+    extra: dict[str, Any] = {
+        "device": args.device,
+        "precisions": ",".join(args.precision),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+    }
     start = time.perf_counter()
     data = load_fashion_mnist().limited(config.limit, config.test_limit)
     extra.update({"data": data.source, "train_examples": len(data.x_train), "test_examples": len(data.x_test)})
@@ -223,7 +260,11 @@ def _progress(row: dict[str, Any], seconds: float) -> None:
     if row["median_epoch_s"] is None:
         print(f"[bench] {what} {row['notes']}", file=sys.stderr, flush=True)
     else:
-        print(f"[bench] {what} median epoch {row['median_epoch_s']:.4f} s, compile {row['compile_s']:.2f} s (took {seconds:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"[bench] {what} median epoch {row['median_epoch_s']:.4f} s, compile {row['compile_s']:.2f} s (took {seconds:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -233,7 +274,9 @@ def _csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
         items = [aliases.get(t, t) for t in items]
         bad = [t for t in items if t not in choices]
         if bad:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; expected a comma-separated list of {', '.join(choices)}")
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad)}; expected a comma-separated list of {', '.join(choices)}"
+            )
         return items
 
     return parse
@@ -241,15 +284,29 @@ def _csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description="nnspec vs hand-written engine code vs Keras 3 fit.")
-    p.add_argument("--models", type=_csv_list(MODELS), default=list(MODELS), help="comma-separated: mlp,cnn,resnet (resnet: no hand-written baselines)")
-    p.add_argument("--engines", type=_csv_list(ENGINES), default=list(ENGINES), help="comma-separated: jax,tensorflow,theano,keras")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="nnspec vs hand-written engine code vs Keras 3 fit."
+    )
+    p.add_argument(
+        "--models",
+        type=_csv_list(MODELS),
+        default=list(MODELS),
+        help="comma-separated: mlp,cnn,resnet (resnet: no hand-written baselines)",
+    )
+    p.add_argument(
+        "--engines", type=_csv_list(ENGINES), default=list(ENGINES), help="comma-separated: jax,tensorflow,theano,keras"
+    )
     p.add_argument("--epochs", type=int, default=5, help="epochs per run; the median is over epochs 2..n (default 5)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training examples (smoke runs)")
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test examples")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="device of every implementation: nnspec (theano: PyTensor's JAX linker on gpu), hand-written JAX and TensorFlow, Keras fit")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="device of every implementation: nnspec (theano: PyTensor's JAX linker on gpu), hand-written JAX and TensorFlow, Keras fit",
+    )
     p.add_argument(
         "--precision",
         type=_csv_list(PRECISIONS),
@@ -258,7 +315,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(baselines run those they support: hand-written JAX/TF float32,tf32; Keras fit float32,tf32,mixed_*; else float32)",
     )
     p.add_argument(
-        "--keras-backend", choices=["jax", "tensorflow"], default=os.environ.get("KERAS_BACKEND", "jax"), help="Keras backend of the 'keras' engine (nnspec's keras backend runs in this process)"
+        "--keras-backend",
+        choices=["jax", "tensorflow"],
+        default=os.environ.get("KERAS_BACKEND", "jax"),
+        help="Keras backend of the 'keras' engine (nnspec's keras backend runs in this process)",
     )
     p.add_argument(
         "--skip",
@@ -267,14 +327,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PATTERN",
         help="skip implementations whose 'engine:implementation' contains PATTERN (repeatable), e.g. 'tensorflow:hand: tf.function step (XLA)'",
     )
-    p.add_argument("--pytensor-cold", action="store_true", help="compile PyTensor into a new, empty cache folder (cold compile_s in the run itself)")
     p.add_argument(
-        "--no-compile-times", dest="compile_times", action="store_false", help="skip the child processes that measure nnspec's cold and warm time to the first step (compile_cold_s, compile_warm_s)"
+        "--pytensor-cold",
+        action="store_true",
+        help="compile PyTensor into a new, empty cache folder (cold compile_s in the run itself)",
     )
-    p.add_argument("--slow-variants", action="store_true", help="also run the variants left out by default (SLOW_VARIANTS: the convnet's XLA epoch on the CPU)")
-    p.add_argument("--keras-timeout", type=float, default=3600.0, help="seconds before a child process (Keras fit, compile times) is stopped")
-    p.add_argument("--out", type=Path, default=None, help="write the results CSV here (and .ratios.csv, .targets.csv, .machine.json beside it)")
-    p.add_argument("--markdown", nargs="?", const="-", default=None, metavar="FILE", help="print (or write to FILE) the markdown report")
+    p.add_argument(
+        "--no-compile-times",
+        dest="compile_times",
+        action="store_false",
+        help="skip the child processes that measure nnspec's cold and warm time to the first step (compile_cold_s, compile_warm_s)",
+    )
+    p.add_argument(
+        "--slow-variants",
+        action="store_true",
+        help="also run the variants left out by default (SLOW_VARIANTS: the convnet's XLA epoch on the CPU)",
+    )
+    p.add_argument(
+        "--keras-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds before a child process (Keras fit, compile times) is stopped",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the results CSV here (and .ratios.csv, .targets.csv, .machine.json beside it)",
+    )
+    p.add_argument(
+        "--markdown",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="print (or write to FILE) the markdown report",
+    )
     return p.parse_args(argv)
 
 

@@ -17,7 +17,16 @@ import sys
 import traceback
 from typing import Sequence
 
-from .errors import EXIT_DIVERGED, EXIT_ERROR, EXIT_OUTPUT, EXIT_SPEC, NnspecError, OutputError, SpecError, TrainingDiverged
+from .errors import (
+    EXIT_DIVERGED,
+    EXIT_ERROR,
+    EXIT_OUTPUT,
+    EXIT_SPEC,
+    NnspecError,
+    OutputError,
+    SpecError,
+    TrainingDiverged,
+)
 
 #: subcommand -> one-line help; the module is ``nnspec.commands.<name>``.
 COMMANDS: dict[str, str] = {
@@ -46,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="nnspec", description="Declarative neural-network specs, compiled to JAX, TensorFlow, Theano (PyTensor) and Keras 3.")
+    parser = argparse.ArgumentParser(
+        prog="nnspec",
+        description="Declarative neural-network specs, compiled to JAX, TensorFlow, Theano (PyTensor) and Keras 3.",
+    )
     parser.add_argument("--version", action="version", version=f"nnspec {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (also NNSPEC_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error (also NNSPEC_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         try:

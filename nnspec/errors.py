@@ -72,7 +72,10 @@ class SpecWarning(UserWarning):
     """A warning about a valid spec (for example a layer whose output reaches nothing); ``diagnostic`` holds it."""
 
     def __init__(self, diagnostic: Diagnostic):
-        super().__init__(f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}" + (f" (hint: {diagnostic.hint})" if diagnostic.hint else ""))
+        super().__init__(
+            f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}"
+            + (f" (hint: {diagnostic.hint})" if diagnostic.hint else "")
+        )
         self.diagnostic = diagnostic
 
 

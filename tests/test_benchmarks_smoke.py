@@ -85,7 +85,9 @@ def test_harness_runs_jax_mlp_and_resnet_end_to_end(tmp_path: Path) -> None:
     ]
     assert not results["notes"].str.startswith(("FAILED", "REFUSED")).any(), results["notes"].tolist()
     nnspec_rows = results[results["implementation"] == "nnspec"]
-    assert (nnspec_rows["compile_cold_s"] > 0).all() and (nnspec_rows["compile_warm_s"] > 0).all(), nnspec_rows["notes"].tolist()
+    assert (nnspec_rows["compile_cold_s"] > 0).all() and (nnspec_rows["compile_warm_s"] > 0).all(), nnspec_rows[
+        "notes"
+    ].tolist()
     assert nnspec_rows["notes"].str.contains("engine import").all()
     assert (results["median_epoch_s"] > 0).all()
     assert (results["first_epoch_s"] > 0).all()
@@ -94,7 +96,9 @@ def test_harness_runs_jax_mlp_and_resnet_end_to_end(tmp_path: Path) -> None:
     assert results["test_accuracy"].between(0, 1).all()
 
     by_precision = out["ratios"].set_index(["model", "precision"])
-    assert by_precision.loc[("mlp", "mixed_bfloat16"), "best_hand"] == "hand: jit step (float32)"  # the float32 baseline
+    assert (
+        by_precision.loc[("mlp", "mixed_bfloat16"), "best_hand"] == "hand: jit step (float32)"
+    )  # the float32 baseline
     assert by_precision.loc[("mlp", "mixed_bfloat16"), "nnspec/hand"] > 0
     ratios = out["ratios"][out["ratios"]["precision"] == "float32"].set_index("model")
     assert {"nnspec/hand", "nnspec/keras_fit", "fastest_nnspec", "nnspec/fastest_nnspec"} <= set(ratios.columns)
@@ -126,13 +130,16 @@ def test_keras_fit_resnet_starts_from_nnspec_weights() -> None:
     rng = np.random.default_rng(0)
     norm = ("gamma", "beta", "moving_mean", "moving_variance")
     weights = {  # move the batch norms off their identity start, so that a misplaced array shows
-        key: value + rng.uniform(0.1, 0.5, value.shape).astype(value.dtype) if key.split(".")[-1] in norm else value for key, value in initial_weights("resnet", config).items()
+        key: value + rng.uniform(0.1, 0.5, value.shape).astype(value.dtype) if key.split(".")[-1] in norm else value
+        for key, value in initial_weights("resnet", config).items()
     }
     model = _build("resnet")
     assign_by_name(model, weights)
     x = rng.uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
     compiled = nnspec.compile(make_model_graph("resnet", config), backend="jax", weights=weights, device="cpu")
-    np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), np.asarray(compiled.predict_arrays(compiled.put(x))), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model.predict(x, verbose=0)), np.asarray(compiled.predict_arrays(compiled.put(x))), atol=1e-5
+    )
 
 
 def test_refusals_are_rows_with_the_reason() -> None:
@@ -142,7 +149,9 @@ def test_refusals_are_rows_with_the_reason() -> None:
     from benchmarks.run import baseline_precisions
     from nnspec.errors import BackendError
 
-    row = failed("mlp", "theano", "nnspec", BackendError("train.precision 'tf32' is not supported\nby backend 'theano'"), "tf32")
+    row = failed(
+        "mlp", "theano", "nnspec", BackendError("train.precision 'tf32' is not supported\nby backend 'theano'"), "tf32"
+    )
     assert row["precision"] == "tf32" and row["median_epoch_s"] is None
     assert row["notes"] == "REFUSED: BackendError: train.precision 'tf32' is not supported / by backend 'theano'"
     assert failed("mlp", "jax", "hand: jit step", Refused("CPU only"))["notes"] == "REFUSED: Refused: CPU only"
@@ -156,10 +165,16 @@ def test_gpu_plan_refuses_cpu_only_baselines_and_passes_precisions() -> None:
     baselines are refused rows on the GPU, and Keras ``fit`` runs the precisions it can set."""
     from benchmarks.settings import BenchConfig
 
-    args = bench_run.parse_args(["--device", "gpu", "--precision", "float32,tf32,mixed_bfloat16", "--engines", "theano,keras"])
+    args = bench_run.parse_args(
+        ["--device", "gpu", "--precision", "float32,tf32,mixed_bfloat16", "--engines", "theano,keras"]
+    )
     assert args.precision == ["float32", "tf32", "mixed_bfloat16"]
     theano = bench_run.plan("mlp", "theano", None, BenchConfig(), args, {})
-    assert [(name, p) for name, p, _ in theano if name == "nnspec"] == [("nnspec", "float32"), ("nnspec", "tf32"), ("nnspec", "mixed_bfloat16")]
+    assert [(name, p) for name, p, _ in theano if name == "nnspec"] == [
+        ("nnspec", "float32"),
+        ("nnspec", "tf32"),
+        ("nnspec", "mixed_bfloat16"),
+    ]
     refused = [name for name, _, _ in theano if name.endswith(("(C)", "(Numba)"))]
     assert refused == ["hand: function+updates (C)", "hand: function+updates (Numba)"]
     for name, _, runner in theano:
@@ -167,6 +182,10 @@ def test_gpu_plan_refuses_cpu_only_baselines_and_passes_precisions() -> None:
             with pytest.raises(bench_run.Refused, match="CPU only"):
                 runner()
     keras = bench_run.plan("mlp", "keras", None, BenchConfig(), args, {})
-    assert [(name, p) for name, p, _ in keras if name == "keras fit"] == [("keras fit", "float32"), ("keras fit", "tf32"), ("keras fit", "mixed_bfloat16")]
+    assert [(name, p) for name, p, _ in keras if name == "keras fit"] == [
+        ("keras fit", "float32"),
+        ("keras fit", "tf32"),
+        ("keras fit", "mixed_bfloat16"),
+    ]
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--precision", "float16"])

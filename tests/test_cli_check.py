@@ -18,7 +18,9 @@ ENGINES = ("jax", "tensorflow", "pytensor", "theano", "keras", "torch")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nnspec", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "nnspec", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def test_every_example_spec_passes_check(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,7 +40,10 @@ def test_invalid_spec_exits_2_with_diagnostics_on_stderr(capsys: pytest.CaptureF
     assert out.out == f"{good}: ok (4 layers, 9,610 parameters)\n"
     lines = [line for line in out.err.splitlines() if not line.startswith("  hint:")]
     assert len(lines) == 6
-    assert lines[0] == f"{bad}:5:35: error[E0203]: layers[0] 'conv2d_1' (conv2d): kernel must be a positive int or [kh, kw]; got [3, 0]"
+    assert (
+        lines[0]
+        == f"{bad}:5:35: error[E0203]: layers[0] 'conv2d_1' (conv2d): kernel must be a positive int or [kh, kw]; got [3, 0]"
+    )
     assert "  hint: use kernel: 3 or kernel: [3, 3]" in out.err
 
 
@@ -47,7 +52,10 @@ def test_check_with_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", spec, "--set", "layers.1.dense.units=64"]) == 0
     assert "(4 layers, 4,810 parameters)" in capsys.readouterr().out
     assert main(["check", spec, "--set", "train.epoch=3"]) == 2
-    assert "--set train.epoch=3: error[E0401]: train: unknown key 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+    assert (
+        "--set train.epoch=3: error[E0401]: train: unknown key 'epoch'; did you mean 'epochs'?"
+        in capsys.readouterr().err
+    )
 
 
 def test_quiet_prints_only_problems(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +84,10 @@ def test_summary_of_invalid_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> 
 def test_missing_file_is_a_clear_error_without_traceback() -> None:
     result = run_cli("check", "no/such/spec.yaml")
     assert result.returncode == 2
-    assert result.stderr == "no/such/spec.yaml: error[E0101]: cannot read spec 'no/such/spec.yaml': no such file\n  hint: check the path\n"
+    assert (
+        result.stderr
+        == "no/such/spec.yaml: error[E0101]: cannot read spec 'no/such/spec.yaml': no such file\n  hint: check the path\n"
+    )
     result = run_cli("summary", "no/such/spec.yaml")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "E0101" in result.stderr
 

@@ -46,14 +46,36 @@ def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "one"
-    assert main(["run", str(spec_file), "--backend", "jax", "--device", "cpu", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(spec_file),
+                "--backend",
+                "jax",
+                "--device",
+                "cpu",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_run_writes_the_contract_files(run_dir: Path, spec_file: Path) -> None:
     names = {p.name for p in run_dir.iterdir()}
     assert set(RUN_FILES) <= names
-    assert names - set(RUN_FILES) == {"run.json", ".lock", "checkpoints", "tensorboard"}  # status, lock, checkpoints, event files
+    assert names - set(RUN_FILES) == {
+        "run.json",
+        ".lock",
+        "checkpoints",
+        "tensorboard",
+    }  # status, lock, checkpoints, event files
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch-000001", "epoch-000002"]
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -66,7 +88,9 @@ def test_run_writes_the_contract_files(run_dir: Path, spec_file: Path) -> None:
     env = json.loads((run_dir / "env.json").read_text())
     for key in ("nnspec", "engine_version", "python", "device", "backend", "seed", "compile_seconds"):
         assert key in env, key
-    assert env["backend"] == "jax" and env["device"] == "cpu" and env["seed"] == 3 and env["nnspec"] == nnspec.__version__
+    assert (
+        env["backend"] == "jax" and env["device"] == "cpu" and env["seed"] == 3 and env["nnspec"] == nnspec.__version__
+    )
     assert (run_dir / "history.png").read_bytes()[:4] == b"\x89PNG"
     # spec.yaml is the resolved spec: it loads back to the graph that ran (epochs overridden to 2)
     ran = nnspec.load(str(spec_file), overrides=["train.epochs=2"])
@@ -77,7 +101,9 @@ def test_run_writes_the_contract_files(run_dir: Path, spec_file: Path) -> None:
     assert weights["dense_1.kernel"].shape == (64, 16)
 
 
-def test_run_prints_directory_and_score(spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_prints_directory_and_score(
+    spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(spec_file), "--epochs", "1", "--set", "train.batch_size=128"]) == 0
     captured = capsys.readouterr()
@@ -110,7 +136,21 @@ def test_predict(run_dir: Path, spec_file: Path, tmp_path: Path, capsys: pytest.
     ds = load_dataset(nnspec.load(str(spec_file)))
     np.save(tmp_path / "x.npy", ds.x_test[:7])
     out = tmp_path / "p.npy"
-    assert main(["predict", str(spec_file), "-w", str(run_dir / "weights.safetensors"), "--input", str(tmp_path / "x.npy"), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(spec_file),
+                "-w",
+                str(run_dir / "weights.safetensors"),
+                "--input",
+                str(tmp_path / "x.npy"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     probs = np.load(out)
     assert probs.shape == (7, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -118,7 +158,10 @@ def test_predict(run_dir: Path, spec_file: Path, tmp_path: Path, capsys: pytest.
     assert f"0: class {int(probs[0].argmax())}" in printed
     # one example without the batch axis, and without the channel axis
     np.save(tmp_path / "one.npy", ds.x_test[0, :, :, 0])
-    assert main(["predict", str(spec_file), "-w", str(run_dir / "weights.safetensors"), "-i", str(tmp_path / "one.npy")]) == 0
+    assert (
+        main(["predict", str(spec_file), "-w", str(run_dir / "weights.safetensors"), "-i", str(tmp_path / "one.npy")])
+        == 0
+    )
     assert f"0: class {int(probs[0].argmax())}" in capsys.readouterr().out
 
 
@@ -158,10 +201,16 @@ def test_shape_mismatch_is_a_diagnostic(tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_data_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NNSPEC_OFFLINE", "1")
     spec = tmp_path / "m.yaml"
-    spec.write_text(SPEC.replace("[8, 8, 1]", "[28, 28, 1]").replace("dataset: digits", f"dataset: mnist\n  path: {tmp_path / 'no-data'}"))
+    spec.write_text(
+        SPEC.replace("[8, 8, 1]", "[28, 28, 1]").replace(
+            "dataset: digits", f"dataset: mnist\n  path: {tmp_path / 'no-data'}"
+        )
+    )
     assert main(["run", str(spec)]) == 1
     err = capsys.readouterr().err
     assert "no-data" in err and "Traceback" not in err
@@ -214,7 +263,21 @@ def test_run_of_a_graph_spec_saves_running_statistics(tmp_path: Path, capsys: py
     again = nnspec.load(str(out / "spec.yaml"))
     assert again.node("join").inputs == ("branch", "relu")
     capsys.readouterr()
-    assert main(["evaluate", str(out / "spec.yaml"), "--weights", str(out / "weights.safetensors"), "--backend", "tensorflow", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "spec.yaml"),
+                "--weights",
+                str(out / "weights.safetensors"),
+                "--backend",
+                "tensorflow",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     test = json.loads((out / "test.json").read_text())
     assert f"{test['accuracy']:.4f}" in printed

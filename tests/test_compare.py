@@ -13,7 +13,17 @@ import pytest
 import nnspec
 from nnspec.backends import available_backends
 from nnspec.cli import main
-from nnspec.compare import EXIT_DISAGREE, ComparisonData, batches, compare, errors, random_data, render, weights_distance, write_report
+from nnspec.compare import (
+    EXIT_DISAGREE,
+    ComparisonData,
+    batches,
+    compare,
+    errors,
+    random_data,
+    render,
+    weights_distance,
+    write_report,
+)
 from nnspec.compare.batches import batch_indices
 from nnspec.compare.core import AGREE, DISAGREE, ERROR
 from nnspec.compare.matrix import capability_matrix, current_block, matrix_markdown
@@ -84,7 +94,9 @@ def test_batches_follow_the_epoch_permutations() -> None:
 
 def test_compare_api_and_report_files(tmp_path: Path) -> None:
     graph = _tiny()
-    result = compare(graph, [FIRST], dtype="float64", steps=3, batch=4, data=random_data(graph, 32), repeats=1, epoch_examples=16)
+    result = compare(
+        graph, [FIRST], dtype="float64", steps=3, batch=4, data=random_data(graph, 32), repeats=1, epoch_examples=16
+    )
     assert result.ok and result.exit_code == 0, render(result)
     assert result.status(FIRST) == AGREE
     assert list(result.forward[result.forward["mode"] == "inference"]["layer"]) == [n.name for n in graph.nodes]
@@ -111,7 +123,15 @@ def test_perturbed_weight_is_found_in_its_layer(backend_name: str) -> None:
     perturbed = {k: v.astype("float32") for k, v in weights.items()}
     perturbed["conv2.kernel"][1, 0, 1, 2] += 1e-2
     model.set_weights(perturbed)
-    result = compare(graph, models={backend_name: model}, dtype="float32", steps=0, data=random_data(graph, 16), batch=4, timing=False)
+    result = compare(
+        graph,
+        models={backend_name: model},
+        dtype="float32",
+        steps=0,
+        data=random_data(graph, 16),
+        batch=4,
+        timing=False,
+    )
     assert result.status(backend_name) == DISAGREE
     assert result.first_divergence(backend_name)["first_forward"] == "conv2"
     forward = result.forward[result.forward["mode"] == "inference"].set_index("layer")
@@ -145,11 +165,29 @@ def test_an_engine_that_fails_is_reported_not_fatal() -> None:
 def test_cli_exit_codes_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(SMALL_SPEC)
-    args = ["compare", str(spec), "--backends", FIRST, "--steps", "2", "--batch", "4", "--repeats", "1", "--epoch-examples", "16"]
+    args = [
+        "compare",
+        str(spec),
+        "--backends",
+        FIRST,
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--repeats",
+        "1",
+        "--epoch-examples",
+        "16",
+    ]
     assert main(args + ["--out", str(tmp_path / "ok")]) == 0
     out = capsys.readouterr().out
     assert "Forward per layer" in out and "Timing" in out and "Result: all engines agree" in out
-    assert {p.name for p in (tmp_path / "ok").iterdir()} >= {"compare.csv", "compare.md", "summary.csv", "trajectory.png"}
+    assert {p.name for p in (tmp_path / "ok").iterdir()} >= {
+        "compare.csv",
+        "compare.md",
+        "summary.csv",
+        "trajectory.png",
+    }
 
     code = main(args + ["--no-timing", "--tolerance", "1e-300", "--out", str(tmp_path / "strict")])
     assert code == EXIT_DISAGREE == 3
@@ -164,4 +202,6 @@ def test_capability_matrix_is_current_in_docs() -> None:
     frame, _ = capability_matrix()
     assert {"layer", "activation", "optimizer", "dtype", "precision", "device", "training"} == set(frame["kind"])
     doc = (ROOT / "docs" / "backends.md").read_text()
-    assert current_block(doc) == matrix_markdown(), "docs/backends.md is out of date: run `python -m nnspec.compare.matrix`"
+    assert current_block(doc) == matrix_markdown(), (
+        "docs/backends.md is out of date: run `python -m nnspec.compare.matrix`"
+    )

@@ -115,7 +115,9 @@ def test_mnist_from_idx_folder(tmp_path: Path, gz: bool) -> None:
     arrays = fake_mnist()
     write_idx_dataset(tmp_path / "d", *arrays, gz=gz)
     ds = load_dataset(mlp(data=DataConfig("mnist", path=str(tmp_path / "d"), validation_split=0.25)))
-    assert ds.x_train.shape == (45, 28, 28, 1) and ds.x_val.shape == (15, 28, 28, 1) and ds.x_test.shape == (20, 28, 28, 1)
+    assert (
+        ds.x_train.shape == (45, 28, 28, 1) and ds.x_val.shape == (15, 28, 28, 1) and ds.x_test.shape == (20, 28, 28, 1)
+    )
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
     assert ds.num_classes == 10
     # test split is the file's, in file order, scaled by 1/255
@@ -188,7 +190,9 @@ def test_missing_dataset_offline_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_dataset(mlp(data=DataConfig("fashion_mnist")))
     msg = str(err.value)
-    assert ".keras" in msg and "NNSPEC_DATA" in msg and "train-images-idx3-ubyte" in msg and "dataset-fashion-mnist" in msg
+    assert (
+        ".keras" in msg and "NNSPEC_DATA" in msg and "train-images-idx3-ubyte" in msg and "dataset-fashion-mnist" in msg
+    )
 
 
 def test_missing_data_path(tmp_path: Path) -> None:
@@ -208,7 +212,9 @@ def test_relative_path_is_taken_from_the_spec_folder(tmp_path: Path) -> None:
 
 def test_input_shape_mismatch_is_a_positioned_spec_error(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path, *fake_mnist())
-    graph = mlp((784,), DataConfig("mnist", path=str(tmp_path))).replace(source="specs/m.yaml", positions={"input.shape": (4, 17)})
+    graph = mlp((784,), DataConfig("mnist", path=str(tmp_path))).replace(
+        source="specs/m.yaml", positions={"input.shape": (4, 17)}
+    )
     with pytest.raises(SpecError) as err:
         load_dataset(graph)
     (d,) = err.value.diagnostics
@@ -259,7 +265,19 @@ def test_npz_with_named_arrays(tmp_path: Path) -> None:
     x = rng.normal(size=(100, 5)) * 3 + 1
     y = rng.integers(0, 3, 100)
     np.savez(tmp_path / "d.npz", feats=x, target=y)
-    ds = load_dataset(mlp((5,), DataConfig("npz", path=str(tmp_path / "d.npz"), options={"x": "feats", "y": "target"}, test_split=0.3, validation_split=0.0), units=3))
+    ds = load_dataset(
+        mlp(
+            (5,),
+            DataConfig(
+                "npz",
+                path=str(tmp_path / "d.npz"),
+                options={"x": "feats", "y": "target"},
+                test_split=0.3,
+                validation_split=0.0,
+            ),
+            units=3,
+        )
+    )
     assert ds.x_train.shape == (70, 5) and ds.x_test.shape == (30, 5) and ds.num_classes == 3
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0  # min-max scaling from the training split
 
@@ -286,7 +304,13 @@ def test_npz_not_a_zip(tmp_path: Path) -> None:
 def test_csv_label_column(tmp_path: Path) -> None:
     rows = ["a,b,species"] + [f"{i},{i * 2 % 7},{['x', 'y'][i % 2]}" for i in range(50)]
     (tmp_path / "t.csv").write_text("\n".join(rows))
-    ds = load_dataset(mlp((2,), DataConfig("csv", path=str(tmp_path / "t.csv"), options={"label": "species"}, validation_split=0.2), units=2))
+    ds = load_dataset(
+        mlp(
+            (2,),
+            DataConfig("csv", path=str(tmp_path / "t.csv"), options={"label": "species"}, validation_split=0.2),
+            units=2,
+        )
+    )
     assert ds.x_train.shape == (32, 2) and ds.x_val.shape == (8, 2) and ds.x_test.shape == (10, 2)
     assert ds.num_classes == 2 and ds.y_train.dtype == np.int32
 
@@ -342,11 +366,18 @@ def test_official_sums_are_present() -> None:
 # ---- the real Fashion-MNIST --------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason=f"Fashion-MNIST not installed at {FASHION_DIR} (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_DIR),
+    reason=f"Fashion-MNIST not installed at {FASHION_DIR} (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data_files, "SYSTEM_DIRS", {"fashion_mnist": (FASHION_DIR,)})
     ds = load_dataset(mlp(data=DataConfig("fashion_mnist", validation_split=0.1)))
-    assert ds.x_train.shape == (54000, 28, 28, 1) and ds.x_val.shape == (6000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert (
+        ds.x_train.shape == (54000, 28, 28, 1)
+        and ds.x_val.shape == (6000, 28, 28, 1)
+        and ds.x_test.shape == (10000, 28, 28, 1)
+    )
     assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_test.min() and ds.x_test.max() == 1.0
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     with gzip.open(os.path.join(FASHION_DIR, "t10k-labels-idx1-ubyte.gz")) as f:

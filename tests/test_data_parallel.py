@@ -71,7 +71,9 @@ SPECS = {"mlp": MLP, "resnet": RESNET}
 def _setup_devices(engine: str, count: int) -> None:
     """Make ``count`` CPU devices visible to ``engine``; before the engine is imported."""
     if engine in ("jax", "keras"):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        )
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if engine == "keras":
         os.environ["KERAS_BACKEND"] = "jax"  # Keras's distribution API runs on JAX only
@@ -98,10 +100,20 @@ def small_digits(graph: Any) -> Any:
     from nnspec.data import load_dataset
 
     ds = load_dataset(graph)
-    return dataclasses.replace(ds, x_train=ds.x_train[:EXAMPLES], y_train=ds.y_train[:EXAMPLES], x_val=ds.x_val[:64], y_val=ds.y_val[:64], x_test=ds.x_test[:64], y_test=ds.y_test[:64])
+    return dataclasses.replace(
+        ds,
+        x_train=ds.x_train[:EXAMPLES],
+        y_train=ds.y_train[:EXAMPLES],
+        x_val=ds.x_val[:64],
+        y_val=ds.y_val[:64],
+        x_test=ds.x_test[:64],
+        y_test=ds.y_test[:64],
+    )
 
 
-def train_once(engine: str, spec: str, devices: int, dtype: str, folder: Path, on_divergence: str = "stop") -> dict[str, np.ndarray]:
+def train_once(
+    engine: str, spec: str, devices: int, dtype: str, folder: Path, on_divergence: str = "stop"
+) -> dict[str, np.ndarray]:
     """Weights, state and optimiser slots after one epoch on ``devices`` devices (with ``continue``: and one
     more step through the ``train_step`` hook)."""
     from nnspec.backends import get_backend
@@ -149,7 +161,9 @@ def worker(engine: str, spec: str, dtype: str, counts: list[int], on_divergence:
 def run_worker(*args: str, timeout: float = 600) -> Any:
     """Run this file as a worker in a fresh process; its JSON answer."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -187,7 +201,10 @@ def refusals() -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         graph = graph_for("mlp", Path(tmp), 4, "float32")
         backend = get_backend("jax")
-        for name, bad in (("batch", graph.replace(train=dataclasses.replace(graph.train, batch_size=30))), ("count", graph.replace(train=dataclasses.replace(graph.train, devices=8)))):
+        for name, bad in (
+            ("batch", graph.replace(train=dataclasses.replace(graph.train, batch_size=30))),
+            ("count", graph.replace(train=dataclasses.replace(graph.train, devices=8))),
+        ):
             try:
                 backend.compile(bad, device="cpu")
             except BackendError as exc:
@@ -206,14 +223,18 @@ def refusals() -> dict[str, str]:
 def test_impossible_device_requests_are_clear_errors() -> None:
     """A batch size that does not divide, or more devices than the machine has, is a BackendError naming both numbers."""
     found = run_worker("refusals")
-    assert "batch size 30" in found["batch"] and "4 devices" in found["batch"] and "multiple of 4" in found["batch"], found
+    assert "batch size 30" in found["batch"] and "4 devices" in found["batch"] and "multiple of 4" in found["batch"], (
+        found
+    )
     assert "8 CPU devices" in found["count"] and "sees 4" in found["count"] and "--devices 4" in found["count"], found
     assert found["all"] == "4"
     assert "batch size 18" in found["run_epoch"] and "4 devices" in found["run_epoch"], found
     assert json.loads(found["counts"]) == {"cpu": 4}
 
 
-@pytest.mark.parametrize("engine, reason", [("theano", "PyTensor has no multi-device execution"), ("keras", "runs on its JAX backend only")])
+@pytest.mark.parametrize(
+    "engine, reason", [("theano", "PyTensor has no multi-device execution"), ("keras", "runs on its JAX backend only")]
+)
 def test_engines_without_data_parallelism_refuse(tmp_path: Path, engine: str, reason: str) -> None:
     """Theano, and Keras on TensorFlow (this suite's Keras engine), refuse train.devices: 2 at compile time, saying why."""
     from nnspec.backends import get_backend
@@ -252,7 +273,11 @@ def resume_across(engine: str, spec: str, dtype: str) -> dict[str, float]:
         second.set_training_state(state)
         second.fit(data, epochs=1, progress=False)
         a, b = second.get_training_state(), straight.get_training_state()
-        return {"difference": largest_difference({**a.weights, **a.state}, {**b.weights, **b.state}), "step": float(second.step - straight.step), "epochs": float(len(second.history))}
+        return {
+            "difference": largest_difference({**a.weights, **a.state}, {**b.weights, **b.state}),
+            "step": float(second.step - straight.step),
+            "epochs": float(len(second.history)),
+        }
 
 
 @pytest.mark.parametrize("engine", ["jax", "tensorflow", "keras"])
@@ -293,9 +318,24 @@ def free_port() -> int:
 
 def _cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
-    for name in ("XLA_FLAGS", "TF_CONFIG", "NNSPEC_COORDINATOR", "NNSPEC_NUM_PROCESSES", "NNSPEC_PROCESS_ID", "SLURM_NTASKS", "SLURM_PROCID"):
+    for name in (
+        "XLA_FLAGS",
+        "TF_CONFIG",
+        "NNSPEC_COORDINATOR",
+        "NNSPEC_NUM_PROCESSES",
+        "NNSPEC_PROCESS_ID",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+    ):
         env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "nnspec", "run", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nnspec", "run", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -310,14 +350,33 @@ def test_two_processes_agree_with_one(tmp_path: Path, engine: str, dtype: str) -
     one = _cli([*common, "--out", "one"], tmp_path)
     assert one.wait(timeout=600) == 0, one.stdout.read() if one.stdout else ""
     port = free_port()
-    procs = [_cli([*common, "--out", f"two-{i}", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)], tmp_path) for i in (1, 0)]
+    procs = [
+        _cli(
+            [
+                *common,
+                "--out",
+                f"two-{i}",
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            tmp_path,
+        )
+        for i in (1, 0)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not (tmp_path / "two-1").exists() and (tmp_path / "two-0" / "weights.safetensors").is_file()
     assert "run directory" not in outputs[0] and "run directory: two-0" in outputs[1]
     env = json.loads((tmp_path / "two-0" / "env.json").read_text())
     assert env["execution"]["data_parallel"] == "each batch split over 2 CPU devices in 2 processes"
-    a, b = load_file(str(tmp_path / "two-0" / "weights.safetensors")), load_file(str(tmp_path / "one" / "weights.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "two-0" / "weights.safetensors")),
+        load_file(str(tmp_path / "one" / "weights.safetensors")),
+    )
     difference = largest_difference(a, b)
     print(f"{engine} 2 processes vs 1, {dtype}: {difference}")
     assert difference <= TOLERANCE[dtype]
@@ -329,19 +388,32 @@ def test_cluster_from_flags_environment_and_slurm() -> None:
     from nnspec.runtime.distributed import Cluster, cluster_from, tf_config
 
     assert cluster_from(environ={}) == Cluster(None, 1, 0)
-    env = {"NNSPEC_COORDINATOR": "node0:1234", "NNSPEC_NUM_PROCESSES": "4", "NNSPEC_PROCESS_ID": "2", "SLURM_NTASKS": "8", "SLURM_PROCID": "5"}
+    env = {
+        "NNSPEC_COORDINATOR": "node0:1234",
+        "NNSPEC_NUM_PROCESSES": "4",
+        "NNSPEC_PROCESS_ID": "2",
+        "SLURM_NTASKS": "8",
+        "SLURM_PROCID": "5",
+    }
     assert cluster_from(environ=env) == Cluster("node0:1234", 4, 2)
     assert cluster_from(process_id=3, environ=env) == Cluster("node0:1234", 4, 3)
     assert cluster_from("head:99", environ={"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}) == Cluster("head:99", 8, 5)
-    assert cluster_from(environ={"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}) == Cluster(None, 1, 0)  # a Slurm job step without --coordinator
+    assert cluster_from(environ={"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}) == Cluster(
+        None, 1, 0
+    )  # a Slurm job step without --coordinator
     with pytest.raises(NnspecError, match="need a coordinator"):
         cluster_from(num_processes=2, process_id=0, environ={})
     with pytest.raises(NnspecError, match="between 0 and 1"):
         cluster_from("h:1", 2, 2, environ={})
     with pytest.raises(NnspecError, match="HOST:PORT"):
         cluster_from("nohostport", 2, 0, environ={})
-    assert tf_config(Cluster("localhost:5000", 2, 1), environ={}) == {"cluster": {"worker": ["localhost:5000", "localhost:5001"]}, "task": {"type": "worker", "index": 1}}
-    assert tf_config(Cluster("a:1", 2, 0), environ={"NNSPEC_WORKERS": "a:1,b:1"})["cluster"] == {"worker": ["a:1", "b:1"]}
+    assert tf_config(Cluster("localhost:5000", 2, 1), environ={}) == {
+        "cluster": {"worker": ["localhost:5000", "localhost:5001"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    assert tf_config(Cluster("a:1", 2, 0), environ={"NNSPEC_WORKERS": "a:1,b:1"})["cluster"] == {
+        "worker": ["a:1", "b:1"]
+    }
 
 
 def test_cli_devices_flag_refused_by_theano(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -349,10 +421,34 @@ def test_cli_devices_flag_refused_by_theano(tmp_path: Path, capsys: pytest.Captu
     from nnspec.cli import main as cli
 
     (tmp_path / "mlp.yaml").write_text(MLP)
-    code = cli(["run", str(tmp_path / "mlp.yaml"), "--backend", "theano", "--devices", "2", "-q", "--out", str(tmp_path / "out")])
+    code = cli(
+        [
+            "run",
+            str(tmp_path / "mlp.yaml"),
+            "--backend",
+            "theano",
+            "--devices",
+            "2",
+            "-q",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "PyTensor has no multi-device execution" in err and "Traceback" not in err
-    code = cli(["run", str(tmp_path / "mlp.yaml"), "--backend", "jax", "--devices", "two", "-q", "--out", str(tmp_path / "out2")])
+    code = cli(
+        [
+            "run",
+            str(tmp_path / "mlp.yaml"),
+            "--backend",
+            "jax",
+            "--devices",
+            "two",
+            "-q",
+            "--out",
+            str(tmp_path / "out2"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "train.devices" in err and "Traceback" not in err
 

@@ -57,7 +57,12 @@ def test_every_golden_has_a_spec() -> None:
 
 
 def test_codes_cover_every_group() -> None:
-    codes = {line.split("[", 1)[1][:5] for g in CORPUS.glob("*.expected") for line in g.read_text().splitlines() if "error[" in line or "warning[" in line}
+    codes = {
+        line.split("[", 1)[1][:5]
+        for g in CORPUS.glob("*.expected")
+        for line in g.read_text().splitlines()
+        if "error[" in line or "warning[" in line
+    }
     assert {c[:3] for c in codes} >= {"E01", "E02", "E03", "E04", "E05", "E06", "E07", "W07"}
 
 

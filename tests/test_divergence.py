@@ -142,14 +142,18 @@ def test_guarded_epoch_stops_at_the_first_bad_step(engine: str, dtype: str, blow
     assert _finite(model)
     expected = reference.get_weights()
     for key, value in model.get_weights().items():
-        np.testing.assert_allclose(value, expected[key], rtol=1e-5 if dtype == "float32" else 1e-12, atol=0, err_msg=key)
+        np.testing.assert_allclose(
+            value, expected[key], rtol=1e-5 if dtype == "float32" else 1e-12, atol=0, err_msg=key
+        )
     np.testing.assert_allclose(loss, np.mean(good_losses), rtol=1e-4 if dtype == "float32" else 1e-10)
     assert 0.0 <= accuracy <= 1.0
     slots, expected_slots = model.optimizer_state(), reference.optimizer_state()
     assert slots.keys() == expected_slots.keys() and slots
     for key, value in slots.items():
         assert np.isfinite(value).all()
-        np.testing.assert_allclose(value, expected_slots[key], rtol=1e-5 if dtype == "float32" else 1e-12, atol=0, err_msg=key)
+        np.testing.assert_allclose(
+            value, expected_slots[key], rtol=1e-5 if dtype == "float32" else 1e-12, atol=0, err_msg=key
+        )
     held = model.get_weights()
 
     # The next epoch starts from the good state: its first step (global step `bad`) blows up again and
@@ -213,7 +217,7 @@ def _ops(engine: str) -> tuple[Any, Callable[[Any, list[Any]], list[np.ndarray]]
         return PyTensorOps("float32"), run_symbolic
     to_tensor: Callable[[Any], Any] = np.asarray
     if engine == "numpy":
-        from nnspec.runtime.numpy_ops import NumpyOps
+        from nnspec.semantics.numpy_ops import NumpyOps
 
         ops: Any = NumpyOps("float32")
     elif engine == "jax":

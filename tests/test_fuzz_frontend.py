@@ -27,12 +27,31 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.fuzz_frontend import BASE, HUGE, NUMBERS, ODD, SPEC_TEXTS, WORDS, Case, generate_case, generate_override_case, prepare_workdir, run_case  # noqa: E402
+from benchmarks.fuzz_frontend import (
+    BASE,
+    HUGE,
+    NUMBERS,
+    ODD,
+    SPEC_TEXTS,
+    WORDS,
+    Case,
+    generate_case,
+    generate_override_case,
+    prepare_workdir,
+    run_case,
+)  # noqa: E402
 
 
 def fuzz_settings(examples: int) -> settings:
     """Deterministic, no deadline, no example database."""
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck), print_blob=False)
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +86,41 @@ def test_generated_overrides_give_only_diagnostics(workdir: str, seed: int) -> N
 #: ``--set`` paths: real ones, and malformed ones.
 PATHS = st.sampled_from(
     [
-        "train.epochs", "train.batch_size", "train.optimizer", "train.optimizer.adam.learning_rate", "train.schedule",
-        "train.checkpoint.every", "train.early_stopping.patience", "input.shape", "input.shape.0", "input.dtype", "layers",
-        "layers.1.dense.units", "layers[1].dense.units", "layers.1", "layers.9", "layers.1.dense", "data.path", "data.dataset",
-        "nnspec", "name", "output", "extends", "", " ", "..", "a..b", "[0]", "layers[", "layers." + HUGE, ".".join(["a"] * 40),
-        "layers.-1", "layers.²", "layers.٣", "train.epochs.x", "train[0]",
+        "train.epochs",
+        "train.batch_size",
+        "train.optimizer",
+        "train.optimizer.adam.learning_rate",
+        "train.schedule",
+        "train.checkpoint.every",
+        "train.early_stopping.patience",
+        "input.shape",
+        "input.shape.0",
+        "input.dtype",
+        "layers",
+        "layers.1.dense.units",
+        "layers[1].dense.units",
+        "layers.1",
+        "layers.9",
+        "layers.1.dense",
+        "data.path",
+        "data.dataset",
+        "nnspec",
+        "name",
+        "output",
+        "extends",
+        "",
+        " ",
+        "..",
+        "a..b",
+        "[0]",
+        "layers[",
+        "layers." + HUGE,
+        ".".join(["a"] * 40),
+        "layers.-1",
+        "layers.²",
+        "layers.٣",
+        "train.epochs.x",
+        "train[0]",
     ]
 )
 #: A value as a shell hands it over: any bytes, decoded as Python decodes ``argv``.
@@ -81,7 +130,9 @@ SET_VALUES = st.one_of(
     ARGV_TEXT,
     st.integers().map(str),
     st.floats().map(repr),
-    st.sampled_from(["[28, 28, 1]", "{adam: {learning_rate: 0.1}}", "[" * 40, "{" * 40 + "}" * 40, "- a\n- b", "a: &x [*x]"]),
+    st.sampled_from(
+        ["[28, 28, 1]", "{adam: {learning_rate: 0.1}}", "[" * 40, "{" * 40 + "}" * 40, "- a\n- b", "a: &x [*x]"]
+    ),
 )
 SET_ITEMS = st.one_of(
     st.tuples(PATHS, SET_VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
@@ -107,25 +158,39 @@ PYTHON_VALUES = st.recursive(
         st.none(),
         st.booleans(),
         st.integers(),
-        st.sampled_from([5000, -400, 63, 31, 0]).map(lambda e: 10**e if e > 100 else -(10 ** -e) if e < 0 else 2**e),
+        st.sampled_from([5000, -400, 63, 31, 0]).map(lambda e: 10**e if e > 100 else -(10**-e) if e < 0 else 2**e),
         st.floats(),
         ARGV_TEXT,
         st.sampled_from(["a\x00b", HUGE, b"bytes", (1, 2)]),
         st.builds(_self_containing),
     ),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["adam", "learning_rate", "units", 3, None]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["adam", "learning_rate", "units", 3, None]), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 @fuzz_settings(300)
-@given(text=st.sampled_from([BASE, *SPEC_TEXTS[:2]]), overrides=st.dictionaries(PATHS, PYTHON_VALUES, min_size=1, max_size=3), via_load=st.booleans())
-def test_python_override_values_give_only_diagnostics(workdir: str, text: str, overrides: dict[str, Any], via_load: bool) -> None:
+@given(
+    text=st.sampled_from([BASE, *SPEC_TEXTS[:2]]),
+    overrides=st.dictionaries(PATHS, PYTHON_VALUES, min_size=1, max_size=3),
+    via_load=st.booleans(),
+)
+def test_python_override_values_give_only_diagnostics(
+    workdir: str, text: str, overrides: dict[str, Any], via_load: bool
+) -> None:
     run_case(Case(text, overrides, via_load=via_load), workdir)
 
 
 @fuzz_settings(700)
-@given(text=st.sampled_from(SPEC_TEXTS), at=st.integers(min_value=0), junk=st.binary(min_size=1, max_size=6), cut=st.integers(0, 3))
+@given(
+    text=st.sampled_from(SPEC_TEXTS),
+    at=st.integers(min_value=0),
+    junk=st.binary(min_size=1, max_size=6),
+    cut=st.integers(0, 3),
+)
 def test_spliced_bytes_give_only_diagnostics(workdir: str, text: str, at: int, junk: bytes, cut: int) -> None:
     data = text.encode()
     where = at % (len(data) + 1)

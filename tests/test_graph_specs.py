@@ -59,12 +59,28 @@ INCEPTION = textwrap.dedent(
 
 
 def spec(layers: str, extra: str = "", version: str = "1.1") -> str:
-    return f"nnspec: {version}\ninput: {{shape: [8, 8, 1]}}\nlayers:\n" + textwrap.indent(textwrap.dedent(layers), "  ") + extra
+    return (
+        f"nnspec: {version}\ninput: {{shape: [8, 8, 1]}}\nlayers:\n"
+        + textwrap.indent(textwrap.dedent(layers), "  ")
+        + extra
+    )
 
 
 def test_residual_block_nodes_inputs_shapes_and_state() -> None:
     graph = check_text(RESIDUAL)
-    assert [n.name for n in graph] == ["stem", "conv1", "bn1", "activation_1", "conv2", "bn2", "residual", "activation_2", "global_avg_pool2d_1", "dense_1", "softmax_1"]
+    assert [n.name for n in graph] == [
+        "stem",
+        "conv1",
+        "bn1",
+        "activation_1",
+        "conv2",
+        "bn2",
+        "residual",
+        "activation_2",
+        "global_avg_pool2d_1",
+        "dense_1",
+        "softmax_1",
+    ]
     assert [n.inputs for n in graph] == [
         ("input",),
         ("stem",),
@@ -79,7 +95,11 @@ def test_residual_block_nodes_inputs_shapes_and_state() -> None:
         ("dense_1",),
     ]
     residual = graph.node("residual")
-    assert residual.op == "add" and residual.input_shapes == ((8, 8, 16), (8, 8, 16)) and residual.output_shape == (8, 8, 16)
+    assert (
+        residual.op == "add"
+        and residual.input_shapes == ((8, 8, 16), (8, 8, 16))
+        and residual.output_shape == (8, 8, 16)
+    )
     assert graph.node("global_avg_pool2d_1").output_shape == (16,)
     bn1, bn2 = graph.node("bn1"), graph.node("bn2")
     assert bn1.attrs == {"momentum": 0.99, "epsilon": 1e-3, "center": True, "scale": True}
@@ -90,10 +110,19 @@ def test_residual_block_nodes_inputs_shapes_and_state() -> None:
     assert graph.num_params == graph.num_trainable + 2 * 2 * 16
     assert graph.has_state and not graph.is_chain and graph.output is None
     assert graph.version == 1.1
-    assert [k for k, _, _ in graph.state_specs()] == ["bn1.moving_mean", "bn1.moving_variance", "bn2.moving_mean", "bn2.moving_variance"]
+    assert [k for k, _, _ in graph.state_specs()] == [
+        "bn1.moving_mean",
+        "bn1.moving_variance",
+        "bn2.moving_mean",
+        "bn2.moving_variance",
+    ]
     weights = initial_weights(graph)
     assert list(weights) == graph.weight_keys()
-    assert (weights["bn1.moving_variance"] == 1).all() and (weights["bn1.gamma"] == 1).all() and (weights["bn1.beta"] == 0).all()
+    assert (
+        (weights["bn1.moving_variance"] == 1).all()
+        and (weights["bn1.gamma"] == 1).all()
+        and (weights["bn1.beta"] == 0).all()
+    )
 
 
 def test_residual_block_matches_make_graph() -> None:
@@ -131,14 +160,26 @@ def test_inception_style_concat() -> None:
 
 
 def test_concat_on_a_spatial_axis_and_normalised_axis() -> None:
-    graph = check_text(spec("- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- conv2d: {filters: 4, kernel: 1, name: b, inputs: a}\n- concat: {inputs: [a, b], axis: 0}\n- global_avg_pool2d\n- dense: {units: 2}\n"))
+    graph = check_text(
+        spec(
+            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- conv2d: {filters: 4, kernel: 1, name: b, inputs: a}\n- concat: {inputs: [a, b], axis: 0}\n- global_avg_pool2d\n- dense: {units: 2}\n"
+        )
+    )
     assert graph.node("concat_1").output_shape == (16, 8, 4) and graph.node("concat_1").attrs["axis"] == 0
-    graph = check_text(spec("- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- concat: {inputs: [a, input], axis: -1}\n- global_avg_pool2d\n- dense: {units: 2}\n"))
+    graph = check_text(
+        spec(
+            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- concat: {inputs: [a, input], axis: -1}\n- global_avg_pool2d\n- dense: {units: 2}\n"
+        )
+    )
     assert graph.node("concat_1").output_shape == (8, 8, 5) and graph.node("concat_1").attrs["axis"] == 2
 
 
 def test_normalisation_options_choose_the_parameters() -> None:
-    graph = check_text(spec("- flatten\n- dense: {units: 6}\n- batch_norm: {center: false}\n- layer_norm: {scale: false, epsilon: 1e-5}\n- dense: {units: 2}\n"))
+    graph = check_text(
+        spec(
+            "- flatten\n- dense: {units: 6}\n- batch_norm: {center: false}\n- layer_norm: {scale: false, epsilon: 1e-5}\n- dense: {units: 2}\n"
+        )
+    )
     bn, ln = graph.node("batch_norm_1"), graph.node("layer_norm_1")
     assert [p.name for p in bn.params] == ["gamma"] and [p.name for p in bn.state] == ["moving_mean", "moving_variance"]
     assert [p.name for p in ln.params] == ["beta"] and ln.attrs["epsilon"] == 1e-5
@@ -158,17 +199,27 @@ def test_every_version_1_example_spec_is_a_chain(path: Path) -> None:
 
 
 def test_inputs_may_be_one_name_or_the_model_input() -> None:
-    graph = check_text(spec("- flatten: {name: flat}\n- dense: {units: 4, name: a}\n- dense: {units: 4, inputs: flat}\n- flatten: {inputs: input}\n- dense: {units: 4}\n- add: {inputs: [a, dense_2, dense_3]}\n"))
+    graph = check_text(
+        spec(
+            "- flatten: {name: flat}\n- dense: {units: 4, name: a}\n- dense: {units: 4, inputs: flat}\n- flatten: {inputs: input}\n- dense: {units: 4}\n- add: {inputs: [a, dense_2, dense_3]}\n"
+        )
+    )
     assert graph.node("dense_2").inputs == ("flat",)
     assert graph.node("flatten_2").inputs == ("input",) and graph.node("flatten_2").input_shape == (8, 8, 1)
     assert graph.node("add_1").inputs == ("a", "dense_2", "dense_3") and graph.node("add_1").flops == 2 * 4
 
 
 def test_unused_layer_is_a_warning_and_left_out() -> None:
-    text = spec("- flatten\n- dense: {units: 32, name: hidden}\n- dropout: {rate: 0.5, name: spare}\n- dense: {units: 10, inputs: hidden}\n- softmax\n")
+    text = spec(
+        "- flatten\n- dense: {units: 32, name: hidden}\n- dropout: {rate: 0.5, name: spare}\n- dense: {units: 10, inputs: hidden}\n- softmax\n"
+    )
     diagnostics = diagnose_text(text, "unused.yaml")
     assert [(d.severity, d.code, d.line, d.column) for d in diagnostics] == [("warning", "W0701", 6, 5)]
-    assert diagnostics[0].format().startswith("unused.yaml:6:5: warning[W0701]: layers[2] 'spare' (dropout): its output reaches nothing")
+    assert (
+        diagnostics[0]
+        .format()
+        .startswith("unused.yaml:6:5: warning[W0701]: layers[2] 'spare' (dropout): its output reaches nothing")
+    )
     with pytest.warns(SpecWarning, match=r"W0701.*'spare'") as caught:
         graph = check_text(text, "unused.yaml")
     assert caught[0].message.diagnostic == diagnostics[0]  # type: ignore[union-attr]
@@ -177,19 +228,40 @@ def test_unused_layer_is_a_warning_and_left_out() -> None:
 
 
 def test_output_picks_a_middle_layer() -> None:
-    text = spec("- flatten\n- dense: {units: 10, name: logits}\n- softmax\n- dense: {units: 3}\n", extra="output: logits\n")
+    text = spec(
+        "- flatten\n- dense: {units: 10, name: logits}\n- softmax\n- dense: {units: 3}\n", extra="output: logits\n"
+    )
     graph, diagnostics = diagnose_text_graph(text)
     assert graph is not None
     assert graph.output == "logits" and graph.output_node is graph.node("logits") and graph.output_shape == (10,)
     assert [n.name for n in graph] == ["flatten_1", "logits"]
-    assert [(d.code, d.message.split(":")[0]) for d in diagnostics] == [("W0701", "layers[2] 'softmax_1' (softmax)"), ("W0701", "layers[3] 'dense_2' (dense)")]
+    assert [(d.code, d.message.split(":")[0]) for d in diagnostics] == [
+        ("W0701", "layers[2] 'softmax_1' (softmax)"),
+        ("W0701", "layers[3] 'dense_2' (dense)"),
+    ]
     assert graph.head == "logits" and not graph.loss_from_logits
 
 
 def test_output_is_checked_against_the_loss_and_the_data() -> None:
-    codes = [d.code for d in diagnose_text(spec("- conv2d: {filters: 4, kernel: 3, name: features}\n- flatten\n", extra="output: features\ndata: {dataset: digits}\n"))]
+    codes = [
+        d.code
+        for d in diagnose_text(
+            spec(
+                "- conv2d: {filters: 4, kernel: 3, name: features}\n- flatten\n",
+                extra="output: features\ndata: {dataset: digits}\n",
+            )
+        )
+    ]
     assert codes == ["E0304", "W0701"]
-    codes = [d.code for d in diagnose_text(spec("- flatten\n- dense: {units: 3, name: small}\n- dense: {units: 10}\n", extra="output: small\ndata: {dataset: digits}\n"))]
+    codes = [
+        d.code
+        for d in diagnose_text(
+            spec(
+                "- flatten\n- dense: {units: 3, name: small}\n- dense: {units: 10}\n",
+                extra="output: small\ndata: {dataset: digits}\n",
+            )
+        )
+    ]
     assert codes == ["E0505", "W0701"]
 
 
@@ -201,7 +273,9 @@ def diagnose_text_graph(text: str):
 
 
 def test_one_wiring_mistake_does_not_cascade() -> None:
-    text = spec("- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- add: {inputs: [a, b]}\n- conv2d: {filters: 4, kernel: 3, name: b}\n- dense: {units: 2}\n")
+    text = spec(
+        "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- add: {inputs: [a, b]}\n- conv2d: {filters: 4, kernel: 3, name: b}\n- dense: {units: 2}\n"
+    )
     assert [d.code for d in diagnose_text(text)] == ["E0702"]  # no E0301 for the dense, no warning for 'b'
 
 
@@ -212,7 +286,11 @@ def test_language_versions(version: str, ok: bool) -> None:
 
 
 def test_parameterless_layers_may_be_bare_names() -> None:
-    graph = check_text(spec("- conv2d: {filters: 4, kernel: 3}\n- batch_norm\n- global_max_pool2d\n- layer_norm\n- dense: {units: 2}\n"))
+    graph = check_text(
+        spec(
+            "- conv2d: {filters: 4, kernel: 3}\n- batch_norm\n- global_max_pool2d\n- layer_norm\n- dense: {units: 2}\n"
+        )
+    )
     assert [n.op for n in graph] == ["conv2d", "batch_norm", "global_max_pool2d", "layer_norm", "dense"]
 
 

@@ -96,7 +96,20 @@ def test_twenty_megabyte_file_is_refused_without_reading_it(tmp_path: Path) -> N
     assert "bytes" in diagnostics[0].message
 
 
-@pytest.mark.parametrize("name", ["os.system", "../../etc/passwd", "a b", "/etc/passwd", "..", "__import__('os')", "x" * 65, "$(rm -rf ~)", "ok\u2028x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os.system",
+        "../../etc/passwd",
+        "a b",
+        "/etc/passwd",
+        "..",
+        "__import__('os')",
+        "x" * 65,
+        "$(rm -rf ~)",
+        "ok\u2028x",
+    ],
+)
 def test_hostile_model_names_are_refused(tmp_path: Path, name: str) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"nnspec: 1\nname: {json.dumps(name)}\n{VALID_TAIL}")

@@ -55,7 +55,12 @@ def deadline(seconds: int = 10) -> Iterator[None]:
 
 def graph_for(dataset: str, path: Path | str, input_shape: tuple[int, ...] = (4,), units: int = 10, **options: object):
     layers = ([] if len(input_shape) == 1 else ["flatten"]) + [("dense", {"units": units}), "softmax"]
-    return make_graph(input_shape, layers, data=DataConfig(dataset, path=str(path), options=dict(options), validation_split=0.0), train=TrainConfig(seed=0))
+    return make_graph(
+        input_shape,
+        layers,
+        data=DataConfig(dataset, path=str(path), options=dict(options), validation_split=0.0),
+        train=TrainConfig(seed=0),
+    )
 
 
 def refused(graph, *needles: str, error: type[Exception] = DataError) -> str:
@@ -100,16 +105,25 @@ class _TouchOnLoad:
 def test_npz_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
     marker = tmp_path / "pickle-ran"
     np.savez(tmp_path / "d.npz", x=np.array([_TouchOnLoad(marker)] * 40, dtype=object), y=labels())
-    refused(graph_for("npz", tmp_path / "d.npz"), str(tmp_path / "d.npz"), "array 'x' holds Python objects", "no pickles")
+    refused(
+        graph_for("npz", tmp_path / "d.npz"), str(tmp_path / "d.npz"), "array 'x' holds Python objects", "no pickles"
+    )
     assert not marker.exists()
 
 
-def test_npz_member_inflating_beyond_the_cap_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_npz_member_inflating_beyond_the_cap_is_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     np.savez_compressed(tmp_path / "bomb.npz", x=np.zeros((20_000, 1000), np.uint8), y=np.zeros(20_000, np.int64))
     assert (tmp_path / "bomb.npz").stat().st_size < 200_000  # 20 MB of data in a small file
     monkeypatch.setenv(MAX_BYTES_ENV, str(1_000_000))
     start = time.perf_counter()
-    refused(graph_for("npz", tmp_path / "bomb.npz", (1000,)), str(tmp_path / "bomb.npz"), "declared, over the limit", MAX_BYTES_ENV)
+    refused(
+        graph_for("npz", tmp_path / "bomb.npz", (1000,)),
+        str(tmp_path / "bomb.npz"),
+        "declared, over the limit",
+        MAX_BYTES_ENV,
+    )
     assert time.perf_counter() - start < 1.0
 
 
@@ -125,7 +139,12 @@ def test_npy_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path:
     with zipfile.ZipFile(tmp_path / "lie.npz", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("x.npy", member)
         z.writestr("y.npy", member)
-    refused(graph_for("npz", tmp_path / "lie.npz"), str(tmp_path / "lie.npz"), "array 'x' is truncated", "(1000000000, 100000)")
+    refused(
+        graph_for("npz", tmp_path / "lie.npz"),
+        str(tmp_path / "lie.npz"),
+        "array 'x' is truncated",
+        "(1000000000, 100000)",
+    )
 
 
 def test_npz_non_finite_features_name_the_first_bad_index(tmp_path: Path) -> None:
@@ -136,13 +155,25 @@ def test_npz_non_finite_features_name_the_first_bad_index(tmp_path: Path) -> Non
     refused(graph_for("npz", tmp_path / "d.npz"), str(tmp_path / "d.npz"), "x[12, 3] = inf")
     images = np.zeros((6, 28, 28), np.float64)
     images[4, 3, 5] = 1e39  # finite in float64, infinity once converted to float32
-    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=np.zeros(6, np.uint8), x_test=images[:2], y_test=np.zeros(2, np.uint8))
-    refused(graph_for("mnist", tmp_path / "mnist.npz", (28, 28, 1)), str(tmp_path / "mnist.npz"), "x_train[4, 3, 5] = 1e+39 (too large for float32)")
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=images,
+        y_train=np.zeros(6, np.uint8),
+        x_test=images[:2],
+        y_test=np.zeros(2, np.uint8),
+    )
+    refused(
+        graph_for("mnist", tmp_path / "mnist.npz", (28, 28, 1)),
+        str(tmp_path / "mnist.npz"),
+        "x_train[4, 3, 5] = 1e+39 (too large for float32)",
+    )
 
 
 def test_npz_x_and_y_lengths_differ(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=features(40), y=labels(39))
-    refused(graph_for("npz", tmp_path / "d.npz"), str(tmp_path / "d.npz"), "'x' holds 40 examples but 'y' holds 39 labels")
+    refused(
+        graph_for("npz", tmp_path / "d.npz"), str(tmp_path / "d.npz"), "'x' holds 40 examples but 'y' holds 39 labels"
+    )
 
 
 # ---- 2. csv ---------------------------------------------------------------------------------------------
@@ -160,7 +191,15 @@ def write_csv(path: Path, cells: dict[tuple[int, int], str] | None = None, rows:
     return path
 
 
-@pytest.mark.parametrize(("text", "says"), [("inf", "holds 'inf', not finite"), ("NaN", "holds 'NaN', not finite"), ("", "is empty"), ("1e999", "holds '1e999', too large for float32")])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("inf", "holds 'inf', not finite"),
+        ("NaN", "holds 'NaN', not finite"),
+        ("", "is empty"),
+        ("1e999", "holds '1e999', too large for float32"),
+    ],
+)
 def test_csv_non_finite_or_empty_cell_names_row_and_column(tmp_path: Path, text: str, says: str) -> None:
     path = write_csv(tmp_path / "t.csv", {(16, 3): text, (20, 1): "nan"})
     refused(graph_for("csv", path), str(path), f"row 17 column 'px3' {says}")
@@ -245,7 +284,9 @@ def test_idx_gz_bomb_over_the_cap_is_refused_before_inflating(tmp_path: Path, mo
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_truncated_inside_the_data(tmp_path: Path, gz: bool) -> None:
     path = tmp_path / ("x.gz" if gz else "x")
-    payload = idx_header(0x08, (50, 28, 28)) + np.random.default_rng(0).integers(0, 255, 50 * 784, dtype=np.uint8).tobytes()
+    payload = (
+        idx_header(0x08, (50, 28, 28)) + np.random.default_rng(0).integers(0, 255, 50 * 784, dtype=np.uint8).tobytes()
+    )
     data = gzip.compress(payload) if gz else payload
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(DataError, match="truncated") as err:
@@ -294,7 +335,9 @@ def test_label_beyond_the_models_outputs_names_file_and_index(tmp_path: Path) ->
     y = labels()
     y[23] = 12
     np.savez(tmp_path / "d.npz", x=features(), y=y)
-    message = refused(graph_for("npz", tmp_path / "d.npz", units=3), "13 classes but the model's output has 3 units", error=SpecError)
+    message = refused(
+        graph_for("npz", tmp_path / "d.npz", units=3), "13 classes but the model's output has 3 units", error=SpecError
+    )
     assert f"{tmp_path / 'd.npz'}: y[23] is 12" in message
 
 
@@ -302,7 +345,11 @@ def test_csv_text_label_missing_is_refused_not_minus_one(tmp_path: Path) -> None
     lines = ["a,b,kind"] + [f"{i},{i % 4},{'xy'[i % 2]}" for i in range(30)]
     lines[11] = "10,2,"
     (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    refused(graph_for("csv", tmp_path / "t.csv", (2,), label="kind"), str(tmp_path / "t.csv"), "row 11 column 'kind' is empty")
+    refused(
+        graph_for("csv", tmp_path / "t.csv", (2,), label="kind"),
+        str(tmp_path / "t.csv"),
+        "row 11 column 'kind' is empty",
+    )
 
 
 # ---- 5. paths -------------------------------------------------------------------------------------------
@@ -402,7 +449,9 @@ def test_weights_with_nan_or_integer_dtype_are_refused(tmp_path: Path) -> None:
     for dtype in (np.int32, np.bool_):
         ints = {k: v.astype(dtype) for k, v in initial_weights(graph, seed=0).items()}
         save_weights(tmp_path / "int.safetensors", ints, graph)
-        with pytest.raises(WeightsError, match=f"'dense_1.bias' has dtype {np.dtype(dtype)}; weights must be floating point"):
+        with pytest.raises(
+            WeightsError, match=f"'dense_1.bias' has dtype {np.dtype(dtype)}; weights must be floating point"
+        ):
             load_weights(tmp_path / "int.safetensors", graph)
         with pytest.raises(WeightsError, match="must be floating point"):
             load_weights(tmp_path / "int.safetensors")  # without a spec too
@@ -452,37 +501,84 @@ def cli_fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str
         (np.zeros((0, 4), np.float32), "holds no examples"),
     ],
 )
-def test_predict_refuses_bad_inputs(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str], array: np.ndarray, says: str) -> None:
+def test_predict_refuses_bad_inputs(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str], array: np.ndarray, says: str
+) -> None:
     spec, weights = tiny
     np.save(tmp_path / "x.npy", array, allow_pickle=True)
-    cli_fails(capsys, ["predict", str(spec), "-w", str(weights), "-i", str(tmp_path / "x.npy")], str(tmp_path / "x.npy"), says)
+    cli_fails(
+        capsys, ["predict", str(spec), "-w", str(weights), "-i", str(tmp_path / "x.npy")], str(tmp_path / "x.npy"), says
+    )
 
 
-def test_predict_refuses_an_npy_header_claiming_a_huge_array(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_refuses_an_npy_header_claiming_a_huge_array(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, weights = tiny
     (tmp_path / "x.npy").write_bytes(npy_with_header("<f4", (10**12, 4), bytes(32)))
-    cli_fails(capsys, ["predict", str(spec), "-w", str(weights), "-i", str(tmp_path / "x.npy")], str(tmp_path / "x.npy"), "truncated", "(1000000000000, 4)")
+    cli_fails(
+        capsys,
+        ["predict", str(spec), "-w", str(weights), "-i", str(tmp_path / "x.npy")],
+        str(tmp_path / "x.npy"),
+        "truncated",
+        "(1000000000000, 4)",
+    )
 
 
 @pytest.mark.parametrize("target", ["missing-folder", "folder"])
-def test_predict_output_problems_are_found_before_anything_runs(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str], target: str) -> None:
+def test_predict_output_problems_are_found_before_anything_runs(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str], target: str
+) -> None:
     spec, _ = tiny
     np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
     out = tmp_path / "nowhere" / "p.npy" if target == "missing-folder" else tmp_path
     says = f"the folder {tmp_path / 'nowhere'} does not exist" if target == "missing-folder" else "is a folder"
     # the weights file does not exist: the output check comes first, before the input, weights or engine
-    err = cli_fails(capsys, ["predict", str(spec), "-w", str(tmp_path / "absent.safetensors"), "-i", str(tmp_path / "x.npy"), "-o", str(out)], says)
+    err = cli_fails(
+        capsys,
+        [
+            "predict",
+            str(spec),
+            "-w",
+            str(tmp_path / "absent.safetensors"),
+            "-i",
+            str(tmp_path / "x.npy"),
+            "-o",
+            str(out),
+        ],
+        says,
+    )
     assert "absent.safetensors" not in err
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_predict_writes_its_output_atomically(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_writes_its_output_atomically(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, weights = tiny
     np.save(tmp_path / "x.npy", features(5))
     out = tmp_path / "out" / "p"
     out.parent.mkdir()
     out.write_bytes(b"previous contents")
-    assert main(["predict", str(spec), "-w", str(weights), "-i", str(tmp_path / "x.npy"), "-o", str(out), "--backend", "jax", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(spec),
+                "-w",
+                str(weights),
+                "-i",
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(out),
+                "--backend",
+                "jax",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     probs = np.load(out)  # written to exactly the path given (no .npy appended), replacing the old file
     assert probs.shape == (5, 3)
@@ -490,13 +586,20 @@ def test_predict_writes_its_output_atomically(tmp_path: Path, tiny: tuple[Path, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["p"]  # no temporary file left behind
 
 
-def test_evaluate_refuses_nan_weights_and_bad_data(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_refuses_nan_weights_and_bad_data(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, weights = tiny
     graph = tiny_graph()
     nan = initial_weights(graph, seed=0)
     nan["dense_1.bias"][1] = np.inf
     save_weights(tmp_path / "nan.safetensors", nan, graph)
-    cli_fails(capsys, ["evaluate", str(spec), "-w", str(tmp_path / "nan.safetensors")], str(tmp_path / "nan.safetensors"), "dense_1.bias[1] = inf")
+    cli_fails(
+        capsys,
+        ["evaluate", str(spec), "-w", str(tmp_path / "nan.safetensors")],
+        str(tmp_path / "nan.safetensors"),
+        "dense_1.bias[1] = inf",
+    )
     x = features()
     x[3, 1] = np.nan
     np.savez(tmp_path / "d.npz", x=x, y=labels())
@@ -518,7 +621,9 @@ def _damage(data: bytes, rng: np.random.Generator) -> bytes:
         elif op < 0.8:
             out[at:at] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
         else:
-            out[at : at + 4] = [b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00", bytes(4)][int(rng.integers(0, 4))]
+            out[at : at + 4] = [b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00", bytes(4)][
+                int(rng.integers(0, 4))
+            ]
     return bytes(out)
 
 
@@ -540,7 +645,15 @@ def test_randomly_damaged_files_raise_only_nnspec_errors(tmp_path: Path) -> None
     write_csv(tmp_path / "t.csv", rows=4)
     graph = tiny_graph()
     save_weights(tmp_path / "w.safetensors", initial_weights(graph, seed=0), graph)
-    readers = {"i": read_idx, "i.gz": read_idx, "f": read_idx, "x.npy": read_npy, "z.npz": read_npz, "t.csv": lambda p: read_csv_table(p, "label"), "w.safetensors": load_weights}
+    readers = {
+        "i": read_idx,
+        "i.gz": read_idx,
+        "f": read_idx,
+        "x.npy": read_npy,
+        "z.npz": read_npz,
+        "t.csv": lambda p: read_csv_table(p, "label"),
+        "w.safetensors": load_weights,
+    }
     rng = np.random.default_rng(11)
     outcomes = {"read": 0, "refused": 0}
     with deadline(30):
@@ -558,15 +671,34 @@ def test_randomly_damaged_files_raise_only_nnspec_errors(tmp_path: Path) -> None
     assert outcomes["refused"] > 300 and outcomes["read"] + outcomes["refused"] == 60 * len(readers)
 
 
-def test_evaluate_json_stays_valid_when_the_loss_is_not_finite(tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_json_stays_valid_when_the_loss_is_not_finite(
+    tmp_path: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     spec, _ = tiny
     graph = tiny_graph()
-    huge = {k: np.full(v.shape, 3e38, np.float32) for k, v in initial_weights(graph, seed=0).items()}  # finite, but overflows
+    huge = {
+        k: np.full(v.shape, 3e38, np.float32) for k, v in initial_weights(graph, seed=0).items()
+    }  # finite, but overflows
     save_weights(tmp_path / "huge.safetensors", huge, graph)
     np.savez(tmp_path / "d.npz", x=np.abs(features()) + 1, y=labels())
     with deadline(60):
-        assert main(["evaluate", str(spec), "-w", str(tmp_path / "huge.safetensors"), "--json", "--backend", "jax", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(spec),
+                    "-w",
+                    str(tmp_path / "huge.safetensors"),
+                    "--json",
+                    "--backend",
+                    "jax",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     result = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"{token} in JSON output"))
     assert result["loss"] is None and result["examples"] == 8

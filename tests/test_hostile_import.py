@@ -38,7 +38,11 @@ layers:
   - softmax
 """
 #: Where the exported file keeps these weights (Keras names a layer's group after its class).
-HIDDEN_KERNEL, BN_VARIANCE, LOGITS_KERNEL = "layers/dense/vars/0", "layers/batch_normalization/vars/3", "layers/dense_1/vars/0"
+HIDDEN_KERNEL, BN_VARIANCE, LOGITS_KERNEL = (
+    "layers/dense/vars/0",
+    "layers/batch_normalization/vars/3",
+    "layers/dense_1/vars/0",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +106,19 @@ def set_declared_size(path: Path, member: str, size: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def run_import(capsys: pytest.CaptureFixture[str], model: Path | str, out: Path, *extra: str, weights: bool = True) -> tuple[int, str]:
+def run_import(
+    capsys: pytest.CaptureFixture[str], model: Path | str, out: Path, *extra: str, weights: bool = True
+) -> tuple[int, str]:
     """Run ``nnspec import MODEL -o OUT/spec.yaml [--weights-out OUT/w.safetensors]``; returns (exit code, stderr)."""
     out.mkdir(exist_ok=True)
-    argv = ["import", str(model), "-o", str(out / "spec.yaml"), *(["--weights-out", str(out / "w.safetensors")] if weights else []), *extra]
+    argv = [
+        "import",
+        str(model),
+        "-o",
+        str(out / "spec.yaml"),
+        *(["--weights-out", str(out / "w.safetensors")] if weights else []),
+        *extra,
+    ]
     with deadline(60):
         code = main(argv)
     return code, capsys.readouterr().err
@@ -115,7 +128,9 @@ def refused(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *, weigh
     """Import ``model``, expecting a clear error that names it and leaves ``out`` empty; returns the message."""
     code, err = run_import(capsys, model, out, weights=weights)
     assert code == 1, err
-    assert err.startswith(f"nnspec import: error: {model}") and "internal error" not in err and "Traceback" not in err, err
+    assert (
+        err.startswith(f"nnspec import: error: {model}") and "internal error" not in err and "Traceback" not in err
+    ), err
     assert list(out.iterdir()) == [], "a failed import left files behind"
     return err
 
@@ -141,19 +156,31 @@ def test_the_exported_file_imports_and_leaves_only_its_outputs(base, tmp_path, c
     code, err = run_import(capsys, base["path"], tmp_path / "out")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["spec.yaml", "w.safetensors"]
-    graph, original = nnspec.load(str(tmp_path / "out" / "spec.yaml")), nnspec.load(str(base["path"].with_suffix(".yaml")))
+    graph, original = (
+        nnspec.load(str(tmp_path / "out" / "spec.yaml")),
+        nnspec.load(str(base["path"].with_suffix(".yaml"))),
+    )
     assert [(n.name, n.op) for n in graph.nodes] == [(n.name, n.op) for n in original.nodes]
 
 
 # ---- files that are not Keras archives -------------------------------------------------------------------
 NOT_ARCHIVES = {
     "random bytes": (lambda b: bytes(range(256)) * 8, "neither a .keras (zip) archive nor a JSON model config"),
-    "truncated zip": (lambda b: b["path"].read_bytes()[: len(b["path"].read_bytes()) // 2], "damaged or truncated zip archive"),
+    "truncated zip": (
+        lambda b: b["path"].read_bytes()[: len(b["path"].read_bytes()) // 2],
+        "damaged or truncated zip archive",
+    ),
     "json that is not a model": (lambda b: b"[1, 2, 3]", "not a Keras model config"),
     "json cut short": (lambda b: b'{"class_name": "Functional", "config": {', "not a JSON model config"),
     "json nested 100000 deep": (lambda b: b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    "json nested 500 deep": (lambda b: b'{"class_name": "Sequential", "config": ' + b'{"a": ' * 500 + b"1" + b"}" * 501, "nested more than 100 levels"),
-    "an integer of 5000 digits": (lambda b: b'{"class_name": "Sequential", "config": {"x": ' + b"9" * 5000 + b"}}", "an integer of 5000 digits"),
+    "json nested 500 deep": (
+        lambda b: b'{"class_name": "Sequential", "config": ' + b'{"a": ' * 500 + b"1" + b"}" * 501,
+        "nested more than 100 levels",
+    ),
+    "an integer of 5000 digits": (
+        lambda b: b'{"class_name": "Sequential", "config": {"x": ' + b"9" * 5000 + b"}}",
+        "an integer of 5000 digits",
+    ),
     "NaN token": (lambda b: b'{"class_name": "Sequential", "config": {"x": NaN}}', "NaN is not a JSON number"),
 }
 
@@ -240,14 +267,38 @@ def test_any_value_of_the_config_replaced_by_any_json_type_is_never_a_crash(base
 @pytest.mark.parametrize(
     "path, value, expected",
     [
-        (("config", "layers", 1, "config", "units"), "5", "config.layers[1].config.units: Keras layer 'hidden' (Dense): units='5' is not supported"),
-        (("config", "layers", 1, "config", "units"), 10**30, "config.layers[1].config.units: Keras layer 'hidden' (Dense): units=1000000000000000000000000000000"),
-        (("config", "layers", 2, "config"), [1, 2], "config.layers[2].config: Keras layer 'bn' (BatchNormalization) has no config object"),
-        (("config", "layers", 3), None, "config.layers[3]: a layer entry of the model config is not an object: it is null"),
+        (
+            ("config", "layers", 1, "config", "units"),
+            "5",
+            "config.layers[1].config.units: Keras layer 'hidden' (Dense): units='5' is not supported",
+        ),
+        (
+            ("config", "layers", 1, "config", "units"),
+            10**30,
+            "config.layers[1].config.units: Keras layer 'hidden' (Dense): units=1000000000000000000000000000000",
+        ),
+        (
+            ("config", "layers", 2, "config"),
+            [1, 2],
+            "config.layers[2].config: Keras layer 'bn' (BatchNormalization) has no config object",
+        ),
+        (
+            ("config", "layers", 3),
+            None,
+            "config.layers[3]: a layer entry of the model config is not an object: it is null",
+        ),
         (("config", "layers"), {"a": 1}, "config.layers: the functional model's layers are an object"),
         (("config", "layers", 0, "config", "batch_shape", 1), None, "config.layers[0].config.batch_shape[1]:"),
-        (("config", "layers", 2, "config", "momentum"), "fast", "config.layers[2].config.momentum: Keras layer 'bn' (BatchNormalization): momentum='fast' is not a number"),
-        (("config", "layers", 1, "inbound_nodes"), 3, "config.layers[1].inbound_nodes: Keras layer 'hidden' (Dense): its inbound_nodes are the number 3"),
+        (
+            ("config", "layers", 2, "config", "momentum"),
+            "fast",
+            "config.layers[2].config.momentum: Keras layer 'bn' (BatchNormalization): momentum='fast' is not a number",
+        ),
+        (
+            ("config", "layers", 1, "inbound_nodes"),
+            3,
+            "config.layers[1].inbound_nodes: Keras layer 'hidden' (Dense): its inbound_nodes are the number 3",
+        ),
         (("config",), None, "config: the model's config is null, not an object"),
         (("class_name",), 12, "class_name: the model's class_name is the number 12"),
     ],
@@ -270,10 +321,19 @@ def _reads(config: dict, layer: int, *names: str) -> dict:
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda c: _reads(c, 1, "hidden"), "config.layers[1]: the functional model's layers form a cycle: 'hidden' -> 'hidden'"),
+        (
+            lambda c: _reads(c, 1, "hidden"),
+            "config.layers[1]: the functional model's layers form a cycle: 'hidden' -> 'hidden'",
+        ),
         (lambda c: _reads(c, 1, "logits"), "form a cycle: 'hidden' -> 'bn' -> 'logits' -> 'hidden'"),
-        (lambda c: _reads(c, 2, "ghost"), "config.layers[2].inbound_nodes: Keras layer 'bn' (BatchNormalization) reads a layer 'ghost' that the model's config does not define"),
-        (lambda c: {**c, "config": {**c["config"], "output_layers": [["ghost", 0, 0]]}}, "config.output_layers: the functional model's output is a layer 'ghost'"),
+        (
+            lambda c: _reads(c, 2, "ghost"),
+            "config.layers[2].inbound_nodes: Keras layer 'bn' (BatchNormalization) reads a layer 'ghost' that the model's config does not define",
+        ),
+        (
+            lambda c: {**c, "config": {**c["config"], "output_layers": [["ghost", 0, 0]]}},
+            "config.output_layers: the functional model's output is a layer 'ghost'",
+        ),
     ],
 )
 def test_cycles_and_unknown_layers_are_named_and_never_hang(base, tmp_path, capsys, change, expected) -> None:
@@ -285,7 +345,10 @@ def test_an_input_layer_that_reads_a_layer_is_refused(base, tmp_path, capsys) ->
     config = copy.deepcopy(base["config"])
     config["config"]["layers"][0]["inbound_nodes"] = copy.deepcopy(config["config"]["layers"][2]["inbound_nodes"])
     model = with_members(base, tmp_path / "model.keras", config=json.dumps(config).encode())
-    assert "config.layers[0].inbound_nodes: Keras layer 'input' (InputLayer) is the model's input but reads other layers" in refused(capsys, model, tmp_path / "out")
+    assert (
+        "config.layers[0].inbound_nodes: Keras layer 'input' (InputLayer) is the model's input but reads other layers"
+        in refused(capsys, model, tmp_path / "out")
+    )
 
 
 # ---- members that inflate beyond the caps --------------------------------------------------------------
@@ -293,7 +356,9 @@ def test_a_weights_member_declaring_gigabytes_is_refused_before_it_is_read(base,
     model = with_members(base, tmp_path / "model.keras")
     set_declared_size(model, "model.weights.h5", 3 << 30)
     err = refused(capsys, model, tmp_path / "out")
-    assert "the member model.weights.h5 declares 3.0 GiB (3221225472 bytes) uncompressed, over the limit of 2.0 GiB" in err
+    assert (
+        "the member model.weights.h5 declares 3.0 GiB (3221225472 bytes) uncompressed, over the limit of 2.0 GiB" in err
+    )
     assert "$NNSPEC_MAX_KERAS_WEIGHTS_BYTES" in err
 
 
@@ -301,7 +366,10 @@ def test_the_caps_are_set_by_environment_variables(base, tmp_path, capsys, monke
     bomb = with_members(base, tmp_path / "bomb.keras", **{"assets/zeros.bin": bytes(4 << 20)})
     assert bomb.stat().st_size < 100_000  # four MiB of zeros deflate to a few KiB
     monkeypatch.setenv("NNSPEC_MAX_KERAS_WEIGHTS_BYTES", str(1 << 20))
-    assert "the member assets/zeros.bin declares 4.0 MiB (4194304 bytes) uncompressed, over the limit of 1.0 MiB" in refused(capsys, bomb, tmp_path / "a")
+    assert (
+        "the member assets/zeros.bin declares 4.0 MiB (4194304 bytes) uncompressed, over the limit of 1.0 MiB"
+        in refused(capsys, bomb, tmp_path / "a")
+    )
     monkeypatch.delenv("NNSPEC_MAX_KERAS_WEIGHTS_BYTES")
     monkeypatch.setenv("NNSPEC_MAX_KERAS_CONFIG_BYTES", "1000")
     assert "the member config.json declares" in refused(capsys, base["path"], tmp_path / "b")
@@ -311,11 +379,15 @@ def test_a_dataset_declaring_gigabytes_inside_a_small_weights_member_is_refused(
     buffer = io.BytesIO(base["members"]["model.weights.h5"])
     with h5py.File(buffer, "r+") as h5:
         del h5[HIDDEN_KERNEL]
-        h5.create_dataset(HIDDEN_KERNEL, shape=(1 << 20, 1 << 11), dtype="float32", chunks=(256, 256), compression="gzip")
+        h5.create_dataset(
+            HIDDEN_KERNEL, shape=(1 << 20, 1 << 11), dtype="float32", chunks=(256, 256), compression="gzip"
+        )
     weights = buffer.getvalue()
     assert len(weights) < 100_000  # no chunk is written: 8 GiB of fill value
     model = with_members(base, tmp_path / "model.keras", weights=weights)
-    assert "the datasets of model.weights.h5 declare more than 2.0 GiB (at layers/dense/vars/0)" in refused(capsys, model, tmp_path / "out")
+    assert "the datasets of model.weights.h5 declare more than 2.0 GiB (at layers/dense/vars/0)" in refused(
+        capsys, model, tmp_path / "out"
+    )
 
 
 def test_a_member_that_inflates_past_its_declared_size_is_damaged(base, tmp_path, capsys) -> None:
@@ -328,20 +400,46 @@ def test_a_model_too_large_to_build_is_refused_before_keras_builds_it(base, tmp_
     config = _replaced(base["config"], ("config", "layers", 1, "config", "units"), 200_000_000)
     model = with_members(base, tmp_path / "model.keras", config=json.dumps(config).encode())
     err = refused(capsys, model, tmp_path / "out")
-    assert "the model's weights take" in err and "(the largest, 'hidden.kernel', 4.5 GiB)" in err and "over the limit of 2.0 GiB" in err
+    assert (
+        "the model's weights take" in err
+        and "(the largest, 'hidden.kernel', 4.5 GiB)" in err
+        and "over the limit of 2.0 GiB" in err
+    )
 
 
 # ---- weights that are not finite floats ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "dataset, value, dtype, expected",
     [
-        (HIDDEN_KERNEL, np.nan, None, "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) holds a non-finite value: hidden.kernel[0, 1] = nan"),
-        (BN_VARIANCE, np.inf, None, "weight 'bn.moving_variance' (model.weights.h5: layers/batch_normalization/vars/3) holds a non-finite value: bn.moving_variance[1] = inf"),
-        (LOGITS_KERNEL, None, "int32", "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype int32; weights must be floating point"),
-        (LOGITS_KERNEL, None, "bool", "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype bool"),
+        (
+            HIDDEN_KERNEL,
+            np.nan,
+            None,
+            "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) holds a non-finite value: hidden.kernel[0, 1] = nan",
+        ),
+        (
+            BN_VARIANCE,
+            np.inf,
+            None,
+            "weight 'bn.moving_variance' (model.weights.h5: layers/batch_normalization/vars/3) holds a non-finite value: bn.moving_variance[1] = inf",
+        ),
+        (
+            LOGITS_KERNEL,
+            None,
+            "int32",
+            "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype int32; weights must be floating point",
+        ),
+        (
+            LOGITS_KERNEL,
+            None,
+            "bool",
+            "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype bool",
+        ),
     ],
 )
-def test_non_finite_or_integer_weights_are_refused_naming_the_weight(base, tmp_path, capsys, dataset, value, dtype, expected) -> None:
+def test_non_finite_or_integer_weights_are_refused_naming_the_weight(
+    base, tmp_path, capsys, dataset, value, dtype, expected
+) -> None:
     model = with_members(base, tmp_path / "model.keras", weights=edited_weights(base, dataset, value, dtype))
     assert expected in refused(capsys, model, tmp_path / "out")
 
@@ -352,7 +450,10 @@ def test_a_weight_of_the_wrong_shape_is_refused_naming_it(base, tmp_path, capsys
         del h5[HIDDEN_KERNEL]
         h5.create_dataset(HIDDEN_KERNEL, data=np.zeros((6, 4), np.float32))
     model = with_members(base, tmp_path / "model.keras", weights=buffer.getvalue())
-    assert "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) has shape [6, 4], the spec needs [6, 5]" in refused(capsys, model, tmp_path / "out")
+    assert (
+        "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) has shape [6, 4], the spec needs [6, 5]"
+        in refused(capsys, model, tmp_path / "out")
+    )
 
 
 # ---- outputs -------------------------------------------------------------------------------------------
@@ -361,7 +462,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_anything_is_read(base
     cases = [
         (["-o", str(tmp_path / "missing" / "spec.yaml")], "cannot write the spec: the folder"),
         (["-o", str(tmp_path)], "cannot write the spec: it is a folder"),
-        (["-o", str(tmp_path / "s.yaml"), "--weights-out", str(tmp_path / "missing" / "w.safetensors")], "cannot write the weights file: the folder"),
+        (
+            ["-o", str(tmp_path / "s.yaml"), "--weights-out", str(tmp_path / "missing" / "w.safetensors")],
+            "cannot write the weights file: the folder",
+        ),
         (["-o", model], "the spec would overwrite the model being imported"),
     ]
     for argv, expected in cases:
@@ -386,7 +490,11 @@ def test_a_spec_that_fails_nnspec_check_is_not_written_and_an_old_file_survives(
     out.mkdir()
     (out / "spec.yaml").write_text("old contents\n")
     code, err = run_import(capsys, model, out, weights=False)
-    assert code == 1 and "the spec made from this model does not pass nnspec's check" in err and "train.weight_decay" in err, err
+    assert (
+        code == 1
+        and "the spec made from this model does not pass nnspec's check" in err
+        and "train.weight_decay" in err
+    ), err
     assert [p.name for p in out.iterdir()] == ["spec.yaml"] and (out / "spec.yaml").read_text() == "old contents\n"
 
 
@@ -404,7 +512,10 @@ def test_export_refuses_a_folder_or_a_missing_folder_before_loading_anything(bas
     spec = tmp_path / "base.yaml"
     spec.write_text(SPEC)
     (tmp_path / "dir.keras").mkdir()
-    for out, expected in ((tmp_path / "dir.keras", "is a folder"), (tmp_path / "missing" / "m.keras", "does not exist")):
+    for out, expected in (
+        (tmp_path / "dir.keras", "is a folder"),
+        (tmp_path / "missing" / "m.keras", "does not exist"),
+    ):
         assert main(["export", str(spec), str(out)]) == 1
         err = capsys.readouterr().err
         assert expected in err and "internal error" not in err, err

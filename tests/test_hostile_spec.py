@@ -47,8 +47,17 @@ def write(folder: Path, text: str | bytes, name: str = "spec.yaml") -> Path:
         (HEAD + f"layers: [{{dense: {{units: -{DIGITS}}}}}]\n", "E0203", 3),
         (f"nnspec: 1\ninput: {{shape: [{DIGITS}, 8]}}\nlayers: [flatten]\n", "E0606", 2),
         (HEAD + f"layers: [{{reshape: [{DIGITS}, -1]}}]\n", "E0203", 3),
-        (HEAD + f"layers: [{{dense: {{units: 3, name: a}}}}, {{dense: {{units: 3, name: b, inputs: input}}}}, {{concat: {{inputs: [a, b], axis: -{DIGITS}}}}}]\n", "E0203", 3),
-        ("nnspec: 1\ninput: {shape: [8, 8, 1]}\n" + f"layers: [{{conv2d: {{filters: 2, kernel: [3, {DIGITS}]}}}}]\n", "E0203", 3),
+        (
+            HEAD
+            + f"layers: [{{dense: {{units: 3, name: a}}}}, {{dense: {{units: 3, name: b, inputs: input}}}}, {{concat: {{inputs: [a, b], axis: -{DIGITS}}}}}]\n",
+            "E0203",
+            3,
+        ),
+        (
+            "nnspec: 1\ninput: {shape: [8, 8, 1]}\n" + f"layers: [{{conv2d: {{filters: 2, kernel: [3, {DIGITS}]}}}}]\n",
+            "E0203",
+            3,
+        ),
         (VALID + f"train: {{epochs: {DIGITS}}}\n", "E0402", 4),
         (VALID + f"train: {{seed: -{DIGITS}}}\n", "E0402", 4),
         (VALID + f"train: {{checkpoint: {{every: {DIGITS}}}}}\n", "E0402", 4),
@@ -60,7 +69,24 @@ def write(folder: Path, text: str | bytes, name: str = "spec.yaml") -> Path:
         (HEAD + f"layers: [{{dense: {{units: 3, kernel_init: {{normal: {{stddev: {DIGITS}}}}}}}}}]\n", "E0207", 3),
         (f"nnspec: {DIGITS}\ninput: {{shape: [8]}}\nlayers: [softmax]\n", "E0603", 1),
     ],
-    ids=["units", "negative-units", "input-shape", "reshape", "concat-axis", "kernel", "epochs", "seed", "checkpoint", "learning-rate", "long-float", "exponent", "split-ok", "dropout", "stddev", "version"],
+    ids=[
+        "units",
+        "negative-units",
+        "input-shape",
+        "reshape",
+        "concat-axis",
+        "kernel",
+        "epochs",
+        "seed",
+        "checkpoint",
+        "learning-rate",
+        "long-float",
+        "exponent",
+        "split-ok",
+        "dropout",
+        "stddev",
+        "version",
+    ],
 )
 def test_integers_with_thousands_of_digits_are_diagnostics(text: str, code: str | None, line: int | None) -> None:
     found = diagnose_text(text, "spec.yaml")
@@ -88,7 +114,20 @@ def test_integers_with_thousands_of_digits_are_diagnostics(text: str, code: str 
         ({"train.optimizer.adam.learning_rate": float("nan")}, "E0402"),
         ({10**5000: 3}, "E0111"),
     ],
-    ids=["epochs", "negative", "shape", "units", "index", "dotted-index", "float-overflow", "py-int", "py-negative", "py-inf", "py-nan", "py-key"],
+    ids=[
+        "epochs",
+        "negative",
+        "shape",
+        "units",
+        "index",
+        "dotted-index",
+        "float-overflow",
+        "py-int",
+        "py-negative",
+        "py-inf",
+        "py-nan",
+        "py-key",
+    ],
 )
 def test_huge_set_values_are_diagnostics(overrides: object, code: str) -> None:
     found = errors(VALID, overrides)
@@ -107,8 +146,16 @@ def test_huge_values_through_load_raise_only_spec_error(tmp_path: Path) -> None:
     "text, code, where",
     [
         ("nnspec: 1\ninput: {shape: [2147483647, 2147483647, 2147483647]}\nlayers: [flatten]\n", "E0606", (2, 16)),
-        ("nnspec: 1\ninput: {shape: [65536, 65536]}\nlayers:\n  - flatten\n  - dense: {units: 2147483647}\n", "E0306", (5, 5)),
-        ("nnspec: 1\ninput: {shape: [1048576, 1048576, 1]}\nlayers:\n  - conv2d: {filters: 1024, kernel: 1}\n", "E0306", (4, 5)),
+        (
+            "nnspec: 1\ninput: {shape: [65536, 65536]}\nlayers:\n  - flatten\n  - dense: {units: 2147483647}\n",
+            "E0306",
+            (5, 5),
+        ),
+        (
+            "nnspec: 1\ninput: {shape: [1048576, 1048576, 1]}\nlayers:\n  - conv2d: {filters: 1024, kernel: 1}\n",
+            "E0306",
+            (4, 5),
+        ),
     ],
     ids=["input", "dense-kernel", "conv-output"],
 )
@@ -119,7 +166,9 @@ def test_sizes_beyond_any_machine_are_errors(text: str, code: str, where: tuple[
 
 
 def test_a_size_just_under_the_cap_is_valid_and_counted_exactly() -> None:
-    graph = nnspec.compiler.frontend.check_text("nnspec: 1\ninput: {shape: [16777216, 16777216]}\nlayers: [flatten]\ntrain: {loss: mse}\n")
+    graph = nnspec.compiler.frontend.check_text(
+        "nnspec: 1\ninput: {shape: [16777216, 16777216]}\nlayers: [flatten]\ntrain: {loss: mse}\n"
+    )
     assert graph.nodes[0].output_shape == (2**48,)
 
 
@@ -166,7 +215,9 @@ def test_fifo_spec_is_refused_without_blocking(tmp_path: Path) -> None:
 def test_check_of_a_fifo_exits_2_in_a_subprocess(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.yaml"
     os.mkfifo(fifo)
-    result = subprocess.run([sys.executable, "-m", "nnspec", "check", str(fifo)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "nnspec", "check", str(fifo)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"{fifo}: error[E0101]: cannot read spec {str(fifo)!r}: it is a FIFO (named pipe)")
     assert "Traceback" not in result.stderr
@@ -217,7 +268,9 @@ def test_fifo_and_directory_as_extends_bases_are_refused(tmp_path: Path) -> None
     ],
     ids=["plain", "after-multibyte", "after-bom", "crlf", "encoded-surrogate"],
 )
-def test_invalid_utf8_is_reported_at_its_position(tmp_path: Path, data: bytes, line: int, column: int, byte: str) -> None:
+def test_invalid_utf8_is_reported_at_its_position(
+    tmp_path: Path, data: bytes, line: int, column: int, byte: str
+) -> None:
     graph, found = diagnose(write(tmp_path, data))
     assert graph is None
     assert [(d.code, d.line, d.column) for d in found] == [("E0101", line, column)]
@@ -245,7 +298,12 @@ def test_lone_surrogate_in_text_is_a_diagnostic() -> None:
 def test_check_prints_an_undecodable_path_without_crashing(tmp_path: Path) -> None:
     name = os.fsdecode(b"sp\xffec.yaml")
     write(tmp_path, VALID, name)
-    result = subprocess.run([sys.executable, "-m", "nnspec", "check", os.fsencode(tmp_path / name)], capture_output=True, cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "nnspec", "check", os.fsencode(tmp_path / name)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert b"sp\\udcffec.yaml: ok (2 layers" in result.stdout
 
@@ -261,7 +319,9 @@ def test_long_extends_chain_is_a_diagnostic(tmp_path: Path) -> None:
     assert "chain is longer than" in found[0].message
 
 
-@pytest.mark.parametrize("files", [{"a.yaml": "extends: a.yaml\n"}, {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: ./c/../a.yaml\n"}])
+@pytest.mark.parametrize(
+    "files", [{"a.yaml": "extends: a.yaml\n"}, {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: ./c/../a.yaml\n"}]
+)
 def test_extends_cycles_are_diagnostics(tmp_path: Path, files: dict[str, str]) -> None:
     (tmp_path / "c").mkdir()
     for name, text in files.items():

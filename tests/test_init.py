@@ -43,7 +43,11 @@ def test_glorot_uniform_bounds_and_variance() -> None:
 
 @pytest.mark.parametrize(
     "name, std",
-    [("he_normal", math.sqrt(2.0 / 600)), ("lecun_normal", math.sqrt(1.0 / 600)), ("glorot_normal", math.sqrt(2.0 / 1000))],
+    [
+        ("he_normal", math.sqrt(2.0 / 600)),
+        ("lecun_normal", math.sqrt(1.0 / 600)),
+        ("glorot_normal", math.sqrt(2.0 / 1000)),
+    ],
 )
 def test_truncated_normals(name: str, std: float) -> None:
     w = kernel(name)

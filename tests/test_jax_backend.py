@@ -12,7 +12,9 @@ from nnspec.backends import available_backends, get_backend
 from nnspec.compiler.ir import TrainConfig
 from nnspec.compiler.shapes import make_graph
 
-pytestmark = pytest.mark.skipif("jax" not in available_backends(), reason="JAX is not installed (test_backends_installed fails for it)")
+pytestmark = pytest.mark.skipif(
+    "jax" not in available_backends(), reason="JAX is not installed (test_backends_installed fails for it)"
+)
 
 CNN = [
     ("conv2d", {"filters": 3, "kernel": 3, "padding": "same", "activation": "relu"}),
@@ -22,7 +24,13 @@ CNN = [
     ("dense", {"units": 10}),
     "softmax",
 ]
-MLP = ["flatten", ("dense", {"units": 12, "activation": "tanh"}), ("dropout", {"rate": 0.2}), ("dense", {"units": 10}), "softmax"]
+MLP = [
+    "flatten",
+    ("dense", {"units": 12, "activation": "tanh"}),
+    ("dropout", {"rate": 0.2}),
+    ("dense", {"units": 10}),
+    "softmax",
+]
 
 
 def _graph(layers: list, batch_size: int = 16):
@@ -151,7 +159,9 @@ def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
 
     def windowed(v):
         dims, strides = (1, *node.attrs["size"], 1), (1, *node.attrs["strides"], 1)
-        return lax.reduce_window(v, np.array(-np.inf, dtype=v.dtype), lax.max, dims, strides, ((0, 0), *padding_pairs(node), (0, 0)))
+        return lax.reduce_window(
+            v, np.array(-np.inf, dtype=v.dtype), lax.max, dims, strides, ((0, 0), *padding_pairs(node), (0, 0))
+        )
 
     with jax.enable_x64(dtype == "float64"):
         y, vjp = jax.vjp(pool, jnp.asarray(x))
@@ -159,7 +169,9 @@ def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
         np.testing.assert_array_equal(np.asarray(y), np.asarray(windowed(jnp.asarray(x))))
         y, dx = np.asarray(y), np.asarray(dx)
     assert y.dtype == dx.dtype == np.dtype(dtype)
-    expected, _ = _RULES["max_pool2d"](LayerRecord(node, x.astype(np.float64), y.astype(np.float64)), {}, dy.astype(np.float64))
+    expected, _ = _RULES["max_pool2d"](
+        LayerRecord(node, x.astype(np.float64), y.astype(np.float64)), {}, dy.astype(np.float64)
+    )
     if tiled:  # the reduce_window path (select_and_scatter) agrees on ties, but not in the NaN and -inf corners
         np.testing.assert_array_equal(dx, expected.astype(dtype))
     finite = np.isfinite(x).all(axis=(1, 2, 3))  # overlapping windows add their routed gradients in another order
@@ -203,14 +215,18 @@ def test_patch_convolution_matches_xla_convolution_and_the_reference(name: str, 
             y, vjp = jax.vjp(lambda v, k, form=form: form(v, k, **args), jnp.asarray(x), jnp.asarray(kernel))
             ys.append(np.asarray(y))
             grads.append([np.asarray(g) for g in vjp(jnp.asarray(dy))])
-        lowered = LOWERINGS["conv2d"](Context(JaxOps(dtype), params={node.key("kernel"): jnp.asarray(kernel)}), node, [jnp.asarray(x)])
+        lowered = LOWERINGS["conv2d"](
+            Context(JaxOps(dtype), params={node.key("kernel"): jnp.asarray(kernel)}), node, [jnp.asarray(x)]
+        )
     assert ys[0].dtype == grads[0][0].dtype == grads[0][1].dtype == np.dtype(dtype)
     np.testing.assert_allclose(ys[0], ys[1], rtol=rtol, atol=rtol)
     np.testing.assert_allclose(np.asarray(lowered), ys[1], rtol=rtol, atol=rtol)
     for patch_grad, xla_grad in zip(grads[0], grads[1]):
         np.testing.assert_allclose(patch_grad, xla_grad, rtol=rtol, atol=rtol * 10)
     record = LayerRecord(node, x.astype(np.float64), ys[1].astype(np.float64), pre_activation=ys[1].astype(np.float64))
-    expected_dx, expected = _RULES["conv2d"](record, {node.key("kernel"): kernel.astype(np.float64)}, dy.astype(np.float64))
+    expected_dx, expected = _RULES["conv2d"](
+        record, {node.key("kernel"): kernel.astype(np.float64)}, dy.astype(np.float64)
+    )
     np.testing.assert_allclose(grads[0][0], expected_dx, rtol=rtol * 10, atol=rtol * 10)
     np.testing.assert_allclose(grads[0][1], expected[node.key("kernel")], rtol=rtol * 10, atol=rtol * 10)
 
@@ -228,7 +244,9 @@ def test_patch_convolution_keeps_bfloat16_and_cpu_programs_use_it() -> None:
     x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), dtype=jnp.bfloat16)
     kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), dtype=jnp.bfloat16)
     args = ((1, 1), ((1, 1), (1, 1)), lax.Precision.DEFAULT)
-    y, vjp = jax.vjp(lambda v, k: _padded_patch_conv2d(v, k, strides=args[0], padding=args[1], precision=args[2]), x, kernel)
+    y, vjp = jax.vjp(
+        lambda v, k: _padded_patch_conv2d(v, k, strides=args[0], padding=args[1], precision=args[2]), x, kernel
+    )
     dx, dk = vjp(jnp.ones_like(y))
     assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
 
@@ -238,4 +256,6 @@ def test_patch_convolution_keeps_bfloat16_and_cpu_programs_use_it() -> None:
     x, kernel = jax.device_put((x, kernel), jax.devices("cpu")[0])  # the CPU's program, on any machine
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()
     convolutions = hlo.count("convolution(")
-    assert convolutions == (1 if SERIAL_CPU_CONVOLUTION else 3), hlo  # patches: only the input gradient stays a convolution
+    assert convolutions == (1 if SERIAL_CPU_CONVOLUTION else 3), (
+        hlo
+    )  # patches: only the input gradient stays a convolution

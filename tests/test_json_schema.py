@@ -39,7 +39,12 @@ MODELINE = "# yaml-language-server: $schema=../nnspec.schema.json"
 #: unknown words (layer types, activations, initialisers, losses, optimisers, schedules, metrics, data
 #: sets, versions), missing keys, malformed layer entries, bad names. Not: the file and its YAML (E01xx),
 #: shapes (E03xx), data against the model (E0505), duplicate layer names (E0605), graph wiring (E07xx).
-SCHEMA_CODES = frozenset([f"E020{i}" for i in range(1, 8)] + [f"E040{i}" for i in range(1, 9)] + [f"E050{i}" for i in range(1, 5)] + ["E0601", "E0602", "E0603", "E0604", "E0606", "E0607", "E0608"])
+SCHEMA_CODES = frozenset(
+    [f"E020{i}" for i in range(1, 8)]
+    + [f"E040{i}" for i in range(1, 9)]
+    + [f"E050{i}" for i in range(1, 5)]
+    + ["E0601", "E0602", "E0603", "E0604", "E0606", "E0607", "E0608"]
+)
 #: Goldens with a schema error that the schema cannot see, and why.
 NOT_EXPRESSIBLE = {
     "units_float": "1e1 is the integral number 10.0 to a JSON validator; only the YAML text shows it is not an integer",
@@ -82,7 +87,9 @@ def test_schema_is_a_valid_draft_2020_12_schema(schema: dict[str, Any]) -> None:
 
 
 def test_shipped_file_is_the_generated_schema() -> None:
-    assert SHIPPED.read_text() == schema_text(), "nnspec.schema.json is stale: run `nnspec schema -o nnspec.schema.json`"
+    assert SHIPPED.read_text() == schema_text(), (
+        "nnspec.schema.json is stale: run `nnspec schema -o nnspec.schema.json`"
+    )
 
 
 def test_cli_prints_and_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,7 +112,16 @@ def test_cli_refuses_an_unusable_output_path(tmp_path: Path, capsys: pytest.Capt
 def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
     defs, train = schema["$defs"], schema["properties"]["train"]["properties"]
     assert list(defs["layer"]["anyOf"][1]["properties"]) == list(LAYER_TYPES)
-    assert defs["layer"]["anyOf"][0]["enum"] == ["max_pool2d", "avg_pool2d", "flatten", "softmax", "batch_norm", "layer_norm", "global_avg_pool2d", "global_max_pool2d"]
+    assert defs["layer"]["anyOf"][0]["enum"] == [
+        "max_pool2d",
+        "avg_pool2d",
+        "flatten",
+        "softmax",
+        "batch_norm",
+        "layer_norm",
+        "global_avg_pool2d",
+        "global_max_pool2d",
+    ]
     assert defs["layer.dense"]["properties"]["activation"]["enum"] == list(ACTIVATIONS)
     assert defs["initializer"]["anyOf"][0]["enum"] == list(INITIALIZERS)
     assert train["loss"]["enum"] == list(LOSSES)
@@ -141,7 +157,9 @@ def test_defaults_are_values_both_sides_accept(schema: dict[str, Any]) -> None:
         count = 0
         for key, prop in properties.items():
             if "default" in prop and key in fields and "$ref" not in prop:
-                assert jsonschema.Draft202012Validator({**prop, "$defs": schema["$defs"]}).is_valid(prop["default"]), key
+                assert jsonschema.Draft202012Validator({**prop, "$defs": schema["$defs"]}).is_valid(prop["default"]), (
+                    key
+                )
                 fields[key].read(parse(f"v: {json.dumps(prop['default'])}").get("v"))  # type: ignore[union-attr]
                 count += 1
         return count
@@ -161,14 +179,23 @@ def test_defaults_are_values_both_sides_accept(schema: dict[str, Any]) -> None:
 def test_value_schema_finds_types_and_exact_bounds() -> None:
     assert value_schema(lambda n: read_int(n, 1)) == {"type": "integer", "minimum": 1, "maximum": MAX_INT}
     assert value_schema(lambda n: read_int(n, -3, 7)) == {"type": "integer", "minimum": -3, "maximum": 7}
-    assert value_schema(lambda n: read_float(n, 0.0, 1.0, max_open=True)) == {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+    assert value_schema(lambda n: read_float(n, 0.0, 1.0, max_open=True)) == {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMaximum": 1,
+    }
     assert value_schema(lambda n: read_float(n, 0.25, 1.0)) == {"type": "number", "minimum": 0.25, "maximum": 1}
     assert value_schema(lambda n: read_float(n, -2.5, min_open=True)) == {"type": "number", "exclusiveMinimum": -2.5}
     assert value_schema(read_float) == {"type": "number"}
     reshape = value_schema(OPS["reshape"].fields["shape"].read)
-    assert reshape["items"] == {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_INT}, {"const": -1}]} and reshape["minItems"] == 1
+    assert (
+        reshape["items"] == {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_INT}, {"const": -1}]}
+        and reshape["minItems"] == 1
+    )
     window = {"type": "integer", "minimum": 1, "maximum": MAX_INT}
-    assert value_schema(OPS["conv2d"].fields["kernel"].read) == {"anyOf": [window, {"type": "array", "items": window, "minItems": 2, "maxItems": 2}]}
+    assert value_schema(OPS["conv2d"].fields["kernel"].read) == {
+        "anyOf": [window, {"type": "array", "items": window, "minItems": 2, "maxItems": 2}]
+    }
 
 
 def test_a_reader_nothing_fits_is_a_schema_gap() -> None:
@@ -185,7 +212,13 @@ def test_a_new_key_reaches_the_schema_and_needs_a_description(monkeypatch: pytes
         build_schema()
     monkeypatch.setitem(FIELD_DOCS["data"], "shuffle_seed", "Seeds the order of the examples.")
     added = build_schema()["properties"]["data"]["properties"]["shuffle_seed"]
-    assert added == {"description": "Seeds the order of the examples.", "type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0}
+    assert added == {
+        "description": "Seeds the order of the examples.",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_INT,
+        "default": 0,
+    }
     monkeypatch.setitem(DATA_FIELDS, "augment", Field(lambda n: n))
     monkeypatch.setitem(FIELD_DOCS["data"], "augment", "read elsewhere")
     with pytest.raises(SchemaGap, match="augment"):
@@ -274,13 +307,20 @@ def test_graph_specs_validate(name: str, validator: jsonschema.Draft202012Valida
     assert [e.message for e in errors(validator, text)] == []
 
 
-def test_a_spec_that_extends_another_may_leave_the_rest_to_its_base(tmp_path: Path, validator: jsonschema.Draft202012Validator) -> None:
+def test_a_spec_that_extends_another_may_leave_the_rest_to_its_base(
+    tmp_path: Path, validator: jsonschema.Draft202012Validator
+) -> None:
     (tmp_path / "base.yaml").write_text(textwrap.dedent(GRAPH_SPECS["residual"]) + "data: {dataset: digits}\n")
     child = "extends: base.yaml\nname: child\ninput: {dtype: float64}\ntrain: {epochs: 3}\ndata: {normalize: none}\n"
     assert front_end_accepts(child, base_dir=str(tmp_path))
     assert errors(validator, child) == []
     alone = child.replace("extends: base.yaml\n", "")
-    assert {e.message for e in errors(validator, alone)} == {"'nnspec' is a required property", "'layers' is a required property", "'shape' is a required property", "'dataset' is a required property"}
+    assert {e.message for e in errors(validator, alone)} == {
+        "'nnspec' is a required property",
+        "'layers' is a required property",
+        "'shape' is a required property",
+        "'dataset' is a required property",
+    }
 
 
 def test_generated_specs_the_front_end_accepts_all_validate(validator: jsonschema.Draft202012Validator) -> None:
@@ -311,7 +351,11 @@ SECTION = re.compile(r"^(?:layers\[(\d+)\]|(layers|train|data|input)\b|spec\b)")
 
 
 def schema_errors_of(golden: Path) -> list[tuple[str, str]]:
-    return [(code, message) for code, message in DIAGNOSTIC.findall(golden.with_suffix(".expected").read_text()) if code in SCHEMA_CODES]
+    return [
+        (code, message)
+        for code, message in DIAGNOSTIC.findall(golden.with_suffix(".expected").read_text())
+        if code in SCHEMA_CODES
+    ]
 
 
 SCHEMA_GOLDENS = [p for p in GOLDENS if schema_errors_of(p)]
@@ -330,11 +374,27 @@ def where(message: str) -> tuple[Any, ...]:
 def test_schema_codes_cover_enough_goldens() -> None:
     assert len(SCHEMA_GOLDENS) >= 50
     covered = {code for p in SCHEMA_GOLDENS for code, _ in schema_errors_of(p)}
-    assert covered >= {f"E020{i}" for i in range(1, 8)} | {"E0402", "E0404", "E0405", "E0407", "E0501", "E0503", "E0504", "E0601", "E0602", "E0603", "E0604", "E0606", "E0607"}
+    assert covered >= {f"E020{i}" for i in range(1, 8)} | {
+        "E0402",
+        "E0404",
+        "E0405",
+        "E0407",
+        "E0501",
+        "E0503",
+        "E0504",
+        "E0601",
+        "E0602",
+        "E0603",
+        "E0604",
+        "E0606",
+        "E0607",
+    }
 
 
 @pytest.mark.parametrize("golden", SCHEMA_GOLDENS, ids=[p.stem for p in SCHEMA_GOLDENS])
-def test_schema_errors_of_the_goldens_are_refused_where_they_are(golden: Path, validator: jsonschema.Draft202012Validator) -> None:
+def test_schema_errors_of_the_goldens_are_refused_where_they_are(
+    golden: Path, validator: jsonschema.Draft202012Validator
+) -> None:
     found = errors(validator, golden.read_text())
     if golden.stem in NOT_EXPRESSIBLE:
         assert found == [], f"the schema now refuses {golden.name}: take it off NOT_EXPRESSIBLE"
@@ -346,7 +406,9 @@ def test_schema_errors_of_the_goldens_are_refused_where_they_are(golden: Path, v
         assert any(path[: len(part)] == part for path in paths), f"{code} at {part}: schema errors only at {paths}"
 
 
-def test_a_value_given_as_yaml_1_1_trap_is_refused_as_the_wrong_type(validator: jsonschema.Draft202012Validator) -> None:
+def test_a_value_given_as_yaml_1_1_trap_is_refused_as_the_wrong_type(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
     base = "nnspec: 1\ninput: {shape: [8, 8, 1]}\nlayers: [flatten, {dense: {units: 10, use_bias: %s}}]\n"
     assert errors(validator, base % "true") == []
     for trap in ("yes", "off", '"true"'):

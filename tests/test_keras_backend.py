@@ -22,16 +22,22 @@ from nnspec.compiler.shapes import make_graph
 from nnspec.errors import BackendError
 from nnspec.reference.backward import loss_and_gradients as reference_loss_and_gradients
 from nnspec.reference.train import ReferenceTrainer
-from nnspec.runtime.dropout import keep_mask, numpy_keep_mask
+from nnspec.semantics.dropout import keep_mask, numpy_keep_mask
 
 keras = pytest.importorskip("keras")
 ENGINE = configured_engine()
 OTHER_ENGINE = {"jax": "tensorflow", "tensorflow": "jax"}[ENGINE]
 
 
-def _cnn(optimizer: OptimizerConfig | None = None, schedule: ScheduleConfig | None = None, weight_decay: float = 0.0, seed: int = 3):
+def _cnn(
+    optimizer: OptimizerConfig | None = None,
+    schedule: ScheduleConfig | None = None,
+    weight_decay: float = 0.0,
+    seed: int = 3,
+):
     train = TrainConfig(
-        optimizer=optimizer or OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+        optimizer=optimizer
+        or OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
         schedule=schedule or ScheduleConfig(),
         weight_decay=weight_decay,
         batch_size=8,
@@ -57,7 +63,9 @@ def _cnn(optimizer: OptimizerConfig | None = None, schedule: ScheduleConfig | No
 
 def _batch(g, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, *g.input_shape)).astype(np.float32), rng.integers(0, g.output_shape[-1], n).astype(np.int32)
+    return rng.normal(size=(n, *g.input_shape)).astype(np.float32), rng.integers(0, g.output_shape[-1], n).astype(
+        np.int32
+    )
 
 
 def _compile(g, weights=None):
@@ -85,7 +93,10 @@ def test_unsupported_keras_engine_is_declared(monkeypatch: pytest.MonkeyPatch) -
     assert not ok and "torch" in why and "jax or tensorflow" in why
 
 
-@pytest.mark.parametrize("shape, rate, step", [((3, 5), 0.5, 0), ((2, 4, 4, 3), 0.1, 7), ((1, 1000), 0.9, 123456), ((4, 33), 0.25, 2**31 + 5)])
+@pytest.mark.parametrize(
+    "shape, rate, step",
+    [((3, 5), 0.5, 0), ((2, 4, 4, 3), 0.1, 7), ((1, 1000), 0.9, 123456), ((4, 33), 0.25, 2**31 + 5)],
+)
 def test_mask_is_bit_identical_to_numpy(shape: tuple[int, ...], rate: float, step: int) -> None:
     from keras import ops as K
 
@@ -109,7 +120,9 @@ def test_counter_dropout_applies_the_shared_mask() -> None:
             if node.op == "dropout":
                 before, after = outs[node.index - 1], outs[node.index]
                 keep = numpy_keep_mask(g.train.seed, node.index, step, before.shape, node.attrs["rate"])
-                np.testing.assert_array_equal(after, np.where(keep, before * np.float32(1.0 / (1.0 - node.attrs["rate"])), 0.0))
+                np.testing.assert_array_equal(
+                    after, np.where(keep, before * np.float32(1.0 / (1.0 - node.attrs["rate"])), 0.0)
+                )
     off = model.layer_outputs(x)
     drop = [n.index for n in g.nodes if n.op == "dropout"][0]
     np.testing.assert_array_equal(off[drop], off[drop - 1])
@@ -145,12 +158,26 @@ def test_loss_and_gradients_match_reference() -> None:
 @pytest.mark.parametrize(
     "optimizer, schedule, weight_decay",
     [
-        (OptimizerConfig("sgd", {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}), ScheduleConfig("step", {"every": 2, "factor": 0.5}), 0.0),
-        (OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}), ScheduleConfig("cosine", {"decay_steps": 5, "alpha": 0.1}), 0.01),
-        (OptimizerConfig("rmsprop", {"learning_rate": 0.005, "rho": 0.9, "momentum": 0.5, "epsilon": 1e-7}), ScheduleConfig(), 0.0),
+        (
+            OptimizerConfig("sgd", {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}),
+            ScheduleConfig("step", {"every": 2, "factor": 0.5}),
+            0.0,
+        ),
+        (
+            OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+            ScheduleConfig("cosine", {"decay_steps": 5, "alpha": 0.1}),
+            0.01,
+        ),
+        (
+            OptimizerConfig("rmsprop", {"learning_rate": 0.005, "rho": 0.9, "momentum": 0.5, "epsilon": 1e-7}),
+            ScheduleConfig(),
+            0.0,
+        ),
     ],
 )
-def test_training_steps_follow_the_reference(optimizer: OptimizerConfig, schedule: ScheduleConfig, weight_decay: float) -> None:
+def test_training_steps_follow_the_reference(
+    optimizer: OptimizerConfig, schedule: ScheduleConfig, weight_decay: float
+) -> None:
     g = _cnn(optimizer, schedule, weight_decay)
     model = _compile(g)
     trainer = ReferenceTrainer.start(g, model.get_weights())
@@ -255,7 +282,12 @@ def test_the_other_keras_engine_matches_the_reference() -> None:
     env = {**os.environ, "KERAS_BACKEND": OTHER_ENGINE, "TF_CPP_MIN_LOG_LEVEL": "3"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
-        [sys.executable, "-c", _OTHER_ENGINE_SCRIPT.format(engine=OTHER_ENGINE)], capture_output=True, text=True, env=env, cwd=root, timeout=600
+        [sys.executable, "-c", _OTHER_ENGINE_SCRIPT.format(engine=OTHER_ENGINE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().startswith("ok")

@@ -30,10 +30,12 @@ from nnspec.compiler.shapes import make_graph
 from nnspec.interop import KerasImportError
 from nnspec.interop.keras_export import export_keras
 from nnspec.interop.keras_import import import_keras, spec_text
-from nnspec.runtime.training_state import from_tensors, to_tensors
+from nnspec.semantics.training_state import from_tensors, to_tensors
 
 keras = pytest.importorskip("keras")
-F64 = pytest.mark.skipif(configured_engine() != "tensorflow", reason="float64 Keras runs on KERAS_BACKEND=tensorflow only")
+F64 = pytest.mark.skipif(
+    configured_engine() != "tensorflow", reason="float64 Keras runs on KERAS_BACKEND=tensorflow only"
+)
 TIGHT = 1e-10
 
 
@@ -94,7 +96,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _pair(g):
-    return (get_backend("keras").compile(g, device="cpu", dtype=g.dtype), get_backend("jax").compile(g, device="cpu", dtype=g.dtype))
+    return (
+        get_backend("keras").compile(g, device="cpu", dtype=g.dtype),
+        get_backend("jax").compile(g, device="cpu", dtype=g.dtype),
+    )
 
 
 def test_capabilities_come_from_the_layer_registry() -> None:
@@ -189,7 +194,9 @@ def test_exported_residual_model_loads_in_plain_keras_and_predicts_the_same(tmp_
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     classes = {layer["class_name"] for layer in config["config"]["layers"]}
-    assert {layer["module"] for layer in config["config"]["layers"]} == {"keras.layers"} and "nnspec>" not in json.dumps(config)
+    assert {layer["module"] for layer in config["config"]["layers"]} == {
+        "keras.layers"
+    } and "nnspec>" not in json.dumps(config)
     assert {"Add", "BatchNormalization", "GlobalAveragePooling2D", "Dropout"} <= classes
     loaded = keras.saving.load_model(path, safe_mode=True)
     bn = loaded.get_layer("bn1")
@@ -208,8 +215,12 @@ def test_exported_graph_imports_back_to_the_same_graph(tmp_path) -> None:
             (n.name, n.op, n.inputs if n.op in ("add", "concat") else None) for n in g.nodes
         ]
         for a, b in zip(imported.graph.nodes, g.nodes):
-            assert {k: v for k, v in a.attrs.items() if not k.endswith("_init")} == {k: v for k, v in b.attrs.items() if not k.endswith("_init")}, a.name
-        assert set(imported.weights) == set(weights) and all(np.array_equal(imported.weights[k], weights[k]) for k in weights)
+            assert {k: v for k, v in a.attrs.items() if not k.endswith("_init")} == {
+                k: v for k, v in b.attrs.items() if not k.endswith("_init")
+            }, a.name
+        assert set(imported.weights) == set(weights) and all(
+            np.array_equal(imported.weights[k], weights[k]) for k in weights
+        )
 
 
 def _keras_residual() -> "keras.Model":
@@ -285,7 +296,14 @@ def test_graphs_on_the_other_keras_engine_follow_jax() -> None:
     pytest.importorskip(other)
     env = {**os.environ, "KERAS_BACKEND": other, "TF_CPP_MIN_LOG_LEVEL": "3"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _OTHER_ENGINE_SCRIPT.format(engine=other)], capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_ENGINE_SCRIPT.format(engine=other)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
 
@@ -347,7 +365,10 @@ def _garbage_layers(config: dict) -> dict:
         (_set("pool", keepdims=True), r"'pool' \(GlobalMaxPooling2D\): keepdims=True is not supported"),
         (_cycle, r"form a cycle"),
         (_second_output, r"has 2 outputs \(pool, a\); nnspec models have one output"),
-        (_undefined_parent, r"'ln' \(LayerNormalization\) reads a layer 'ghost' that the model's config does not define"),
+        (
+            _undefined_parent,
+            r"'ln' \(LayerNormalization\) reads a layer 'ghost' that the model's config does not define",
+        ),
         (_garbage_layers, r"a layer entry of the model config is not an object"),
     ],
 )
@@ -367,4 +388,11 @@ def test_a_graph_config_imports_to_graph_spec_text(graph_config, tmp_path) -> No
     imported = import_keras(str(path))
     text = spec_text(imported)
     assert "inputs: [a, bn]" in text and "inputs: [ln, a]" in text and "nnspec: 1.1" in text
-    assert imported.weights is None and [n.op for n in imported.graph.nodes] == ["conv2d", "batch_norm", "add", "layer_norm", "concat", "global_max_pool2d"]
+    assert imported.weights is None and [n.op for n in imported.graph.nodes] == [
+        "conv2d",
+        "batch_norm",
+        "add",
+        "layer_norm",
+        "concat",
+        "global_max_pool2d",
+    ]

@@ -60,7 +60,9 @@ def _x(shape: tuple[int, ...], n: int = 7, seed: int = 0) -> np.ndarray:
 
 def _predict_all(spec_path: str, weights_path: str, x: np.ndarray) -> dict[str, np.ndarray]:
     graph = nnspec.load(spec_path)
-    return {name: nnspec.compile(graph, name, weights_path, device="cpu", dtype="float32").predict(x) for name in BACKENDS}
+    return {
+        name: nnspec.compile(graph, name, weights_path, device="cpu", dtype="float32").predict(x) for name in BACKENDS
+    }
 
 
 @pytest.fixture()
@@ -104,7 +106,13 @@ def test_exported_file_loads_in_plain_keras_without_nnspec(exported) -> None:
         f"m = keras.saving.load_model({out!r}, safe_mode=True)\n"
         "print(m.predict(np.zeros((1, 9, 9, 2), 'float32'), verbose=0).shape, any(k.startswith('nnspec') for k in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["(1,", "5)", "False"]
 
@@ -189,7 +197,12 @@ def test_import_of_a_config_json_writes_a_spec_without_weights(tmp_path, capsys)
 @pytest.fixture(scope="module")
 def base_config() -> dict:
     model = keras.Sequential(
-        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"), keras.layers.Flatten(name="flat"), keras.layers.Dense(2, name="out")]
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(2, name="out"),
+        ]
     )
     return json.loads(model.to_json())
 
@@ -222,16 +235,37 @@ def _import_error(config: dict, tmp_path) -> str:
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda b: _with(b, "conv", dilation_rate=[2, 2]), r"'conv' \(Conv2D\): dilation_rate=\[2, 2\] is not supported"),
+        (
+            lambda b: _with(b, "conv", dilation_rate=[2, 2]),
+            r"'conv' \(Conv2D\): dilation_rate=\[2, 2\] is not supported",
+        ),
         (lambda b: _with(b, "conv", groups=2), r"'conv' \(Conv2D\): groups=2 is not supported"),
-        (lambda b: _with(b, "conv", data_format="channels_first"), r"'conv' \(Conv2D\): data_format='channels_first'.*channels-last"),
+        (
+            lambda b: _with(b, "conv", data_format="channels_first"),
+            r"'conv' \(Conv2D\): data_format='channels_first'.*channels-last",
+        ),
         (lambda b: _with(b, "out", activation="selu"), r"'out' \(Dense\): activation 'selu' has no nnspec equivalent"),
-        (lambda b: _with(b, "out", kernel_regularizer={"class_name": "L2", "config": {"l2": 0.01}}), r"'out' \(Dense\): kernel_regularizer"),
-        (lambda b: _replace(b, "flat", "Lambda", {"function": "lambda x: x"}), r"'flat' \(Lambda\): Lambda layers hold Python code"),
-        (lambda b: _replace(b, "flat", "GroupNormalization", {}), r"'flat' \(GroupNormalization\) has no nnspec equivalent"),
+        (
+            lambda b: _with(b, "out", kernel_regularizer={"class_name": "L2", "config": {"l2": 0.01}}),
+            r"'out' \(Dense\): kernel_regularizer",
+        ),
+        (
+            lambda b: _replace(b, "flat", "Lambda", {"function": "lambda x: x"}),
+            r"'flat' \(Lambda\): Lambda layers hold Python code",
+        ),
+        (
+            lambda b: _replace(b, "flat", "GroupNormalization", {}),
+            r"'flat' \(GroupNormalization\) has no nnspec equivalent",
+        ),
         (lambda b: _replace(b, "flat", "Softmax", {"axis": 1}), r"'flat' \(Softmax\): axis=1 is not supported"),
-        (lambda b: _replace(b, "flat", "Dropout", {"rate": 0.5, "noise_shape": [None, 1, 1, 4]}), r"'flat' \(Dropout\): noise_shape"),
-        (lambda b: _replace(b, "flat", "Activation", {"activation": "linear"}), r"'out' \(Dense\): nnspec's dense needs a rank-1 input.*add Flatten"),
+        (
+            lambda b: _replace(b, "flat", "Dropout", {"rate": 0.5, "noise_shape": [None, 1, 1, 4]}),
+            r"'flat' \(Dropout\): noise_shape",
+        ),
+        (
+            lambda b: _replace(b, "flat", "Activation", {"activation": "linear"}),
+            r"'out' \(Dense\): nnspec's dense needs a rank-1 input.*add Flatten",
+        ),
     ],
 )
 def test_import_errors_name_the_keras_layer(base_config, tmp_path, change, expected) -> None:
@@ -242,7 +276,9 @@ def test_import_errors_name_the_keras_layer(base_config, tmp_path, change, expec
 
 
 def test_lambda_in_a_keras_archive_is_refused_before_keras_loads_it(tmp_path, monkeypatch) -> None:
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2.0, name="double"), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2.0, name="double"), keras.layers.Dense(2)]
+    )
     path = tmp_path / "lambda.keras"
     model.save(path)
     monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: pytest.fail("Keras was asked to load the file"))

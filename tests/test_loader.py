@@ -116,7 +116,10 @@ def test_aliases_are_expanded_as_copies() -> None:
 
 
 def test_all_problems_reported_in_one_pass_sorted() -> None:
-    text = BASE.replace("units: 16", "units: 0").replace("name: tiny", "name: a.b") + "train: {epochs: 0}\ndata: {dataset: minst}\n"
+    text = (
+        BASE.replace("units: 16", "units: 0").replace("name: tiny", "name: a.b")
+        + "train: {epochs: 0}\ndata: {dataset: minst}\n"
+    )
     found = codes(text)
     assert [c for c, _, _ in found] == ["E0604", "E0203", "E0402", "E0503"]
     assert found == sorted(found, key=lambda t: (t[1], t[2]))
@@ -127,7 +130,12 @@ def test_load_spec_fills_defaults_and_names() -> None:
     assert [n.name for n in graph] == ["flatten_1", "dense_1", "dense_2", "softmax_1"]
     assert graph.train.batch_size == 32 and graph.train.epochs == 10 and graph.train.seed == 0
     assert graph.train.optimizer.name == "adam"
-    assert dict(graph.train.optimizer.params) == {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+    assert dict(graph.train.optimizer.params) == {
+        "learning_rate": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+    }
     assert graph.train.metrics == ("accuracy",)
     assert graph.data.dataset == "digits" and graph.data.validation_split == 0.1 and graph.data.test_split == 0.2
     assert graph.dtype == "float32" and graph.source == "tiny.yaml" and graph.version == 1
@@ -164,7 +172,9 @@ def test_initializer_forms() -> None:
 
 
 def test_optimizer_and_schedule_resolution() -> None:
-    graph = check_text(BASE + "train:\n  optimizer: {sgd: {momentum: 0.9, nesterov: true}}\n  schedule: {step: {every: 100}}\n")
+    graph = check_text(
+        BASE + "train:\n  optimizer: {sgd: {momentum: 0.9, nesterov: true}}\n  schedule: {step: {every: 100}}\n"
+    )
     assert graph.train.optimizer.name == "sgd"
     assert dict(graph.train.optimizer.params) == {"learning_rate": 0.01, "momentum": 0.9, "nesterov": True}
     assert graph.train.schedule.name == "step" and dict(graph.train.schedule.params) == {"factor": 0.1, "every": 100}
@@ -173,9 +183,14 @@ def test_optimizer_and_schedule_resolution() -> None:
 
 
 def test_data_options() -> None:
-    npz = check_text(BASE.replace("[8, 8, 1]", "[64]").replace("  - flatten\n", "") + "data: {dataset: npz, path: d.npz, x: images}\n")
+    npz = check_text(
+        BASE.replace("[8, 8, 1]", "[64]").replace("  - flatten\n", "")
+        + "data: {dataset: npz, path: d.npz, x: images}\n"
+    )
     assert npz.data.options == {"x": "images", "y": "y"} and npz.data.path == "d.npz"
-    csv = check_text(BASE.replace("[8, 8, 1]", "[64]").replace("  - flatten\n", "") + "data: {dataset: csv, path: d.csv}\n")
+    csv = check_text(
+        BASE.replace("[8, 8, 1]", "[64]").replace("  - flatten\n", "") + "data: {dataset: csv, path: d.csv}\n"
+    )
     assert csv.data.options == {"label": "label"}
     assert check_text(BASE + "data: {dataset: digits}\n").data.options == {}
 
@@ -194,20 +209,45 @@ def test_positions_are_recorded_for_later_diagnostics() -> None:
 def test_overrides_as_dict_and_as_strings(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(BASE)
-    graph = load_spec(path, {"train.epochs": 3, "train.optimizer": "sgd", "layers.1.dense.units": 32, "train.seed": "7"})
+    graph = load_spec(
+        path, {"train.epochs": 3, "train.optimizer": "sgd", "layers.1.dense.units": 32, "train.seed": "7"}
+    )
     assert graph.train.epochs == 3 and graph.train.optimizer.name == "sgd" and graph.nodes[1].output_shape == (32,)
     assert graph.train.seed == 7
-    graph = load_spec(path, {"input.shape": [64], "layers.0": "dropout: 0.0", "train.optimizer": {"sgd": {"nesterov": True, "momentum": 0.5}}})
-    assert graph.input_shape == (64,) and graph.nodes[0].op == "dropout" and graph.train.optimizer.params["nesterov"] is True
-    graph = nnspec.load(str(path), ["train.epochs=4", "train.optimizer={adam: {learning_rate: 1e-2}}", "layers[1].dense.units=8", "data.dataset=digits"])
-    assert graph.train.epochs == 4 and graph.train.optimizer.learning_rate == 0.01 and graph.nodes[1].output_shape == (8,)
+    graph = load_spec(
+        path,
+        {
+            "input.shape": [64],
+            "layers.0": "dropout: 0.0",
+            "train.optimizer": {"sgd": {"nesterov": True, "momentum": 0.5}},
+        },
+    )
+    assert (
+        graph.input_shape == (64,)
+        and graph.nodes[0].op == "dropout"
+        and graph.train.optimizer.params["nesterov"] is True
+    )
+    graph = nnspec.load(
+        str(path),
+        [
+            "train.epochs=4",
+            "train.optimizer={adam: {learning_rate: 1e-2}}",
+            "layers[1].dense.units=8",
+            "data.dataset=digits",
+        ],
+    )
+    assert (
+        graph.train.epochs == 4 and graph.train.optimizer.learning_rate == 0.01 and graph.nodes[1].output_shape == (8,)
+    )
 
 
 def test_override_problems_are_diagnostics(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(BASE)
     with pytest.raises(SpecError) as err:
-        load_spec(path, ["train.epoch=3", "train.epochs=zero", "layers.9.dense.units=1", "name.x=1", "novalue", "a b=1"])
+        load_spec(
+            path, ["train.epoch=3", "train.epochs=zero", "layers.9.dense.units=1", "name.x=1", "novalue", "a b=1"]
+        )
     found = {(d.code, d.file) for d in err.value.diagnostics}
     assert ("E0401", "--set train.epoch=3") in found
     assert ("E0402", "--set train.epochs=zero") in found
@@ -227,7 +267,9 @@ def test_override_values_are_loaded_safely(tmp_path: Path) -> None:
 
 
 def test_extends_merges_sections(tmp_path: Path) -> None:
-    (tmp_path / "base.yaml").write_text(BASE + "train: {epochs: 20, batch_size: 16, optimizer: {sgd: {momentum: 0.9}}}\ndata: {dataset: digits}\n")
+    (tmp_path / "base.yaml").write_text(
+        BASE + "train: {epochs: 20, batch_size: 16, optimizer: {sgd: {momentum: 0.9}}}\ndata: {dataset: digits}\n"
+    )
     child = tmp_path / "sub" / "child.yaml"
     child.parent.mkdir()
     child.write_text("extends: ../base.yaml\nname: child\ntrain: {epochs: 2, optimizer: adam}\n")
@@ -268,8 +310,8 @@ def test_spec_error_is_a_value_error_with_all_diagnostics() -> None:
 
 def test_schema_tables_agree_with_the_ir_and_runtime() -> None:
     from nnspec.compiler import ir, schema
-    from nnspec.runtime.optimizers import OPTIMIZER_DEFAULTS
-    from nnspec.runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
+    from nnspec.semantics.optimizers import OPTIMIZER_DEFAULTS
+    from nnspec.semantics.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 
     assert tuple(schema.LAYER_FIELDS) == ir.LAYER_TYPES
     assert {k: set(v) for k, v in schema.OPTIMIZER_FIELDS.items()} == {k: set(v) for k, v in OPTIMIZER_DEFAULTS.items()}

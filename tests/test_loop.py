@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import io
-import re
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,14 +62,22 @@ def recorded(g: Any) -> Recorder:
 
 
 def graph(epochs: int = 3, batch_size: int = 4, seed: int = 7):
-    return make_graph((5,), [("dense", {"units": 3}), "softmax"], name="toy", train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed), data=DataConfig("npz"))
+    return make_graph(
+        (5,),
+        [("dense", {"units": 3}), "softmax"],
+        name="toy",
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+        data=DataConfig("npz"),
+    )
 
 
 def dataset(n_train: int = 10, n_val: int = 3) -> Dataset:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n_train + n_val + 4, 5)).astype(np.float32)
     y = rng.integers(0, 3, len(x)).astype(np.int32)
-    return Dataset("toy", x[:n_train], y[:n_train], x[n_train : n_train + n_val], y[n_train : n_train + n_val], x[-4:], y[-4:], 3)
+    return Dataset(
+        "toy", x[:n_train], y[:n_train], x[n_train : n_train + n_val], y[n_train : n_train + n_val], x[-4:], y[-4:], 3
+    )
 
 
 def test_epoch_order_contract() -> None:
@@ -140,7 +148,12 @@ def test_fit_refuses_empty_training_split() -> None:
 def test_progress_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     fit(recorded(graph(epochs=2)).model, dataset(), progress=None)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("epoch 1/2  loss ") and "val_loss" in err[0] and err[1].startswith("epoch 2/2")
+    assert (
+        len(err) == 2
+        and err[0].startswith("epoch 1/2  loss ")
+        and "val_loss" in err[0]
+        and err[1].startswith("epoch 2/2")
+    )
     fit(recorded(graph(epochs=2)).model, dataset(), progress=False)
     assert capsys.readouterr().err == ""
 

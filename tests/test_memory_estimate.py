@@ -33,7 +33,10 @@ HUGE = "nnspec: 1\ninput: {shape: [28, 28, 1]}\nlayers:\n  - flatten\n  - dense:
 
 
 def mlp(train: str = "", dtype: str = "float32") -> str:
-    return f"nnspec: 1\ninput: {{shape: [8, 8, 1], dtype: {dtype}}}\nlayers: [flatten, {{dense: {{units: 128}}}}, {{dense: {{units: 10}}}}, softmax]\n" + (f"train: {train}\n" if train else "")
+    return (
+        f"nnspec: 1\ninput: {{shape: [8, 8, 1], dtype: {dtype}}}\nlayers: [flatten, {{dense: {{units: 128}}}}, {{dense: {{units: 10}}}}, softmax]\n"
+        + (f"train: {train}\n" if train else "")
+    )
 
 
 def test_digits_mlp_estimate_is_exact() -> None:
@@ -61,7 +64,10 @@ def test_optimiser_slots_follow_the_optimiser(optimizer: str, slots: int) -> Non
 
 
 def test_float64_doubles_everything_and_batch_size_scales_activations_only() -> None:
-    small, wide = estimate(check_text(mlp("{batch_size: 8}"))), estimate(check_text(mlp("{batch_size: 8}", dtype="float64")))
+    small, wide = (
+        estimate(check_text(mlp("{batch_size: 8}"))),
+        estimate(check_text(mlp("{batch_size: 8}", dtype="float64"))),
+    )
     assert wide.total == 2 * small.total and wide.itemsize == 8
     big = estimate(check_text(mlp("{batch_size: 80}")))
     assert big.weights == small.weights and big.optimizer_slots == small.optimizer_slots
@@ -70,7 +76,9 @@ def test_float64_doubles_everything_and_batch_size_scales_activations_only() -> 
 
 
 def test_batch_norm_state_is_weights_without_gradients_or_slots() -> None:
-    graph = check_text("nnspec: 1\ninput: {shape: [4]}\nlayers: [{batch_norm: {}}, {dense: {units: 2}}]\ntrain: {batch_size: 1}\n")
+    graph = check_text(
+        "nnspec: 1\ninput: {shape: [4]}\nlayers: [{batch_norm: {}}, {dense: {units: 2}}]\ntrain: {batch_size: 1}\n"
+    )
     norm = estimate(graph).layers[0]
     assert norm.weights == 4 * 4 * 4  # gamma, beta, moving mean, moving variance
     assert norm.gradients == 2 * 4 * 4 and norm.optimizer == 2 * norm.gradients
@@ -83,18 +91,33 @@ def test_biggest_layers_come_first() -> None:
 
 
 def test_the_estimate_of_a_petabyte_model_is_computed_without_allocating() -> None:
-    graph = check_text("nnspec: 1\ninput: {shape: [16777216]}\nlayers: [{dense: {units: 16777216}}]\ntrain: {loss: mse}\n")
+    graph = check_text(
+        "nnspec: 1\ninput: {shape: [16777216]}\nlayers: [{dense: {units: 16777216}}]\ntrain: {loss: mse}\n"
+    )
     found = estimate(graph)
     assert found.weights == (2**48 + 2**24) * 4
     assert format_bytes(found.total).endswith("PiB")
 
 
-@pytest.mark.parametrize("count, text", [(0, "0 B"), (1023, "1,023 B"), (1536, "1.5 KiB"), (5 * 2**30, "5.0 GiB"), (2**70, "1,024.0 EiB")])
+@pytest.mark.parametrize(
+    "count, text", [(0, "0 B"), (1023, "1,023 B"), (1536, "1.5 KiB"), (5 * 2**30, "5.0 GiB"), (2**70, "1,024.0 EiB")]
+)
 def test_format_bytes(count: int, text: str) -> None:
     assert format_bytes(count) == text
 
 
-@pytest.mark.parametrize("text, value", [("1000", 1000), ("8G", 8 * 2**30), ("8GiB", 8 * 2**30), ("8gb", 8 * 10**9), ("1.5k", 1536), (" 2 M ", 2 * 2**20), ("3T", 3 * 2**40)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1000", 1000),
+        ("8G", 8 * 2**30),
+        ("8GiB", 8 * 2**30),
+        ("8gb", 8 * 10**9),
+        ("1.5k", 1536),
+        (" 2 M ", 2 * 2**20),
+        ("3T", 3 * 2**40),
+    ],
+)
 def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
@@ -152,7 +175,13 @@ def test_memory_diagnostic_is_a_warning_at_the_biggest_layer() -> None:
     graph = check_text(HUGE, filename="huge.yaml")
     warning = memory_diagnostic(graph, limit=2**30, source="test")
     assert warning is not None
-    assert (warning.severity, warning.code, warning.file, warning.line, warning.column) == ("warning", TOO_BIG, "huge.yaml", 5, 5)
+    assert (warning.severity, warning.code, warning.file, warning.line, warning.column) == (
+        "warning",
+        TOO_BIG,
+        "huge.yaml",
+        5,
+        5,
+    )
     assert memory_diagnostic(check_text(mlp()), limit=2**30) is None
 
 
@@ -162,7 +191,9 @@ def test_check_warns_on_a_billion_units_and_exits_0(tmp_path: Path, capsys: pyte
     assert main(["check", str(spec)]) == 0
     out = capsys.readouterr()
     assert out.out == f"{spec}: ok (3 layers, 795,000,000,010 parameters; 1 warning)\n"
-    assert out.err.startswith(f"{spec}:5:5: warning[W0801]: the model needs about 11.8 TiB to train on one batch of 32 in float32")
+    assert out.err.startswith(
+        f"{spec}:5:5: warning[W0801]: the model needs about 11.8 TiB to train on one batch of 32 in float32"
+    )
     assert "biggest layers: layers[1] 'dense_1' (dense)" in out.err
 
 
@@ -179,7 +210,9 @@ def test_check_and_summary_stay_small_under_a_memory_cap(tmp_path: Path) -> None
         """
     )
     env = {"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "codes [0, 0]" in result.stdout
     assert result.stderr.count("warning[W0801]") == 2
@@ -206,7 +239,11 @@ def test_summary_warns_over_the_limit(monkeypatch: pytest.MonkeyPatch, capsys: p
 def test_check_with_a_bad_limit_is_a_one_line_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nnspec", "check", str(ROOT / "specs" / "digits_mlp.yaml")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, env={"PATH": "/usr/bin:/bin", LIMIT_ENV: "plenty"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", LIMIT_ENV: "plenty"},
     )
     assert result.returncode == 1
     assert "NNSPEC_MEMORY_LIMIT='plenty' is not a memory size" in result.stderr and "Traceback" not in result.stderr

@@ -108,7 +108,9 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def _check_and_run(graph: Graph, weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+def _check_and_run(
+    graph: Graph, weights: dict[str, np.ndarray], x: np.ndarray
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     """Export, re-check the model as a reader would, and return it with ONNX Runtime's and nnspec's outputs."""
     model = build_onnx_model(graph, weights)
     reread = onnx.load_from_string(model.SerializeToString())
@@ -203,7 +205,9 @@ def test_float64_spec_is_exported_in_float32(tmp_path: Path) -> None:
     assert weights["dense_1.kernel"].dtype == np.float64
     model, got, want = _check_and_run(graph, weights, _inputs(graph))
     assert _error(got, want) < TOL * max(1.0, float(np.max(np.abs(want))))
-    assert {t.data_type for t in model.graph.initializer if t.data_type != onnx.TensorProto.INT64} == {onnx.TensorProto.FLOAT}
+    assert {t.data_type for t in model.graph.initializer if t.data_type != onnx.TensorProto.INT64} == {
+        onnx.TensorProto.FLOAT
+    }
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
@@ -247,7 +251,9 @@ data: {dataset: digits}
 """
 
 
-def test_cli_exports_trained_weights_that_onnx_runtime_predicts_like_jax(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_trained_weights_that_onnx_runtime_predicts_like_jax(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from nnspec.data import load_dataset
     from nnspec.runtime.weights import load_weights
 
@@ -278,12 +284,17 @@ def test_cli_exports_trained_weights_that_onnx_runtime_predicts_like_jax(tmp_pat
     assert by_suffix.read_bytes() == out.read_bytes()
 
 
-def test_cli_refuses_onnx_to_a_keras_name_and_keeps_keras_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_onnx_to_a_keras_name_and_keeps_keras_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "chain.yaml"
     spec.write_text(CHAIN)
     graph = nnspec.load(str(spec))
     save_weights(tmp_path / "w.safetensors", initial_weights(graph), graph)
-    assert main(["export", str(spec), str(tmp_path / "m.keras"), "--to", "onnx", "-w", str(tmp_path / "w.safetensors")]) == 1
+    assert (
+        main(["export", str(spec), str(tmp_path / "m.keras"), "--to", "onnx", "-w", str(tmp_path / "w.safetensors")])
+        == 1
+    )
     assert "must end in .onnx" in capsys.readouterr().err
     assert main(["export", str(spec), str(tmp_path / "m.h5")]) == 1  # no suffix of ours: Keras, as before
     assert "must end in .keras" in capsys.readouterr().err

@@ -64,7 +64,16 @@ def _check(result: CompareResult, backend: str) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
 def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
-    result = compare(_graph(spec), [backend_name], dtype="float64", batch=BATCH, data=_data(spec), timing=False, parts=("forward", "gradients"), device=DEVICE)
+    result = compare(
+        _graph(spec),
+        [backend_name],
+        dtype="float64",
+        batch=BATCH,
+        data=_data(spec),
+        timing=False,
+        parts=("forward", "gradients"),
+        device=DEVICE,
+    )
     assert result.tolerances.forward == 1e-10
     _check(result, backend_name)
     assert set(result.forward["layer"]) == {n.name for n in _graph(spec).nodes}
@@ -72,7 +81,17 @@ def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
 def test_float32_forward_and_training_trajectory(spec: Path, backend_name: str) -> None:
-    result = compare(_graph(spec), [backend_name], dtype="float32", steps=STEPS, batch=BATCH, data=_data(spec), timing=False, parts=("forward", "trajectory"), device=DEVICE)
+    result = compare(
+        _graph(spec),
+        [backend_name],
+        dtype="float32",
+        steps=STEPS,
+        batch=BATCH,
+        data=_data(spec),
+        timing=False,
+        parts=("forward", "trajectory"),
+        device=DEVICE,
+    )
     assert (result.tolerances.forward, result.tolerances.trajectory) == (1e-5, 1e-4)
     _check(result, backend_name)
     assert len(result.trajectory) == STEPS
@@ -83,7 +102,12 @@ def test_max_pool_ties_route_the_gradient_to_one_element(backend_name: str) -> N
     gradient must go to one element of the window (the reference: the first), not to each of them."""
     graph = make_graph(
         (6, 6, 1),
-        [("conv2d", {"filters": 2, "kernel": 3, "padding": "same", "activation": "relu"}), ("max_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})],
+        [
+            ("conv2d", {"filters": 2, "kernel": 3, "padding": "same", "activation": "relu"}),
+            ("max_pool2d", {"size": 2}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
         train=TrainConfig(batch_size=4),
     )
     x = np.zeros((64, 6, 6, 1), dtype=np.float32)

@@ -19,8 +19,8 @@ from nnspec.compare.core import AGREE
 from nnspec.compare.tolerances import DEFAULT_TOLERANCES
 from nnspec.compiler.ir import PRECISIONS, Graph
 from nnspec.errors import BackendError, SpecError
-from nnspec.runtime.precision import GOOD_STEPS, LOSS_SCALE, POLICIES, policy_for
 from nnspec.runtime.specfile import dump_spec
+from nnspec.semantics.precision import GOOD_STEPS, LOSS_SCALE, POLICIES, policy_for
 
 SPEC = """\
 nnspec: 1
@@ -66,7 +66,9 @@ def test_every_precision_is_read_and_written_back(tmp_path: Path) -> None:
 
 
 def test_contradicting_dtype_is_an_error_at_the_precision_key(tmp_path: Path) -> None:
-    text = SPEC.replace("PRECISION", "mixed_bfloat16").replace("input: {shape: [8, 8, 1]}", "input: {shape: [8, 8, 1], dtype: float64}")
+    text = SPEC.replace("PRECISION", "mixed_bfloat16").replace(
+        "input: {shape: [8, 8, 1]}", "input: {shape: [8, 8, 1], dtype: float64}"
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(SpecError) as info:
@@ -85,7 +87,10 @@ def test_unknown_precision_suggests_the_closest(tmp_path: Path) -> None:
 def test_a_float64_model_always_runs_the_float64_policy(tmp_path: Path) -> None:
     graph = _graph(tmp_path, "mixed_float16")
     assert policy_for(graph, "float64").name == "float64"
-    assert policy_for(graph.replace(train=dataclasses.replace(graph.train, precision="float64")), "float32").name == "float32"
+    assert (
+        policy_for(graph.replace(train=dataclasses.replace(graph.train, precision="float64")), "float32").name
+        == "float32"
+    )
 
 
 # --- each policy on each engine, against the float64 reference ------------------------------------------
@@ -93,7 +98,9 @@ def test_a_float64_model_always_runs_the_float64_policy(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("engine", MIXED_ENGINES)
-def test_reduced_precision_agrees_with_the_reference_within_its_tolerance(tmp_path: Path, engine: str, precision: str) -> None:
+def test_reduced_precision_agrees_with_the_reference_within_its_tolerance(
+    tmp_path: Path, engine: str, precision: str
+) -> None:
     graph = _graph(tmp_path, precision)
     result = compare(graph, [engine], steps=3, batch=16, timing=False)
     assert result.tolerances == DEFAULT_TOLERANCES[precision]
@@ -105,7 +112,9 @@ def test_mixed_precision_keeps_float32_weights_and_computes_in_the_low_type(tmp_
     graph = _graph(tmp_path, "mixed_bfloat16")
     model = get_backend(engine).compile(graph, device="cpu")
     x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
-    exact = get_backend(engine).compile(graph.replace(train=dataclasses.replace(graph.train, precision="float32")), model.get_weights(), device="cpu")
+    exact = get_backend(engine).compile(
+        graph.replace(train=dataclasses.replace(graph.train, precision="float32")), model.get_weights(), device="cpu"
+    )
     low, full = model.predict_arrays(x), exact.predict_arrays(x)
     assert all(v.dtype == np.float32 for v in model.get_weights().values())
     assert low.dtype == np.float32 and np.all(np.isfinite(low))
@@ -115,7 +124,10 @@ def test_mixed_precision_keeps_float32_weights_and_computes_in_the_low_type(tmp_
 
 def test_theano_refuses_the_reduced_precisions_with_a_reason(tmp_path: Path) -> None:
     for precision in REDUCED:
-        with pytest.raises(BackendError, match=f"train.precision '{precision}' is not supported by backend 'theano': PyTensor has no bfloat16"):
+        with pytest.raises(
+            BackendError,
+            match=f"train.precision '{precision}' is not supported by backend 'theano': PyTensor has no bfloat16",
+        ):
             get_backend("theano").compile(_graph(tmp_path, precision), device="cpu")
     caps = get_backend("theano").capabilities()
     assert caps.precisions == ("float32", "float64") and set(REDUCED) <= set(caps.gaps)
@@ -146,7 +158,9 @@ def test_loss_scaling_skips_an_overflowing_step_and_halves_the_scale(tmp_path: P
     after = model.optimizer_state()
     assert np.isfinite(loss)
     assert float(after[LOSS_SCALE]) == pytest.approx(1.5e38, rel=1e-6) and float(after[GOOD_STEPS]) == 0.0
-    assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items()), "a skipped step changed the weights"
+    assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items()), (
+        "a skipped step changed the weights"
+    )
     model.set_optimizer_state({**after, LOSS_SCALE: np.asarray(1.0, dtype=np.float32)})
     model.train_step(x, y)
     final = model.optimizer_state()
@@ -164,7 +178,9 @@ def test_the_loss_scale_travels_with_the_training_state(tmp_path: Path, engine: 
     fresh = get_backend(engine).compile(graph, device="cpu")
     fresh.set_training_state(state)
     assert float(fresh.optimizer_state()[LOSS_SCALE]) == 512.0
-    plain = get_backend(engine).compile(graph.replace(train=dataclasses.replace(graph.train, precision="float32")), device="cpu")
+    plain = get_backend(engine).compile(
+        graph.replace(train=dataclasses.replace(graph.train, precision="float32")), device="cpu"
+    )
     with pytest.raises(BackendError, match="optimiser slots"):
         plain.set_training_state(state)
 

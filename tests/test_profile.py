@@ -86,7 +86,9 @@ def graph_profile(specs: dict[str, Path]) -> Profile:
 
 
 @pytest.mark.parametrize("which", ["conv", "graph"])
-def test_every_layer_has_a_positive_forward_and_backward_time_on_every_engine(which: str, conv_profile: Profile, graph_profile: Profile) -> None:
+def test_every_layer_has_a_positive_forward_and_backward_time_on_every_engine(
+    which: str, conv_profile: Profile, graph_profile: Profile
+) -> None:
     profile = conv_profile if which == "conv" else graph_profile
     frame = profile_frame(profile)
     layers = [n.name for n in profile.graph.nodes]
@@ -126,21 +128,50 @@ def test_markdown_parses_with_one_row_per_layer(conv_profile: Profile) -> None:
     assert cells[0] == ["layer", "type", "output"] + [f"{e} {d} ms" for e in ENGINES for d in ("fwd", "bwd")]
     assert set(cells[1]) == {"---"}
     body = cells[2:]
-    assert [r[0] for r in body] == ["conv2d_1", "max_pool2d_1", "flatten_1", "dropout_1", "dense_1", "softmax_1", "total", "dispatch", "step"]
+    assert [r[0] for r in body] == [
+        "conv2d_1",
+        "max_pool2d_1",
+        "flatten_1",
+        "dropout_1",
+        "dense_1",
+        "softmax_1",
+        "total",
+        "dispatch",
+        "step",
+    ]
     assert all(float(v) > 0 for r in body[:-1] for v in r[3:])
     assert all(float(v) > 0 for v in body[-1][3::2]) and set(body[-1][4::2]) == {""}
 
 
-def test_cli_prints_the_table_and_draws_a_png_chart(specs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_table_and_draws_a_png_chart(
+    specs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     chart = tmp_path / "profile.png"
-    args = ["--backends", "jax", "--repeats", "2", "--warmup", "0", "--batch", "5", "--format", "md", "--plot", str(chart)]
+    args = [
+        "--backends",
+        "jax",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--batch",
+        "5",
+        "--format",
+        "md",
+        "--plot",
+        str(chart),
+    ]
     code = main(["profile", str(specs["mlp"]), *args])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cells = markdown_cells(captured.out)
     assert cells[0] == ["layer", "type", "output", "jax fwd ms", "jax bwd ms"]
-    assert [r[:3] for r in cells[2:5]] == [["flatten_1", "flatten", "5x64"], ["dense_1", "dense", "5x10"], ["softmax_1", "softmax", "5x10"]]
+    assert [r[:3] for r in cells[2:5]] == [
+        ["flatten_1", "flatten", "5x64"],
+        ["dense_1", "dense", "5x10"],
+        ["softmax_1", "softmax", "5x10"],
+    ]
     assert "profile: jax: 3 layers" in captured.err and f"chart written to {chart}" in captured.err
 
 
@@ -166,7 +197,9 @@ def test_an_unknown_backend_is_a_clear_error(specs: dict[str, Path], capsys: pyt
 
 def test_a_cell_an_engine_cannot_measure_says_so(conv_profile: Profile) -> None:
     real = conv_profile.engines[0]
-    broken = EngineProfile("broken", "0", [LayerTiming(t.name, t.op, error="no lowering") for t in real.layers], step_error="cannot train")
+    broken = EngineProfile(
+        "broken", "0", [LayerTiming(t.name, t.op, error="no lowering") for t in real.layers], step_error="cannot train"
+    )
     skipped = EngineProfile("absent", skipped="backend 'absent' is not available: not installed")
     profile = Profile("x.yaml", conv_profile.graph, 16, 3, 1, "cpu", [real, broken, skipped])
     text = render(profile, "md")

@@ -102,7 +102,16 @@ def test_bar_shows_steps_speed_and_time_left_and_redraws_while_a_chunk_runs() ->
     speed = re.search(r"([\d,]+) ex/s", frame)
     assert speed and 50 < int(speed.group(1).replace(",", "")) < 2000, frame  # about 2 steps of 32 per 0.15 s
     assert re.search(r"0:00:0\d left", frame), frame  # 6 steps left at about 13 steps a second
-    bar.epoch({"epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": float("nan"), "val_accuracy": float("nan"), "seconds": 1.0})
+    bar.epoch(
+        {
+            "epoch": 1,
+            "loss": 0.5,
+            "accuracy": 0.75,
+            "val_loss": float("nan"),
+            "val_accuracy": float("nan"),
+            "seconds": 1.0,
+        }
+    )
     bar.close()
     text = out.getvalue()
     assert "epoch 1/1  loss 0.5000  accuracy 0.7500  1 s\n" in text
@@ -136,7 +145,9 @@ def test_not_a_terminal_keeps_one_plain_line_per_epoch(tmp_path: Any, capsys: py
 
 
 @pytest.mark.parametrize(("backend", "size", "lengths"), [("jax", 16, [16, 16, 8]), ("tensorflow", 8, [8] * 5)])
-def test_chunked_epochs_train_exactly_what_whole_epochs_train(backend: str, size: int, lengths: list[int], tmp_path: Any) -> None:
+def test_chunked_epochs_train_exactly_what_whole_epochs_train(
+    backend: str, size: int, lengths: list[int], tmp_path: Any
+) -> None:
     g = _graph(tmp_path)
     dataset = load_dataset(g)
     model = nnspec.compile(g, backend=backend, device="cpu")  # one model, trained twice from the same state
@@ -147,7 +158,9 @@ def test_chunked_epochs_train_exactly_what_whole_epochs_train(backend: str, size
     model.set_training_state(start)
     assert model.step == 0 and model.history is None
     calls = _count_run_epoch(model)
-    history = fit(model, dataset, progress=Progress(2, "bar", console=_terminal()[0]), chunks=ChunkSizer(size, 40, target=None))
+    history = fit(
+        model, dataset, progress=Progress(2, "bar", console=_terminal()[0]), chunks=ChunkSizer(size, 40, target=None)
+    )
     assert calls == lengths * 2 and model.step == 80
     for group, arrays in want.items():
         got = model.read_arrays(group)
@@ -166,7 +179,10 @@ def test_a_chunk_that_diverges_stops_the_epoch_as_one_call_does(tmp_path: Any) -
     dataset = load_dataset(g)
     caught = []
     models = []
-    for progress, chunks in ((False, None), (Progress(2, "bar", console=_terminal()[0]), ChunkSizer(4, 20, target=None))):
+    for progress, chunks in (
+        (False, None),
+        (Progress(2, "bar", console=_terminal()[0]), ChunkSizer(4, 20, target=None)),
+    ):
         model = nnspec.compile(g, backend="jax", device="cpu")
         calls = _count_run_epoch(model)
         with pytest.raises(TrainingDiverged) as info:
@@ -176,7 +192,9 @@ def test_a_chunk_that_diverges_stops_the_epoch_as_one_call_does(tmp_path: Any) -
     assert caught[0] == caught[1]
     (whole, _), (chunked, calls) = models
     bad_step = caught[0][2]
-    assert caught[0][0] == 1 and calls == [4] * (bad_step // 4 + 1) and sum(calls) < 20  # no chunk after the one that diverged
+    assert (
+        caught[0][0] == 1 and calls == [4] * (bad_step // 4 + 1) and sum(calls) < 20
+    )  # no chunk after the one that diverged
     assert chunked.step == whole.step == bad_step
     for key, value in whole.get_weights().items():
         np.testing.assert_array_equal(chunked.get_weights()[key], value)

@@ -24,7 +24,9 @@ def _graph(input_shape: tuple[int, ...], layers: list[Any], loss_name: str = "cr
 
 def _weights(graph: Graph, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {k: v + rng.normal(0.0, 0.2, v.shape) for k, v in initial_weights(graph, dtype="float64").items()}  # non-zero biases
+    return {
+        k: v + rng.normal(0.0, 0.2, v.shape) for k, v in initial_weights(graph, dtype="float64").items()
+    }  # non-zero biases
 
 
 def _batch(graph: Graph, n: int = 4, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -55,22 +57,93 @@ CONV = ("conv2d", {"filters": 2, "kernel": (3, 2), "activation": "tanh"})
 
 
 CASES: dict[str, tuple[tuple[int, ...], list[Any], str]] = {
-    "dense_cross_entropy_fused": ((5,), [("dense", {"units": 4, "activation": "tanh"}), ("dense", {"units": 3}), "softmax"], "cross_entropy"),
+    "dense_cross_entropy_fused": (
+        (5,),
+        [("dense", {"units": 4, "activation": "tanh"}), ("dense", {"units": 3}), "softmax"],
+        "cross_entropy",
+    ),
     "dense_logits_cross_entropy": ((5,), [("dense", {"units": 3})], "cross_entropy"),
     "dense_mse": ((5,), [("dense", {"units": 4, "activation": "sigmoid"}), ("dense", {"units": 3})], "mse"),
     "softmax_mse_not_fused": ((5,), [("dense", {"units": 3}), "softmax"], "mse"),
     "dense_no_bias": ((5,), [("dense", {"units": 3, "use_bias": False})], "cross_entropy"),
-    "conv_valid": ((6, 5, 2), [("conv2d", {"filters": 3, "kernel": 3, "activation": "relu"}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "conv_same_strided": ((7, 6, 2), [("conv2d", {"filters": 2, "kernel": (3, 2), "strides": (2, 3), "padding": "same"}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "conv_valid_strided_no_bias": ((7, 7, 1), [("conv2d", {"filters": 2, "kernel": 2, "strides": 2, "use_bias": False, "activation": "elu"}), "flatten", ("dense", {"units": 3})], "mse"),
-    "conv_same_even_kernel": ((5, 5, 1), [("conv2d", {"filters": 2, "kernel": 4, "padding": "same", "activation": "softplus"}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "max_pool_valid": ((6, 6, 1), [CONV, ("max_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "max_pool_same_overlapping": ((7, 6, 1), [CONV, ("max_pool2d", {"size": 3, "strides": 2, "padding": "same"}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "avg_pool_valid": ((6, 6, 1), [CONV, ("avg_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "avg_pool_same_odd": ((7, 5, 1), [CONV, ("avg_pool2d", {"size": (2, 3), "strides": (2, 2), "padding": "same"}), "flatten", ("dense", {"units": 3})], "mse"),
-    "reshape_then_conv": ((12,), [("dense", {"units": 18}), ("reshape", {"shape": (3, 3, 2)}), ("conv2d", {"filters": 2, "kernel": 2}), "flatten", ("dense", {"units": 3})], "cross_entropy"),
-    "dropout": ((6,), [("dense", {"units": 8, "activation": "tanh"}), ("dropout", {"rate": 0.5}), ("dense", {"units": 3}), "softmax"], "cross_entropy"),
-    "dropout_after_conv": ((5, 5, 1), [CONV, ("dropout", {"rate": 0.3}), "flatten", ("dense", {"units": 3}), "softmax"], "cross_entropy"),
+    "conv_valid": (
+        (6, 5, 2),
+        [("conv2d", {"filters": 3, "kernel": 3, "activation": "relu"}), "flatten", ("dense", {"units": 3})],
+        "cross_entropy",
+    ),
+    "conv_same_strided": (
+        (7, 6, 2),
+        [
+            ("conv2d", {"filters": 2, "kernel": (3, 2), "strides": (2, 3), "padding": "same"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "cross_entropy",
+    ),
+    "conv_valid_strided_no_bias": (
+        (7, 7, 1),
+        [
+            ("conv2d", {"filters": 2, "kernel": 2, "strides": 2, "use_bias": False, "activation": "elu"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "mse",
+    ),
+    "conv_same_even_kernel": (
+        (5, 5, 1),
+        [
+            ("conv2d", {"filters": 2, "kernel": 4, "padding": "same", "activation": "softplus"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "cross_entropy",
+    ),
+    "max_pool_valid": (
+        (6, 6, 1),
+        [CONV, ("max_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})],
+        "cross_entropy",
+    ),
+    "max_pool_same_overlapping": (
+        (7, 6, 1),
+        [CONV, ("max_pool2d", {"size": 3, "strides": 2, "padding": "same"}), "flatten", ("dense", {"units": 3})],
+        "cross_entropy",
+    ),
+    "avg_pool_valid": (
+        (6, 6, 1),
+        [CONV, ("avg_pool2d", {"size": 2}), "flatten", ("dense", {"units": 3})],
+        "cross_entropy",
+    ),
+    "avg_pool_same_odd": (
+        (7, 5, 1),
+        [
+            CONV,
+            ("avg_pool2d", {"size": (2, 3), "strides": (2, 2), "padding": "same"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "mse",
+    ),
+    "reshape_then_conv": (
+        (12,),
+        [
+            ("dense", {"units": 18}),
+            ("reshape", {"shape": (3, 3, 2)}),
+            ("conv2d", {"filters": 2, "kernel": 2}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "cross_entropy",
+    ),
+    "dropout": (
+        (6,),
+        [("dense", {"units": 8, "activation": "tanh"}), ("dropout", {"rate": 0.5}), ("dense", {"units": 3}), "softmax"],
+        "cross_entropy",
+    ),
+    "dropout_after_conv": (
+        (5, 5, 1),
+        [CONV, ("dropout", {"rate": 0.3}), "flatten", ("dense", {"units": 3}), "softmax"],
+        "cross_entropy",
+    ),
 }
 
 
@@ -82,7 +155,14 @@ def test_gradients_match_finite_differences(case: str) -> None:
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_activation_gradients(activation: str) -> None:
-    graph = _graph((4,), [("dense", {"units": 5, "activation": activation}), ("activation", {"activation": activation}), ("dense", {"units": 3})])
+    graph = _graph(
+        (4,),
+        [
+            ("dense", {"units": 5, "activation": activation}),
+            ("activation", {"activation": activation}),
+            ("dense", {"units": 3}),
+        ],
+    )
     _finite_difference_check(graph)
 
 
@@ -143,7 +223,10 @@ def test_reference_trainer_steps(optimizer: OptimizerConfig) -> None:
 
 
 def test_trajectory_uses_schedule_and_records_every_step() -> None:
-    train = {"optimizer": OptimizerConfig("sgd", {"learning_rate": 0.5}), "schedule": ScheduleConfig("step", {"every": 1.0, "factor": 0.0})}
+    train = {
+        "optimizer": OptimizerConfig("sgd", {"learning_rate": 0.5}),
+        "schedule": ScheduleConfig("step", {"every": 1.0, "factor": 0.0}),
+    }
     graph = _graph((5,), [("dense", {"units": 3})], **train)
     w0 = _weights(graph)
     x, y = _batch(graph)

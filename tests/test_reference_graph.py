@@ -18,13 +18,19 @@ from nnspec.compiler.shapes import make_graph
 from nnspec.reference import forward as ref
 from nnspec.reference.backward import _RULES, loss_and_gradients, loss_gradients_and_state
 from nnspec.reference.train import ReferenceTrainer, reference_trajectory
-from nnspec.runtime.dropout import numpy_keep_mask
+from nnspec.semantics.dropout import numpy_keep_mask
 
 STEP = 3
 SGD = OptimizerConfig("sgd", {"learning_rate": 0.1, "momentum": 0.0, "nesterov": False})
 
 
-def _graph(input_shape: tuple[int, ...], layers: list[Any], loss_name: str = "cross_entropy", output: str | None = None, **train: Any) -> Graph:
+def _graph(
+    input_shape: tuple[int, ...],
+    layers: list[Any],
+    loss_name: str = "cross_entropy",
+    output: str | None = None,
+    **train: Any,
+) -> Graph:
     return make_graph(input_shape, layers, train=TrainConfig(loss=loss_name, **train), dtype="float64", output=output)
 
 
@@ -43,7 +49,9 @@ def _batch(graph: Graph, n: int = 4, seed: int = 2) -> tuple[np.ndarray, np.ndar
     return rng.normal(size=(n, *graph.input_shape)), rng.integers(0, graph.output_shape[-1], n)
 
 
-def _finite_difference_check(graph: Graph, *, training: bool = True, eps: float = 1e-6, rtol: float = 1e-6) -> dict[str, np.ndarray]:
+def _finite_difference_check(
+    graph: Graph, *, training: bool = True, eps: float = 1e-6, rtol: float = 1e-6
+) -> dict[str, np.ndarray]:
     w = _weights(graph)
     x, y = _batch(graph)
     _, grads = loss_and_gradients(graph, w, x, y, step=STEP, training=training)
@@ -68,7 +76,9 @@ def _finite_difference_check(graph: Graph, *, training: bool = True, eps: float 
     return grads
 
 
-def _conv(name: str, filters: int, kernel: Any = 3, activation: str = "linear", inputs: list[str] | None = None, **more: Any) -> tuple[str, dict]:
+def _conv(
+    name: str, filters: int, kernel: Any = 3, activation: str = "linear", inputs: list[str] | None = None, **more: Any
+) -> tuple[str, dict]:
     attrs = {"name": name, "filters": filters, "kernel": kernel, "padding": "same", "activation": activation, **more}
     if inputs is not None:
         attrs["inputs"] = inputs
@@ -121,12 +131,25 @@ GRAPHS: dict[str, tuple[tuple[int, ...], list[Any]]] = {
     ),
     "layer_norm_variants_after_conv": (
         (4, 4, 2),
-        [_conv("c", 3), ("layer_norm", {"center": False}), ("layer_norm", {"scale": False}), ("global_avg_pool2d", {}), ("dense", {"units": 3})],
+        [
+            _conv("c", 3),
+            ("layer_norm", {"center": False}),
+            ("layer_norm", {"scale": False}),
+            ("global_avg_pool2d", {}),
+            ("dense", {"units": 3}),
+        ],
     ),
     "batch_norm_after_dense_variants": (
         (5,),
-        [("dense", {"units": 6}), ("batch_norm", {"center": False}), ("activation", {"activation": "tanh"}),
-         ("dense", {"units": 4}), ("batch_norm", {"scale": False}), ("dense", {"units": 3}), "softmax"],
+        [
+            ("dense", {"units": 6}),
+            ("batch_norm", {"center": False}),
+            ("activation", {"activation": "tanh"}),
+            ("dense", {"units": 4}),
+            ("batch_norm", {"scale": False}),
+            ("dense", {"units": 3}),
+            "softmax",
+        ],
     ),
     "fan_out_to_three_layers": (
         (5,),
@@ -216,8 +239,12 @@ def test_dropout_in_a_branch_uses_the_shared_mask_of_its_layer_index() -> None:
 
 
 def _bn_graph(momentum: float = 0.9) -> Graph:
-    layers = [("dense", {"name": "d", "units": 5}), ("batch_norm", {"name": "bn", "momentum": momentum, "epsilon": 1e-3}),
-              ("dense", {"name": "out", "units": 3}), "softmax"]
+    layers = [
+        ("dense", {"name": "d", "units": 5}),
+        ("batch_norm", {"name": "bn", "momentum": momentum, "epsilon": 1e-3}),
+        ("dense", {"name": "out", "units": 3}),
+        "softmax",
+    ]
     return _graph((4,), layers, optimizer=SGD)
 
 
@@ -231,14 +258,22 @@ def test_batch_norm_state_after_one_step_is_the_moving_average_of_batch_statisti
     assert set(trainer.state) == {"bn.moving_mean", "bn.moving_variance"}
     assert all(k.split("/")[0] in trainer.params for k in trainer.slots)
     trainer.train_step(x, y)
-    np.testing.assert_allclose(trainer.state["bn.moving_mean"], 0.8 * w["bn.moving_mean"] + 0.2 * h.mean(axis=0), rtol=1e-13)
-    np.testing.assert_allclose(trainer.state["bn.moving_variance"], 0.8 * w["bn.moving_variance"] + 0.2 * h.var(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(
+        trainer.state["bn.moving_mean"], 0.8 * w["bn.moving_mean"] + 0.2 * h.mean(axis=0), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        trainer.state["bn.moving_variance"], 0.8 * w["bn.moving_variance"] + 0.2 * h.var(axis=0), rtol=1e-13
+    )
     assert set(trainer.weights) == set(graph.weight_keys())
     np.testing.assert_array_equal(trainer.weights["bn.moving_mean"], trainer.state["bn.moving_mean"])
 
 
 def test_batch_norm_state_on_images_and_in_the_trajectory() -> None:
-    graph = _graph((3, 4, 2), [("batch_norm", {"name": "bn", "momentum": 0.5}), ("global_avg_pool2d", {}), ("dense", {"units": 3})], optimizer=SGD)
+    graph = _graph(
+        (3, 4, 2),
+        [("batch_norm", {"name": "bn", "momentum": 0.5}), ("global_avg_pool2d", {}), ("dense", {"units": 3})],
+        optimizer=SGD,
+    )
     w = _weights(graph)
     batches = [_batch(graph, n=5, seed=s) for s in (3, 4)]
     traj = reference_trajectory(graph, w, batches)
@@ -334,8 +369,12 @@ def test_records_and_outputs_follow_declaration_order() -> None:
 
 
 def test_output_that_is_not_the_last_node() -> None:
-    layers = [("dense", {"name": "h", "units": 4, "activation": "tanh"}), ("dense", {"name": "logits", "units": 3}),
-              ("softmax", {"name": "probs"}), ("dense", {"name": "aux", "units": 2, "inputs": ["h"]})]
+    layers = [
+        ("dense", {"name": "h", "units": 4, "activation": "tanh"}),
+        ("dense", {"name": "logits", "units": 3}),
+        ("softmax", {"name": "probs"}),
+        ("dense", {"name": "aux", "units": 2, "inputs": ["h"]}),
+    ]
     graph = _graph((5,), layers, output="probs")
     w = _weights(graph)
     x, y = _batch(graph)
@@ -361,7 +400,12 @@ def test_chain_results_match_a_hand_written_mlp() -> None:
     dh = dz @ k2.T * (1 - h * h)
     loss, grads = loss_and_gradients(graph, w, x, y)
     assert loss == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-12)
-    expected = {"dense_1.kernel": x.T @ dh, "dense_1.bias": dh.sum(0), "dense_2.kernel": h.T @ dz, "dense_2.bias": dz.sum(0)}
+    expected = {
+        "dense_1.kernel": x.T @ dh,
+        "dense_1.bias": dh.sum(0),
+        "dense_2.kernel": h.T @ dz,
+        "dense_2.bias": dz.sum(0),
+    }
     for key, value in expected.items():
         np.testing.assert_allclose(grads[key], value, rtol=1e-12, atol=1e-15)
     outputs = ref.layer_outputs(graph, w, x)

@@ -109,10 +109,15 @@ def test_checkpoint_from_jax_resumes_on_tensorflow(spec_path: Path, tmp_path: Pa
     for key in want:
         scale = max(float(np.max(np.abs(want[key]))), 1e-12)
         assert float(np.max(np.abs(got[key] - want[key]))) / scale < 1e-8, key
-    assert not np.array_equal(got["dense_1.kernel"], load_file(str(split / "checkpoints" / "epoch-000003" / "state.safetensors"))["weights/dense_1.kernel"])
+    assert not np.array_equal(
+        got["dense_1.kernel"],
+        load_file(str(split / "checkpoints" / "epoch-000003" / "state.safetensors"))["weights/dense_1.kernel"],
+    )
 
 
-def test_resume_refuses_a_complete_run_and_continues_it_with_more_epochs(spec_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_refuses_a_complete_run_and_continues_it_with_more_epochs(
+    spec_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     assert main(["run", str(spec_path), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()

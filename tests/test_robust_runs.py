@@ -70,7 +70,9 @@ def tiny(tmp_path: Path) -> Path:
 # ---- output folders ----------------------------------------------------------------------------------
 
 
-def test_existing_run_is_refused_without_overwrite(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_run_is_refused_without_overwrite(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -93,7 +95,9 @@ def test_folder_of_other_files_is_never_cleared(tiny: Path, tmp_path: Path, caps
     assert (folder / "thesis.tex").read_text() == "precious"
 
 
-def test_out_naming_a_file_fails_before_training(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_naming_a_file_fails_before_training(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
     assert main(["run", str(tiny), "--out", str(target)]) == 1
@@ -138,11 +142,20 @@ def test_failed_write_after_training_rescues_the_weights(tiny: Path, tmp_path: P
 # ---- divergence ------------------------------------------------------------------------------------
 
 
-def test_divergence_stops_with_exit_3_and_names_the_last_good_checkpoint(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_divergence_stops_with_exit_3_and_names_the_last_good_checkpoint(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     # epoch 1 (40 steps) trains at a tame rate; the step schedule then multiplies it by 1e20, and the product
     # of two such weight matrices overflows the logits within a few steps of epoch 2
-    sets = ["--set", "train.optimizer={sgd: {learning_rate: 0.05}}", "--set", "train.schedule={step: {every: 40, factor: 1.0e+20}}", "--set", "train.epochs=4"]
+    sets = [
+        "--set",
+        "train.optimizer={sgd: {learning_rate: 0.05}}",
+        "--set",
+        "train.schedule={step: {every: 40, factor: 1.0e+20}}",
+        "--set",
+        "train.epochs=4",
+    ]
     assert main(["run", str(tiny), "--out", str(out), "--quiet", *sets]) == 3
     err = capsys.readouterr().err
     assert "training diverged" in err and "at epoch 2, step" in err and "Traceback" not in err
@@ -204,13 +217,24 @@ def test_early_stopping_stops_where_keras_does(mode: str, patience: int, min_del
 def test_early_stopping_restores_the_best_epoch(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     # the training loss falls every epoch, so with mode max the first epoch stays the best
-    sets = ["--set", "train.epochs=6", "--set", "train.early_stopping={monitor: loss, mode: max, patience: 1, restore_best: true}", "--set", "train.checkpoint.keep=1"]
+    sets = [
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.early_stopping={monitor: loss, mode: max, patience: 1, restore_best: true}",
+        "--set",
+        "train.checkpoint.keep=1",
+    ]
     assert main(["run", str(tiny), "--out", str(out), *sets]) == 0
     err = capsys.readouterr().err
     assert "early stopping after epoch 2" in err
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
     env = _strict_json(out / "env.json")
-    assert env["early_stopping"]["best_epoch"] == 1 and env["early_stopping"]["stopped_epoch"] == 2 and env["early_stopping"]["restored_best"]
+    assert (
+        env["early_stopping"]["best_epoch"] == 1
+        and env["early_stopping"]["stopped_epoch"] == 2
+        and env["early_stopping"]["restored_best"]
+    )
     epochs = [c.epoch for c in list_checkpoints(out)]
     assert epochs == [1, 2]  # keep 1, and the best is never pruned
     best, _ = read_checkpoint(out / "checkpoints" / "epoch-000001")
@@ -224,7 +248,9 @@ def test_early_stopping_restores_the_best_epoch(tiny: Path, tmp_path: Path, caps
 
 def _nnspec(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nnspec.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nnspec.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def _wait_for_epochs(out: Path, n: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -255,7 +281,9 @@ def straight_run(slow: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_saves_and_exits_then_resume_matches(signum: int, code: int, slow: Path, straight_run: tuple[Path, float], tmp_path: Path) -> None:
+def test_signal_saves_and_exits_then_resume_matches(
+    signum: int, code: int, slow: Path, straight_run: tuple[Path, float], tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     proc = _nnspec("run", str(slow), "--out", str(out), "--set", "train.epochs=8")
     _wait_for_epochs(out, 2, proc)
@@ -311,7 +339,9 @@ def _check_killed_run(out: Path) -> str:
     return status
 
 
-def test_kill_9_at_random_moments_never_leaves_a_corrupt_run(slow: Path, straight_run: tuple[Path, float], tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_never_leaves_a_corrupt_run(
+    slow: Path, straight_run: tuple[Path, float], tmp_path: Path
+) -> None:
     rng = random.Random(11)
     span = straight_run[1]
     seen = set()
@@ -326,7 +356,10 @@ def test_kill_9_at_random_moments_never_leaves_a_corrupt_run(slow: Path, straigh
         if status == "interrupted" and list_checkpoints(out) and "resumed" not in seen:
             resumed = _nnspec("run", "--resume", str(out), "--quiet")
             assert resumed.wait(timeout=300) == 0, resumed.communicate()
-            want, got = load_file(str(straight_run[0] / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+            want, got = (
+                load_file(str(straight_run[0] / "weights.safetensors")),
+                load_file(str(out / "weights.safetensors")),
+            )
             assert all(np.array_equal(got[k], want[k]) for k in want)
             seen.add("resumed")
     assert "interrupted" in seen and "resumed" in seen
@@ -335,7 +368,9 @@ def test_kill_9_at_random_moments_never_leaves_a_corrupt_run(slow: Path, straigh
 # ---- the last line of defence ------------------------------------------------------------------------
 
 
-def test_unexpected_exception_is_one_line_unless_debug(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unexpected_exception_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from nnspec.commands import backends_cmd
 
     def broken(args: Any) -> int:

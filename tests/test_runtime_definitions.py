@@ -10,17 +10,19 @@ import pytest
 
 from nnspec.compiler.ir import OptimizerConfig, ScheduleConfig, TrainConfig
 from nnspec.compiler.shapes import make_graph
-from nnspec.runtime.activations import activate
-from nnspec.runtime.dropout import apply_dropout, keep_mask, lowbias32, mask_key, numpy_keep_mask, scale, threshold
-from nnspec.runtime.losses import correct_count, loss_from_head
-from nnspec.runtime.numpy_ops import NumpyOps
-from nnspec.runtime.optimizers import apply_updates, init_state
-from nnspec.runtime.schedules import learning_rate
+from nnspec.semantics.activations import activate
+from nnspec.semantics.dropout import apply_dropout, keep_mask, lowbias32, mask_key, numpy_keep_mask, scale, threshold
+from nnspec.semantics.losses import correct_count, loss_from_head
+from nnspec.semantics.numpy_ops import NumpyOps
+from nnspec.semantics.optimizers import apply_updates, init_state
+from nnspec.semantics.schedules import learning_rate
 
 OPS = NumpyOps("float64")
 
 
-def one_step(name: str, params: dict, weight_decay: float = 0.0, steps: int = 1, g: float = 0.5, p: float = 1.0) -> float:
+def one_step(
+    name: str, params: dict, weight_decay: float = 0.0, steps: int = 1, g: float = 0.5, p: float = 1.0
+) -> float:
     """Run ``steps`` updates of a single scalar weight with a constant gradient ``g``."""
     cfg = OptimizerConfig(name, params)
     weights = {"w": np.array(p)}
@@ -93,7 +95,9 @@ def test_float32_update_keeps_dtype() -> None:
     ops = NumpyOps("float32")
     cfg = OptimizerConfig("adam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})
     w = {"w": np.ones(3, np.float32)}
-    new, state = apply_updates(ops, cfg, ops.constant(0.001), 0, w, {"w": np.full(3, 0.5, np.float32)}, init_state(cfg, w))
+    new, state = apply_updates(
+        ops, cfg, ops.constant(0.001), 0, w, {"w": np.full(3, 0.5, np.float32)}, init_state(cfg, w)
+    )
     assert new["w"].dtype == np.float32 and state["w/m"].dtype == np.float32
     np.testing.assert_allclose(new["w"], 0.999, rtol=1e-6)
 
@@ -135,7 +139,9 @@ def test_cross_entropy_from_logits() -> None:
 def test_mse_on_one_hot() -> None:
     graph = make_graph((2,), [("dense", {"units": 2}), "softmax"], train=TrainConfig(loss="mse"))
     # ((0.75 - 1)^2 + (0.25 - 0)^2) / 2 = 0.0625
-    assert float(loss_from_head(OPS, graph, np.array([[0.75, 0.25]]), np.array([0]))) == pytest.approx(0.0625, abs=1e-15)
+    assert float(loss_from_head(OPS, graph, np.array([[0.75, 0.25]]), np.array([0]))) == pytest.approx(
+        0.0625, abs=1e-15
+    )
 
 
 def test_correct_count() -> None:
@@ -205,7 +211,11 @@ def test_mask_rate_statistics(rate: float) -> None:
 def test_mask_determinism_and_independence() -> None:
     a = numpy_keep_mask(0, 2, 5, (64, 32), 0.5)
     np.testing.assert_array_equal(a, numpy_keep_mask(0, 2, 5, (64, 32), 0.5))
-    for other in (numpy_keep_mask(0, 2, 6, (64, 32), 0.5), numpy_keep_mask(0, 3, 5, (64, 32), 0.5), numpy_keep_mask(1, 2, 5, (64, 32), 0.5)):
+    for other in (
+        numpy_keep_mask(0, 2, 6, (64, 32), 0.5),
+        numpy_keep_mask(0, 3, 5, (64, 32), 0.5),
+        numpy_keep_mask(1, 2, 5, (64, 32), 0.5),
+    ):
         agree = (a == other).mean()
         assert 0.4 < agree < 0.6  # independent masks agree on about half the units
 

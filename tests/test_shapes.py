@@ -19,7 +19,16 @@ def model(input_shape: str, layers: str) -> str:
 
 def test_keras_mnist_convnet_has_34826_parameters() -> None:
     graph = load_spec(SPECS / "mnist_cnn.yaml")
-    assert [n.output_shape for n in graph] == [(26, 26, 32), (13, 13, 32), (11, 11, 64), (5, 5, 64), (1600,), (1600,), (10,), (10,)]
+    assert [n.output_shape for n in graph] == [
+        (26, 26, 32),
+        (13, 13, 32),
+        (11, 11, 64),
+        (5, 5, 64),
+        (1600,),
+        (1600,),
+        (10,),
+        (10,),
+    ]
     assert [n.num_params for n in graph] == [3 * 3 * 1 * 32 + 32, 0, 3 * 3 * 32 * 64 + 64, 0, 0, 0, 1600 * 10 + 10, 0]
     assert graph.num_params == 34_826
     kernel = graph.nodes[2].params[0]
@@ -58,7 +67,12 @@ def test_front_end_matches_make_graph() -> None:
     ],
 )
 def test_conv_output_lengths(n: int, k: int, s: int, padding: str, expected: int) -> None:
-    graph = check_text(model(f"[{n}, {n}, 2]", f"- conv2d: {{filters: 4, kernel: {k}, strides: {s}, padding: {padding}}}\n- flatten\n- dense: {{units: 2}}\n"))
+    graph = check_text(
+        model(
+            f"[{n}, {n}, 2]",
+            f"- conv2d: {{filters: 4, kernel: {k}, strides: {s}, padding: {padding}}}\n- flatten\n- dense: {{units: 2}}\n",
+        )
+    )
     assert graph.nodes[0].output_shape == (expected, expected, 4)
 
 
@@ -67,12 +81,21 @@ def test_same_padding_puts_the_odd_pixel_after() -> None:
     assert same_padding(7, 3, 2) == (1, 1)  # out 4, total 2
     assert same_padding(5, 4, 1) == (1, 2)  # out 5, total 3
     assert same_padding(6, 1, 2) == (0, 0)
-    graph = check_text(model("[8, 7, 1]", "- conv2d: {filters: 2, kernel: 3, strides: 2, padding: same}\n- flatten\n- dense: {units: 2}\n"))
+    graph = check_text(
+        model(
+            "[8, 7, 1]",
+            "- conv2d: {filters: 2, kernel: 3, strides: 2, padding: same}\n- flatten\n- dense: {units: 2}\n",
+        )
+    )
     assert padding_pairs(graph.nodes[0]) == ((0, 1), (1, 1))
 
 
 def test_rectangular_kernels_and_strides() -> None:
-    graph = check_text(model("[10, 12, 3]", "- conv2d: {filters: 5, kernel: [3, 5], strides: [1, 2]}\n- flatten\n- dense: {units: 2}\n"))
+    graph = check_text(
+        model(
+            "[10, 12, 3]", "- conv2d: {filters: 5, kernel: [3, 5], strides: [1, 2]}\n- flatten\n- dense: {units: 2}\n"
+        )
+    )
     node = graph.nodes[0]
     assert node.attrs["kernel"] == (3, 5) and node.attrs["strides"] == (1, 2)
     assert node.output_shape == (8, 4, 5)  # (10-3)//1+1, (12-5)//2+1
@@ -80,7 +103,12 @@ def test_rectangular_kernels_and_strides() -> None:
 
 
 def test_pool_strides_default_to_size_and_size_to_two() -> None:
-    graph = check_text(model("[9, 9, 4]", "- max_pool2d\n- avg_pool2d: {size: 3, strides: 1, padding: same}\n- max_pool2d: {size: [2, 1]}\n- flatten\n- dense: {units: 2}\n"))
+    graph = check_text(
+        model(
+            "[9, 9, 4]",
+            "- max_pool2d\n- avg_pool2d: {size: 3, strides: 1, padding: same}\n- max_pool2d: {size: [2, 1]}\n- flatten\n- dense: {units: 2}\n",
+        )
+    )
     first, second, third = graph.nodes[:3]
     assert first.attrs["size"] == (2, 2) and first.attrs["strides"] == (2, 2) and first.output_shape == (4, 4, 4)
     assert second.output_shape == (4, 4, 4)
@@ -88,13 +116,17 @@ def test_pool_strides_default_to_size_and_size_to_two() -> None:
 
 
 def test_reshape_infers_one_axis() -> None:
-    graph = check_text(model("[8, 8, 1]", "- reshape: [-1, 4]\n- reshape: {shape: [4, 4, 4]}\n- flatten\n- dense: {units: 2}\n"))
+    graph = check_text(
+        model("[8, 8, 1]", "- reshape: [-1, 4]\n- reshape: {shape: [4, 4, 4]}\n- flatten\n- dense: {units: 2}\n")
+    )
     assert graph.nodes[0].output_shape == (16, 4) and graph.nodes[0].attrs["shape"] == (16, 4)
     assert graph.nodes[1].output_shape == (4, 4, 4)
 
 
 def test_dense_without_bias_and_flops() -> None:
-    graph = check_text(model("[64]", "- dense: {units: 32, activation: relu}\n- dense: {units: 10, use_bias: false}\n- softmax\n"))
+    graph = check_text(
+        model("[64]", "- dense: {units: 32, activation: relu}\n- dense: {units: 10, use_bias: false}\n- softmax\n")
+    )
     hidden, out, soft = graph.nodes
     assert hidden.num_params == 64 * 32 + 32 and [p.name for p in out.params] == ["kernel"] and out.num_params == 320
     assert hidden.flops == 2 * 64 * 32 + 32 + 32  # multiply-adds, bias, relu
@@ -115,7 +147,9 @@ def test_conv_and_pool_flops() -> None:
 def test_failed_layer_does_not_cascade() -> None:
     from nnspec.compiler.frontend import diagnose_text
 
-    found = diagnose_text(model("[28, 28, 1]", "- dense: {units: 64}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n"))
+    found = diagnose_text(
+        model("[28, 28, 1]", "- dense: {units: 64}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n")
+    )
     assert [d.code for d in found] == ["E0301"]
 
 

@@ -47,21 +47,38 @@ def test_values_split_at_top_level_commas() -> None:
 
 def test_grid_parsing_and_errors() -> None:
     lr, bs = parse_grid(["train.optimizer.adam.learning_rate=0.001,0.01,0.001", "train.batch_size=32"])
-    assert (lr.key, lr.values, lr.short) == ("train.optimizer.adam.learning_rate", ("0.001", "0.01"), "lr")  # a repeated value runs once
+    assert (lr.key, lr.values, lr.short) == (
+        "train.optimizer.adam.learning_rate",
+        ("0.001", "0.01"),
+        "lr",
+    )  # a repeated value runs once
     assert (bs.values, bs.short) == (("32",), "bs")
-    for bad, words in (("train.epochs", "expected KEY=V1,V2"), ("=1,2", "expected KEY=V1,V2"), ("train.epochs=1,,2", "a value is empty")):
+    for bad, words in (
+        ("train.epochs", "expected KEY=V1,V2"),
+        ("=1,2", "expected KEY=V1,V2"),
+        ("train.epochs=1,,2", "a value is empty"),
+    ):
         with pytest.raises(NnspecError, match=words):
             parse_grid([bad])
     with pytest.raises(NnspecError, match="more than once"):
         parse_grid(["train.epochs=1,2", "train.epochs=3"])
     # two keys ending alike get one more part each
-    assert short_names(["layers.1.dense.units", "layers.3.dense.units", "train.seed"]) == ["1.dense.units", "3.dense.units", "seed"]
+    assert short_names(["layers.1.dense.units", "layers.3.dense.units", "train.seed"]) == [
+        "1.dense.units",
+        "3.dense.units",
+        "seed",
+    ]
 
 
 def test_combinations_and_names() -> None:
     axes = parse_grid(["train.optimizer.adam.learning_rate=0.001,0.01", "input.shape=[8,8,1],[64]", "train.seed=0"])
     runs = plan_runs(axes, ["jax", "tensorflow"])
-    assert [r.name for r in runs[:4]] == ["lr=0.001_shape=8_8_1-jax", "lr=0.001_shape=8_8_1-tensorflow", "lr=0.001_shape=64-jax", "lr=0.001_shape=64-tensorflow"]
+    assert [r.name for r in runs[:4]] == [
+        "lr=0.001_shape=8_8_1-jax",
+        "lr=0.001_shape=8_8_1-tensorflow",
+        "lr=0.001_shape=64-jax",
+        "lr=0.001_shape=64-tensorflow",
+    ]
     assert len(runs) == 8 and len({r.name for r in runs}) == 8
     assert runs[2].overrides == ["train.optimizer.adam.learning_rate=0.001", "input.shape=[64]", "train.seed=0"]
     # values that become one name after making them safe get a hash to tell them apart
@@ -84,7 +101,21 @@ def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _sweep_args(spec: Path, out: Path) -> list[str]:
     # 2 learning rates x 2 batch sizes, one of them invalid: two real runs, two refused by the spec check
     grid = ["--grid", "train.optimizer.adam.learning_rate=0.01,0.05", "train.batch_size=64,abc"]
-    return ["sweep", str(spec), *grid, "--epochs", "1", "--backends", "jax", "--device", "cpu", "--jobs", "2", "--out", str(out)]
+    return [
+        "sweep",
+        str(spec),
+        *grid,
+        "--epochs",
+        "1",
+        "--backends",
+        "jax",
+        "--device",
+        "cpu",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +153,12 @@ def test_results_table(swept: tuple[Path, int, str, str]) -> None:
         "run", "backend", "train.optimizer.adam.learning_rate", "train.batch_size", "epochs", "loss", "accuracy",
         "val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_seconds", "status", "error",
     ]  # fmt: skip
-    assert table["run"].tolist() == ["lr=0.01_bs=64-jax", "lr=0.01_bs=abc-jax", "lr=0.05_bs=64-jax", "lr=0.05_bs=abc-jax"]
+    assert table["run"].tolist() == [
+        "lr=0.01_bs=64-jax",
+        "lr=0.01_bs=abc-jax",
+        "lr=0.05_bs=64-jax",
+        "lr=0.05_bs=abc-jax",
+    ]
     assert table["status"].tolist() == ["complete", "failed", "complete", "failed"]
     for _, row in table[table["status"] == "complete"].iterrows():
         folder = out / row["run"]
@@ -138,13 +174,18 @@ def test_results_table(swept: tuple[Path, int, str, str]) -> None:
     assert (failed["train.batch_size"] == "abc").all() and (failed["test_accuracy"] == "").all()
     markdown = (out / "results.md").read_text()
     assert "- `lr` = `train.optimizer.adam.learning_rate`: 0.01, 0.05" in markdown
-    assert "| run | backend | lr | bs | epochs | loss | accuracy | val_loss | val_accuracy | test_loss | test_accuracy | train_seconds | status | error |" in markdown
+    assert (
+        "| run | backend | lr | bs | epochs | loss | accuracy | val_loss | val_accuracy | test_loss | test_accuracy | train_seconds | status | error |"
+        in markdown
+    )
     best = table[table["status"] == "complete"].sort_values("val_accuracy").iloc[-1]
     assert f"best val_accuracy: {float(best['val_accuracy']):.4f} ({best['run']})" in markdown
     assert "lr=0.05_bs=64-jax" in stdout and "results: " in stdout  # the table is printed too
 
 
-def test_restart_skips_finished_runs(swept: tuple[Path, int, str, str], spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_restart_skips_finished_runs(
+    swept: tuple[Path, int, str, str], spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = swept[0]
     before = {p.name: (p / "run.json").stat().st_mtime_ns for p in out.iterdir() if (p / "run.json").exists()}
     logs = {p.name: p.read_text() for p in (out / "logs").iterdir()}
@@ -180,21 +221,42 @@ def test_restart_resumes_or_restarts_incomplete_runs(swept: tuple[Path, int, str
     assert plan_action(tmp_path / run.name) == "skip"  # a seeded divergence is a result
 
 
-def test_a_failing_run_does_not_stop_the_sweep(spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_run_does_not_stop_the_sweep(
+    spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # valid specs whose data file is missing: each worker fails on its own, the sweep records both
-    code = main(["sweep", str(spec_file), "--grid", f"data.path={tmp_path}/a.npz,{tmp_path}/b.npz", "--set", "data.dataset=npz", "--jobs", "2", "--out", str(tmp_path / "s")])
+    code = main(
+        [
+            "sweep",
+            str(spec_file),
+            "--grid",
+            f"data.path={tmp_path}/a.npz,{tmp_path}/b.npz",
+            "--set",
+            "data.dataset=npz",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 1
     table = pd.read_csv(tmp_path / "s" / "results.csv")
     assert table["status"].tolist() == ["failed", "failed"]
-    assert table["error"].tolist() == [f"nnspec run: error: {tmp_path}/a.npz: no such file", f"nnspec run: error: {tmp_path}/b.npz: no such file"]
+    assert table["error"].tolist() == [
+        f"nnspec run: error: {tmp_path}/a.npz: no such file",
+        f"nnspec run: error: {tmp_path}/b.npz: no such file",
+    ]
     assert "2 of 2 runs did not complete" in err
 
 
 def test_argument_errors(spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", str(tmp_path / "none.yaml"), "--grid", "train.seed=1,2"]) == 1
     assert "none.yaml: no such spec file" in capsys.readouterr().err
-    assert main(["sweep", str(spec_file), "--grid", "train.seed=1,2", "--backends", "jaxx", "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(["sweep", str(spec_file), "--grid", "train.seed=1,2", "--backends", "jaxx", "--out", str(tmp_path / "x")])
+        == 1
+    )
     assert "did you mean 'jax'" in capsys.readouterr().err
     # every combination refused: the spec error itself, before any folder is made
     assert main(["sweep", str(spec_file), "--grid", "train.batch_size=abc,-1", "--out", str(tmp_path / "y")]) == 2

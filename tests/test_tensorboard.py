@@ -90,7 +90,24 @@ def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finished_run(spec_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 3-epoch run that kept all its checkpoints."""
     out = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["run", str(spec_file), "--backend", "jax", "--device", "cpu", "--out", str(out), "--quiet", "--set", "train.checkpoint.keep=3"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(spec_file),
+                "--backend",
+                "jax",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "train.checkpoint.keep=3",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -100,7 +117,9 @@ def test_run_logs_every_metric_the_learning_rate_and_the_summary(finished_run: P
     scalars = assert_matches_metrics(out)
     assert [step for step, _ in scalars["loss"]] == [1, 2, 3]
     # exponential decay, 0.96 every 10 steps: the rate the next step takes, after 20, 40, 60 steps
-    assert [value for _, value in scalars["learning_rate"]] == pytest.approx([0.1 * 0.96 ** (2 * e) for e in (1, 2, 3)], rel=1e-6)
+    assert [value for _, value in scalars["learning_rate"]] == pytest.approx(
+        [0.1 * 0.96 ** (2 * e) for e in (1, 2, 3)], rel=1e-6
+    )
     _, texts = read_events(out / FOLDER)
     ((step, text),) = texts[SUMMARY_TAG]
     graph = nnspec.load(str(out / "spec.yaml"))
@@ -114,7 +133,9 @@ def test_no_tensorboard_writes_no_event_files(spec_file: Path, tmp_path: Path) -
     assert (out / "metrics.csv").is_file() and not (out / FOLDER).exists()
 
 
-def test_resumed_run_keeps_the_earlier_epochs_and_replaces_those_it_trains_again(finished_run: Path, tmp_path: Path) -> None:
+def test_resumed_run_keeps_the_earlier_epochs_and_replaces_those_it_trains_again(
+    finished_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     shutil.copytree(finished_run, out, ignore=shutil.ignore_patterns(".lock"))
     # as if the process had died after logging epoch 3 but before its checkpoint: the resumed run trains
@@ -134,10 +155,18 @@ def test_resumed_run_keeps_the_earlier_epochs_and_replaces_those_it_trains_again
 
 def test_run_without_validation_logs_no_validation_scalars(tmp_path: Path) -> None:
     log = RunLog(tmp_path / "run", _load(tmp_path, SPEC.replace("validation_split: 0.1", "validation_split: 0.0")), 0)
-    log.epoch({"epoch": 1, "loss": 2.0, "accuracy": 0.25, "val_loss": math.nan, "val_accuracy": math.nan, "seconds": 0.5}, optimizer_step=22)
+    log.epoch(
+        {"epoch": 1, "loss": 2.0, "accuracy": 0.25, "val_loss": math.nan, "val_accuracy": math.nan, "seconds": 0.5},
+        optimizer_step=22,
+    )
     log.close()
     scalars, texts = read_events(tmp_path / "run" / FOLDER)
-    assert scalars == {"loss": [(1, 2.0)], "accuracy": [(1, 0.25)], "seconds": [(1, 0.5)], "learning_rate": [(1, pytest.approx(0.1 * 0.96**2.2))]}
+    assert scalars == {
+        "loss": [(1, 2.0)],
+        "accuracy": [(1, 0.25)],
+        "seconds": [(1, 0.5)],
+        "learning_rate": [(1, pytest.approx(0.1 * 0.96**2.2))],
+    }
     assert list(texts) == [SUMMARY_TAG]
 
 
@@ -146,7 +175,10 @@ def test_an_unwritable_log_is_reported_and_training_goes_on(tmp_path: Path, caps
     run.mkdir()
     (run / FOLDER).write_text("a file where the folder should be")
     log = RunLog(run, _load(tmp_path), 0)
-    log.epoch({"epoch": 1, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.1, "val_accuracy": 0.2, "seconds": 0.5}, optimizer_step=20)
+    log.epoch(
+        {"epoch": 1, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.1, "val_accuracy": 0.2, "seconds": 0.5},
+        optimizer_step=20,
+    )
     log.close()
     err = capsys.readouterr().err
     assert f"{run / FOLDER}: cannot write the TensorBoard log" in err and "training goes on without it" in err
@@ -175,8 +207,8 @@ def test_the_writer_imports_no_engine(tmp_path: Path) -> None:
 import sys
 import nnspec
 from nnspec.runtime.tensorboard import RunLog
-graph = nnspec.load({str(tmp_path / 'spec.yaml')!r})
-log = RunLog({str(tmp_path / 'run')!r}, graph, 0)
+graph = nnspec.load({str(tmp_path / "spec.yaml")!r})
+log = RunLog({str(tmp_path / "run")!r}, graph, 0)
 log.epoch({{"epoch": 1, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.1, "val_accuracy": 0.2, "seconds": 0.5}}, 20)
 log.close()
 print(sorted(m for m in ("tensorflow", "jax", "theano", "pytensor", "keras", "torch") if m in sys.modules))

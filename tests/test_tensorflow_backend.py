@@ -17,7 +17,7 @@ from nnspec.compiler.shapes import make_graph
 from nnspec.errors import BackendError
 from nnspec.reference import forward as reference
 from nnspec.reference.train import ReferenceTrainer
-from nnspec.runtime.dropout import numpy_keep_mask
+from nnspec.semantics.dropout import numpy_keep_mask
 
 ADAM = OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})
 CONVNET = [
@@ -28,7 +28,13 @@ CONVNET = [
     ("dense", {"units": 10}),
     "softmax",
 ]
-MLP = ["flatten", ("dense", {"units": 32, "activation": "relu"}), ("dropout", {"rate": 0.25}), ("dense", {"units": 10}), "softmax"]
+MLP = [
+    "flatten",
+    ("dense", {"units": 32, "activation": "relu"}),
+    ("dropout", {"rate": 0.25}),
+    ("dense", {"units": 10}),
+    "softmax",
+]
 #: Every v1 op, with odd sizes, strides and 'same' padding where TensorFlow's rule matters.
 EVERY_OP = [
     ("conv2d", {"filters": 3, "kernel": (3, 2), "strides": 2, "padding": "same", "activation": "elu"}),
@@ -58,7 +64,9 @@ def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> tuple[
 
 
 def _every_op_graph(dtype: str = "float64"):
-    train = TrainConfig(batch_size=8, optimizer=ADAM, schedule=ScheduleConfig("cosine", {"decay_steps": 10}), weight_decay=0.01, seed=3)
+    train = TrainConfig(
+        batch_size=8, optimizer=ADAM, schedule=ScheduleConfig("cosine", {"decay_steps": 10}), weight_decay=0.01, seed=3
+    )
     return make_graph((9, 11, 2), EVERY_OP, train=train, dtype=dtype)
 
 
@@ -103,7 +111,7 @@ def test_dropout_mask_is_bit_identical_to_numpy(jit: bool) -> None:
     import tensorflow as tf
 
     from nnspec.backends.tensorflow.ops import TensorFlowOps
-    from nnspec.runtime.dropout import keep_mask
+    from nnspec.semantics.dropout import keep_mask
 
     ops = TensorFlowOps("float32")
     shape = (7, 5, 3)
@@ -113,8 +121,12 @@ def test_dropout_mask_is_bit_identical_to_numpy(jit: bool) -> None:
         return keep_mask(ops, 123456789, 4, step, shape, 0.37)
 
     for step in (0, 1, 2**31 + 5, 2**40 + 3):
-        np.testing.assert_array_equal(mask(tf.constant(step, tf.int64)).numpy(), numpy_keep_mask(123456789, 4, step, shape, 0.37))
-    np.testing.assert_array_equal(keep_mask(ops, 2**33 + 1, 0, 9, shape, 0.5).numpy(), numpy_keep_mask(2**33 + 1, 0, 9, shape, 0.5))
+        np.testing.assert_array_equal(
+            mask(tf.constant(step, tf.int64)).numpy(), numpy_keep_mask(123456789, 4, step, shape, 0.37)
+        )
+    np.testing.assert_array_equal(
+        keep_mask(ops, 2**33 + 1, 0, 9, shape, 0.5).numpy(), numpy_keep_mask(2**33 + 1, 0, 9, shape, 0.5)
+    )
 
 
 def test_native_relu_matches_the_shared_definition_with_ties_at_zero() -> None:
@@ -122,8 +134,15 @@ def test_native_relu_matches_the_shared_definition_with_ties_at_zero() -> None:
     from nnspec.backends.tensorflow.layers import compiled_keep_mask
     from nnspec.reference.backward import loss_and_gradients as reference_gradients
 
-    layers = [("conv2d", {"filters": 4, "kernel": 3, "activation": "relu"}), "flatten", ("dropout", {"rate": 0.5}),
-              ("dense", {"units": 6, "activation": "relu"}), ("activation", {"activation": "relu"}), ("dense", {"units": 3}), "softmax"]
+    layers = [
+        ("conv2d", {"filters": 4, "kernel": 3, "activation": "relu"}),
+        "flatten",
+        ("dropout", {"rate": 0.5}),
+        ("dense", {"units": 6, "activation": "relu"}),
+        ("activation", {"activation": "relu"}),
+        ("dense", {"units": 3}),
+        "softmax",
+    ]
     graph = make_graph((6, 6, 1), layers, train=TrainConfig(batch_size=8, optimizer=ADAM, seed=3))
     weights = initial_weights(graph, dtype="float64")
     weights = {k: (np.zeros_like(v) if k.endswith("bias") else v) for k, v in weights.items()}
@@ -193,7 +212,12 @@ def test_plans_agree_and_train_step_matches_an_epoch() -> None:
     x, y = _data(48, (9, 11, 2), 4)
     order = np.random.default_rng([3, 0]).permutation(48)
     results = []
-    for plan in (ExecutionPlan(True, False), ExecutionPlan(False, False), ExecutionPlan(True, True), ExecutionPlan(False, True)):
+    for plan in (
+        ExecutionPlan(True, False),
+        ExecutionPlan(False, False),
+        ExecutionPlan(True, True),
+        ExecutionPlan(False, True),
+    ):
         model = get_backend("tensorflow").compile(graph, dtype="float64")
         model.set_plan(plan)
         model.run_epoch(model.put(x), model.put(y), order, 16)
@@ -211,7 +235,9 @@ def test_plans_agree_and_train_step_matches_an_epoch() -> None:
 def test_evaluate_counts_every_example_once() -> None:
     from nnspec.backends.tensorflow.model import EVAL_BATCH
 
-    graph = make_graph((6,), [("dense", {"units": 5, "activation": "tanh"}), ("dense", {"units": 3}), "softmax"], dtype="float64")
+    graph = make_graph(
+        (6,), [("dense", {"units": 5, "activation": "tanh"}), ("dense", {"units": 3}), "softmax"], dtype="float64"
+    )
     weights = initial_weights(graph, dtype="float64")
     model = get_backend("tensorflow").compile(graph, weights, dtype="float64")
     n = 2 * EVAL_BATCH + 37
@@ -230,7 +256,12 @@ def test_weights_are_variables_in_contract_layouts_and_round_trip(tmp_path) -> N
     model = get_backend("tf").compile(graph, dtype="float64")
     assert all(isinstance(v, tf.Variable) and v.dtype == tf.float64 for v in model._params.values())
     shapes = {k: v.shape for k, v in model.get_weights().items()}
-    assert shapes == {"conv2d_1.kernel": (3, 3, 1, 4), "conv2d_1.bias": (4,), "dense_1.kernel": (36, 10), "dense_1.bias": (10,)}
+    assert shapes == {
+        "conv2d_1.kernel": (3, 3, 1, 4),
+        "conv2d_1.bias": (4,),
+        "dense_1.kernel": (36, 10),
+        "dense_1.bias": (10,),
+    }
     new = {k: np.full(v.shape, 0.25) for k, v in model.get_weights().items()}
     model.set_weights(new)
     model.save(str(tmp_path / "w.safetensors"))

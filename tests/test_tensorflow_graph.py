@@ -67,18 +67,24 @@ def _assert_close(ours: np.ndarray, theirs: np.ndarray, what: str, tol: float = 
     assert ours.shape == theirs.shape, what
     scale = float(np.abs(theirs).max()) if theirs.size else 0.0
     error = float(np.abs(ours - theirs).max()) if theirs.size else 0.0
-    assert error <= tol * max(scale, np.finfo(np.float64).tiny), f"{what}: max abs error {error:.3g}, max abs value {scale:.3g}"
+    assert error <= tol * max(scale, np.finfo(np.float64).tiny), (
+        f"{what}: max abs error {error:.3g}, max abs value {scale:.3g}"
+    )
 
 
 def _models(layers: list) -> tuple:
     graph = _graph(layers)
     weights = initial_weights(graph, dtype="float64")
-    return graph, get_backend("tensorflow").compile(graph, weights, dtype="float64"), get_backend("jax").compile(graph, weights, dtype="float64")
+    return (
+        graph,
+        get_backend("tensorflow").compile(graph, weights, dtype="float64"),
+        get_backend("jax").compile(graph, weights, dtype="float64"),
+    )
 
 
 def test_registry_adds_only_tensorflow_forms_to_the_shared_lowerings() -> None:
-    from nnspec.backends.shared_lowerings import SHARED
     from nnspec.backends.tensorflow.layers import LOWERINGS
+    from nnspec.semantics.shared_lowerings import SHARED
 
     own = {op for op, fn in LOWERINGS.items() if SHARED.get(op) is not fn}
     assert own == {"conv2d", "max_pool2d", "avg_pool2d", "dense", "activation", "dropout"}
@@ -172,13 +178,18 @@ def test_training_state_continues_bit_for_bit_on_a_fresh_model() -> None:
         uninterrupted.train_step(x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH])
     ts = uninterrupted.get_training_state()
     assert set(ts.state) == {k for k, _, _ in graph.state_specs()} and ts.step == 2
-    resumed = backend.compile(graph, {k: np.zeros_like(v) for k, v in initial_weights(graph, dtype="float64").items()}, dtype="float64")
+    resumed = backend.compile(
+        graph, {k: np.zeros_like(v) for k, v in initial_weights(graph, dtype="float64").items()}, dtype="float64"
+    )
     resumed.set_training_state(ts)
     for model in (uninterrupted, resumed):
         model.train_step(x[2 * BATCH : 3 * BATCH], y[2 * BATCH : 3 * BATCH])
         model.run_epoch(model.put(x), model.put(y), np.random.default_rng(0).permutation(len(x)), BATCH)
     assert resumed.step == uninterrupted.step == 7
-    for got, want in ((resumed.get_weights(), uninterrupted.get_weights()), (resumed.optimizer_state(), uninterrupted.optimizer_state())):
+    for got, want in (
+        (resumed.get_weights(), uninterrupted.get_weights()),
+        (resumed.optimizer_state(), uninterrupted.optimizer_state()),
+    ):
         assert set(got) == set(want)
         for key, value in want.items():
             np.testing.assert_array_equal(got[key], value, err_msg=key)
@@ -192,7 +203,11 @@ def test_fit_runs_in_every_plan_and_moves_the_batch_statistics() -> None:
     dataset = Dataset("random", x[:64], y[:64], x[64:], y[64:], x[64:], y[64:], 5)
     start = initial_weights(graph, dtype="float32")
     results = {}
-    for plan in (ExecutionPlan(fused=True, jit=False), ExecutionPlan(fused=False, jit=False), ExecutionPlan(fused=True, jit=True)):
+    for plan in (
+        ExecutionPlan(fused=True, jit=False),
+        ExecutionPlan(fused=False, jit=False),
+        ExecutionPlan(fused=True, jit=True),
+    ):
         model = get_backend("tensorflow").compile(graph, start, device="cpu", dtype="float32")
         model.set_plan(plan)
         history = model.fit(dataset, epochs=1, progress=False)

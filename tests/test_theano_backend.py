@@ -7,6 +7,7 @@ to single steps, optimisers, weights) is checked by tests/conformance, which run
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,14 +17,11 @@ import numpy as np
 import pytest
 
 from nnspec.backends import get_backend
+from nnspec.backends.theano import config
 from nnspec.compiler.ir import OptimizerConfig, TrainConfig
 from nnspec.compiler.shapes import make_graph
 from nnspec.errors import BackendError
-from nnspec.runtime.dropout import keep_mask, numpy_keep_mask
-
-import importlib.util
-
-from nnspec.backends.theano import config
+from nnspec.semantics.dropout import keep_mask, numpy_keep_mask
 
 # a missing PyTensor fails tests/test_backends_installed.py loudly; here the module is just not run
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytensor") is None, reason="PyTensor is not installed")
@@ -65,7 +63,10 @@ def test_blas_is_found_and_linked_when_a_system_openblas_exists() -> None:
     import pytensor
 
     assert pytensor.config.blas__ldflags == info.blas_ldflags
-    if os.environ.get("PYTENSOR_FLAGS", "").find("base_compiledir") < 0 or str(config.cache_dir()) in os.environ["PYTENSOR_FLAGS"]:
+    if (
+        os.environ.get("PYTENSOR_FLAGS", "").find("base_compiledir") < 0
+        or str(config.cache_dir()) in os.environ["PYTENSOR_FLAGS"]
+    ):
         assert str(config.cache_dir()) in info.compiledir
 
 

@@ -34,7 +34,17 @@ ADAM = OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 
 
 
 def _conv(name: str, filters: int, inputs: str, kernel: int = 3, activation: str = "linear") -> tuple[str, dict]:
-    return ("conv2d", {"name": name, "filters": filters, "kernel": kernel, "padding": "same", "activation": activation, "inputs": [inputs]})
+    return (
+        "conv2d",
+        {
+            "name": name,
+            "filters": filters,
+            "kernel": kernel,
+            "padding": "same",
+            "activation": activation,
+            "inputs": [inputs],
+        },
+    )
 
 
 GRAPHS: dict[str, tuple[tuple[int, ...], list[Any]]] = {
@@ -120,9 +130,12 @@ def _assert_dicts_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
 def test_layer_outputs_loss_and_gradients_equal_jax(name: str) -> None:
     graph = _graph(name)
     jax_model, model = _models(graph)
-    (x, y), = _batches(graph, 1)
+    ((x, y),) = _batches(graph, 1)
     for training in (False, True):
-        got, want = model.layer_outputs(x, training=training, step=STEP), jax_model.layer_outputs(x, training=training, step=STEP)
+        got, want = (
+            model.layer_outputs(x, training=training, step=STEP),
+            jax_model.layer_outputs(x, training=training, step=STEP),
+        )
         assert len(got) == len(graph.nodes)
         for node, g, w in zip(graph.nodes, got, want):
             _assert_close(g, w, f"{node.name} (training={training})")
@@ -147,12 +160,17 @@ def test_three_steps_equal_jax_and_a_restored_state_continues_bit_for_bit(name: 
     for key, _, _ in graph.state_specs():
         assert not np.array_equal(model.get_weights()[key], before[key]), f"{key} did not move"
 
-    restored = get_backend("theano").compile(graph, initial_weights(graph, dtype="float64"), device="cpu", dtype="float64")
+    restored = get_backend("theano").compile(
+        graph, initial_weights(graph, dtype="float64"), device="cpu", dtype="float64"
+    )
     restored.set_training_state(model.get_training_state())
     assert restored.step == 3
     for x, y in batches[3:]:
         assert restored.train_step(x, y) == model.train_step(x, y)
-    for have, want in ((restored.get_weights(), model.get_weights()), (restored.optimizer_state(), model.optimizer_state())):
+    for have, want in (
+        (restored.get_weights(), model.get_weights()),
+        (restored.optimizer_state(), model.optimizer_state()),
+    ):
         assert set(have) == set(want)
         for key in want:
             np.testing.assert_array_equal(have[key], want[key], err_msg=key)

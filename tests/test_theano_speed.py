@@ -92,7 +92,11 @@ def test_override_env_var_wins(monkeypatch: pytest.MonkeyPatch, mode: str) -> No
     assert config.choose_linker("cpu", "float32", _convnet()).mode == mode
     if mode == "c":  # compiling and training a step on the forced linker (Numba's JIT takes too long here)
         model = get_backend("theano").compile(_convnet(), device="cpu")
-        assert model.mode == "c" and model.execution_notes() == {"linker": "c", "why": f"set by {config.MODE_ENV}=c", "blas": config.setup().blas_ldflags or "none"}
+        assert model.mode == "c" and model.execution_notes() == {
+            "linker": "c",
+            "why": f"set by {config.MODE_ENV}=c",
+            "blas": config.setup().blas_ldflags or "none",
+        }
         x = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
         assert np.isfinite(model.train_step(x, np.arange(32, dtype=np.int32) % 10))
     monkeypatch.setenv(config.MODE_ENV, "tpu")
@@ -104,7 +108,11 @@ def test_override_env_var_wins(monkeypatch: pytest.MonkeyPatch, mode: str) -> No
 def test_backend_notes_state_the_rule() -> None:
     notes = get_backend("theano").execution_notes()
     assert notes["linker"] == "auto" and notes["base_linker"] == _base()
-    assert "float32" in notes["rule"] and "float64" in notes["rule"] and f"{config.JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP" in notes["rule"]
+    assert (
+        "float32" in notes["rule"]
+        and "float64" in notes["rule"]
+        and f"{config.JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP" in notes["rule"]
+    )
 
 
 def test_backend_notes_name_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +150,21 @@ def test_env_json_records_the_linker(tmp_path: Path) -> None:
     """``nnspec run`` of the digits convnet writes the model's linker and its reason into env.json."""
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != config.MODE_ENV}
-    cmd = [sys.executable, "-m", "nnspec", "run", str(REPO / "specs" / "digits_cnn.yaml"), "--backend", "theano", "--epochs", "1", "--out", str(out), "--quiet", "--no-tensorboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnspec",
+        "run",
+        str(REPO / "specs" / "digits_cnn.yaml"),
+        "--backend",
+        "theano",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-tensorboard",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     execution = json.loads((out / "env.json").read_text())["execution"]

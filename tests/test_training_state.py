@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 from nnspec.backends import get_backend
 from nnspec.compiler.ir import OptimizerConfig, TrainConfig
 from nnspec.compiler.shapes import make_graph
-from nnspec.runtime.training_state import from_tensors, to_tensors
+from nnspec.semantics.training_state import from_tensors, to_tensors
 
 GRAPH = make_graph(
     (6,),
@@ -26,7 +26,11 @@ GRAPH = make_graph(
         ("dense", {"name": "out", "units": 3}),
         "softmax",
     ],
-    train=TrainConfig(optimizer=OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}), batch_size=8, seed=4),
+    train=TrainConfig(
+        optimizer=OptimizerConfig("adam", {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+        batch_size=8,
+        seed=4,
+    ),
 )
 
 
@@ -47,7 +51,9 @@ def test_state_written_to_safetensors_resumes_on_another_engine(tmp_path: Path) 
     assert {"weights/h.kernel", "state/bn.moving_mean", "state/bn.moving_variance", "slots/bn.gamma.m"} <= set(arrays)
     save_file(arrays, str(tmp_path / "state.safetensors"))
     (tmp_path / "state.json").write_text(json.dumps(meta))
-    restored = from_tensors(load_file(str(tmp_path / "state.safetensors")), json.loads((tmp_path / "state.json").read_text()))
+    restored = from_tensors(
+        load_file(str(tmp_path / "state.safetensors")), json.loads((tmp_path / "state.json").read_text())
+    )
     assert restored.step == 3
     other = get_backend("tensorflow").compile(GRAPH, device="cpu", dtype="float64")
     other.set_training_state(restored)
@@ -72,7 +78,9 @@ def test_history_travels_with_the_state() -> None:
     from nnspec.runtime.history import make_history
 
     model = get_backend("jax").compile(GRAPH, device="cpu")
-    model.history = make_history([{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "seconds": 0.1}])
+    model.history = make_history(
+        [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "seconds": 0.1}]
+    )
     arrays, meta = to_tensors(model.get_training_state())
     back = from_tensors(arrays, json.loads(json.dumps(meta)))
     assert back.epochs_done == 1 and back.history["loss"].tolist() == [1.0]

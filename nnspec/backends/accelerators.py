@@ -23,7 +23,14 @@ def jax_gpus() -> list[dict[str, Any]]:
             memory = (device.memory_stats() or {}).get("bytes_limit")
         except Exception:  # memory statistics are optional in PJRT plugins
             memory = None
-        gpus.append({"kind": "gpu", "name": str(device.device_kind), "memory_bytes": None if memory is None else int(memory), "id": int(device.id)})
+        gpus.append(
+            {
+                "kind": "gpu",
+                "name": str(device.device_kind),
+                "memory_bytes": None if memory is None else int(memory),
+                "id": int(device.id),
+            }
+        )
     return gpus
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..data.dataset import Dataset
-    from ..runtime.training_state import TrainingState
+    from ..semantics.training_state import TrainingState
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Capabilities:
     optimizers: frozenset[str] = frozenset(OPTIMIZERS)
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = ("float32", "float64")
-    #: ``train.precision`` policies (see :mod:`nnspec.runtime.precision`); reasons for the others in ``gaps``
+    #: ``train.precision`` policies (see :mod:`nnspec.semantics.precision`); reasons for the others in ``gaps``
     precisions: tuple[str, ...] = PRECISIONS
     #: whether a batch can be split over several devices (``train.devices`` > 1); the reason in ``gaps['data_parallel']`` when not
     data_parallel: bool = False
@@ -128,7 +128,9 @@ class Backend(abc.ABC):
             gap = self.data_parallel_gap()
             if gap:
                 where = f"train.devices: {requested}" if processes == 1 else f"{processes} processes"
-                raise BackendError(f"backend '{self.name}' cannot split batches over several devices ({where}): {gap}; use train.devices: 1 (or --devices 1), or the jax or tensorflow backend")
+                raise BackendError(
+                    f"backend '{self.name}' cannot split batches over several devices ({where}): {gap}; use train.devices: 1 (or --devices 1), or the jax or tensorflow backend"
+                )
         if local > have:
             raise BackendError(
                 f"train.devices: {requested} asks for {local} {device.upper()} devices, but backend '{self.name}' sees {have} here; "
@@ -151,7 +153,9 @@ class Backend(abc.ABC):
         if device not in ("cpu", "gpu"):
             raise BackendError(f"unknown device {device!r}; expected auto, cpu or gpu")
         if device not in have:
-            raise BackendError(f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); nnspec never falls back silently: use --device cpu or --device auto")
+            raise BackendError(
+                f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); nnspec never falls back silently: use --device cpu or --device auto"
+            )
         return device
 
     def check(self, graph: Graph, dtype: str) -> None:
@@ -161,20 +165,28 @@ class Backend(abc.ABC):
         for node in graph.nodes:
             if node.op not in caps.layers:
                 reason = caps.gaps.get(node.op, "not implemented")
-                problems.append(f"layer {node.index} '{node.name}' ({node.op}) is not supported by backend '{self.name}': {reason}")
+                problems.append(
+                    f"layer {node.index} '{node.name}' ({node.op}) is not supported by backend '{self.name}': {reason}"
+                )
             act = node.attrs.get("activation")
             if act is not None and act not in caps.activations:
-                problems.append(f"layer {node.index} '{node.name}': activation '{act}' is not supported by backend '{self.name}'")
+                problems.append(
+                    f"layer {node.index} '{node.name}': activation '{act}' is not supported by backend '{self.name}'"
+                )
         if graph.train.optimizer.name not in caps.optimizers:
             problems.append(f"optimizer '{graph.train.optimizer.name}' is not supported by backend '{self.name}'")
         if dtype not in caps.dtypes:
-            problems.append(f"dtype '{dtype}' is not supported by backend '{self.name}' (supported: {', '.join(caps.dtypes)})")
-        from ..runtime.precision import policy_for
+            problems.append(
+                f"dtype '{dtype}' is not supported by backend '{self.name}' (supported: {', '.join(caps.dtypes)})"
+            )
+        from ..semantics.precision import policy_for
 
         policy = policy_for(graph, dtype).name
         if policy not in caps.precisions:
             reason = caps.gaps.get(policy, "not implemented")
-            problems.append(f"train.precision '{policy}' is not supported by backend '{self.name}': {reason} (supported: {', '.join(caps.precisions)})")
+            problems.append(
+                f"train.precision '{policy}' is not supported by backend '{self.name}': {reason} (supported: {', '.join(caps.precisions)})"
+            )
         if problems:
             raise BackendError("\n".join(problems))
 
@@ -206,7 +218,11 @@ def check_batch_split(batch_size: int, replicas: int, processes: int = 1) -> Non
     """Raise :class:`BackendError` unless ``batch_size`` splits evenly over ``replicas`` devices."""
     if replicas > 1 and batch_size % replicas:
         lower, upper = (batch_size // replicas) * replicas, (batch_size // replicas + 1) * replicas
-        over = f"{replicas} devices" if processes == 1 else f"{replicas} devices ({replicas // processes} in each of {processes} processes)"
+        over = (
+            f"{replicas} devices"
+            if processes == 1
+            else f"{replicas} devices ({replicas // processes} in each of {processes} processes)"
+        )
         hint = f"{lower} or {upper}" if lower else f"{upper}"
         raise BackendError(
             f"batch size {batch_size} does not split evenly over {over}: set train.batch_size to a multiple of {replicas} (such as {hint}), or use a device count that divides {batch_size}"
@@ -219,7 +235,7 @@ class CompiledModel(abc.ABC):
     The engine implements the abstract methods: where arrays live (:meth:`put`, :meth:`read_arrays`,
     :meth:`write_arrays`), how an epoch runs (:meth:`run_epoch`: one fused program, or one per step), and
     the programs for one evaluation chunk, one prediction chunk, per-layer outputs, gradients and one
-    training step. All of them compute through the shared :class:`~nnspec.runtime.recipe.TrainingRecipe`;
+    training step. All of them compute through the shared :class:`~nnspec.semantics.recipe.TrainingRecipe`;
     what is the same for every engine (weights and training state in and out, chunked evaluation and
     prediction, ``fit``, save and load) is written here once.
 
@@ -245,7 +261,7 @@ class CompiledModel(abc.ABC):
         self.backend = backend
         self.device = device
         self.dtype = dtype
-        from ..runtime.precision import policy_for
+        from ..semantics.precision import policy_for
 
         #: the ``train.precision`` policy this model computes under
         self.precision = policy_for(graph, dtype)
@@ -315,7 +331,15 @@ class CompiledModel(abc.ABC):
         self.diverged_step = None
         self.diverged_loss = float("nan")
 
-    def _end_epoch(self, steps: int, batch_size: int, loss_sum: float, correct_sum: float, kept: float | None = None, last_loss: float = float("nan")) -> tuple[float, float]:
+    def _end_epoch(
+        self,
+        steps: int,
+        batch_size: int,
+        loss_sum: float,
+        correct_sum: float,
+        kept: float | None = None,
+        last_loss: float = float("nan"),
+    ) -> tuple[float, float]:
         """Close an epoch of ``steps`` batches, ``kept`` of them kept (all when None), with host sums over the kept ones.
 
         Advances :attr:`step` by the steps kept; when fewer than ``steps`` were kept, records the first
@@ -364,7 +388,9 @@ class CompiledModel(abc.ABC):
 
         check_weights(self.graph, weights)
         state_keys = {k for k, _, _ in self.graph.state_specs()}
-        self.write_arrays("params", {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items() if k not in state_keys})
+        self.write_arrays(
+            "params", {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items() if k not in state_keys}
+        )
         if state_keys:
             self.write_arrays("state", {k: np.asarray(weights[k], dtype=self.dtype) for k in state_keys})
 
@@ -378,21 +404,30 @@ class CompiledModel(abc.ABC):
 
     def get_training_state(self) -> "TrainingState":
         """The whole training state: weights, state, optimiser slots, step, epochs done and history."""
-        from ..runtime.training_state import TrainingState, slot_key_to_contract
+        from ..semantics.training_state import TrainingState, slot_key_to_contract
 
         slots = {slot_key_to_contract(k): v for k, v in self.read_arrays("slots").items()}
         history = None if self.history is None else self.history.copy()
-        return TrainingState(self.read_arrays("params"), self.read_arrays("state"), slots, int(self.step), 0 if history is None else len(history), history)
+        return TrainingState(
+            self.read_arrays("params"),
+            self.read_arrays("state"),
+            slots,
+            int(self.step),
+            0 if history is None else len(history),
+            history,
+        )
 
     def set_training_state(self, ts: "TrainingState") -> None:
         """Continue from ``ts`` exactly: arrays, step and history (what :meth:`get_training_state` gave)."""
-        from ..runtime.training_state import slot_key_to_runtime
+        from ..semantics.training_state import slot_key_to_runtime
 
         self.set_weights(ts.all_weights())
         have = self.read_arrays("slots")
         slots = {slot_key_to_runtime(k): v for k, v in ts.slots.items()}
         if set(slots) != set(have):
-            raise BackendError(f"training state's optimiser slots {sorted(slots)} do not match this model's {sorted(have)}")
+            raise BackendError(
+                f"training state's optimiser slots {sorted(slots)} do not match this model's {sorted(have)}"
+            )
         self.set_optimizer_state(slots)
         self.step = int(ts.step)
         self.history = None if ts.history is None else ts.history.copy()
@@ -403,7 +438,7 @@ class CompiledModel(abc.ABC):
 
         One program call per chunk of :attr:`chunk_size` examples, sums added on the device, read back once.
         """
-        from ..runtime.recipe import chunks
+        from ..semantics.recipe import chunks
 
         n = int(x.shape[0])
         if n == 0:
@@ -417,15 +452,19 @@ class CompiledModel(abc.ABC):
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         """The model's final outputs for host array ``x`` (probabilities when it ends in softmax), by chunks."""
-        from ..runtime.recipe import chunks
+        from ..semantics.recipe import chunks
 
         x = np.asarray(x, dtype=self.dtype)
-        parts = [np.asarray(self.predict_chunk(x[start : start + size])) for start, size in chunks(len(x), self.chunk_size)]
+        parts = [
+            np.asarray(self.predict_chunk(x[start : start + size])) for start, size in chunks(len(x), self.chunk_size)
+        ]
         if not parts:
             return np.zeros((0, *self.graph.output_shape), dtype=self.dtype)
         return np.concatenate(parts)
 
-    def fit(self, dataset: "Dataset | None" = None, *, epochs: int | None = None, progress: Any = None) -> "pd.DataFrame":
+    def fit(
+        self, dataset: "Dataset | None" = None, *, epochs: int | None = None, progress: Any = None
+    ) -> "pd.DataFrame":
         """Train for ``epochs`` (default ``train.epochs``); returns the per-epoch metrics DataFrame."""
         from ..runtime.loop import fit
 
@@ -438,7 +477,9 @@ class CompiledModel(abc.ABC):
 
             ds = load_dataset(self.graph)
             x, y = ds.x_test, ds.y_test
-        loss, acc = self.evaluate_arrays(self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y, dtype=np.int32)))
+        loss, acc = self.evaluate_arrays(
+            self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y, dtype=np.int32))
+        )
         return {"loss": float(loss), "accuracy": float(acc)}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -447,7 +488,9 @@ class CompiledModel(abc.ABC):
         if x.shape[1:] != tuple(self.graph.input_shape):
             from ..errors import DataError
 
-            raise DataError(f"predict: input has per-example shape {x.shape[1:]}, the spec expects {tuple(self.graph.input_shape)}")
+            raise DataError(
+                f"predict: input has per-example shape {x.shape[1:]}, the spec expects {tuple(self.graph.input_shape)}"
+            )
         return self.predict_arrays(x)
 
     def save(self, path: str) -> None:

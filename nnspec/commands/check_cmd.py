@@ -19,7 +19,14 @@ from ..compiler.memory import memory_diagnostic, memory_limit
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``SPEC...`` and ``--set KEY=VALUE``."""
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files to check")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. train.epochs=3 (repeatable)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
 
 

@@ -32,18 +32,71 @@ def _tolerance(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec compare``."""
     parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
-    parser.add_argument("--backends", "-b", default=None, metavar="LIST", help="comma-separated backends (default: every available one)")
-    parser.add_argument("--steps", type=_non_negative, default=10, metavar="K", help="training steps to compare (default: 10; 0 skips the trajectory)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float type the engines compute in (default: float32)")
-    parser.add_argument("--batch", type=_positive, default=32, metavar="N", help="examples per compared batch (default: 32, or the data's size if smaller)")
-    parser.add_argument("--tolerance", type=_tolerance, default=None, metavar="X", help="one relative tolerance for every part (default: per dtype, see docs/backends.md)")
-    parser.add_argument("--out", "-o", default=None, metavar="DIR", help="where compare.csv, compare.md and trajectory.png go (default: runs/<name>/compare-<timestamp>/)")
-    parser.add_argument("--repeats", type=_positive, default=3, metavar="R", help="timing repeats; medians are reported (default: 3)")
+    parser.add_argument(
+        "--backends", "-b", default=None, metavar="LIST", help="comma-separated backends (default: every available one)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=_non_negative,
+        default=10,
+        metavar="K",
+        help="training steps to compare (default: 10; 0 skips the trajectory)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="float type the engines compute in (default: float32)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_positive,
+        default=32,
+        metavar="N",
+        help="examples per compared batch (default: 32, or the data's size if smaller)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=None,
+        metavar="X",
+        help="one relative tolerance for every part (default: per dtype, see docs/backends.md)",
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        default=None,
+        metavar="DIR",
+        help="where compare.csv, compare.md and trajectory.png go (default: runs/<name>/compare-<timestamp>/)",
+    )
+    parser.add_argument(
+        "--repeats", type=_positive, default=3, metavar="R", help="timing repeats; medians are reported (default: 3)"
+    )
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the timing part")
-    parser.add_argument("--epoch-examples", type=_positive, default=1024, metavar="N", help="training examples in a timed epoch (default: 1024)")
-    parser.add_argument("--random-data", action="store_true", help="compare on seeded random inputs instead of the spec's data set")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default: auto, the GPU when an engine sees one)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. --set train.seed=1 (repeatable)")
+    parser.add_argument(
+        "--epoch-examples",
+        type=_positive,
+        default=1024,
+        metavar="N",
+        help="training examples in a timed epoch (default: 1024)",
+    )
+    parser.add_argument(
+        "--random-data", action="store_true", help="compare on seeded random inputs instead of the spec's data set"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="device (default: auto, the GPU when an engine sees one)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.seed=1 (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

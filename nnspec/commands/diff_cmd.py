@@ -11,8 +11,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec diff``."""
     parser.add_argument("a", metavar="A", help="spec file, or run directory written by nnspec run")
     parser.add_argument("b", metavar="B", help="spec file, or run directory written by nnspec run")
-    parser.add_argument("--format", "-f", choices=("text", "md", "csv"), default="text", help="text (default; tables on a terminal), md (Markdown tables) or csv (one table of differences)")
-    parser.add_argument("--exit-code", action="store_true", help="exit 1 when A and B differ, 0 when they do not (as git diff --exit-code)")
+    parser.add_argument(
+        "--format",
+        "-f",
+        choices=("text", "md", "csv"),
+        default="text",
+        help="text (default; tables on a terminal), md (Markdown tables) or csv (one table of differences)",
+    )
+    parser.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when A and B differ, 0 when they do not (as git diff --exit-code)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

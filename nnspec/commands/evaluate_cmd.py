@@ -18,7 +18,13 @@ from .model_options import add_spec_arguments, load_graph
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec evaluate``."""
     add_spec_arguments(parser)
-    parser.add_argument("--weights", "-w", required=True, metavar="FILE", help="weights file (.safetensors), e.g. a run directory's weights.safetensors")
+    parser.add_argument(
+        "--weights",
+        "-w",
+        required=True,
+        metavar="FILE",
+        help="weights file (.safetensors), e.g. a run directory's weights.safetensors",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -23,9 +23,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec export``."""
     parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
     parser.add_argument("out", metavar="OUT", help="file to write: model.keras or model.onnx")
-    parser.add_argument("--to", choices=FORMATS, default=None, help="format to write (default: onnx for an .onnx file, else keras)")
-    parser.add_argument("--weights", "-w", default=None, metavar="FILE", help="weights file (.safetensors); default: the spec's seeded initial weights")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. --set train.seed=1 (repeatable)")
+    parser.add_argument(
+        "--to", choices=FORMATS, default=None, help="format to write (default: onnx for an .onnx file, else keras)"
+    )
+    parser.add_argument(
+        "--weights",
+        "-w",
+        default=None,
+        metavar="FILE",
+        help="weights file (.safetensors); default: the spec's seeded initial weights",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.seed=1 (repeatable)",
+    )
 
 
 def output_format(out: str, to: str | None) -> str:

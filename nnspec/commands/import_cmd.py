@@ -24,7 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec import``."""
     parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, or a model config .json (no weights)")
     parser.add_argument("--output", "-o", required=True, metavar="SPEC.yaml", help="spec file to write")
-    parser.add_argument("--weights-out", default=None, metavar="W.safetensors", help="also write the model's weights (from a .keras file)")
+    parser.add_argument(
+        "--weights-out",
+        default=None,
+        metavar="W.safetensors",
+        help="also write the model's weights (from a .keras file)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     for note in imported.notes:
         print(f"note: {note}")
     what = f" and {args.weights_out}" if args.weights_out else ""
-    print(f"wrote {args.output}{what}: spec '{imported.graph.name}', {len(imported.graph.nodes)} layers, {imported.graph.num_params} parameters")
+    print(
+        f"wrote {args.output}{what}: spec '{imported.graph.name}', {len(imported.graph.nodes)} layers, {imported.graph.num_params} parameters"
+    )
     if imported.weights is not None and not args.weights_out:
         print(f"hint: add --weights-out {os.path.splitext(args.output)[0]}.safetensors to keep the model's weights")
     return 0

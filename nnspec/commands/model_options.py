@@ -19,9 +19,26 @@ def add_spec_arguments(
     """SPEC, --backend, --device, --set and --dtype (SPEC may be optional, --backend may default to None)."""
     parser.add_argument("spec", metavar="SPEC", nargs="?" if spec_optional else None, help="spec file (YAML)")
     parser.add_argument("--backend", "-b", default=backend_default, help=backend_help)
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default: auto, the GPU when the engine sees one)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. --set train.epochs=3 (repeatable)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="float type of weights and data (default: the spec's, float32)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="device (default: auto, the GPU when the engine sees one)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="float type of weights and data (default: the spec's, float32)",
+    )
 
 
 def load_graph(args: argparse.Namespace, extra: Sequence[str] = ()) -> "Graph":

@@ -30,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     parser.add_argument("--weights", "-w", required=True, metavar="FILE", help="weights file (.safetensors)")
     parser.add_argument("--input", "-i", required=True, metavar="X.npy", help="examples to predict, a NumPy .npy file")
-    parser.add_argument("--output", "-o", default=None, metavar="P.npy", help="write the outputs (probabilities when the model ends in softmax) to this file; its folder must exist")
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="P.npy",
+        help="write the outputs (probabilities when the model ends in softmax) to this file; its folder must exist",
+    )
 
 
 def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -40,7 +46,9 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
 
     x = read_npy(path, "input file")
     if x.ndim == 0:
-        raise DataError(f"{shown(path)}: holds a 0-d array (a single number); expected examples of shape {list(input_shape)}")
+        raise DataError(
+            f"{shown(path)}: holds a 0-d array (a single number); expected examples of shape {list(input_shape)}"
+        )
     if x.dtype.kind not in "iufb":
         raise DataError(f"{shown(path)}: expected numbers, found dtype {x.dtype}")
     check_features(x, path, "x")
@@ -65,7 +73,9 @@ def check_output(path: str) -> str:
         raise NnspecError(f"{shown(path)}: the output path contains a NUL byte")
     target = os.path.realpath(path)
     if os.path.isdir(target):
-        raise NnspecError(f"{shown(path)}: is a folder; --output must name a file, e.g. {os.path.join(shown(path), 'predictions.npy')}")
+        raise NnspecError(
+            f"{shown(path)}: is a folder; --output must name a file, e.g. {os.path.join(shown(path), 'predictions.npy')}"
+        )
     if os.path.lexists(target) and not os.path.isfile(target):
         raise NnspecError(f"{shown(path)}: exists and is not a regular file; --output must name a regular file")
     folder, named = os.path.dirname(target), os.path.dirname(os.path.abspath(path))
@@ -76,7 +86,9 @@ def check_output(path: str) -> str:
     except OSError as exc:
         raise NnspecError(f"{shown(path)}: cannot reach the folder {shown(named)} ({exc.strerror or exc})") from None
     if not is_folder:
-        raise NnspecError(f"{shown(path)}: the folder {shown(named)} does not exist; create it first (nnspec does not create folders for --output)")
+        raise NnspecError(
+            f"{shown(path)}: the folder {shown(named)} does not exist; create it first (nnspec does not create folders for --output)"
+        )
     if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
         raise NnspecError(f"{shown(path)}: the folder {shown(named)} is not writable")
     return target
@@ -116,5 +128,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{i}: class {int(classes[i])}  (output {float(outputs[i, classes[i]]):.4f})")
     if len(classes) > SHOWN:
         counts = np.bincount(classes, minlength=outputs.shape[-1])
-        print(f"... {len(classes)} examples in all; predicted classes: " + ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if n))
+        print(
+            f"... {len(classes)} examples in all; predicted classes: "
+            + ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if n)
+        )
     return 0

@@ -29,15 +29,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """SPEC, --backends, --repeats, --warmup, --batch, --plot, --format, --device, --set and --dtype."""
     add = parser.add_argument
     add("spec", metavar="SPEC", help="spec file (YAML)")
-    add("--backends", "-b", default=None, metavar="B1,B2", help="backends to profile, comma-separated (default: every built-in one; those not installed are skipped with a note)")
-    add("--repeats", type=_positive, default=20, metavar="N", help="timed calls per program; the median is reported (default: 20)")
-    add("--warmup", type=_non_negative, default=3, metavar="N", help="untimed calls before timing, after the first one (default: 3)")
+    add(
+        "--backends",
+        "-b",
+        default=None,
+        metavar="B1,B2",
+        help="backends to profile, comma-separated (default: every built-in one; those not installed are skipped with a note)",
+    )
+    add(
+        "--repeats",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="timed calls per program; the median is reported (default: 20)",
+    )
+    add(
+        "--warmup",
+        type=_non_negative,
+        default=3,
+        metavar="N",
+        help="untimed calls before timing, after the first one (default: 3)",
+    )
     add("--batch", type=_positive, default=None, metavar="N", help="batch size (default: the spec's train.batch_size)")
-    add("--plot", default=None, metavar="FILE.png", help="also draw the bar chart (forward and backward per layer per engine) to this PNG")
+    add(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="also draw the bar chart (forward and backward per layer per engine) to this PNG",
+    )
     add("--format", choices=("text", "md", "csv"), default="text", help="table format on stdout (default: text)")
-    add("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default: auto, the GPU when the engine sees one)")
-    add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. --set train.batch_size=64 (repeatable)")
-    add("--dtype", choices=("float32", "float64"), default=None, help="float type of weights and data (default: the spec's, float32)")
+    add(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="device (default: auto, the GPU when the engine sees one)",
+    )
+    add(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.batch_size=64 (repeatable)",
+    )
+    add(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="float type of weights and data (default: the spec's, float32)",
+    )
 
 
 def backend_list(text: str | None) -> list[str]:
@@ -60,16 +100,33 @@ def run(args: argparse.Namespace) -> int:
 
     backends = backend_list(args.backends)
     if args.plot and not Path(args.plot).absolute().parent.is_dir():
-        raise OutputError(f"cannot write the chart {args.plot}: folder {Path(args.plot).absolute().parent} does not exist")
+        raise OutputError(
+            f"cannot write the chart {args.plot}: folder {Path(args.plot).absolute().parent} does not exist"
+        )
     graph = load_graph(args)
 
     def report(engine: EngineProfile) -> None:
-        done = f"skipped ({engine.skipped})" if engine.skipped else f"{len(engine.layers)} layers in {engine.seconds:.1f} s"
+        done = (
+            f"skipped ({engine.skipped})"
+            if engine.skipped
+            else f"{len(engine.layers)} layers in {engine.seconds:.1f} s"
+        )
         print(f"profile: {engine.backend}: {done}", file=sys.stderr)
 
-    profile = profile_spec(graph, backends, spec=args.spec, batch=args.batch, warmup=args.warmup, repeats=args.repeats, device=args.device, on_engine=report)
+    profile = profile_spec(
+        graph,
+        backends,
+        spec=args.spec,
+        batch=args.batch,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=args.device,
+        on_engine=report,
+    )
     if not profile.profiled:
-        raise BackendError("no engine could be profiled: " + "; ".join(f"{e.backend}: {e.skipped}" for e in profile.engines))
+        raise BackendError(
+            "no engine could be profiled: " + "; ".join(f"{e.backend}: {e.skipped}" for e in profile.engines)
+        )
     sys.stdout.write(render(profile, args.format))
     if args.format == "csv":  # the text and Markdown tables carry their notes; CSV stays a bare table
         for line in notes(profile):

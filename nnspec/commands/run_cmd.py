@@ -21,17 +21,53 @@ from .model_options import add_spec_arguments, load_graph
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec run``."""
     add_spec_arguments(parser, spec_optional=True, backend_default=None)
-    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="number of epochs in all (same as --set train.epochs=N)")
-    parser.add_argument("--out", "-o", default=None, metavar="DIR", help="run directory (default: runs/<name>/<backend>-<timestamp>/)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="number of epochs in all (same as --set train.epochs=N)"
+    )
+    parser.add_argument(
+        "--out", "-o", default=None, metavar="DIR", help="run directory (default: runs/<name>/<backend>-<timestamp>/)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (its spec; --backend may differ)")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint (its spec; --backend may differ)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output; print only the result")
-    parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="do not write TensorBoard event files into RUN_DIR/tensorboard/")
+    parser.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="do not write TensorBoard event files into RUN_DIR/tensorboard/",
+    )
     group = parser.add_argument_group("several devices and machines (docs/distributed.md)")
-    group.add_argument("--devices", default=None, metavar="N|all", help="local devices each batch is split over (same as --set train.devices=N)")
-    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0 of a multi-process run (env NNSPEC_COORDINATOR)")
-    group.add_argument("--num-processes", type=int, default=None, metavar="P", help="processes in the run (env NNSPEC_NUM_PROCESSES, else SLURM_NTASKS)")
-    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's number, from 0 (env NNSPEC_PROCESS_ID, else SLURM_PROCID)")
+    group.add_argument(
+        "--devices",
+        default=None,
+        metavar="N|all",
+        help="local devices each batch is split over (same as --set train.devices=N)",
+    )
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="address of process 0 of a multi-process run (env NNSPEC_COORDINATOR)",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="P",
+        help="processes in the run (env NNSPEC_NUM_PROCESSES, else SLURM_NTASKS)",
+    )
+    group.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process's number, from 0 (env NNSPEC_PROCESS_ID, else SLURM_PROCID)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise NnspecError(f"--epochs must be a positive integer; got {args.epochs}")
     from ..runtime.distributed import cluster_from
 
-    cluster = cluster_from(getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None))
+    cluster = cluster_from(
+        getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None)
+    )
     if not cluster.primary:
         args.quiet = True
         args.tensorboard = False
@@ -66,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
     with run_dir, StopRequests() as stops:
         write_spec(run_dir.path, graph)
-        run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs)
+        run_dir.set_status(
+            "running", backend=backend.name, dtype=graph.dtype, epochs_done=0, epochs_planned=graph.train.epochs
+        )
         return _train(args, graph, dataset, backend, run_dir, None, stops)
 
 
@@ -131,7 +171,9 @@ def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
     folder = Path(args.resume)
     spec = folder / "spec.yaml"
     if not spec.is_file():
-        raise NnspecError(f"{folder}: not a run directory (no spec.yaml); --resume takes a folder written by nnspec run")
+        raise NnspecError(
+            f"{folder}: not a run directory (no spec.yaml); --resume takes a folder written by nnspec run"
+        )
     status = read_status(folder)
     from ..runtime.interrupts import StopRequests
 
@@ -144,7 +186,13 @@ def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
         checkpoint = latest_checkpoint(folder)
         dataset, backend = _prepare(graph, backend_name)
         state = checkpoint.read()[0] if checkpoint is not None else None
-        return _train_elsewhere(args, graph, dataset, backend, (state, None if checkpoint is None else checkpoint.read()[1].get("early_stopping"), None))
+        return _train_elsewhere(
+            args,
+            graph,
+            dataset,
+            backend,
+            (state, None if checkpoint is None else checkpoint.read()[1].get("early_stopping"), None),
+        )
     with claim(folder, resume=True) as run_dir, StopRequests() as stops:
         graph = load(str(spec), overrides=[*args.overrides, *_overrides(args)])
         if args.dtype:
@@ -155,17 +203,24 @@ def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
         checkpoint = latest_checkpoint(folder)
         done = checkpoint.epoch if checkpoint else 0
         if status == COMPLETE and done >= graph.train.epochs:
-            raise NnspecError(f"{folder}: this run is complete ({done} epochs); to train it further, pass --epochs N with N > {done}")
+            raise NnspecError(
+                f"{folder}: this run is complete ({done} epochs); to train it further, pass --epochs N with N > {done}"
+            )
         dataset, backend = _prepare(graph, backend_name)
         state, early_state = None, None
         if checkpoint is not None:
             state, saved = checkpoint.read()
             early_state = saved.get("early_stopping")
             if not args.quiet:
-                print(f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})", file=sys.stderr)
+                print(
+                    f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})",
+                    file=sys.stderr,
+                )
         elif not args.quiet:
             print(f"nnspec run: {folder} has no checkpoint yet; starting it from the first epoch", file=sys.stderr)
-        run_dir.set_status("running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done)
+        run_dir.set_status(
+            "running", backend=backend.name, dtype=graph.dtype, epochs_planned=graph.train.epochs, resumed_from=done
+        )
         _remove_results(folder)
         return _train(args, graph, dataset, backend, run_dir, (state, early_state, checkpoint), stops)
 
@@ -179,7 +234,9 @@ def _remove_results(folder: Path) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any, stops: Any) -> int:
+def _train(
+    args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run_dir: Any, resume: Any, stops: Any
+) -> int:
     """Compile, train in ``run_dir`` (signals caught by ``stops``) and report; returns the exit code."""
     from ..runtime.env import environment
     from ..runtime.training_run import train_in_directory
@@ -203,11 +260,24 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
         env = environment(model)
         env["setup_seconds"] = setup_seconds
         env["train_seconds"] = float(history["seconds"].sum()) if history is not None else 0.0
-        env["data"] = {"dataset": dataset.name, "train": len(dataset.x_train), "validation": len(dataset.x_val), "test": len(dataset.x_test)}
+        env["data"] = {
+            "dataset": dataset.name,
+            "train": len(dataset.x_train),
+            "validation": len(dataset.x_val),
+            "test": len(dataset.x_test),
+        }
         return env
 
     outcome = train_in_directory(
-        model, dataset, run_dir, progress=False if args.quiet else None, early_state=early_state, last_checkpoint=checkpoint, finish=finish, stops=stops, tensorboard=getattr(args, "tensorboard", True)
+        model,
+        dataset,
+        run_dir,
+        progress=False if args.quiet else None,
+        early_state=early_state,
+        last_checkpoint=checkpoint,
+        finish=finish,
+        stops=stops,
+        tensorboard=getattr(args, "tensorboard", True),
     )
     if getattr(args, "silent", False):
         return outcome.exit_code
@@ -219,7 +289,10 @@ def _train(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, run
         )
         return outcome.exit_code
     if outcome.stopped_early and not args.quiet:
-        print(f"nnspec run: early stopping after epoch {outcome.stopped_early} ({graph.train.early_stopping.monitor} did not improve)", file=sys.stderr)
+        print(
+            f"nnspec run: early stopping after epoch {outcome.stopped_early} ({graph.train.early_stopping.monitor} did not improve)",
+            file=sys.stderr,
+        )
     print(f"run directory: {run_dir.path}")
     test = outcome.test or {}
     print(f"test: loss {test.get('loss', float('nan')):.4f}  accuracy {test.get('accuracy', float('nan')):.4f}")

@@ -17,7 +17,13 @@ from ..errors import OutputError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``-o/--output FILE``."""
-    parser.add_argument("-o", "--output", metavar="FILE", default=None, help="write the schema to FILE (e.g. nnspec.schema.json) instead of printing it")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="write the schema to FILE (e.g. nnspec.schema.json) instead of printing it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +45,9 @@ def write_schema(path: str, text: str) -> None:
     if "\0" in path:
         raise OutputError(f"{shown}: not a usable path (it contains a NUL byte)")
     if os.path.isdir(path):
-        raise OutputError(f"{shown}: is a folder; give the name of the file to write, e.g. {os.path.join(shown, 'nnspec.schema.json')}")
+        raise OutputError(
+            f"{shown}: is a folder; give the name of the file to write, e.g. {os.path.join(shown, 'nnspec.schema.json')}"
+        )
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputError(f"{shown}: the folder {parent} does not exist")

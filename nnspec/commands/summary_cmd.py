@@ -15,7 +15,14 @@ from ..errors import SpecError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``SPEC`` and ``--set KEY=VALUE``."""
     parser.add_argument("spec", metavar="SPEC", help="spec file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. layers.1.dense.units=64 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. layers.1.dense.units=64 (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,15 +12,51 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nnspec sweep``."""
     parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
-    parser.add_argument("--grid", action="extend", nargs="+", default=[], metavar="KEY=V1,V2", help="a --set path and the values to try, e.g. train.optimizer.adam.learning_rate=1e-3,1e-2")
-    parser.add_argument("--random", type=int, default=None, metavar="N", help="run a random sample of N combinations instead of all")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --random sample (default 0; train.seed is a grid key like any other)")
-    parser.add_argument("--backends", default="jax", metavar="B1,B2", help="backends to run every combination on (default: jax)")
-    parser.add_argument("--jobs", "-j", type=int, default=1, metavar="J", help="runs at a time, each in its own process (default 1)")
-    parser.add_argument("--out", "-o", default=None, metavar="DIR", help="sweep folder (default: sweeps/<spec file name>); one run directory per run in it")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs of every run (same as --set train.epochs=N)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a setting every run gets (repeatable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device of every run (default: auto)")
+    parser.add_argument(
+        "--grid",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a --set path and the values to try, e.g. train.optimizer.adam.learning_rate=1e-3,1e-2",
+    )
+    parser.add_argument(
+        "--random", type=int, default=None, metavar="N", help="run a random sample of N combinations instead of all"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the --random sample (default 0; train.seed is a grid key like any other)",
+    )
+    parser.add_argument(
+        "--backends", default="jax", metavar="B1,B2", help="backends to run every combination on (default: jax)"
+    )
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=1, metavar="J", help="runs at a time, each in its own process (default 1)"
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        default=None,
+        metavar="DIR",
+        help="sweep folder (default: sweeps/<spec file name>); one run directory per run in it",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="epochs of every run (same as --set train.epochs=N)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting every run gets (repeatable)",
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="device of every run (default: auto)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines; only the summary")
 
 
@@ -85,16 +121,24 @@ def run(args: argparse.Namespace) -> int:
     sweep.out.mkdir(parents=True, exist_ok=True)
     if old is None:
         atomic_write(sweep.out / RECORD_FILE, json_text(record))
-    say(f"nnspec sweep: {len(runs)} runs of {sweep.spec.name} ({len(invalid)} invalid) in {sweep.out}, {sweep.jobs} at a time")
+    say(
+        f"nnspec sweep: {len(runs)} runs of {sweep.spec.name} ({len(invalid)} invalid) in {sweep.out}, {sweep.jobs} at a time"
+    )
     results, signal_code = SweepRunner(sweep, say).run(runs, invalid)
     frame = write_results(sweep, results)
     print_tables([results_table(sweep, frame)])
     print(f"results: {sweep.out / RESULTS_CSV}, {sweep.out / RESULTS_MD}, {sweep.out / PLOT_FILE}")
     if signal_code:
-        print(f"nnspec sweep: stopped; the interrupted runs saved their state. Continue with: {sweep.command()}", file=sys.stderr)
+        print(
+            f"nnspec sweep: stopped; the interrupted runs saved their state. Continue with: {sweep.command()}",
+            file=sys.stderr,
+        )
         return signal_code
     unfinished = [r for r in results if r.status != "complete"]
     if unfinished:
-        print(f"nnspec sweep: {len(unfinished)} of {len(results)} runs did not complete ({', '.join(sorted({r.status for r in unfinished}))}); see the status and error columns", file=sys.stderr)
+        print(
+            f"nnspec sweep: {len(unfinished)} of {len(results)} runs did not complete ({', '.join(sorted({r.status for r in unfinished}))}); see the status and error columns",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -75,7 +75,12 @@ class CompareResult:
     def to_frame(self) -> pd.DataFrame:
         """All parity and timing rows in one long table, with a ``section`` column (what ``compare.csv`` holds)."""
         parts = []
-        for section, df in (("forward", self.forward), ("gradients", self.gradients), ("trajectory", self.trajectory), ("timing", self.timing)):
+        for section, df in (
+            ("forward", self.forward),
+            ("gradients", self.gradients),
+            ("trajectory", self.trajectory),
+            ("timing", self.timing),
+        ):
             if len(df):
                 parts.append(df.assign(section=section))
         if not parts:
@@ -85,7 +90,9 @@ class CompareResult:
         return frame[front + [c for c in frame.columns if c not in front]]
 
 
-def _compile(name: str, graph: Graph, weights: Mapping[str, np.ndarray], device: str, dtype: str) -> tuple["CompiledModel", float]:
+def _compile(
+    name: str, graph: Graph, weights: Mapping[str, np.ndarray], device: str, dtype: str
+) -> tuple["CompiledModel", float]:
     from ..backends import get_backend
 
     backend = get_backend(name)
@@ -123,7 +130,7 @@ def compare(
 
     models = dict(models or {})
     names = [canonical_name(b) for b in (backends if backends is not None else (list(models) or available_backends()))]
-    from ..runtime.precision import policy_for
+    from ..semantics.precision import policy_for
 
     tol = tolerance if isinstance(tolerance, Tolerances) else tolerances_for(policy_for(graph, dtype).name, tolerance)
     data = data if data is not None else load_data(graph)
@@ -141,7 +148,15 @@ def compare(
     timings: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     for name in names:
-        row: dict[str, Any] = {"backend": name, "status": AGREE, "first_forward": None, "first_gradient": None, "first_step": None, "argmax_agreement": np.nan, "message": ""}
+        row: dict[str, Any] = {
+            "backend": name,
+            "status": AGREE,
+            "first_forward": None,
+            "first_gradient": None,
+            "first_step": None,
+            "argmax_agreement": np.nan,
+            "message": "",
+        }
         summary.append(row)
         try:
             if name in models:
@@ -172,11 +187,19 @@ def compare(
                         "backend": name,
                         "device": model.device,
                         "compile_s": compile_s,
-                        **time_model(model, data, batch=min(graph.train.batch_size, data.size), repeats=repeats, epoch_examples=epoch_examples),
+                        **time_model(
+                            model,
+                            data,
+                            batch=min(graph.train.batch_size, data.size),
+                            repeats=repeats,
+                            epoch_examples=epoch_examples,
+                        ),
                     }
                 )
             except Exception as exc:
-                row["message"] = (row["message"] + "; " if row["message"] else "") + f"timing: {type(exc).__name__}: {exc}".splitlines()[0]
+                row["message"] = (
+                    row["message"] + "; " if row["message"] else ""
+                ) + f"timing: {type(exc).__name__}: {exc}".splitlines()[0]
     for part, frames in tables.items():
         if frames:
             df = pd.concat(frames, ignore_index=True)
@@ -188,7 +211,11 @@ def compare(
 
 def _summarise(row: dict[str, Any], tables: Mapping[str, list[pd.DataFrame]], name: str) -> None:
     """Fill the first-over-tolerance columns of an engine's summary row."""
-    for part, column, key in (("forward", "layer", "first_forward"), ("gradients", "item", "first_gradient"), ("trajectory", "step", "first_step")):
+    for part, column, key in (
+        ("forward", "layer", "first_forward"),
+        ("gradients", "item", "first_gradient"),
+        ("trajectory", "step", "first_step"),
+    ):
         frames = [df for df in tables[part] if len(df) and df["backend"].iloc[0] == name]
         if not frames:
             continue

@@ -44,16 +44,34 @@ def declared_capabilities(names: list[str] | None = None) -> dict[str, Capabilit
 
 def _rows(name: str, caps: Capabilities | None) -> dict[tuple[str, str], tuple[bool | None, str]]:
     """``{(kind, item): (supported, reason)}`` for one backend."""
-    kinds = (("layer", LAYER_TYPES), ("activation", ACTIVATIONS), ("optimizer", OPTIMIZERS), ("dtype", DTYPES), ("precision", PRECISIONS), ("device", DEVICES))
+    kinds = (
+        ("layer", LAYER_TYPES),
+        ("activation", ACTIVATIONS),
+        ("optimizer", OPTIMIZERS),
+        ("dtype", DTYPES),
+        ("precision", PRECISIONS),
+        ("device", DEVICES),
+    )
     table: dict[tuple[str, str], tuple[bool | None, str]] = {}
     for kind, items in kinds:
         for item in items:
             if caps is None:
                 table[(kind, item)] = (None, "")
                 continue
-            have = {"layer": caps.layers, "activation": caps.activations, "optimizer": caps.optimizers, "dtype": caps.dtypes, "precision": caps.precisions, "device": caps.devices}[kind]
+            have = {
+                "layer": caps.layers,
+                "activation": caps.activations,
+                "optimizer": caps.optimizers,
+                "dtype": caps.dtypes,
+                "precision": caps.precisions,
+                "device": caps.devices,
+            }[kind]
             table[(kind, item)] = (item in have, str(caps.gaps.get(item, "")))
-    table[TRAINING_ROW] = (None, "") if caps is None else (caps.data_parallel, "" if caps.data_parallel else str(caps.gaps.get("data_parallel") or NO_DATA_PARALLEL))
+    table[TRAINING_ROW] = (
+        (None, "")
+        if caps is None
+        else (caps.data_parallel, "" if caps.data_parallel else str(caps.gaps.get("data_parallel") or NO_DATA_PARALLEL))
+    )
     return table
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from ..compiler.ir import INPUT, Graph
 from ..reference.backward import loss_and_gradients
 from ..reference.train import Trajectory, reference_trajectory
-from ..runtime.precision import training_slots
+from ..semantics.precision import training_slots
 from .tolerances import Tolerances, errors, weights_distance
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ def has_dropout(graph: Graph) -> bool:
     return any(n.op == "dropout" and float(n.attrs["rate"]) > 0 for n in graph.nodes)
 
 
-def compute_reference(graph: Graph, weights: Mapping[str, np.ndarray], batches: Sequence[Batch], *, trajectory: bool = True) -> Reference:
+def compute_reference(
+    graph: Graph, weights: Mapping[str, np.ndarray], batches: Sequence[Batch], *, trajectory: bool = True
+) -> Reference:
     """Reference forward (inference, and training at step 0 when there is dropout or batch statistics), loss and gradients on
     ``batches[0]``, and the trajectory over all of ``batches``. Inputs and weights are used exactly as given
     (already rounded to the engines' dtype), in float64."""
@@ -56,9 +58,15 @@ def compute_reference(graph: Graph, weights: Mapping[str, np.ndarray], batches: 
     x64 = np.asarray(x, dtype=np.float64)
     outputs = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=False, step=0)]
     training_differs = has_dropout(graph) or graph.has_state
-    training = [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=True, step=0)] if training_differs else None
+    training = (
+        [np.asarray(o) for o in layer_outputs(graph, w64, x64, training=True, step=0)] if training_differs else None
+    )
     loss, grads = loss_and_gradients(graph, w64, x64, y, step=0)
-    traj = reference_trajectory(graph, w64, [(np.asarray(bx, dtype=np.float64), by) for bx, by in batches]) if trajectory else None
+    traj = (
+        reference_trajectory(graph, w64, [(np.asarray(bx, dtype=np.float64), by) for bx, by in batches])
+        if trajectory
+        else None
+    )
     return Reference(w64, x64, np.asarray(y), outputs, training, loss, grads, list(batches), traj)
 
 
@@ -78,7 +86,14 @@ def compare_forward(graph: Graph, model: "CompiledModel", ref: Reference, tol: T
         got = model.layer_outputs(x, training=training, step=0)
         for node, a, r in zip(graph.nodes, got, expected):
             max_abs, max_rel = errors(a, r)
-            row = {"mode": mode, "index": node.index, "layer": node.name, "op": node.op, "max_abs": max_abs, "max_rel": max_rel}
+            row = {
+                "mode": mode,
+                "index": node.index,
+                "layer": node.name,
+                "op": node.op,
+                "max_abs": max_abs,
+                "max_rel": max_rel,
+            }
             if node is graph.output_node:
                 row["argmax_agreement"] = argmax_agreement(np.asarray(a), r)
             rows.append(row)
@@ -98,7 +113,13 @@ def compare_gradients(graph: Graph, model: "CompiledModel", ref: Reference, tol:
     Columns: ``item`` (``loss`` or a weight key), ``layer``, ``max_abs``, ``max_rel``, ``tolerance``, ``ok``.
     """
     loss, grads = model.loss_and_gradients(ref.x.astype(model.dtype), ref.y, step=0)
-    rows = [{"item": "loss", "layer": "", **dict(zip(("max_abs", "max_rel"), errors(np.asarray(loss), np.asarray(ref.loss))))}]
+    rows = [
+        {
+            "item": "loss",
+            "layer": "",
+            **dict(zip(("max_abs", "max_rel"), errors(np.asarray(loss), np.asarray(ref.loss)))),
+        }
+    ]
     for key, node, _ in graph.param_specs():
         got = grads.get(key)
         max_abs, max_rel = errors(got, ref.gradients[key]) if got is not None else (float("inf"), float("inf"))
@@ -110,7 +131,9 @@ def compare_gradients(graph: Graph, model: "CompiledModel", ref: Reference, tol:
 KINK_FACTOR = 100.0
 
 
-def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: Sequence[Any], x: np.ndarray, threshold: float) -> tuple[list[str], bool]:
+def kink_flips(
+    graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: Sequence[Any], x: np.ndarray, threshold: float
+) -> tuple[list[str], bool]:
     """Where an engine's forward pass took the other side of a kink than the reference's: a ReLU unit
     active in one and not in the other, or a max-pooling window whose (first) maximum is elsewhere.
 
@@ -138,7 +161,9 @@ def kink_flips(graph: Graph, engine_outputs: Sequence[np.ndarray], ref_records: 
                 worst = float(np.abs(z[flipped]).max() / max(np.abs(z).max(), 1e-300))
                 ok = worst <= threshold
                 explained &= ok
-                found.append(f"{node.name} {int(flipped.sum())} ReLU flip(s) at {worst:.0e}{'' if ok else ', NOT rounding'}")
+                found.append(
+                    f"{node.name} {int(flipped.sum())} ReLU flip(s) at {worst:.0e}{'' if ok else ', NOT rounding'}"
+                )
         elif node.op == "max_pool2d":
             win_r = node_windows(node, rec.input, fill=-np.inf)
             win_r = win_r.reshape(win_r.shape[:3] + (-1, win_r.shape[-1]))
@@ -176,7 +201,9 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
     start = {k: v.astype(model.dtype) for k, v in ref.weights.items()}
     model.set_weights(start)
     if hasattr(model, "set_optimizer_state"):  # optional hook: restart from fresh optimiser slots
-        model.set_optimizer_state(training_slots(graph, {k: start[k] for k, _, _ in graph.param_specs()}, model.precision))
+        model.set_optimizer_state(
+            training_slots(graph, {k: start[k] for k, _, _ in graph.param_specs()}, model.precision)
+        )
     model.step = 0
     rows: list[dict[str, Any]] = []
     tolerance = tol.trajectory
@@ -195,7 +222,11 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
         got = model.get_weights()
         w_abs, w_rel = weights_distance(got, ref_w)
         state_keys = [key for key, _, _ in graph.state_specs()]
-        state_rel = weights_distance({k: got[k] for k in state_keys}, {k: ref_w[k] for k in state_keys})[1] if state_keys else float("nan")
+        state_rel = (
+            weights_distance({k: got[k] for k in state_keys}, {k: ref_w[k] for k in state_keys})[1]
+            if state_keys
+            else float("nan")
+        )
         rows.append(
             {
                 "step": k,

@@ -77,7 +77,13 @@ def trajectory_table(result: "CompareResult") -> pd.DataFrame:
             out[f"{b} running stats"] = [_cell(v, v <= t) for v, t in zip(part["state_rel"], part["tolerance"])]
     flips = df[df["kink_flip"].fillna("").astype(bool)] if "kink_flip" in df else df.iloc[:0]
     if len(flips):
-        out["kink flips"] = ["; ".join(f"{b}: {f}" for b, f in zip(flips[flips["step"] == s]["backend"], flips[flips["step"] == s]["kink_flip"])) for s in out["step"]]
+        out["kink flips"] = [
+            "; ".join(
+                f"{b}: {f}"
+                for b, f in zip(flips[flips["step"] == s]["backend"], flips[flips["step"] == s]["kink_flip"])
+            )
+            for s in out["step"]
+        ]
     return out
 
 
@@ -123,8 +129,14 @@ def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
     """The report's titled tables, in order."""
     t = result.tolerances
     parts = [
-        (f"Forward per layer, inference (max relative error vs NumPy float64; tolerance {t.forward:g})", forward_table(result, "inference")),
-        (f"Forward per layer, training: dropout masks of step 0 (tolerance {t.forward:g})", forward_table(result, "training")),
+        (
+            f"Forward per layer, inference (max relative error vs NumPy float64; tolerance {t.forward:g})",
+            forward_table(result, "inference"),
+        ),
+        (
+            f"Forward per layer, training: dropout masks of step 0 (tolerance {t.forward:g})",
+            forward_table(result, "training"),
+        ),
         (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
         (
             f"Training trajectory, {result.steps} steps: relative error of the loss, the weights and the running statistics (tolerance {t.trajectory:g}; "

@@ -28,7 +28,9 @@ def _timed(fn: Any, *args: Any) -> float:
     return time.perf_counter() - start
 
 
-def time_model(model: "CompiledModel", data: "ComparisonData", *, batch: int, repeats: int = 3, epoch_examples: int = 1024) -> dict[str, float]:
+def time_model(
+    model: "CompiledModel", data: "ComparisonData", *, batch: int, repeats: int = 3, epoch_examples: int = 1024
+) -> dict[str, float]:
     """Step and epoch timings of ``model`` on ``data`` (see the module docstring). Trains the model."""
     repeats = max(1, int(repeats))
     n = min(data.size, max(int(epoch_examples), batch))

@@ -55,7 +55,12 @@ def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, .
         _stop(report, "extends must be the path of a base spec (a string)", value, "write extends: base.yaml")
     shown = shorten(value.text)
     if "\0" in value.text:
-        _stop(report, f"extends: the path {shown!r} contains a NUL byte", value, "write the path of a base spec without control characters")
+        _stop(
+            report,
+            f"extends: the path {shown!r} contains a NUL byte",
+            value,
+            "write the path of a base spec without control characters",
+        )
     if not value.text.strip():
         _stop(report, "extends: the path is empty", value, "write extends: base.yaml")
     path = os.path.normpath(os.path.join(base_dir, value.text))
@@ -64,11 +69,21 @@ def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, .
     except (OSError, ValueError) as exc:
         _stop(report, f"extends: cannot resolve {shown!r}: {getattr(exc, 'strerror', None) or exc}", value)
     if real in chain:
-        _stop(report, f"extends forms a cycle: {shown!r} is already being loaded", value, "remove the extends line from one of the files")
+        _stop(
+            report,
+            f"extends forms a cycle: {shown!r} is already being loaded",
+            value,
+            "remove the extends line from one of the files",
+        )
     if len(chain) >= MAX_EXTENDS:
         _stop(report, f"extends chain is longer than {MAX_EXTENDS} files", value, "flatten the chain")
     if not os.path.lexists(path):
-        _stop(report, f"extends: base spec {shown!r} not found (looked for {shorten(path, 200)})", value, "paths in extends are relative to the extending file")
+        _stop(
+            report,
+            f"extends: base spec {shown!r} not found (looked for {shorten(path, 200)})",
+            value,
+            "paths in extends are relative to the extending file",
+        )
     try:
         base = parse(read_text(path), path)
     except SpecError as exc:
@@ -97,7 +112,9 @@ def merge(base: YMap, child: YMap) -> YMap:
     return YMap(items, child.file, child.line, child.column)
 
 
-def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, report: Report) -> list[tuple[str, str, YNode]]:
+def normalize_overrides(
+    overrides: Mapping[str, Any] | Sequence[str] | None, report: Report
+) -> list[tuple[str, str, YNode]]:
     """``[(label, dotted path, value node)]`` from a dict or from ``key=value`` strings.
 
     An override that cannot be used (no ``=``, a value that is not valid YAML, a Python value too deep,
@@ -121,7 +138,14 @@ def normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None, rep
     for item in [overrides] if isinstance(overrides, str) else overrides:
         label = _label(item if isinstance(item, str) else _show(item))
         if not isinstance(item, str) or "=" not in item:
-            report.diagnostics.append(_plain(label, "E0111", f"override {shorten(item if isinstance(item, str) else _show(item))!r} must look like key=value", "write e.g. --set train.epochs=3"))
+            report.diagnostics.append(
+                _plain(
+                    label,
+                    "E0111",
+                    f"override {shorten(item if isinstance(item, str) else _show(item))!r} must look like key=value",
+                    "write e.g. --set train.epochs=3",
+                )
+            )
             continue
         key, text = item.split("=", 1)
         node = _parse_value(text, label, report)
@@ -141,7 +165,9 @@ def _parse_value(text: str, label: str, report: Report) -> YNode | None:
         value = parse(text, label)
     except SpecError as exc:
         first = exc.diagnostics[0]
-        report.diagnostics.append(_plain(label, "E0111", f"override value {shorten(text)!r} is not valid YAML: {first.message}", first.hint))
+        report.diagnostics.append(
+            _plain(label, "E0111", f"override value {shorten(text)!r} is not valid YAML: {first.message}", first.hint)
+        )
         return None
     return _strip_positions(value, label) if value is not None else YScalar("", True, label, None, None)
 
@@ -196,7 +222,10 @@ def _from_python(value: Any, label: str, depth: int, budget: list[int]) -> YNode
         items: dict[str, tuple[YScalar, YNode]] = {}
         for k, v in value.items():
             key = k if isinstance(k, str) else _show(k)
-            items[_text(key)] = (YScalar(_text(key), True, label, None, None), _from_python(v, label, depth + 1, budget))
+            items[_text(key)] = (
+                YScalar(_text(key), True, label, None, None),
+                _from_python(v, label, depth + 1, budget),
+            )
         return YMap(items, label, None, None)
     if isinstance(value, (list, tuple)):
         return YSeq([_from_python(v, label, depth + 1, budget) for v in value], label, None, None)
@@ -206,7 +235,10 @@ def _from_python(value: Any, label: str, depth: int, budget: list[int]) -> YNode
 def _text(text: str) -> str:
     """``text`` if it is valid Unicode (no lone surrogates, no NUL byte); raises Invalid otherwise."""
     if _BAD_TEXT.search(text):
-        raise Invalid(f"{shorten(ascii(text))} holds a NUL byte or a lone surrogate (an undecodable byte)", "give valid UTF-8 text")
+        raise Invalid(
+            f"{shorten(ascii(text))} holds a NUL byte or a lone surrogate (an undecodable byte)",
+            "give valid UTF-8 text",
+        )
     return text
 
 
@@ -215,23 +247,47 @@ def _strip_positions(node: YNode, label: str) -> YNode:
         return YScalar(node.text, node.plain, label, None, None)
     if isinstance(node, YSeq):
         return YSeq([_strip_positions(i, label) for i in node.items], label, None, None)
-    return YMap({k: (_strip_positions(kn, label), _strip_positions(v, label)) for k, (kn, v) in node.items.items()}, label, None, None)  # type: ignore[misc]
+    return YMap(
+        {k: (_strip_positions(kn, label), _strip_positions(v, label)) for k, (kn, v) in node.items.items()},
+        label,
+        None,
+        None,
+    )  # type: ignore[misc]
 
 
 def apply_overrides(root: YMap, overrides: Mapping[str, Any] | Sequence[str] | None, report: Report) -> YMap:
     """Set each override's value at its dotted path in ``root`` (in place); bad paths are reported."""
     for label, path, value in normalize_overrides(overrides, report):
         if len(path) > MAX_PATH_CHARS:
-            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is longer than {MAX_PATH_CHARS} characters", "write e.g. train.epochs or layers.0.dense.units"))
+            report.diagnostics.append(
+                _plain(
+                    label,
+                    "E0111",
+                    f"override path {shorten(path)!r} is longer than {MAX_PATH_CHARS} characters",
+                    "write e.g. train.epochs or layers.0.dense.units",
+                )
+            )
             continue
         if not _PATH.match(path):
-            report.diagnostics.append(_plain(label, "E0111", f"override path {shorten(path)!r} is not a dotted path", "write e.g. train.epochs or layers.0.dense.units"))
+            report.diagnostics.append(
+                _plain(
+                    label,
+                    "E0111",
+                    f"override path {shorten(path)!r} is not a dotted path",
+                    "write e.g. train.epochs or layers.0.dense.units",
+                )
+            )
             continue
         segments: list[Any] = [m.group(1) if m.group(1) is not None else m.group(2) for m in _SEGMENT.finditer(path)]
         segments = [int(s) if _INDEX.match(s) else s for s in segments]
         if len(segments) > MAX_DEPTH:
             report.diagnostics.append(
-                _plain(label, "E0111", f"override path {shorten(path)!r} is more than {MAX_DEPTH} levels deep", "a setting is a few keys deep, e.g. train.optimizer.adam.learning_rate")
+                _plain(
+                    label,
+                    "E0111",
+                    f"override path {shorten(path)!r} is more than {MAX_DEPTH} levels deep",
+                    "a setting is a few keys deep, e.g. train.optimizer.adam.learning_rate",
+                )
             )
             continue
         _set(root, segments, value, label, shorten(path), report)
@@ -260,7 +316,14 @@ def _set(root: YMap, segments: list[Any], value: YNode, label: str, path: str, r
             node = node.items[segment]
             continue
         if not isinstance(node, YMap):
-            report.diagnostics.append(_plain(label, "E0111", f"override path {path!r}: {where} is a single value, not a mapping", "set the value itself instead"))
+            report.diagnostics.append(
+                _plain(
+                    label,
+                    "E0111",
+                    f"override path {path!r}: {where} is a single value, not a mapping",
+                    "set the value itself instead",
+                )
+            )
             return
         key = str(segment)
         entry = node.items.get(key)

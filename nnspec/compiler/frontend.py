@@ -74,7 +74,9 @@ def diagnose_text(text: str, filename: str = "<spec>", overrides: Overrides = No
     return analyse_text(text, filename, overrides)[1]
 
 
-def analyse_text(text: str, filename: str = "<spec>", overrides: Overrides = None, base_dir: str | None = None) -> tuple[Graph | None, list[Diagnostic]]:
+def analyse_text(
+    text: str, filename: str = "<spec>", overrides: Overrides = None, base_dir: str | None = None
+) -> tuple[Graph | None, list[Diagnostic]]:
     """Check spec ``text`` without raising: the graph (None when there is an error) and every diagnostic, sorted."""
     report = Report(filename)
     try:
@@ -83,10 +85,17 @@ def analyse_text(text: str, filename: str = "<spec>", overrides: Overrides = Non
             report.add("E0108", "spec is empty", None, "start with `nnspec: 1`, then input, layers, train and data")
             report.raise_if_any()
         if not isinstance(root, YMap):
-            report.add("E0108", f"a spec is a mapping of sections (nnspec, name, input, layers, train, data); got {describe(root)}", root, "start with `nnspec: 1`")
+            report.add(
+                "E0108",
+                f"a spec is a mapping of sections (nnspec, name, input, layers, train, data); got {describe(root)}",
+                root,
+                "start with `nnspec: 1`",
+            )
             report.raise_if_any()
         assert isinstance(root, YMap)
-        root = apply_extends(root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ())
+        root = apply_extends(
+            root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ()
+        )
         root = apply_overrides(root, overrides, report)
         graph = build_graph(root, report, filename)
     except SpecError as exc:
@@ -119,11 +128,18 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     Returns None when there is an error. Layers whose output reaches nothing are left out of the graph
     (``wire`` warns about them); ``Node.index`` keeps each layer's position in the spec.
     """
-    top = read_section(root, TOP_FIELDS, report, where="spec", sep=".", codes=("E0601", "E0608", "E0602"), section="top")
+    top = read_section(
+        root, TOP_FIELDS, report, where="spec", sep=".", codes=("E0601", "E0608", "E0602"), section="top"
+    )
     version = top.get("nnspec")
     if isinstance(version, str) and version not in LANGUAGE_VERSIONS:
         known = " and ".join(LANGUAGE_VERSIONS)
-        report.add("E0603", f"unsupported spec language version {shorten(version)}; this nnspec reads versions {known}", root.get("nnspec"), f"write nnspec: {LANGUAGE_VERSIONS[-1]}")
+        report.add(
+            "E0603",
+            f"unsupported spec language version {shorten(version)}; this nnspec reads versions {known}",
+            root.get("nnspec"),
+            f"write nnspec: {LANGUAGE_VERSIONS[-1]}",
+        )
     name = top.get("name")
     if not isinstance(name, str):
         name = _name_from_file(source)
@@ -139,18 +155,34 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
         input_shape = None
     drafts = resolve_layers(top["layers"], report) if "layers" in top else []
     output = top.get("output")
-    wiring = wire(drafts, output if isinstance(output, str) else None, root.get("output"), report, find_unused=output is None or isinstance(output, str))
+    wiring = wire(
+        drafts,
+        output if isinstance(output, str) else None,
+        root.get("output"),
+        report,
+        find_unused=output is None or isinstance(output, str),
+    )
     train = resolve_train(top.get("train"), report)
     data = resolve_data(top.get("data"), report)
     dtype = _settle_precision(root, train, dtype, report)
     if isinstance(data.path, str) and "\0" in data.path:
-        report.add("E0502", f"data.path {shorten(data.path)!r} contains a NUL byte", _at(root, "data", "path"), "write the path of a file or directory, without control characters")
+        report.add(
+            "E0502",
+            f"data.path {shorten(data.path)!r} contains a NUL byte",
+            _at(root, "data", "path"),
+            "write the path of a file or directory, without control characters",
+        )
     nodes = infer_nodes(drafts, wiring, input_shape, report)
     out = next((n for n in nodes or () if n.name == wiring.output), None)
     if out is not None:
         _check_head(out, drafts[out.index], train, report)
     chosen = _at(root, "data", "dataset")
-    if input_shape is not None and data.dataset in KNOWN_DATASETS and isinstance(chosen, YScalar) and chosen.text == data.dataset:
+    if (
+        input_shape is not None
+        and data.dataset in KNOWN_DATASETS
+        and isinstance(chosen, YScalar)
+        and chosen.text == data.dataset
+    ):
         _check_dataset(input_shape, out, data.dataset, root, report)
     if report or nodes is None or input_shape is None:
         return None
@@ -183,10 +215,20 @@ def _settle_precision(root: YMap, train: TrainConfig, dtype: str, report: Report
     where = _at(root, "train", "precision")
     if train.precision == "float64":
         if stated is not None and dtype != "float64":
-            report.add("E0402", f"train.precision float64 contradicts input.dtype {dtype}", where, "remove input.dtype (precision float64 sets it), or choose another precision")
+            report.add(
+                "E0402",
+                f"train.precision float64 contradicts input.dtype {dtype}",
+                where,
+                "remove input.dtype (precision float64 sets it), or choose another precision",
+            )
         return "float64"
     if dtype == "float64" and train.precision != "float32":
-        report.add("E0402", f"train.precision {train.precision} keeps weights in float32 and contradicts input.dtype float64", where, "remove input.dtype, or write precision: float64")
+        report.add(
+            "E0402",
+            f"train.precision {train.precision} keeps weights in float32 and contradicts input.dtype float64",
+            where,
+            "remove input.dtype, or write precision: float64",
+        )
     return dtype
 
 
@@ -196,7 +238,9 @@ def _name_from_file(source: str) -> str:
     return cleaned if re.match(r"^[A-Za-z_]", cleaned or "") else f"model_{cleaned}".rstrip("_")
 
 
-def infer_nodes(drafts: list[LayerDraft], wiring: Wiring, input_shape: Shape | None, report: Report) -> list[Node] | None:
+def infer_nodes(
+    drafts: list[LayerDraft], wiring: Wiring, input_shape: Shape | None, report: Report
+) -> list[Node] | None:
     """Shape-infer every layer in declaration order (used or not).
 
     A layer that fails, or whose wiring is wrong, makes its output unknown; layers that read an unknown
@@ -242,19 +286,34 @@ def _check_head(out: Node, draft: LayerDraft, train: TrainConfig, report: Report
             "end the model with `- flatten` and `- dense: {units: <classes>}`",
         )
     elif train.loss == "cross_entropy" and out.output_shape[0] < 2:
-        report.add("E0304", f"{draft.label}: loss cross_entropy needs at least 2 output units (classes); got {out.output_shape[0]}", draft.node, "use one unit per class")
+        report.add(
+            "E0304",
+            f"{draft.label}: loss cross_entropy needs at least 2 output units (classes); got {out.output_shape[0]}",
+            draft.node,
+            "use one unit per class",
+        )
 
 
 def _check_dataset(input_shape: Shape, out: Node | None, dataset: str, root: YMap, report: Report) -> None:
     expected, classes = KNOWN_DATASETS[dataset]
     if tuple(input_shape) != expected:
         node = _at(root, "input", "shape")
-        report.add("E0505", f"input.shape {list(input_shape)} does not match dataset {dataset}, whose examples are {list(expected)}", node, f"write input: {{shape: {list(expected)}}}")
+        report.add(
+            "E0505",
+            f"input.shape {list(input_shape)} does not match dataset {dataset}, whose examples are {list(expected)}",
+            node,
+            f"write input: {{shape: {list(expected)}}}",
+        )
     elif out is not None and len(out.output_shape) == 1 and out.output_shape[0] < classes:
         node = _at(root, "layers")
         if isinstance(node, YSeq) and len(node.items) > out.index:
             node = node.items[out.index]
-        report.add("E0505", f"dataset {dataset} has {classes} classes but the model outputs {out.output_shape[0]} scores", node, f"make the last dense layer units: {classes}")
+        report.add(
+            "E0505",
+            f"dataset {dataset} has {classes} classes but the model outputs {out.output_shape[0]} scores",
+            node,
+            f"make the last dense layer units: {classes}",
+        )
 
 
 def _at(root: YMap, *keys: str) -> YNode | None:

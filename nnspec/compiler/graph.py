@@ -42,7 +42,9 @@ class Wiring:
     used: frozenset[str]
 
 
-def wire(drafts: list[LayerDraft], output: str | None, output_node: YNode | None, report: Report, *, find_unused: bool = True) -> Wiring:
+def wire(
+    drafts: list[LayerDraft], output: str | None, output_node: YNode | None, report: Report, *, find_unused: bool = True
+) -> Wiring:
     """Resolve every layer's inputs and the output, report wiring mistakes, and warn about unused layers.
 
     ``output`` is the name given by ``output:`` (None when absent), ``output_node`` where it is written.
@@ -76,7 +78,9 @@ def wire(drafts: list[LayerDraft], output: str | None, output_node: YNode | None
     return Wiring(inputs, chosen, output is not None, used)
 
 
-def _layer_inputs(draft: LayerDraft, drafts: list[LayerDraft], first_index: dict[str, int], report: Report) -> tuple[str, ...] | None:
+def _layer_inputs(
+    draft: LayerDraft, drafts: list[LayerDraft], first_index: dict[str, int], report: Report
+) -> tuple[str, ...] | None:
     """The names ``draft`` reads, or None (after reporting) when its wiring is wrong."""
     if draft.inputs is None:
         names: tuple[str, ...] = (drafts[draft.index - 1].name,) if draft.index else (INPUT,)
@@ -131,12 +135,22 @@ def _check_count(draft: LayerDraft, names: tuple[str, ...], report: Report) -> b
         if len(names) >= 2:
             return True
         got = "none" if not names else f"1 ({listed}{', the layer before it' if draft.inputs is None else ''})"
-        report.add("E0703", f"{draft.label} merges two or more inputs; got {got}", where, f"list the layers to merge: `- {draft.op}: {{inputs: [a, b]}}`")
+        report.add(
+            "E0703",
+            f"{draft.label} merges two or more inputs; got {got}",
+            where,
+            f"list the layers to merge: `- {draft.op}: {{inputs: [a, b]}}`",
+        )
         return False
     if len(names) == 1:
         return True
     if not names:
-        report.add("E0704", f"{draft.label} reads exactly one input; got none", where, "name one input, or leave inputs out to read the layer before it")
+        report.add(
+            "E0704",
+            f"{draft.label} reads exactly one input; got none",
+            where,
+            "name one input, or leave inputs out to read the layer before it",
+        )
     else:
         report.add(
             "E0704",
@@ -147,14 +161,21 @@ def _check_count(draft: LayerDraft, names: tuple[str, ...], report: Report) -> b
     return False
 
 
-def _output(drafts: list[LayerDraft], output: str | None, node: YNode | None, first_index: dict[str, int], report: Report) -> str | None:
+def _output(
+    drafts: list[LayerDraft], output: str | None, node: YNode | None, first_index: dict[str, int], report: Report
+) -> str | None:
     """The output layer's name: the one ``output:`` names, else the last layer."""
     if output is None:
         return drafts[-1].name if drafts else None
     if output in first_index:
         return output
     last = f" (default: the last layer, {drafts[-1].name!r})" if drafts else ""
-    report.add("E0705", f"output {shorten(output)!r} names no layer{did_you_mean(output, first_index)}", node, f"output names one of the layers{last}")
+    report.add(
+        "E0705",
+        f"output {shorten(output)!r} names no layer{did_you_mean(output, first_index)}",
+        node,
+        f"output names one of the layers{last}",
+    )
     return None
 
 

@@ -164,7 +164,7 @@ class ScheduleConfig:
 MONITORS: tuple[str, ...] = ("val_loss", "val_accuracy", "loss", "accuracy")
 #: ``train.on_divergence``: stop at the first non-finite loss (weights kept from the step before), or train on.
 DIVERGENCE_ACTIONS: tuple[str, ...] = ("stop", "continue")
-#: ``train.precision``: how arithmetic is done (see :mod:`nnspec.runtime.precision`); float32 is the parity setting.
+#: ``train.precision``: how arithmetic is done (see :mod:`nnspec.semantics.precision`); float32 is the parity setting.
 PRECISIONS: tuple[str, ...] = ("float32", "tf32", "mixed_bfloat16", "mixed_float16", "float64")
 
 
@@ -204,7 +204,11 @@ class TrainConfig:
     """The ``train`` section, resolved."""
 
     loss: str = "cross_entropy"
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig("adam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}))
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(
+            "adam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+        )
+    )
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     weight_decay: float = 0.0
     batch_size: int = 32

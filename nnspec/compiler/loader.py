@@ -49,7 +49,9 @@ _SPECIAL_FLOAT = re.compile(r"^([-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$")
 #: Plain words that YAML 1.1 reads as booleans but YAML 1.2 as strings.
 _YAML11_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 #: Plain numbers that YAML 1.1 reads unlike a reader expects: octal, hex, binary, underscores, base 60.
-_YAML11_NUMBER = re.compile(r"^[-+]?(0[0-9_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9][0-9_]*_[0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?)$")
+_YAML11_NUMBER = re.compile(
+    r"^[-+]?(0[0-9_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9][0-9_]*_[0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?)$"
+)
 
 
 @dataclass
@@ -207,9 +209,18 @@ def _require_regular(shown: str, mode: int) -> None:
         return
     if stat_module.S_ISDIR(mode):
         raise _unreadable(shown, "it is a directory", "give the path of a .yaml file")
-    kinds = ((stat_module.S_ISFIFO, "a FIFO (named pipe)"), (stat_module.S_ISSOCK, "a socket"), (stat_module.S_ISCHR, "a device"), (stat_module.S_ISBLK, "a device"))
+    kinds = (
+        (stat_module.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat_module.S_ISSOCK, "a socket"),
+        (stat_module.S_ISCHR, "a device"),
+        (stat_module.S_ISBLK, "a device"),
+    )
     kind = next((name for test, name in kinds if test(mode)), "something else")
-    raise _unreadable(shown, f"it is {kind}, not a regular file", "give the path of a .yaml file; to check text from a pipe, save it to a file first")
+    raise _unreadable(
+        shown,
+        f"it is {kind}, not a regular file",
+        "give the path of a .yaml file; to check text from a pipe, save it to a file first",
+    )
 
 
 def decode(data: bytes, filename: str | None = None) -> str:
@@ -226,7 +237,16 @@ def decode(data: bytes, filename: str | None = None) -> str:
 
 
 def _too_big(shown: str, size: int) -> SpecError:
-    return SpecError([Diagnostic("E0102", f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", shown, hint="a spec describes a model, not data: keep arrays in a data file")])
+    return SpecError(
+        [
+            Diagnostic(
+                "E0102",
+                f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}",
+                shown,
+                hint="a spec describes a model, not data: keep arrays in a data file",
+            )
+        ]
+    )
 
 
 def parse(text: str, filename: str | None = None) -> YMap | YSeq | YScalar | None:
@@ -256,7 +276,14 @@ def _surrogate(text: str, index: int, filename: str | None) -> Diagnostic:
     line = text.count("\n", 0, index) + 1
     column = index - text.rfind("\n", 0, index)
     what = f"invalid byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
-    return Diagnostic("E0101", f"text is not valid UTF-8: {what} at line {line}, column {column}", filename, line, column, hint="write the value as UTF-8 text")
+    return Diagnostic(
+        "E0101",
+        f"text is not valid UTF-8: {what} at line {line}, column {column}",
+        filename,
+        line,
+        column,
+        hint="write the value as UTF-8 text",
+    )
 
 
 def _events(text: str, filename: str | None) -> Iterator[Any]:
@@ -268,9 +295,25 @@ def _events(text: str, filename: str | None) -> Iterator[Any]:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         if "nesting depth" in problem:
-            raise _Abort(Diagnostic("E0106", f"spec is nested more than {MAX_DEPTH} levels deep", filename, *_pos(mark), hint="a spec needs only a few levels; remove the extra nesting")) from None
+            raise _Abort(
+                Diagnostic(
+                    "E0106",
+                    f"spec is nested more than {MAX_DEPTH} levels deep",
+                    filename,
+                    *_pos(mark),
+                    hint="a spec needs only a few levels; remove the extra nesting",
+                )
+            ) from None
         context = f" ({exc.context})" if exc.context else ""
-        raise _Abort(Diagnostic("E0103", f"YAML syntax error: {problem}{context}", filename, *_pos(mark), hint="check indentation, colons and brackets on this line and the one before")) from None
+        raise _Abort(
+            Diagnostic(
+                "E0103",
+                f"YAML syntax error: {problem}{context}",
+                filename,
+                *_pos(mark),
+                hint="check indentation, colons and brackets on this line and the one before",
+            )
+        ) from None
     except yaml.YAMLError as exc:
         raise _Abort(Diagnostic("E0103", f"YAML syntax error: {exc}", filename)) from None
     finally:
@@ -296,7 +339,14 @@ def _compose(events: Iterator[Any], filename: str | None, problems: list[Diagnos
             documents += 1
             if documents > 1:
                 raise _Abort(
-                    Diagnostic("E0108", "a spec holds one YAML document; found a second one", filename, line, column, hint="remove the `---` line and what follows, or split it into its own file")
+                    Diagnostic(
+                        "E0108",
+                        "a spec holds one YAML document; found a second one",
+                        filename,
+                        line,
+                        column,
+                        hint="remove the `---` line and what follows, or split it into its own file",
+                    )
                 )
             continue
         if name in ("StreamStartEvent", "StreamEndEvent", "DocumentEndEvent"):
@@ -304,11 +354,27 @@ def _compose(events: Iterator[Any], filename: str | None, problems: list[Diagnos
         tag = getattr(event, "tag", None)
         if tag is not None:
             raise _Abort(
-                Diagnostic("E0104", f"YAML tags are not allowed in a spec; found {tag!r}", filename, line, column, hint="remove the tag; write the plain value (quote it to make it a string)")
+                Diagnostic(
+                    "E0104",
+                    f"YAML tags are not allowed in a spec; found {tag!r}",
+                    filename,
+                    line,
+                    column,
+                    hint="remove the tag; write the plain value (quote it to make it a string)",
+                )
             )
         if name == "AliasEvent":
             if event.anchor not in anchors:
-                raise _Abort(Diagnostic("E0107", f"alias *{event.anchor} refers to no anchor defined before it", filename, line, column, hint=f"define &{event.anchor} earlier in the file"))
+                raise _Abort(
+                    Diagnostic(
+                        "E0107",
+                        f"alias *{event.anchor} refers to no anchor defined before it",
+                        filename,
+                        line,
+                        column,
+                        hint=f"define &{event.anchor} earlier in the file",
+                    )
+                )
             target, size = anchors[event.anchor]
             _spend(budget, size, filename, line, column)
             node: YNode = _copy(target)
@@ -327,9 +393,20 @@ def _compose(events: Iterator[Any], filename: str | None, problems: list[Diagnos
             continue
         if name in ("MappingStartEvent", "SequenceStartEvent"):
             if len(stack) >= MAX_DEPTH:
-                raise _Abort(Diagnostic("E0106", f"spec is nested more than {MAX_DEPTH} levels deep", filename, line, column, hint="a spec needs only a few levels; remove the extra nesting"))
+                raise _Abort(
+                    Diagnostic(
+                        "E0106",
+                        f"spec is nested more than {MAX_DEPTH} levels deep",
+                        filename,
+                        line,
+                        column,
+                        hint="a spec needs only a few levels; remove the extra nesting",
+                    )
+                )
             _spend(budget, 1, filename, line, column)
-            container: YMap | YSeq = YMap({}, filename, line, column) if name == "MappingStartEvent" else YSeq([], filename, line, column)
+            container: YMap | YSeq = (
+                YMap({}, filename, line, column) if name == "MappingStartEvent" else YSeq([], filename, line, column)
+            )
             stack.append(_Frame(container, event.anchor))
             continue
         if name in ("MappingEndEvent", "SequenceEndEvent"):
@@ -346,7 +423,14 @@ def _spend(budget: list[int], size: int, filename: str | None, line: int | None,
     budget[0] += size
     if budget[0] > MAX_NODES:
         raise _Abort(
-            Diagnostic("E0107", f"spec expands to more than {MAX_NODES:,} YAML nodes (aliases included)", filename, line, column, hint="a spec is small: write it out instead of nesting aliases")
+            Diagnostic(
+                "E0107",
+                f"spec expands to more than {MAX_NODES:,} YAML nodes (aliases included)",
+                filename,
+                line,
+                column,
+                hint="a spec is small: write it out instead of nesting aliases",
+            )
         )
 
 
@@ -361,7 +445,16 @@ def _attach(stack: list[_Frame], node: YNode, size: int, filename: str | None, p
         return
     if frame.pending_key is None:
         if not isinstance(node, YScalar):
-            problems.append(Diagnostic("E0109", "a mapping key must be a plain word, not a list or mapping", filename, node.line, node.column, hint="write `key: value`"))
+            problems.append(
+                Diagnostic(
+                    "E0109",
+                    "a mapping key must be a plain word, not a list or mapping",
+                    filename,
+                    node.line,
+                    node.column,
+                    hint="write `key: value`",
+                )
+            )
             node = YScalar(f"<complex key at {node.line}:{node.column}>", False, filename, node.line, node.column)
         frame.pending_key = node
         return
@@ -370,7 +463,14 @@ def _attach(stack: list[_Frame], node: YNode, size: int, filename: str | None, p
     if key.text in parent.items:
         first = parent.items[key.text][0]
         problems.append(
-            Diagnostic("E0105", f"duplicate key {key.text!r} (first defined at line {first.line})", filename, key.line, key.column, hint="remove one of them; a key may appear once per mapping")
+            Diagnostic(
+                "E0105",
+                f"duplicate key {key.text!r} (first defined at line {first.line})",
+                filename,
+                key.line,
+                key.column,
+                hint="remove one of them; a key may appear once per mapping",
+            )
         )
         return
     parent.items[key.text] = (key, node)

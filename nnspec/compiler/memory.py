@@ -5,7 +5,7 @@ For one batch (``train.batch_size``) in the model's float type, training holds:
 * **weights**: every parameter and state array (``Graph.num_params`` values);
 * **gradients**: one array per trainable parameter;
 * **optimiser slots**: per trainable parameter, as many arrays as the optimiser keeps
-  (:func:`nnspec.runtime.optimizers.slot_names`: adam 2, sgd with momentum 1, rmsprop 1 or 2);
+  (:func:`nnspec.semantics.optimizers.slot_names`: adam 2, sgd with momentum 1, rmsprop 1 or 2);
 * **activations**: every layer's output for the whole batch, twice (the forward value kept for the
   backward pass, and its gradient), plus the input batch itself.
 
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import Diagnostic, NnspecError
-from ..runtime.optimizers import slot_names
+from ..semantics.optimizers import slot_names
 from .ir import Graph
 
 #: Environment variable that sets the memory limit (bytes, or a size such as ``8G`` or ``512MB``).
@@ -132,8 +132,20 @@ def estimate(graph: Graph, *, batch_size: int | None = None, dtype: str | None =
     for node in graph.nodes:
         trainable = node.num_trainable * itemsize
         output = _size(node.output_shape) * batch * itemsize
-        layers.append(LayerMemory(node.index, node.name, node.op, node.num_params * itemsize, trainable, trainable * slots, 2 * output))
-    return MemoryEstimate(batch, kind, itemsize, graph.train.optimizer.name, slots, _size(graph.input_shape) * batch * itemsize, tuple(layers))
+        layers.append(
+            LayerMemory(
+                node.index, node.name, node.op, node.num_params * itemsize, trainable, trainable * slots, 2 * output
+            )
+        )
+    return MemoryEstimate(
+        batch,
+        kind,
+        itemsize,
+        graph.train.optimizer.name,
+        slots,
+        _size(graph.input_shape) * batch * itemsize,
+        tuple(layers),
+    )
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -191,7 +203,10 @@ def available_memory() -> tuple[int | None, str]:
 
 def _cgroup_room() -> int | None:
     """Room left under this process's cgroup memory limit (v2 or v1), or None when there is no limit."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"), ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             with open(limit_file, encoding="ascii") as handle:
                 limit_text = handle.read().strip()
@@ -219,7 +234,9 @@ def memory_limit() -> tuple[int | None, str]:
     except ValueError:
         limit = 0
     if limit <= 0:
-        raise NnspecError(f"{LIMIT_ENV}={text[:40]!r} is not a memory size; give bytes (8000000000) or a size such as 8G or 512M")
+        raise NnspecError(
+            f"{LIMIT_ENV}={text[:40]!r} is not a memory size; give bytes (8000000000) or a size such as 8G or 512M"
+        )
     return limit, LIMIT_ENV
 
 

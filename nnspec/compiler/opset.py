@@ -55,25 +55,46 @@ def read_initializer(node: YNode) -> Initializer:
         return Initializer(name, tuple(sorted(INITIALIZER_ARGS.get(name, {}).items())))
     entry = single_key(node)
     if entry is None:
-        raise Invalid(f"must be an initialiser name or a one-key mapping {{name: {{args}}}}; got {describe(node)}", "write e.g. he_normal or {normal: {stddev: 0.05}}", node, "E0207")
+        raise Invalid(
+            f"must be an initialiser name or a one-key mapping {{name: {{args}}}}; got {describe(node)}",
+            "write e.g. he_normal or {normal: {stddev: 0.05}}",
+            node,
+            "E0207",
+        )
     key, args_node = entry
     name = choose(key)
     allowed = INITIALIZER_ARGS.get(name, {})
     args = dict(allowed)
     if args_node is not None and not (isinstance(args_node, YScalar) and args_node.kind == "null"):
         if not isinstance(args_node, YMap):
-            example = f"write {{{name}: {{{', '.join(f'{k}: {v:g}' for k, v in allowed.items())}}}}}" if allowed else f"write just {name}"
-            raise Invalid(f"arguments of {name} must be a mapping; got {describe(args_node)}", example, args_node, "E0207")
+            example = (
+                f"write {{{name}: {{{', '.join(f'{k}: {v:g}' for k, v in allowed.items())}}}}}"
+                if allowed
+                else f"write just {name}"
+            )
+            raise Invalid(
+                f"arguments of {name} must be a mapping; got {describe(args_node)}", example, args_node, "E0207"
+            )
         for arg, (arg_key, value) in args_node.items.items():
             if arg not in allowed:
                 takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
-                raise Invalid(f"unknown argument {arg!r} of initializer {name}{did_you_mean(arg, allowed)}", takes, arg_key, "E0207")
+                raise Invalid(
+                    f"unknown argument {arg!r} of initializer {name}{did_you_mean(arg, allowed)}",
+                    takes,
+                    arg_key,
+                    "E0207",
+                )
             try:
                 args[arg] = read_float(value, 0.0, min_open=True) if arg == "stddev" else read_float(value)
             except Invalid as exc:
                 raise Invalid(f"argument {arg} of initializer {name} {exc.message}", exc.hint, value, "E0207") from None
     if name == "uniform" and args["minval"] >= args["maxval"]:
-        raise Invalid(f"initializer uniform needs minval < maxval; got minval {args['minval']:g}, maxval {args['maxval']:g}", None, args_node, "E0207")
+        raise Invalid(
+            f"initializer uniform needs minval < maxval; got minval {args['minval']:g}, maxval {args['maxval']:g}",
+            None,
+            args_node,
+            "E0207",
+        )
     return Initializer(name, tuple(sorted(args.items())))
 
 
@@ -94,7 +115,12 @@ _DENSE_LIKE = {
     "kernel_init": Field(read_initializer),
     "bias_init": Field(read_initializer),
 }
-_DENSE_LIKE_DEFAULTS = {"activation": "linear", "use_bias": True, "kernel_init": DEFAULT_KERNEL_INIT, "bias_init": DEFAULT_BIAS_INIT}
+_DENSE_LIKE_DEFAULTS = {
+    "activation": "linear",
+    "use_bias": True,
+    "kernel_init": DEFAULT_KERNEL_INIT,
+    "bias_init": DEFAULT_BIAS_INIT,
+}
 _WINDOWED = {"strides": Field(_pair("strides", 2)), "padding": Field(choice_reader(PADDINGS, "padding"))}
 _NORM = {"epsilon": _EPSILON, "center": _BOOL, "scale": _BOOL}
 _NORM_DEFAULTS = {"epsilon": 1e-3, "center": True, "scale": True}
@@ -127,7 +153,14 @@ class OpDef:
 
 
 def _pool(name: str, doc: str) -> OpDef:
-    return OpDef(name, rules.pool2d, doc, {"size": Field(_pair("size", 2)), **_WINDOWED}, {"size": POOL_DEFAULT_SIZE, "padding": "valid"}, spatial=True)
+    return OpDef(
+        name,
+        rules.pool2d,
+        doc,
+        {"size": Field(_pair("size", 2)), **_WINDOWED},
+        {"size": POOL_DEFAULT_SIZE, "padding": "valid"},
+        spatial=True,
+    )
 
 
 _OPS: tuple[OpDef, ...] = (
@@ -142,19 +175,49 @@ _OPS: tuple[OpDef, ...] = (
         "conv2d",
         rules.conv2d,
         "2-D cross-correlation over (H, W, C): activation(conv(x, kernel) + bias)",
-        {"filters": Field(_positive_int, required=True), "kernel": Field(_pair("kernel", 3), required=True), **_WINDOWED, **_DENSE_LIKE},
+        {
+            "filters": Field(_positive_int, required=True),
+            "kernel": Field(_pair("kernel", 3), required=True),
+            **_WINDOWED,
+            **_DENSE_LIKE,
+        },
         {"strides": (1, 1), "padding": "valid", **_DENSE_LIKE_DEFAULTS},
         spatial=True,
     ),
     _pool("max_pool2d", "the maximum of each window, per channel"),
     _pool("avg_pool2d", "the mean of each window, per channel (same padding is not averaged in)"),
     OpDef("flatten", rules.flatten, "row-major over (H, W, C) to one axis"),
-    OpDef("reshape", rules.reshape, "a new per-example shape holding the same values", {"shape": Field(lambda n: read_shape(n, allow_infer=True), required=True)}, shorthand="shape"),
-    OpDef("dropout", rules.dropout, "drops each unit with probability rate while training", {"rate": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True), required=True)}, shorthand="rate"),
-    OpDef("activation", rules.activation, "an activation applied elementwise", {"activation": Field(_ACTIVATION, required=True)}, shorthand="activation"),
+    OpDef(
+        "reshape",
+        rules.reshape,
+        "a new per-example shape holding the same values",
+        {"shape": Field(lambda n: read_shape(n, allow_infer=True), required=True)},
+        shorthand="shape",
+    ),
+    OpDef(
+        "dropout",
+        rules.dropout,
+        "drops each unit with probability rate while training",
+        {"rate": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True), required=True)},
+        shorthand="rate",
+    ),
+    OpDef(
+        "activation",
+        rules.activation,
+        "an activation applied elementwise",
+        {"activation": Field(_ACTIVATION, required=True)},
+        shorthand="activation",
+    ),
     OpDef("softmax", rules.softmax, "softmax over the last axis"),
     OpDef("add", rules.add, "the elementwise sum of two or more inputs of one shape", merge=True),
-    OpDef("concat", rules.concat, "two or more inputs joined along a per-example axis (-1: channels)", {"axis": Field(read_int)}, {"axis": -1}, merge=True),
+    OpDef(
+        "concat",
+        rules.concat,
+        "two or more inputs joined along a per-example axis (-1: channels)",
+        {"axis": Field(read_int)},
+        {"axis": -1},
+        merge=True,
+    ),
     OpDef(
         "batch_norm",
         rules.batch_norm,
@@ -163,7 +226,13 @@ _OPS: tuple[OpDef, ...] = (
         {"momentum": 0.99, **_NORM_DEFAULTS},
         stateful=True,
     ),
-    OpDef("layer_norm", rules.layer_norm, "layer normalisation over the last axis (Keras LayerNormalization, axis -1)", dict(_NORM), dict(_NORM_DEFAULTS)),
+    OpDef(
+        "layer_norm",
+        rules.layer_norm,
+        "layer normalisation over the last axis (Keras LayerNormalization, axis -1)",
+        dict(_NORM),
+        dict(_NORM_DEFAULTS),
+    ),
     OpDef("global_avg_pool2d", rules.global_pool2d, "the mean over (H, W), per channel: (H, W, C) -> (C,)"),
     OpDef("global_max_pool2d", rules.global_pool2d, "the maximum over (H, W), per channel: (H, W, C) -> (C,)"),
 )

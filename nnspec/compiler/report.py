@@ -17,10 +17,20 @@ class Report:
         self.default_file = default_file
         self.diagnostics: list[Diagnostic] = []
 
-    def add(self, code: str, message: str, node: YNode | None, hint: str | None = None, path: str = "", severity: str = "error") -> None:
+    def add(
+        self,
+        code: str,
+        message: str,
+        node: YNode | None,
+        hint: str | None = None,
+        path: str = "",
+        severity: str = "error",
+    ) -> None:
         """Record one problem positioned at ``node`` (or at the file when there is no node)."""
         if node is None:
-            self.diagnostics.append(Diagnostic(code, message, self.default_file, path=path, hint=hint, severity=severity))
+            self.diagnostics.append(
+                Diagnostic(code, message, self.default_file, path=path, hint=hint, severity=severity)
+            )
         else:
             self.diagnostics.append(Diagnostic(code, message, node.file, node.line, node.column, path, hint, severity))
 

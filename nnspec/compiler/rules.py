@@ -121,7 +121,12 @@ def dense(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 
 def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``conv2d``: a rank-3 input; kernel ``[kh, kw, in, filters]`` and bias ``[filters]``."""
-    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "give input.shape as [H, W, C], or add a `reshape` before it")
+    _needs_rank(
+        shape,
+        3,
+        "a rank-3 input (height, width, channels) per example",
+        "give input.shape as [H, W, C], or add a `reshape` before it",
+    )
     kh, kw = attrs["kernel"]
     oh, ow = _spatial(attrs, shape, (kh, kw), "kernel")
     cin, cout = shape[2], attrs["filters"]
@@ -136,7 +141,12 @@ def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 
 def pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``max_pool2d`` and ``avg_pool2d``: a rank-3 input; the channels are kept."""
-    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    _needs_rank(
+        shape,
+        3,
+        "a rank-3 input (height, width, channels) per example",
+        "pool only after a conv2d or a reshape to [H, W, C]",
+    )
     ph, pw = attrs["size"]
     oh, ow = _spatial(attrs, shape, (ph, pw), "pool size")
     return Inferred((oh, ow, shape[2]), (), ph * pw * oh * ow * shape[2])
@@ -198,7 +208,11 @@ def concat(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str
                 code="E0305",
             )
     if not -rank <= axis < rank:
-        raise ShapeProblem(f"axis {axis} is out of range for inputs of rank {rank} (per example)", f"use an axis from {-rank} to {rank - 1}; the default -1 is the channel axis", code="E0305")
+        raise ShapeProblem(
+            f"axis {axis} is out of range for inputs of rank {rank} (per example)",
+            f"use an axis from {-rank} to {rank - 1}; the default -1 is the channel axis",
+            code="E0305",
+        )
     axis %= rank
     for shape, name in zip(shapes[1:], names[1:]):
         if any(a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
@@ -224,20 +238,34 @@ def _norm_params(attrs: Mapping[str, Any], channels: int) -> tuple[ParamSpec, ..
 def batch_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``batch_norm`` over the last axis: ``gamma``/``beta`` trainable, ``moving_mean``/``moving_variance`` state."""
     if not shape:
-        raise ShapeProblem("needs an input with a channel axis; got a scalar per example", "apply batch_norm to a dense or conv2d output")
+        raise ShapeProblem(
+            "needs an input with a channel axis; got a scalar per example",
+            "apply batch_norm to a dense or conv2d output",
+        )
     channels = shape[-1]
-    state = (ParamSpec("moving_mean", (channels,), Initializer("zeros")), ParamSpec("moving_variance", (channels,), Initializer("ones")))
+    state = (
+        ParamSpec("moving_mean", (channels,), Initializer("zeros")),
+        ParamSpec("moving_variance", (channels,), Initializer("ones")),
+    )
     return Inferred(shape, _norm_params(attrs, channels), 2 * _size(shape), state)
 
 
 def layer_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``layer_norm`` over the last axis: ``gamma``/``beta`` trainable, no state."""
     if not shape:
-        raise ShapeProblem("needs an input with a feature axis; got a scalar per example", "apply layer_norm to a dense or conv2d output")
+        raise ShapeProblem(
+            "needs an input with a feature axis; got a scalar per example",
+            "apply layer_norm to a dense or conv2d output",
+        )
     return Inferred(shape, _norm_params(attrs, shape[-1]), 7 * _size(shape))
 
 
 def global_pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``global_avg_pool2d`` and ``global_max_pool2d``: (H, W, C) -> (C,)."""
-    _needs_rank(shape, 3, "a rank-3 input (height, width, channels) per example", "pool only after a conv2d or a reshape to [H, W, C]")
+    _needs_rank(
+        shape,
+        3,
+        "a rank-3 input (height, width, channels) per example",
+        "pool only after a conv2d or a reshape to [H, W, C]",
+    )
     return Inferred((shape[2],), (), _size(shape))

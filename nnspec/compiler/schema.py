@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..runtime.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
+from ..semantics.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 from .ir import DATASETS, DIVERGENCE_ACTIONS, LOSSES, MONITORS, NORMALIZATIONS, PRECISIONS
 from .loader import YMap, YNode, YScalar
 from .opset import INITIALIZER_ARGS, OPS, PADDINGS, POOL_DEFAULT_SIZE, read_initializer  # noqa: F401 (re-exported)
@@ -78,21 +78,25 @@ _LR = Field(lambda n: read_float(n, 0.0, min_open=True))
 _UNIT_OPEN = Field(lambda n: read_float(n, 0.0, 1.0, max_open=True))
 _EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True))
 
-#: Hyper-parameters of each optimiser (defaults: ``nnspec.runtime.optimizers.OPTIMIZER_DEFAULTS``).
+#: Hyper-parameters of each optimiser (defaults: ``nnspec.semantics.optimizers.OPTIMIZER_DEFAULTS``).
 OPTIMIZER_FIELDS: dict[str, dict[str, Field]] = {
     "sgd": {"learning_rate": _LR, "momentum": _UNIT_OPEN, "nesterov": Field(_bool)},
     "adam": {"learning_rate": _LR, "beta_1": _UNIT_OPEN, "beta_2": _UNIT_OPEN, "epsilon": _EPSILON},
     "rmsprop": {"learning_rate": _LR, "rho": _UNIT_OPEN, "momentum": _UNIT_OPEN, "epsilon": _EPSILON},
 }
 
-#: Parameters of each learning-rate schedule (defaults and required keys: ``nnspec.runtime.schedules``).
+#: Parameters of each learning-rate schedule (defaults and required keys: ``nnspec.semantics.schedules``).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     name: {
         key: Field(reader, required=key in SCHEDULE_REQUIRED[name])
         for key, reader in {
             "constant": {},
             "step": {"every": _positive_int, "factor": lambda n: read_float(n, 0.0, min_open=True)},
-            "exponential": {"decay_steps": _positive_int, "decay_rate": lambda n: read_float(n, 0.0, min_open=True), "staircase": _bool},
+            "exponential": {
+                "decay_steps": _positive_int,
+                "decay_rate": lambda n: read_float(n, 0.0, min_open=True),
+                "staircase": _bool,
+            },
             "cosine": {"decay_steps": _positive_int, "alpha": lambda n: read_float(n, 0.0, 1.0)},
         }[name].items()
     }
@@ -101,7 +105,10 @@ SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
 
 
 def _metrics(node: YNode) -> tuple[str, ...]:
-    return tuple(choice_reader(METRICS, "metric", "E0408")(item) for item in read_list(node, "a list of metric names, e.g. [accuracy]"))
+    return tuple(
+        choice_reader(METRICS, "metric", "E0408")(item)
+        for item in read_list(node, "a list of metric names, e.g. [accuracy]")
+    )
 
 
 def _seed(node: YNode) -> int:
@@ -174,8 +181,14 @@ def read_version(node: YNode) -> str:
     """The language version as written (``1`` or ``1.1``); whether this nnspec reads it is checked later."""
     if isinstance(node, YScalar) and node.plain and node.kind in ("int", "float"):
         return node.text
-    hint = "remove the quotes" if isinstance(node, YScalar) and not node.plain else f"write nnspec: {LANGUAGE_VERSIONS[-1]}"
-    raise Invalid(f"must be a version number such as {' or '.join(LANGUAGE_VERSIONS)}; got {describe(node)}", hint, node)
+    hint = (
+        "remove the quotes"
+        if isinstance(node, YScalar) and not node.plain
+        else f"write nnspec: {LANGUAGE_VERSIONS[-1]}"
+    )
+    raise Invalid(
+        f"must be a version number such as {' or '.join(LANGUAGE_VERSIONS)}; got {describe(node)}", hint, node
+    )
 
 
 #: Top-level keys; the sections are read by :mod:`nnspec.compiler.resolve`.
@@ -230,7 +243,9 @@ def read_section(
         if field is None:
             owner_name = owner or where
             known = [*fields, *also]
-            hint = MISPLACED.get((section, key)) or (f"{owner_name} takes: {', '.join(known)}" if known else f"{owner_name} takes no keys")
+            hint = MISPLACED.get((section, key)) or (
+                f"{owner_name} takes: {', '.join(known)}" if known else f"{owner_name} takes no keys"
+            )
             best = suggest(key, known)
             if best:
                 suggested.add(best)

@@ -43,7 +43,9 @@ __all__ = [
 DEFAULTS: dict[str, dict[str, Any]] = {name: dict(op.defaults) for name, op in OPS.items()}
 
 
-def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape | Sequence[Shape], sources: Sequence[str] = ()) -> Inferred:
+def infer(
+    op: str, attrs: Mapping[str, Any], input_shape: Shape | Sequence[Shape], sources: Sequence[str] = ()
+) -> Inferred:
     """Infer one layer; raises :class:`ShapeProblem` when it cannot take its input(s).
 
     ``input_shape`` is one shape, or for a merge op the sequence of its inputs' shapes (``sources``
@@ -53,7 +55,9 @@ def infer(op: str, attrs: Mapping[str, Any], input_shape: Shape | Sequence[Shape
         shapes = tuple(tuple(s) for s in input_shape)  # type: ignore[union-attr, arg-type]
         names = tuple(sources) or tuple(f"input {i}" for i in range(len(shapes)))
         if len(shapes) < 2:
-            raise ShapeProblem(f"needs at least 2 inputs; got {len(shapes)}", "list the layers to merge: inputs: [a, b]", code="E0305")
+            raise ShapeProblem(
+                f"needs at least 2 inputs; got {len(shapes)}", "list the layers to merge: inputs: [a, b]", code="E0305"
+            )
         return OPS[op].rule(attrs, shapes, names)
     return OPS[op].rule(attrs, tuple(input_shape))  # type: ignore[arg-type]
 
@@ -90,7 +94,9 @@ def resolve_reshape_target(target: Sequence[int], input_shape: Shape) -> Shape:
     """Replace one ``-1`` in a reshape target by the length that keeps the size; raises ShapeProblem."""
     target = tuple(int(t) for t in target)
     if target.count(-1) > 1:
-        raise ShapeProblem("reshape may infer at most one axis (-1)", "give every axis but one explicitly", code="E0303")
+        raise ShapeProblem(
+            "reshape may infer at most one axis (-1)", "give every axis but one explicitly", code="E0303"
+        )
     if -1 in target:
         known = math.prod(t for t in target if t != -1)
         total = math.prod(input_shape)
@@ -135,7 +141,19 @@ def make_node(
     check_sizes(result)
     if op == "concat":
         full["axis"] = full["axis"] % len(shapes[0])
-    return Node(index, name, op, full, tuple(input_shape), result.output_shape, result.params, result.flops, tuple(inputs), shapes, result.state)
+    return Node(
+        index,
+        name,
+        op,
+        full,
+        tuple(input_shape),
+        result.output_shape,
+        result.params,
+        result.flops,
+        tuple(inputs),
+        shapes,
+        result.state,
+    )
 
 
 def make_graph(

@@ -19,7 +19,17 @@ def summary_rows(graph: Graph) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [("", "input", graph.dtype, _shape(graph.input_shape), "0", "0", "")]
     for node in graph.nodes:
         inputs = ", ".join(graph.inputs_of(node))
-        rows.append((str(node.index), node.name, node.op, _shape(node.output_shape), f"{node.num_params:,}", f"{node.flops:,}", inputs))
+        rows.append(
+            (
+                str(node.index),
+                node.name,
+                node.op,
+                _shape(node.output_shape),
+                f"{node.num_params:,}",
+                f"{node.flops:,}",
+                inputs,
+            )
+        )
     return rows
 
 
@@ -31,12 +41,16 @@ def format_summary(graph: Graph) -> str:
     right = {0, 4, 5}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     rule = "-" * len(line(HEADERS))
     title = f"{graph.name}" + (f": {graph.description}" if graph.description else "")
     counted = f"{graph.num_params:,} parameters" + (f" ({graph.num_trainable:,} trainable)" if graph.has_state else "")
-    footer = f"{counted}, {graph.flops:,} forward FLOPs per example; loss {graph.train.loss}" + (" computed from the logits (fused softmax)" if graph.loss_from_logits else "")
+    footer = f"{counted}, {graph.flops:,} forward FLOPs per example; loss {graph.train.loss}" + (
+        " computed from the logits (fused softmax)" if graph.loss_from_logits else ""
+    )
     if graph.output is not None:
         footer += f"; output {graph.output!r}"
     return "\n".join([title, rule, line(HEADERS), rule, *(line(r) for r in rows), rule, line(total), "", footer])

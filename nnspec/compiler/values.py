@@ -123,7 +123,9 @@ def read_int(node: YNode | None, minimum: int | None = None, maximum: int = MAX_
         whole = value.is_integer() and abs(value) <= 1e15
         if whole and re.match(r"^[-+]?[0-9]+[eE]", s.text):
             raise Invalid(f"must be {expected}; got {shown}", f"write it as {int(value)}", s)
-        raise Invalid(f"must be {expected}; got {shown}", f"write a whole number{f', e.g. {round(value)}' if whole else ''}", s)
+        raise Invalid(
+            f"must be {expected}; got {shown}", f"write a whole number{f', e.g. {round(value)}' if whole else ''}", s
+        )
     if kind != "int":
         raise Invalid(f"must be {expected}; got {describe(s)}", _unquote_hint(s), s)
     digits = s.text.lstrip("+-")
@@ -159,7 +161,11 @@ def read_float(
     if kind == "special_float":
         raise Invalid(f"must be {expected}; got {s.text}", "use a finite number", s)
     if kind == "yaml11_number":
-        raise Invalid(f"must be {expected}; got {shorten(s.text)}, which YAML 1.1 reads as octal, hex or base 60", "write a plain decimal number", s)
+        raise Invalid(
+            f"must be {expected}; got {shorten(s.text)}, which YAML 1.1 reads as octal, hex or base 60",
+            "write a plain decimal number",
+            s,
+        )
     if kind not in ("int", "float"):
         raise Invalid(f"must be {expected}; got {describe(s)}", _unquote_hint(s), s)
     value = float(s.text)
@@ -205,12 +211,23 @@ def read_str(node: YNode | None, expected: str = "a string") -> str:
         raise _bool_trap(s, expected)
     if kind != "str":
         shown = shorten(s.text)
-        raise Invalid(f"must be {expected}; got {shown}, which YAML reads as a {_kind_word(kind)}", f'quote it ("{shown}") to make it a string', s)
+        raise Invalid(
+            f"must be {expected}; got {shown}, which YAML reads as a {_kind_word(kind)}",
+            f'quote it ("{shown}") to make it a string',
+            s,
+        )
     return s.text
 
 
 def _kind_word(kind: str) -> str:
-    return {"int": "number", "float": "number", "special_float": "number", "yaml11_number": "number", "bool": "boolean", "null": "null"}.get(kind, kind)
+    return {
+        "int": "number",
+        "float": "number",
+        "special_float": "number",
+        "yaml11_number": "number",
+        "bool": "boolean",
+        "null": "null",
+    }.get(kind, kind)
 
 
 def read_choice(node: YNode | None, options: Sequence[str], what: str, hint: str | None = None) -> str:
@@ -221,7 +238,9 @@ def read_choice(node: YNode | None, options: Sequence[str], what: str, hint: str
         raise _bool_trap(s, expected)
     if s.text not in options:
         best = suggest(s.text, options)
-        message = f"unknown {what} {shorten(s.text)!r}" + (f"; did you mean {best!r}?" if best else f"; expected one of {', '.join(options)}")
+        message = f"unknown {what} {shorten(s.text)!r}" + (
+            f"; did you mean {best!r}?" if best else f"; expected one of {', '.join(options)}"
+        )
         raise Invalid(message, hint or (f"{plural(what)}: {', '.join(options)}" if best else None), s)
     return s.text
 
@@ -295,7 +314,12 @@ def read_shape(node: YNode | None, allow_infer: bool) -> tuple[int, ...]:
     if 0 in values:
         raise Invalid(f"must be {expected}; got {describe(node)} (a zero-length axis)", f"write e.g. {example}", node)
     if values.count(-1) > 1:
-        raise Invalid(f"may infer at most one axis with -1; got {describe(node)}", "give every axis but one explicitly", node, code="E0303")
+        raise Invalid(
+            f"may infer at most one axis with -1; got {describe(node)}",
+            "give every axis but one explicitly",
+            node,
+            code="E0303",
+        )
     return tuple(values)
 
 

@@ -24,7 +24,16 @@ from .safety import ErrorType, check_size, open_regular, shown
 
 _MAX_HEADER = 10_000
 _ZIP_MAGIC = b"PK"
-_READ_ERRORS = (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, SyntaxError)
+_READ_ERRORS = (
+    ValueError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    SyntaxError,
+)
 
 
 def _read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -63,7 +72,9 @@ def read_array(fp: IO[bytes], holds: int, path: str, label: str, error: ErrorTyp
     if any(size < 0 for size in shape):
         raise error(f"{shown(path)}: {label} is not a NumPy array (its header says shape {shape})")
     if dtype.hasobject:
-        raise error(f"{shown(path)}: {label} holds Python objects (a pickle); nnspec reads numeric arrays only, no pickles")
+        raise error(
+            f"{shown(path)}: {label} holds Python objects (a pickle); nnspec reads numeric arrays only, no pickles"
+        )
     if dtype.itemsize == 0:
         raise error(f"{shown(path)}: {label} has dtype {dtype}, which holds no data")
     count = 1
@@ -71,7 +82,9 @@ def read_array(fp: IO[bytes], holds: int, path: str, label: str, error: ErrorTyp
         count *= size
     nbytes = count * dtype.itemsize
     if nbytes > holds - offset:
-        raise error(f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), but only {max(holds - offset, 0)} bytes follow the header")
+        raise error(
+            f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), but only {max(holds - offset, 0)} bytes follow the header"
+        )
     check_size(nbytes, path, label, error)
     buffer = np.empty(nbytes, dtype=np.uint8)
     try:
@@ -97,7 +110,9 @@ def read_npy(path: str | os.PathLike, what: str = "file", error: ErrorType = Dat
         except OSError as exc:
             raise error(f"{shown(path)}: cannot read the {what} ({exc.strerror or exc})") from None
         if head == _ZIP_MAGIC:
-            raise error(f"{shown(path)}: expected one array in an .npy file, found an .npz archive; save it with numpy.save")
+            raise error(
+                f"{shown(path)}: expected one array in an .npy file, found an .npz archive; save it with numpy.save"
+            )
         return read_array(f, size, path, "the array", error)
 
 

@@ -127,7 +127,9 @@ def _find_in(root: Path, dataset: str) -> Found | None:
             return Found(idx=idx)
         if idx:
             missing = [f"{_IDX_BASENAMES[p][0]}[.gz]" for p in IDX_PARTS if p not in idx]
-            raise DataError(f"{d}: incomplete IDX data set: found {', '.join(sorted(os.path.basename(v) for v in idx.values()))} but not {', '.join(missing)}")
+            raise DataError(
+                f"{d}: incomplete IDX data set: found {', '.join(sorted(os.path.basename(v) for v in idx.values()))} but not {', '.join(missing)}"
+            )
         for name in _NPZ_NAMES.get(dataset, ()):
             if (d / name).is_file():
                 return Found(npz=str(d / name))
@@ -207,7 +209,9 @@ def _mode(path: str, dataset: str) -> int:
     except (FileNotFoundError, NotADirectoryError):
         raise DataError(f"{shown(path)}: no such file or folder (data.path of data set '{dataset}')") from None
     except OSError as exc:
-        raise DataError(f"{shown(path)}: cannot read data.path of data set '{dataset}' ({exc.strerror or exc})") from None
+        raise DataError(
+            f"{shown(path)}: cannot read data.path of data set '{dataset}' ({exc.strerror or exc})"
+        ) from None
 
 
 def locate(dataset: str, path: str | None) -> Found:
@@ -219,7 +223,9 @@ def locate(dataset: str, path: str | None) -> Found:
                 return Found(npz=path)
             raise DataError(f"{shown(path)}: expected a folder holding {expected_files(dataset)}, or an .npz file")
         if not stat.S_ISDIR(mode):
-            raise DataError(f"{shown(path)}: is not a regular file or folder (a FIFO, device or socket); data.path of data set '{dataset}' must name a folder or an .npz file")
+            raise DataError(
+                f"{shown(path)}: is not a regular file or folder (a FIFO, device or socket); data.path of data set '{dataset}' must name a folder or an .npz file"
+            )
         found = find_in(path, dataset)
         if found is None:
             raise DataError(f"{path}: no {dataset} data found; expected {expected_files(dataset)}")
@@ -233,7 +239,9 @@ def locate(dataset: str, path: str | None) -> Found:
     if dataset == "fashion_mnist":
         how += ", or install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
     if not download_allowed():
-        raise DataError(f"data set '{dataset}' not found in {', '.join(looked)} and downloads are off ($NNSPEC_OFFLINE); {how}")
+        raise DataError(
+            f"data set '{dataset}' not found in {', '.join(looked)} and downloads are off ($NNSPEC_OFFLINE); {how}"
+        )
     try:
         return download(dataset)
     except DataError as exc:

@@ -123,16 +123,24 @@ def _parse(stream: BinaryIO | _Gunzip, path: str, ndim: int | None, what: str, f
     raw = _read_head(stream, 4, path)
     expected_magic = f"0x000008{ndim:02x}" if ndim is not None else "0x0000TTDD"
     if len(raw) < 4:
-        raise DataError(f"{shown(path)}: not an IDX {what} file: only {len(raw)} bytes, expected a 4-byte magic number {expected_magic}")
+        raise DataError(
+            f"{shown(path)}: not an IDX {what} file: only {len(raw)} bytes, expected a 4-byte magic number {expected_magic}"
+        )
     zero0, zero1, code, dims = raw[0], raw[1], raw[2], raw[3]
     if zero0 or zero1 or code not in IDX_TYPES:
-        raise DataError(f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} (two zero bytes, a type code such as 0x08, the number of dimensions)")
+        raise DataError(
+            f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} (two zero bytes, a type code such as 0x08, the number of dimensions)"
+        )
     if ndim is not None and dims != ndim:
-        raise DataError(f"{shown(path)}: IDX {what} file has {dims} dimensions, expected {ndim} (magic {expected_magic})")
+        raise DataError(
+            f"{shown(path)}: IDX {what} file has {dims} dimensions, expected {ndim} (magic {expected_magic})"
+        )
     header = 4 + 4 * dims
     sizes = _read_head(stream, 4 * dims, path)
     if len(sizes) < 4 * dims:
-        raise DataError(f"{shown(path)}: truncated IDX header: {4 + len(sizes)} bytes, expected {header} for {dims} dimensions")
+        raise DataError(
+            f"{shown(path)}: truncated IDX header: {4 + len(sizes)} bytes, expected {header} for {dims} dimensions"
+        )
     shape = tuple(int.from_bytes(sizes[i : i + 4], "big") for i in range(0, 4 * dims, 4))
     dtype = np.dtype(IDX_TYPES[code])
     want = dtype.itemsize
@@ -141,14 +149,20 @@ def _parse(stream: BinaryIO | _Gunzip, path: str, ndim: int | None, what: str, f
     if file_size is not None and file_size - header != want:
         have = file_size - header
         kind = "truncated" if have < want else "too long"
-        raise DataError(f"{shown(path)}: IDX {what} file is {kind}: header says shape {shape} ({want} bytes of data), found {have} bytes")
+        raise DataError(
+            f"{shown(path)}: IDX {what} file is {kind}: header says shape {shape} ({want} bytes of data), found {have} bytes"
+        )
     check_size(want, path, f"IDX {what} file with shape {shape}")
     buffer = np.empty(want, dtype=np.uint8)
     have = _read_into(stream, buffer, path)
     if have < want:
-        raise DataError(f"{shown(path)}: IDX {what} file is truncated: header says shape {shape} ({want} bytes of data), found {have} bytes")
+        raise DataError(
+            f"{shown(path)}: IDX {what} file is truncated: header says shape {shape} ({want} bytes of data), found {have} bytes"
+        )
     if file_size is None and stream.read(1):
-        raise DataError(f"{shown(path)}: IDX {what} file is too long: header says shape {shape} ({want} bytes of data), it inflates to more")
+        raise DataError(
+            f"{shown(path)}: IDX {what} file is too long: header says shape {shape} ({want} bytes of data), it inflates to more"
+        )
     values = buffer.view(dtype).reshape(shape)
     if not dtype.isnative:
         values = values.byteswap(inplace=True)
@@ -184,7 +198,12 @@ def write_idx_dataset(
     """Write a data set in MNIST's four-file IDX layout into ``directory``; returns the paths written."""
     os.makedirs(directory, exist_ok=True)
     suffix = ".gz" if gz else ""
-    names = names or ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    names = names or (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     paths = []
     for name, array in zip(names, (x_train, y_train, x_test, y_test)):
         p = os.path.join(os.fspath(directory), name + suffix)

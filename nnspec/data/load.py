@@ -31,7 +31,9 @@ def resolve_path(path: str | None, graph: Graph, base_dir: str | None) -> str | 
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return path
-    base = base_dir if base_dir is not None else (os.path.dirname(os.path.abspath(graph.source)) if graph.source else None)
+    base = (
+        base_dir if base_dir is not None else (os.path.dirname(os.path.abspath(graph.source)) if graph.source else None)
+    )
     if base is not None:
         candidate = os.path.join(base, path)
         if os.path.exists(candidate) or base_dir is not None:
@@ -50,7 +52,9 @@ def _data_path(graph: Graph) -> str | None:
     return None
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle (seeded) and take the last ``round(n * fraction)`` examples as validation data."""
     n = len(x)
     n_val = int(round(n * fraction))
@@ -111,7 +115,9 @@ def first_label_at_least(raw: RawData, limit: int) -> str | None:
     return f"{shown(origin.path)}: {origin.at(position)} is {label}"
 
 
-def check_fits(graph: Graph, name: str, example_shape: tuple[int, ...], num_classes: int, culprit: str | None = None) -> None:
+def check_fits(
+    graph: Graph, name: str, example_shape: tuple[int, ...], num_classes: int, culprit: str | None = None
+) -> None:
     """Raise :class:`SpecError` when the data's example shape or class count does not fit the spec.
 
     ``culprit`` (e.g. ``data.npz: y[17] is 12``) names the first label beyond the model's outputs."""
@@ -131,7 +137,8 @@ def check_fits(graph: Graph, name: str, example_shape: tuple[int, ...], num_clas
             graph,
             f"layers[{last}]",
             "E0505",
-            f"data set '{name}' has {num_classes} classes but the model's output has {outputs} units" + (f" (first label beyond: {culprit})" if culprit else ""),
+            f"data set '{name}' has {num_classes} classes but the model's output has {outputs} units"
+            + (f" (first label beyond: {culprit})" if culprit else ""),
             f"give the last dense layer units: {num_classes}",
         )
 
@@ -162,6 +169,10 @@ def load_dataset(graph: Graph, base_dir: str | None = None) -> Dataset:
     for part, x in (("training", x_tr), ("validation", x_val), ("test", x_te)):
         if x.size and not np.isfinite(x).all():
             where = shown(path) if path else f"data set '{cfg.dataset}'"
-            raise DataError(f"{where}: normalize: {cfg.normalize} turns finite {part} values into NaN or infinity (the values overflow float32); rescale the data")
+            raise DataError(
+                f"{where}: normalize: {cfg.normalize} turns finite {part} values into NaN or infinity (the values overflow float32); rescale the data"
+            )
     i32 = np.int32
-    return Dataset(cfg.dataset, x_tr, y_tr.astype(i32), x_val, y_val.astype(i32), x_te, raw.y_test.astype(i32), num_classes)
+    return Dataset(
+        cfg.dataset, x_tr, y_tr.astype(i32), x_val, y_val.astype(i32), x_te, raw.y_test.astype(i32), num_classes
+    )

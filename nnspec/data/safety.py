@@ -93,7 +93,9 @@ def check_size(nbytes: int, path: str, what: str, error: ErrorType = DataError) 
         )
     free = available_memory()
     if free is not None and nbytes > free:
-        raise error(f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, but only {human_bytes(free)} of memory is available")
+        raise error(
+            f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, but only {human_bytes(free)} of memory is available"
+        )
 
 
 def _kind(mode: int) -> str:
@@ -126,7 +128,9 @@ def check_path(path: str | os.PathLike, what: str = "file", error: ErrorType = D
     try:
         st = os.stat(path)
     except (OSError, ValueError) as exc:
-        raise error(_os_problem(path, exc, what) if isinstance(exc, OSError) else f"{shown(path)}: not a usable path ({exc})") from None
+        raise error(
+            _os_problem(path, exc, what) if isinstance(exc, OSError) else f"{shown(path)}: not a usable path ({exc})"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{shown(path)}: is {_kind(st.st_mode)}, expected a {what}")
     return st
@@ -201,7 +205,9 @@ def first_bad_value(array: np.ndarray, float32_range: bool = True) -> BadValue |
 def check_features(array: np.ndarray, path: str, name: str, error: ErrorType = DataError) -> np.ndarray:
     """Refuse a 0-d, non-numeric, empty or non-finite feature array; ``name`` is the array's name in messages."""
     if array.ndim == 0:
-        raise error(f"{shown(path)}: '{name}' is a 0-d array (a single number); expected one example per row, shape (N, ...)")
+        raise error(
+            f"{shown(path)}: '{name}' is a 0-d array (a single number); expected one example per row, shape (N, ...)"
+        )
     if array.dtype.kind not in "iufb":
         raise error(f"{shown(path)}: inputs must be numeric; '{name}' has dtype {array.dtype}")
     if len(array) == 0:
@@ -212,7 +218,9 @@ def check_features(array: np.ndarray, path: str, name: str, error: ErrorType = D
     return array
 
 
-def class_indices(y: np.ndarray, path: str, name: str = "y", at: Callable[[int], str] | None = None, error: ErrorType = DataError) -> np.ndarray:
+def class_indices(
+    y: np.ndarray, path: str, name: str = "y", at: Callable[[int], str] | None = None, error: ErrorType = DataError
+) -> np.ndarray:
     """Labels ``y`` (one per example, shape (N,) or (N, 1)) as int32 class indices, or an error naming the first bad one.
 
     ``at(i)`` names position ``i`` in messages (default ``name[i]``). Refused: 0-d or multi-column arrays,
@@ -223,7 +231,9 @@ def class_indices(y: np.ndarray, path: str, name: str = "y", at: Callable[[int],
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim == 0:
-        raise error(f"{shown(path)}: '{name}' is a 0-d array (a single number); expected one label per example, shape (N,)")
+        raise error(
+            f"{shown(path)}: '{name}' is a 0-d array (a single number); expected one label per example, shape (N,)"
+        )
     if y.ndim != 1:
         raise error(f"{shown(path)}: labels must be one integer per example; '{name}' has shape {y.shape}")
     if y.dtype.kind == "b":

@@ -73,7 +73,9 @@ def split_order(n: int, fraction: float, what: str) -> tuple[np.ndarray, np.ndar
     return order[n_test:], order[:n_test]
 
 
-def split_test(x: np.ndarray, y: np.ndarray, fraction: float, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_test(
+    x: np.ndarray, y: np.ndarray, fraction: float, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split off a fixed, seeded test part of ``fraction`` of the examples: ``x_train, y_train, x_test, y_test``."""
     train, test = split_order(len(x), fraction, what)
     return x[train], y[train], x[test], y[test]
@@ -110,11 +112,15 @@ def _keras_npz(path: str) -> RawData:
     def choose(names: list[str]) -> list[str]:
         missing = [k for k in keys if k not in names]
         if missing:
-            raise DataError(f"{shown(path)}: expected arrays {', '.join(keys)}; missing {', '.join(missing)} (has: {', '.join(names) or 'none'})")
+            raise DataError(
+                f"{shown(path)}: expected arrays {', '.join(keys)}; missing {', '.join(missing)} (has: {', '.join(names) or 'none'})"
+            )
         return list(keys)
 
     arrays = _read_npz(path, choose)
-    return _mnist_like(path, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names=dict(zip(keys, keys)))
+    return _mnist_like(
+        path, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names=dict(zip(keys, keys))
+    )
 
 
 def _mnist_like(
@@ -130,13 +136,18 @@ def _mnist_like(
     paths = paths or {}
     names = names or {}
     xs, ys, origins = [], [], []
-    for part, x_name, y_name, x, y in (("train", "x_train", "y_train", x_train, y_train), ("t10k", "x_test", "y_test", x_test, y_test)):
+    for part, x_name, y_name, x, y in (
+        ("train", "x_train", "y_train", x_train, y_train),
+        ("t10k", "x_test", "y_test", x_test, y_test),
+    ):
         images, labels = paths.get(f"{part}-images", where), paths.get(f"{part}-labels", where)
         label_name = names.get(y_name, "labels")
         check_features(x, images, names.get(x_name, "images"))
         y = class_indices(y, labels, label_name)
         if len(x) != len(y):
-            raise DataError(f"{shown(labels)}: {len(y)} labels, but {shown(images)} holds {len(x)} images; the counts must match")
+            raise DataError(
+                f"{shown(labels)}: {len(y)} labels, but {shown(images)} holds {len(x)} images; the counts must match"
+            )
         if x.ndim not in (3, 4):
             raise DataError(f"{shown(images)}: images must have shape (N, H, W); got {x.shape}")
         xs.append(x if x.ndim == 4 else x[..., None])
@@ -151,7 +162,9 @@ def _mnist_files(dataset: str, path: str | None) -> RawData:
         return _keras_npz(found.npz)
     idx = found.idx or {}
     arrays = {part: _read_idx(p, 3 if part.endswith("images") else 1, part.split("-")[1]) for part, p in idx.items()}
-    return _mnist_like(found.where, arrays["train-images"], arrays["train-labels"], arrays["t10k-images"], arrays["t10k-labels"], idx)
+    return _mnist_like(
+        found.where, arrays["train-images"], arrays["train-labels"], arrays["t10k-images"], arrays["t10k-labels"], idx
+    )
 
 
 @source("mnist")
@@ -194,7 +207,9 @@ def _npz(path: str | None, options: Mapping[str, Any], test_split: float) -> Raw
         split = True
         missing = [k for k in (xk, yk) if k not in names]
         if missing:
-            raise DataError(f"{shown(path)}: no array named {', '.join(repr(k) for k in missing)} (has: {', '.join(names) or 'none'}); set x: and y: to the array names")
+            raise DataError(
+                f"{shown(path)}: no array named {', '.join(repr(k) for k in missing)} (has: {', '.join(names) or 'none'}); set x: and y: to the array names"
+            )
         return [xk, yk]
 
     arrays = _read_npz(path, choose)

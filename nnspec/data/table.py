@@ -21,17 +21,23 @@ def _read_frame(path: str):
 
     st = check_path(path, "file")
     if st.st_size == 0:
-        raise DataError(f"{shown(path)}: empty file; expected a CSV header line naming the columns, then one row per example")
+        raise DataError(
+            f"{shown(path)}: empty file; expected a CSV header line naming the columns, then one row per example"
+        )
     check_size(st.st_size, path, "CSV file")
     try:
         with open_regular(path, "file") as f:
             frame = pd.read_csv(f)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{shown(path)}: empty CSV file (no header line); expected a header line naming the columns, then one row per example") from None
+        raise DataError(
+            f"{shown(path)}: empty CSV file (no header line); expected a header line naming the columns, then one row per example"
+        ) from None
     except (ValueError, OSError, UnicodeError, OverflowError) as exc:
         raise DataError(f"{shown(path)}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
     if frame.empty:
-        raise DataError(f"{shown(path)}: no data rows after the header line (columns: {', '.join(map(str, frame.columns))})")
+        raise DataError(
+            f"{shown(path)}: no data rows after the header line (columns: {', '.join(map(str, frame.columns))})"
+        )
     return frame
 
 
@@ -115,7 +121,9 @@ def _features(frame, label: str, path: str) -> np.ndarray:
     why = _why(value, number)
     cell = f"row {row + 1} column {str(frame.columns[j])!r} {why}"
     if not_numeric:
-        raise DataError(f"{shown(path)}: feature columns must be numeric; not numeric: {', '.join(not_numeric)}; first bad cell: {cell}")
+        raise DataError(
+            f"{shown(path)}: feature columns must be numeric; not numeric: {', '.join(not_numeric)}; first bad cell: {cell}"
+        )
     raise DataError(f"{shown(path)}: {cell}; nnspec refuses empty, NaN and infinite feature values")
 
 
@@ -137,7 +145,9 @@ def _label_codes(column, path: str, at: Callable[[int], str]) -> np.ndarray:
             return values.astype(np.int32)
         i = int(np.argmax(bad))
         shown_value = "empty" if missing[i] else _short(cells[i])
-        raise DataError(f"{shown(path)}: labels must be class indices 0, 1, 2, ...; {at(i)} is {shown_value}, not a class index nnspec can hold (0 to {INT32_MAX})")
+        raise DataError(
+            f"{shown(path)}: labels must be class indices 0, 1, 2, ...; {at(i)} is {shown_value}, not a class index nnspec can hold (0 to {INT32_MAX})"
+        )
     codes, _ = pd.factorize(column, sort=True)
     if (codes < 0).any():
         raise DataError(f"{shown(path)}: {at(int(np.argmax(codes < 0)))} is empty; every example needs a label")
@@ -149,7 +159,9 @@ def read_csv_table(path: str | os.PathLike, label: str) -> tuple[np.ndarray, np.
     path = os.fspath(path)
     frame = _read_frame(path)
     if label not in frame.columns:
-        raise DataError(f"{shown(path)}: no label column {label!r} (columns: {', '.join(map(str, frame.columns))}); set label: to its name")
+        raise DataError(
+            f"{shown(path)}: no label column {label!r} (columns: {', '.join(map(str, frame.columns))}); set label: to its name"
+        )
     if frame.shape[1] < 2:
         raise DataError(f"{shown(path)}: no feature columns besides the label column {label!r}")
 

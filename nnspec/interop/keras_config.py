@@ -110,8 +110,14 @@ def check_members(archive: zipfile.ZipFile, path: str) -> None:
     """Refuse an archive whose members declare more than the caps allow, before any is decompressed."""
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
-        raise KerasImportError(f"the archive holds {len(infos)} members; a Keras model file holds a handful (limit {MAX_MEMBERS})", file=path)
-    config_cap, weights_cap = byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES), byte_cap(WEIGHTS_BYTES_ENV, MAX_WEIGHTS_BYTES)
+        raise KerasImportError(
+            f"the archive holds {len(infos)} members; a Keras model file holds a handful (limit {MAX_MEMBERS})",
+            file=path,
+        )
+    config_cap, weights_cap = (
+        byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES),
+        byte_cap(WEIGHTS_BYTES_ENV, MAX_WEIGHTS_BYTES),
+    )
     total = 0
     for info in infos:
         if info.filename == CONFIG_MEMBER and info.file_size > config_cap:
@@ -142,8 +148,19 @@ def copy_member(archive: zipfile.ZipFile, member: str, out: BinaryIO, cap: int, 
                 if written > cap:
                     raise KerasImportError(f"the member {member} inflates to more than {_human(cap)}", file=path)
                 out.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError, struct.error) as exc:
-        raise KerasImportError(f"the member {member} is damaged or unreadable ({type(exc).__name__}: {exc})", file=path) from None
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+        OSError,
+        struct.error,
+    ) as exc:
+        raise KerasImportError(
+            f"the member {member} is damaged or unreadable ({type(exc).__name__}: {exc})", file=path
+        ) from None
 
 
 def _read_member(archive: zipfile.ZipFile, member: str, cap: int, path: str) -> bytes:
@@ -161,9 +178,20 @@ def open_archive(path: str) -> zipfile.ZipFile:
     handle = open_regular(path, "file", KerasImportError)
     try:
         archive = zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError, struct.error, IndexError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        ValueError,
+        OSError,
+        NotImplementedError,
+        struct.error,
+        IndexError,
+    ) as exc:
         handle.close()
-        raise KerasImportError(f"a damaged or truncated zip archive, not a readable .keras file ({exc})", file=path) from None
+        raise KerasImportError(
+            f"a damaged or truncated zip archive, not a readable .keras file ({exc})", file=path
+        ) from None
     try:
         check_members(archive, path)
     except BaseException:
@@ -184,12 +212,20 @@ def read_config(path: str) -> tuple[dict[str, Any], bool]:
         fh.seek(0)
         is_zip = head.startswith(b"PK") and zipfile.is_zipfile(fh)
         if not is_zip and head.startswith(b"PK\x03\x04"):
-            raise KerasImportError("a damaged or truncated zip archive (no central directory), not a readable .keras file", file=path)
+            raise KerasImportError(
+                "a damaged or truncated zip archive (no central directory), not a readable .keras file", file=path
+            )
         if not is_zip:
             if head.startswith(b"\x89HDF"):
-                raise KerasImportError("a legacy HDF5 (Keras 2) model file; load it in Keras and save it as .keras, then import that", file=path)
+                raise KerasImportError(
+                    "a legacy HDF5 (Keras 2) model file; load it in Keras and save it as .keras, then import that",
+                    file=path,
+                )
             if size > config_cap:
-                raise KerasImportError(f"{_human(size)}, larger than {_human(config_cap)}; expected a model config JSON (set ${CONFIG_BYTES_ENV} to allow more)", file=path)
+                raise KerasImportError(
+                    f"{_human(size)}, larger than {_human(config_cap)}; expected a model config JSON (set ${CONFIG_BYTES_ENV} to allow more)",
+                    file=path,
+                )
             text = fh.read(config_cap + 1)
             has_weights = False
     if is_zip:
@@ -198,7 +234,10 @@ def read_config(path: str) -> tuple[dict[str, Any], bool]:
             if CONFIG_MEMBER not in names:
                 raise KerasImportError(f"a zip file without {CONFIG_MEMBER} is not a Keras 3 .keras archive", file=path)
             if WEIGHTS_MEMBER not in names and any(n.startswith("model.weights") for n in names):
-                raise KerasImportError(f"the weights are not in {WEIGHTS_MEMBER}; save the model with Keras 3's default .keras format", file=path)
+                raise KerasImportError(
+                    f"the weights are not in {WEIGHTS_MEMBER}; save the model with Keras 3's default .keras format",
+                    file=path,
+                )
             text = _read_member(archive, CONFIG_MEMBER, config_cap, path)
             has_weights = WEIGHTS_MEMBER in names
     where = CONFIG_MEMBER if is_zip else None
@@ -212,7 +251,9 @@ def _no_constant(name: str) -> Any:
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits ({text[:20]}...); no model config value needs more than {MAX_INT_DIGITS}")
+        raise ValueError(
+            f"an integer of {len(text.lstrip('-'))} digits ({text[:20]}...); no model config value needs more than {MAX_INT_DIGITS}"
+        )
     return int(text)
 
 
@@ -222,19 +263,34 @@ def parse_config(text: bytes, path: str, member: str | None = None) -> dict[str,
     try:
         config = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
     except RecursionError:
-        raise KerasImportError(f"{what} JSON nested too deeply to read; a model config nests fewer than {MAX_DEPTH} levels", file=path) from None
+        raise KerasImportError(
+            f"{what} JSON nested too deeply to read; a model config nests fewer than {MAX_DEPTH} levels", file=path
+        ) from None
     except UnicodeDecodeError:
-        what = f"{member} is not UTF-8 text" if member else "the file is neither a .keras (zip) archive nor a JSON model config (it is not UTF-8 text)"
+        what = (
+            f"{member} is not UTF-8 text"
+            if member
+            else "the file is neither a .keras (zip) archive nor a JSON model config (it is not UTF-8 text)"
+        )
         raise KerasImportError(what, file=path) from None
     except ValueError as exc:
         if member is None and isinstance(exc, json.JSONDecodeError) and text.lstrip()[:1] not in (b"{", b"["):
-            raise KerasImportError("the file is neither a .keras (zip) archive nor a JSON model config", file=path) from None
-        raise KerasImportError(f"{what} not a JSON model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path) from None
+            raise KerasImportError(
+                "the file is neither a .keras (zip) archive nor a JSON model config", file=path
+            ) from None
+        raise KerasImportError(
+            f"{what} not a JSON model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path
+        ) from None
     deep = _too_deep(config)
     if deep is not None:
-        raise KerasImportError(f"JSON nested more than {MAX_DEPTH} levels deep; a model config nests far fewer", where=deep, file=path)
+        raise KerasImportError(
+            f"JSON nested more than {MAX_DEPTH} levels deep; a model config nests far fewer", where=deep, file=path
+        )
     if not isinstance(config, dict):
-        raise KerasImportError(f"{what} JSON holding {describe(config)}, not a Keras model config (an object with 'class_name' and 'config')", file=path)
+        raise KerasImportError(
+            f"{what} JSON holding {describe(config)}, not a Keras model config (an object with 'class_name' and 'config')",
+            file=path,
+        )
     for key in ("class_name", "config"):
         if key not in config:
             raise KerasImportError(f"not a Keras model config: the top-level object has no '{key}'", file=path)
@@ -268,20 +324,36 @@ def model_network(config: dict[str, Any]) -> KerasNetwork:
     elif kind in ("Functional", "Model"):
         input_name, shape, dtype, layers = _functional(body)
     else:
-        raise KerasImportError(f"the model's class_name is {describe(kind)}, not 'Sequential' or 'Functional' (nnspec imports those)", where="class_name")
+        raise KerasImportError(
+            f"the model's class_name is {describe(kind)}, not 'Sequential' or 'Functional' (nnspec imports those)",
+            where="class_name",
+        )
     if not layers:
         raise KerasImportError("the model has no layers besides its input", where="config.layers")
     compile_config = config.get("compile_config")
-    return KerasNetwork(name, input_name, shape, dtype, tuple(layers), layers[-1].name, compile_config if isinstance(compile_config, dict) else None)
+    return KerasNetwork(
+        name,
+        input_name,
+        shape,
+        dtype,
+        tuple(layers),
+        layers[-1].name,
+        compile_config if isinstance(compile_config, dict) else None,
+    )
 
 
 def _entry_name(entry: Any, where: str) -> str:
     if not isinstance(entry, dict):
-        raise KerasImportError(f"a layer entry of the model config is not an object: it is {describe(entry)}", where=where)
+        raise KerasImportError(
+            f"a layer entry of the model config is not an object: it is {describe(entry)}", where=where
+        )
     cfg = entry.get("config")
     name = entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
     if not isinstance(name, str) or not name:
-        raise KerasImportError(f"the layer entry ({short(entry.get('class_name'))}) has no name (a non-empty string)", where=f"{where}.name")
+        raise KerasImportError(
+            f"the layer entry ({short(entry.get('class_name'))}) has no name (a non-empty string)",
+            where=f"{where}.name",
+        )
     return name
 
 
@@ -289,10 +361,15 @@ def _layer(entry: dict[str, Any], where: str, inbound: tuple[str, ...] = ()) -> 
     name = _entry_name(entry, where)
     class_name = entry.get("class_name")
     if not isinstance(class_name, str) or not class_name:
-        raise KerasImportError(f"Keras layer '{name}' has no class_name (a string); got {describe(class_name)}", where=f"{where}.class_name")
+        raise KerasImportError(
+            f"Keras layer '{name}' has no class_name (a string); got {describe(class_name)}",
+            where=f"{where}.class_name",
+        )
     cfg = entry.get("config")
     if not isinstance(cfg, dict):
-        raise KerasImportError(f"Keras layer '{name}' ({class_name}) has no config object; got {describe(cfg)}", where=f"{where}.config")
+        raise KerasImportError(
+            f"Keras layer '{name}' ({class_name}) has no config object; got {describe(cfg)}", where=f"{where}.config"
+        )
     return KerasLayer(name, class_name, dict(cfg), inbound, where)
 
 
@@ -316,7 +393,9 @@ def _example_shape(batch_shape: Any, what: str, where: str) -> tuple[int, ...]:
                 where=f"{where}[{i}]",
             )
     if not dims:
-        raise KerasImportError(f"{what}: the input shape {short(batch_shape)} has no axis besides the batch axis", where=where)
+        raise KerasImportError(
+            f"{what}: the input shape {short(batch_shape)} has no axis besides the batch axis", where=where
+        )
     return tuple(dims)
 
 
@@ -354,8 +433,15 @@ def _sequential(body: dict[str, Any], top: dict[str, Any]) -> tuple[str, tuple[i
         key = "batch_input_shape" if cfg.get("batch_input_shape") is not None else "batch_shape"
         build, where = cfg.get(key), layers[0].at(key)
     if build is None:
-        raise KerasImportError("the Sequential model has no input shape (no InputLayer and it was never built); add keras.Input(shape=...) first")
-    return SEQUENTIAL_INPUT, _example_shape(build, "the Sequential model's input", where), "float32", _chain(SEQUENTIAL_INPUT, layers)
+        raise KerasImportError(
+            "the Sequential model has no input shape (no InputLayer and it was never built); add keras.Input(shape=...) first"
+        )
+    return (
+        SEQUENTIAL_INPUT,
+        _example_shape(build, "the Sequential model's input", where),
+        "float32",
+        _chain(SEQUENTIAL_INPUT, layers),
+    )
 
 
 def _chain(input_name: str, layers: list[KerasLayer]) -> list[KerasLayer]:
@@ -381,9 +467,15 @@ def _tensor_ref(arg: Any, label: str, where: str) -> str | None:
     if not isinstance(history, list) or len(history) < 3 or not isinstance(history[0], str):
         raise KerasImportError(f"{label}: a malformed tensor reference {short(arg, 120)}", where=where)
     if history[1] != 0:
-        raise KerasImportError(f"{label} reads call {short(history[1])} of layer '{history[0]}', a shared layer; nnspec layers are each called once", where=where)
+        raise KerasImportError(
+            f"{label} reads call {short(history[1])} of layer '{history[0]}', a shared layer; nnspec layers are each called once",
+            where=where,
+        )
     if history[2] != 0:
-        raise KerasImportError(f"{label} reads output {short(history[2])} of layer '{history[0]}'; nnspec layers have one output", where=where)
+        raise KerasImportError(
+            f"{label} reads output {short(history[2])} of layer '{history[0]}'; nnspec layers have one output",
+            where=where,
+        )
     return history[0]
 
 
@@ -394,7 +486,9 @@ def _parents(entry: dict[str, Any], label: str, where: str) -> tuple[str, ...]:
     if not isinstance(nodes, list):
         raise KerasImportError(f"{label}: its inbound_nodes are {describe(nodes)}, not a list", where=where)
     if len(nodes) > 1:
-        raise KerasImportError(f"{label} is called {len(nodes)} times (a shared layer); nnspec layers are each called once", where=where)
+        raise KerasImportError(
+            f"{label} is called {len(nodes)} times (a shared layer); nnspec layers are each called once", where=where
+        )
     if not nodes:
         return ()
     node, where = nodes[0], f"{where}[0]"
@@ -408,17 +502,28 @@ def _parents(entry: dict[str, Any], label: str, where: str) -> tuple[str, ...]:
     found: list[str] = []
     for i, arg in enumerate(args):
         several = isinstance(arg, list) and (not arg or not isinstance(arg[0], str))
-        items = [(item, f"{args_at}[{i}][{j}]") for j, item in enumerate(arg)] if several else [(arg, f"{args_at}[{i}]")]
+        items = (
+            [(item, f"{args_at}[{i}][{j}]") for j, item in enumerate(arg)] if several else [(arg, f"{args_at}[{i}]")]
+        )
         for item, at in items:
             ref = _tensor_ref(item, label, at)
             if ref is None:
-                raise KerasImportError(f"{label} is called with a non-tensor argument {short(item)}; nnspec layers read only tensors", where=at)
+                raise KerasImportError(
+                    f"{label} is called with a non-tensor argument {short(item)}; nnspec layers read only tensors",
+                    where=at,
+                )
             found.append(ref)
     for key, value in kwargs.items():
         if isinstance(value, (dict, list)) and _tensor_like(value):
-            raise KerasImportError(f"{label} is passed a tensor as keyword argument '{key}'; nnspec layers read their inputs only", where=f"{where}.kwargs.{key}")
+            raise KerasImportError(
+                f"{label} is passed a tensor as keyword argument '{key}'; nnspec layers read their inputs only",
+                where=f"{where}.kwargs.{key}",
+            )
         if key == "training" and value is True:
-            raise KerasImportError(f"{label} is called with training=True (always in training mode); nnspec decides training mode itself", where=f"{where}.kwargs.{key}")
+            raise KerasImportError(
+                f"{label} is called with training=True (always in training mode); nnspec decides training mode itself",
+                where=f"{where}.kwargs.{key}",
+            )
     return tuple(found)
 
 
@@ -454,22 +559,39 @@ def _functional(body: dict[str, Any]) -> tuple[str, tuple[int, ...], str, list[K
         where = f"config.layers[{i}]"
         name = _entry_name(entry, where)
         if name in entries:
-            raise KerasImportError(f"the functional model defines two layers named '{name}' ({entries[name][1]} and {where})", where=where)
+            raise KerasImportError(
+                f"the functional model defines two layers named '{name}' ({entries[name][1]} and {where})", where=where
+            )
         entries[name] = (entry, where)
     inputs, outputs = _refs(body.get("input_layers"), "input"), _refs(body.get("output_layers"), "output")
     if len(inputs) != 1:
-        raise KerasImportError(f"the functional model has {len(inputs)} inputs ({', '.join(inputs)}); nnspec models have one input", where="config.input_layers")
+        raise KerasImportError(
+            f"the functional model has {len(inputs)} inputs ({', '.join(inputs)}); nnspec models have one input",
+            where="config.input_layers",
+        )
     if len(outputs) != 1:
-        raise KerasImportError(f"the functional model has {len(outputs)} outputs ({', '.join(outputs)}); nnspec models have one output", where="config.output_layers")
+        raise KerasImportError(
+            f"the functional model has {len(outputs)} outputs ({', '.join(outputs)}); nnspec models have one output",
+            where="config.output_layers",
+        )
     first, last = inputs[0], outputs[0]
     for name, what in ((first, "input"), (last, "output")):
         if name not in entries:
-            raise KerasImportError(f"the functional model's {what} is a layer '{name}' that its config does not define", where=f"config.{what}_layers")
+            raise KerasImportError(
+                f"the functional model's {what} is a layer '{name}' that its config does not define",
+                where=f"config.{what}_layers",
+            )
     input_layer = _layer(*entries[first])
     if input_layer.class_name != "InputLayer":
-        raise KerasImportError(f"the functional model's input '{first}' is a {input_layer.class_name}, not an InputLayer", where="config.input_layers")
+        raise KerasImportError(
+            f"the functional model's input '{first}' is a {input_layer.class_name}, not an InputLayer",
+            where="config.input_layers",
+        )
     if entries[first][0].get("inbound_nodes"):
-        raise KerasImportError(f"{input_layer.label} is the model's input but reads other layers (a malformed config)", where=f"{input_layer.path}.inbound_nodes")
+        raise KerasImportError(
+            f"{input_layer.label} is the model's input but reads other layers (a malformed config)",
+            where=f"{input_layer.path}.inbound_nodes",
+        )
     layers: dict[str, KerasLayer] = {}
     for name, (entry, where) in entries.items():
         if name == first:
@@ -479,13 +601,21 @@ def _functional(body: dict[str, Any]) -> tuple[str, tuple[int, ...], str, list[K
             raise KerasImportError(f"{layer.label} is a second input; nnspec models have one input", where=where)
         parents = _parents(entry, layer.label, where)
         if not parents:
-            raise KerasImportError(f"{layer.label} reads no tensor (it is not connected to the model's input)", where=f"{where}.inbound_nodes")
+            raise KerasImportError(
+                f"{layer.label} reads no tensor (it is not connected to the model's input)",
+                where=f"{where}.inbound_nodes",
+            )
         for parent in parents:
             if parent not in entries:
-                raise KerasImportError(f"{layer.label} reads a layer '{parent}' that the model's config does not define", where=f"{where}.inbound_nodes")
+                raise KerasImportError(
+                    f"{layer.label} reads a layer '{parent}' that the model's config does not define",
+                    where=f"{where}.inbound_nodes",
+                )
         layers[name] = KerasLayer(layer.name, layer.class_name, layer.config, parents, where)
     if last == first:
-        raise KerasImportError("the functional model's output is its input; it has no layers", where="config.output_layers")
+        raise KerasImportError(
+            "the functional model's output is its input; it has no layers", where="config.output_layers"
+        )
     order = _topological(layers, first, last)
     shape, dtype = _input_from_layer(input_layer)
     return first, shape, dtype, order
@@ -508,7 +638,10 @@ def _topological(layers: dict[str, KerasLayer], first: str, last: str) -> list[K
     extra = [n for n in layers if n not in needed]
     if extra:
         shown = ", ".join(repr(n) for n in extra[:6]) + (f" and {len(extra) - 6} more" if len(extra) > 6 else "")
-        raise KerasImportError(f"layers {shown} do not lead to the model's output; nnspec models have one output", where=layers[extra[0]].path)
+        raise KerasImportError(
+            f"layers {shown} do not lead to the model's output; nnspec models have one output",
+            where=layers[extra[0]].path,
+        )
     position = {name: i for i, name in enumerate(layers)}
     waiting = {name: len(set(layer.inbound) - {first}) for name, layer in layers.items()}
     readers: dict[str, list[str]] = {}

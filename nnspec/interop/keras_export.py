@@ -18,9 +18,9 @@ import numpy as np
 
 from ..compiler.ir import Graph
 from ..errors import NnspecError
-from ..runtime.optimizers import OPTIMIZER_DEFAULTS
-from ..runtime.schedules import SCHEDULE_DEFAULTS
 from ..runtime.weights import check_weights
+from ..semantics.optimizers import OPTIMIZER_DEFAULTS
+from ..semantics.schedules import SCHEDULE_DEFAULTS
 from .output_path import check_output_file
 
 
@@ -53,9 +53,13 @@ def keras_learning_rate(graph: Graph) -> Any:
     if schedule.name == "constant":
         return lr
     if schedule.name == "step":  # lr * factor ** floor(step / every)
-        return schedules.ExponentialDecay(lr, decay_steps=int(p["every"]), decay_rate=float(p["factor"]), staircase=True)
+        return schedules.ExponentialDecay(
+            lr, decay_steps=int(p["every"]), decay_rate=float(p["factor"]), staircase=True
+        )
     if schedule.name == "exponential":
-        return schedules.ExponentialDecay(lr, decay_steps=int(p["decay_steps"]), decay_rate=float(p["decay_rate"]), staircase=bool(p.get("staircase")))
+        return schedules.ExponentialDecay(
+            lr, decay_steps=int(p["decay_steps"]), decay_rate=float(p["decay_rate"]), staircase=bool(p.get("staircase"))
+        )
     if schedule.name == "cosine":
         return schedules.CosineDecay(lr, decay_steps=int(p["decay_steps"]), alpha=float(p["alpha"]))
     raise KerasExportError(f"schedule '{schedule.name}' has no Keras equivalent")
@@ -70,11 +74,25 @@ def keras_optimizer(graph: Graph) -> Any:
     hp["learning_rate"] = keras_learning_rate(graph)
     wd = graph.train.weight_decay or None
     if cfg.name == "adam":
-        return keras.optimizers.Adam(learning_rate=hp["learning_rate"], beta_1=hp["beta_1"], beta_2=hp["beta_2"], epsilon=hp["epsilon"], weight_decay=wd)
+        return keras.optimizers.Adam(
+            learning_rate=hp["learning_rate"],
+            beta_1=hp["beta_1"],
+            beta_2=hp["beta_2"],
+            epsilon=hp["epsilon"],
+            weight_decay=wd,
+        )
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=hp["learning_rate"], momentum=hp["momentum"], nesterov=bool(hp["nesterov"]), weight_decay=wd)
+        return keras.optimizers.SGD(
+            learning_rate=hp["learning_rate"], momentum=hp["momentum"], nesterov=bool(hp["nesterov"]), weight_decay=wd
+        )
     if cfg.name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=hp["learning_rate"], rho=hp["rho"], momentum=hp["momentum"], epsilon=hp["epsilon"], weight_decay=wd)
+        return keras.optimizers.RMSprop(
+            learning_rate=hp["learning_rate"],
+            rho=hp["rho"],
+            momentum=hp["momentum"],
+            epsilon=hp["epsilon"],
+            weight_decay=wd,
+        )
     raise KerasExportError(f"optimizer '{cfg.name}' has no Keras equivalent")
 
 
@@ -83,7 +101,9 @@ def keras_loss(graph: Graph) -> tuple[Any, list[str]]:
     import keras
 
     if graph.train.loss == "cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=not graph.ends_in_softmax), ["sparse_categorical_accuracy"]
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=not graph.ends_in_softmax), [
+            "sparse_categorical_accuracy"
+        ]
     return keras.losses.MeanSquaredError(), []
 
 

@@ -56,7 +56,16 @@ _OPTIMIZER_KEYS = {
     "sgd": ("learning_rate", "momentum", "nesterov"),
     "rmsprop": ("learning_rate", "rho", "momentum", "epsilon"),
 }
-_IGNORED_OPTIMIZER_FLAGS = ("amsgrad", "centered", "use_ema", "clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps", "loss_scale_factor")
+_IGNORED_OPTIMIZER_FLAGS = (
+    "amsgrad",
+    "centered",
+    "use_ema",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "gradient_accumulation_steps",
+    "loss_scale_factor",
+)
 _LOSSES = {
     "sparse_categorical_crossentropy": "cross_entropy",
     "sparsecategoricalcrossentropy": "cross_entropy",
@@ -89,7 +98,9 @@ def import_keras(path: str) -> ImportedModel:
     try:
         net = model_network(config)
         if net.input_dtype not in ("float32", "float64"):
-            raise KerasImportError(f"the model's input dtype is {short(net.input_dtype)}; nnspec reads float32 or float64 inputs")
+            raise KerasImportError(
+                f"the model's input dtype is {short(net.input_dtype)}; nnspec reads float32 or float64 inputs"
+            )
         groups = [(layer, map_layer(layer)) for layer in net.layers]
         layers = [spec_layer for _, specs in groups for spec_layer in specs]
         notes = [note for layer in layers for note in layer.notes]
@@ -102,7 +113,9 @@ def import_keras(path: str) -> ImportedModel:
     except KerasImportError as exc:
         raise exc.in_file(path) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError) as exc:
-        raise KerasImportError(f"a malformed Keras model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path) from None
+        raise KerasImportError(
+            f"a malformed Keras model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path
+        ) from None
     if has_weights:
         imported.weights = _read_weights(path, config, layers, imported.graph)
     return imported
@@ -115,7 +128,9 @@ def _checked_graph(text: str) -> Graph:
     graph, diagnostics = analyse_text(text, "<imported spec>")
     if graph is None:
         errors = [d.format().replace("\n", " ") for d in diagnostics if d.severity == "error"]
-        raise KerasImportError("the spec made from this model does not pass nnspec's check:\n  " + "\n  ".join(errors[:10]))
+        raise KerasImportError(
+            "the spec made from this model does not pass nnspec's check:\n  " + "\n  ".join(errors[:10])
+        )
     return graph
 
 
@@ -146,7 +161,9 @@ def _wire(net: KerasNetwork, groups: list[tuple[KerasLayer, list[SpecLayer]]]) -
     for klayer, specs in groups:
         first = specs[0]
         if first.op not in MERGE_OPS and len(klayer.inbound) != 1:
-            raise KerasImportError(f"{klayer.label} takes {len(klayer.inbound)} inputs; only Add and Concatenate merge several")
+            raise KerasImportError(
+                f"{klayer.label} takes {len(klayer.inbound)} inputs; only Add and Concatenate merge several"
+            )
         first.inputs = tuple(last[name] for name in klayer.inbound)
         for before, after in zip(specs, specs[1:]):
             after.inputs = (before.name,)
@@ -165,17 +182,23 @@ def _resolve_axis(layer: SpecLayer, rank: int) -> None:
     batched = rank + 1
     axis = layer.keras_axis
     if not -batched <= axis < batched:
-        raise KerasImportError(f"{layer.source.label}: axis={axis} is out of range for its input of rank {batched} (batch axis included)")
+        raise KerasImportError(
+            f"{layer.source.label}: axis={axis} is out of range for its input of rank {batched} (batch axis included)"
+        )
     axis %= batched
     if layer.op == "concat":
         if axis == 0:
-            raise KerasImportError(f"{layer.source.label}: axis={layer.keras_axis} is the batch axis; nnspec concatenates along an axis of each example")
+            raise KerasImportError(
+                f"{layer.source.label}: axis={layer.keras_axis} is the batch axis; nnspec concatenates along an axis of each example"
+            )
         if axis == batched - 1:
             layer.params.pop("axis", None)
         else:
             layer.params["axis"] = axis - 1
     elif axis != batched - 1:
-        raise KerasImportError(f"{layer.source.label}: axis={layer.keras_axis} is not supported (nnspec's {layer.op} normalises over the last axis only: axis=-1)")
+        raise KerasImportError(
+            f"{layer.source.label}: axis={layer.keras_axis} is not supported (nnspec's {layer.op} normalises over the last axis only: axis=-1)"
+        )
 
 
 def _graph(net: KerasNetwork, layers: list[SpecLayer], output: str) -> Graph:
@@ -187,7 +210,9 @@ def _graph(net: KerasNetwork, layers: list[SpecLayer], output: str) -> Graph:
         _resolve_axis(layer, len(given[0]))
         attrs = _graph_attrs(layer)
         try:
-            node = make_node(index, layer.name, layer.op, attrs, given if layer.op in MERGE_OPS else given[0], layer.inputs)
+            node = make_node(
+                index, layer.name, layer.op, attrs, given if layer.op in MERGE_OPS else given[0], layer.inputs
+            )
         except ShapeProblem as exc:
             hint = f" ({exc.hint})" if exc.hint else ""
             if layer.op == "dense":
@@ -211,7 +236,9 @@ def _spec_layer_entry(layer: SpecLayer, default_input: str) -> dict[str, Any]:
     return {layer.op: entry}
 
 
-def _spec_document(net: KerasNetwork, layers: list[SpecLayer], output: str, path: str, notes: list[str]) -> dict[str, Any]:
+def _spec_document(
+    net: KerasNetwork, layers: list[SpecLayer], output: str, path: str, notes: list[str]
+) -> dict[str, Any]:
     entries = [_spec_layer_entry(layer, layers[i - 1].name if i else INPUT) for i, layer in enumerate(layers)]
     wired = any("inputs" in next(iter(e.values())) for e in entries) or output != layers[-1].name
     spec: dict[str, Any] = {
@@ -230,7 +257,9 @@ def _spec_document(net: KerasNetwork, layers: list[SpecLayer], output: str, path
     except KerasImportError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
-        raise KerasImportError(f"a malformed compile config ({type(exc).__name__}: {short(str(exc), 160)})", where="compile_config") from None
+        raise KerasImportError(
+            f"a malformed compile config ({type(exc).__name__}: {short(str(exc), 160)})", where="compile_config"
+        ) from None
     if train:
         spec["train"] = train
     return spec
@@ -246,7 +275,9 @@ def _train_section(compile_config: dict[str, Any] | None, notes: list[str]) -> d
     if isinstance(loss_name, str) and loss_name.lower() in _LOSSES:
         train["loss"] = _LOSSES[loss_name.lower()]
         if isinstance(loss, dict) and (loss.get("config") or {}).get("from_logits"):
-            notes.append("the Keras loss takes logits; nnspec computes cross-entropy from the logits of a final softmax itself")
+            notes.append(
+                "the Keras loss takes logits; nnspec computes cross-entropy from the logits of a final softmax itself"
+            )
     elif loss is not None:
         notes.append(f"Keras loss {short(loss_name)} has no nnspec equivalent; the spec uses nnspec's default loss")
     optimizer = compile_config.get("optimizer")
@@ -259,7 +290,9 @@ def _optimizer(optimizer: Any, notes: list[str]) -> dict[str, Any]:
     cls = optimizer.get("class_name") if isinstance(optimizer, dict) else optimizer
     cfg = (optimizer.get("config") or {}) if isinstance(optimizer, dict) else {}
     if not isinstance(cfg, dict):
-        raise KerasImportError(f"the optimizer's config is {short(cfg)}, not an object", where="compile_config.optimizer.config")
+        raise KerasImportError(
+            f"the optimizer's config is {short(cfg)}, not an object", where="compile_config.optimizer.config"
+        )
     name = _OPTIMIZERS.get(cls.lower()) if isinstance(cls, str) else None
     if name is None:
         notes.append(f"Keras optimizer {short(cls)} has no nnspec equivalent; the spec uses nnspec's default optimizer")
@@ -286,14 +319,27 @@ def _optimizer(optimizer: Any, notes: list[str]) -> dict[str, Any]:
 def _schedule(schedule: dict[str, Any], out: dict[str, Any], notes: list[str]) -> float | None:
     cls, cfg = schedule.get("class_name"), schedule.get("config") or {}
     if not isinstance(cfg, dict):
-        raise KerasImportError(f"the learning-rate schedule's config is {short(cfg)}, not an object", where="compile_config.optimizer.config.learning_rate.config")
+        raise KerasImportError(
+            f"the learning-rate schedule's config is {short(cfg)}, not an object",
+            where="compile_config.optimizer.config.learning_rate.config",
+        )
     lr = cfg.get("initial_learning_rate")
     if cls == "ExponentialDecay":
-        out["schedule"] = {"exponential": {"decay_steps": int(cfg["decay_steps"]), "decay_rate": clean_float(cfg["decay_rate"]), "staircase": bool(cfg.get("staircase", False))}}
+        out["schedule"] = {
+            "exponential": {
+                "decay_steps": int(cfg["decay_steps"]),
+                "decay_rate": clean_float(cfg["decay_rate"]),
+                "staircase": bool(cfg.get("staircase", False)),
+            }
+        }
     elif cls == "CosineDecay" and not cfg.get("warmup_steps"):
-        out["schedule"] = {"cosine": {"decay_steps": int(cfg["decay_steps"]), "alpha": clean_float(cfg.get("alpha", 0.0))}}
+        out["schedule"] = {
+            "cosine": {"decay_steps": int(cfg["decay_steps"]), "alpha": clean_float(cfg.get("alpha", 0.0))}
+        }
     else:
-        notes.append(f"Keras learning-rate schedule {short(cls)} has no nnspec equivalent; the spec uses a constant rate")
+        notes.append(
+            f"Keras learning-rate schedule {short(cls)} has no nnspec equivalent; the spec uses a constant rate"
+        )
     return lr
 
 
@@ -312,7 +358,9 @@ def _read_weights(path: str, config: dict[str, Any], layers: list[SpecLayer], gr
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many kinds; the user needs the message, not the type
-        raise KerasImportError(f"Keras could not load the model's weights ({type(exc).__name__}: {short(str(exc), 300)})", file=path) from None
+        raise KerasImportError(
+            f"Keras could not load the model's weights ({type(exc).__name__}: {short(str(exc), 300)})", file=path
+        ) from None
     weights: dict[str, np.ndarray] = {}
     for layer in layers:
         if not layer.weight_names:
@@ -320,12 +368,18 @@ def _read_weights(path: str, config: dict[str, Any], layers: list[SpecLayer], gr
         try:
             klayer = model.get_layer(layer.source.name)
         except ValueError:
-            raise KerasImportError(f"Keras loaded the model without its {layer.source.label}", where=layer.source.at(), file=path) from None
+            raise KerasImportError(
+                f"Keras loaded the model without its {layer.source.label}", where=layer.source.at(), file=path
+            ) from None
         for name in layer.weight_names:
             variable = getattr(klayer, name, None)
             if variable is None:
-                raise KerasImportError(f"{layer.source.label} holds no '{name}' weights", where=layer.source.at(), file=path)
-            weights[f"{layer.name}.{name}"] = np.ascontiguousarray(keras.ops.convert_to_numpy(variable), dtype=graph.dtype)
+                raise KerasImportError(
+                    f"{layer.source.label} holds no '{name}' weights", where=layer.source.at(), file=path
+                )
+            weights[f"{layer.name}.{name}"] = np.ascontiguousarray(
+                keras.ops.convert_to_numpy(variable), dtype=graph.dtype
+            )
     problems = weight_differences(graph, weights)
     if problems:
         raise KerasImportError("the weights do not fit the imported spec:\n  " + "\n  ".join(problems), file=path)
@@ -349,7 +403,10 @@ def _check_model_size(path: str, graph: Graph) -> None:
         )
     free = available_memory()
     if free is not None and 3 * nbytes > free:  # Keras's variables, the file's bytes and nnspec's copy
-        raise KerasImportError(f"the model's weights take {human_bytes(nbytes)}{largest}, too much for the {human_bytes(free)} of memory available", file=path)
+        raise KerasImportError(
+            f"the model's weights take {human_bytes(nbytes)}{largest}, too much for the {human_bytes(free)} of memory available",
+            file=path,
+        )
 
 
 def _saved_weight_names(config: dict[str, Any], layers: list[SpecLayer]) -> dict[str, str]:
@@ -394,7 +451,10 @@ def check_weights_member(path: str, names: dict[str, str], shapes: dict[str, tup
         except KerasImportError:
             raise
         except Exception as exc:  # h5py and HDF5 raise many kinds for a damaged file
-            raise KerasImportError(f"the member {WEIGHTS_MEMBER} is not a readable HDF5 file ({type(exc).__name__}: {short(str(exc), 200)})", file=path) from None
+            raise KerasImportError(
+                f"the member {WEIGHTS_MEMBER} is not a readable HDF5 file ({type(exc).__name__}: {short(str(exc), 200)})",
+                file=path,
+            ) from None
 
 
 def _check_dataset(path: str, name: str, dataset: Any, weight: str | None, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -404,7 +464,10 @@ def _check_dataset(path: str, name: str, dataset: Any, weight: str | None, shape
     kind = dataset.dtype.kind
     if weight is not None:
         if kind != "f":
-            raise KerasImportError(f"{label} has dtype {dataset.dtype}; weights must be floating point (float16, float32 or float64)", file=path)
+            raise KerasImportError(
+                f"{label} has dtype {dataset.dtype}; weights must be floating point (float16, float32 or float64)",
+                file=path,
+            )
         want = shapes.get(weight)
         if want is not None and tuple(dataset.shape) != tuple(want):
             raise KerasImportError(f"{label} has shape {list(dataset.shape)}, the spec needs {list(want)}", file=path)
@@ -412,7 +475,10 @@ def _check_dataset(path: str, name: str, dataset: Any, weight: str | None, shape
         return
     bad = first_bad_value(dataset[()] if dataset.ndim == 0 else dataset, float32_range=False)
     if bad is not None:
-        raise KerasImportError(f"{label} holds a non-finite value: {bad.describe(weight or name)}; nnspec refuses NaN and infinite weights", file=path)
+        raise KerasImportError(
+            f"{label} holds a non-finite value: {bad.describe(weight or name)}; nnspec refuses NaN and infinite weights",
+            file=path,
+        )
 
 
 def _human(n: int) -> str:
@@ -423,7 +489,9 @@ def _human(n: int) -> str:
 
 def one_line(text: str) -> str:
     """``text`` with line breaks and other control characters escaped, so that it stays on one line."""
-    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]", lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return re.sub(
+        r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]", lambda m: m.group().encode("unicode_escape").decode("ascii"), text
+    )
 
 
 def _text(spec: dict[str, Any], notes: list[str], source: str) -> str:
@@ -437,7 +505,9 @@ def _text(spec: dict[str, Any], notes: list[str], source: str) -> str:
     class OneLine(dict):
         pass
 
-    Dumper.add_representer(OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True))
+    Dumper.add_representer(
+        OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+    )
     layers = [{op: OneLine(params) for op, params in entry.items()} for entry in spec["layers"]]
     header = [f"# Imported from {one_line(os.path.basename(source))} by `nnspec import`."]
     header += [f"# note: {one_line(note)}" for note in notes]
@@ -490,7 +560,9 @@ def write_spec(imported: ImportedModel, path: str, weights_path: str | None = No
 
     check_outputs(path, weights_path, imported.source)
     if weights_path is not None and imported.weights is None:
-        raise KerasImportError(f"{imported.source} holds no weights (a config JSON); import a .keras archive to get weights")
+        raise KerasImportError(
+            f"{imported.source} holds no weights (a config JSON); import a .keras archive to get weights"
+        )
     weights = imported.weights
     text = spec_text(imported)
     if text != imported.text:  # the spec or notes were changed after the import: check the new text too
@@ -533,7 +605,9 @@ def _write_all(jobs: list[tuple[str, Callable[[str], Any]]]) -> None:
             except OSError:
                 pass
         if isinstance(exc, OSError):
-            raise KerasImportError(f"{target}: cannot write the import's output ({exc.strerror or exc}); nothing was written") from None
+            raise KerasImportError(
+                f"{target}: cannot write the import's output ({exc.strerror or exc}); nothing was written"
+            ) from None
         raise
     for _, target in temps:
         fsync_dir(os.path.dirname(os.path.abspath(target)))

@@ -71,12 +71,20 @@ def known_classes() -> list[str]:
 def map_layer(layer: KerasLayer) -> list[SpecLayer]:
     """The spec layers of one Keras layer; a class nnspec does not know is an error naming it."""
     if layer.class_name == "Lambda":
-        raise KerasImportError(f"{layer.label}: Lambda layers hold Python code; nnspec never loads code from a model file", where=layer.at())
+        raise KerasImportError(
+            f"{layer.label}: Lambda layers hold Python code; nnspec never loads code from a model file",
+            where=layer.at(),
+        )
     if layer.class_name in ("Sequential", "Functional", "Model"):
-        raise KerasImportError(f"{layer.label} is a nested model; rebuild the Keras model with its layers inline", where=layer.at())
+        raise KerasImportError(
+            f"{layer.label} is a nested model; rebuild the Keras model with its layers inline", where=layer.at()
+        )
     mapper = _MAPPERS.get(layer.class_name)
     if mapper is None:
-        raise KerasImportError(f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})", where=f"{layer.path}.class_name")
+        raise KerasImportError(
+            f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})",
+            where=f"{layer.path}.class_name",
+        )
     _check_dtype(layer)
     try:
         specs = mapper(layer)
@@ -87,7 +95,9 @@ def map_layer(layer: KerasLayer) -> list[SpecLayer]:
         where = layer.at(key) if isinstance(key, str) else layer.at()
         raise KerasImportError(f"{layer.label}: a malformed layer config (no {short(key)})", where=where) from None
     except (TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
-        raise KerasImportError(f"{layer.label}: a malformed layer config ({type(exc).__name__}: {short(str(exc), 160)})", where=layer.at()) from None
+        raise KerasImportError(
+            f"{layer.label}: a malformed layer config ({type(exc).__name__}: {short(str(exc), 160)})", where=layer.at()
+        ) from None
     if layer.config.get("trainable") is False:
         specs[0].notes.append(f"{layer.label} is frozen in Keras (trainable: false); nnspec trains every layer")
     return specs
@@ -103,14 +113,18 @@ def clean_float(value: Any) -> float:
     return shortest if abs(shortest - exact) <= 1e-7 * abs(exact) else exact
 
 
-def _number(layer: KerasLayer, key: str, default: Any = None, within: dict[str, Any] | None = None, where: str | None = None) -> float:
+def _number(
+    layer: KerasLayer, key: str, default: Any = None, within: dict[str, Any] | None = None, where: str | None = None
+) -> float:
     """The number at ``key`` of the layer's config (or of ``within``, found at config path ``where``), as :func:`clean_float` gives it."""
     source = layer.config if within is None else within
     value = source.get(key, default)
     try:
         return clean_float(value)
     except (TypeError, ValueError, OverflowError):
-        raise KerasImportError(f"{layer.label}: {key}={short(value)} is not a number", where=f"{where}.{key}" if where else layer.at(key)) from None
+        raise KerasImportError(
+            f"{layer.label}: {key}={short(value)} is not a number", where=f"{where}.{key}" if where else layer.at(key)
+        ) from None
 
 
 def _check_dtype(layer: KerasLayer) -> None:
@@ -121,7 +135,10 @@ def _check_dtype(layer: KerasLayer) -> None:
     else:
         name = policy
     if name not in (None, "float32", "float64"):
-        raise KerasImportError(f"{layer.label} uses dtype policy {short(name)}; nnspec computes in float32 or float64", where=layer.at("dtype"))
+        raise KerasImportError(
+            f"{layer.label} uses dtype policy {short(name)}; nnspec computes in float32 or float64",
+            where=layer.at("dtype"),
+        )
 
 
 def _unsupported(layer: KerasLayer, key: str, value: Any, why: str) -> KerasImportError:
@@ -139,7 +156,9 @@ def _require_default(layer: KerasLayer, key: str, default: Any, why: str) -> Non
 def _no_extras(layer: KerasLayer, keys: tuple[str, ...]) -> None:
     for key in keys:
         if layer.config.get(key) not in (None, False):
-            raise _unsupported(layer, key, layer.config.get(key), "nnspec has no regularisers, constraints, LoRA or quantisation")
+            raise _unsupported(
+                layer, key, layer.config.get(key), "nnspec has no regularisers, constraints, LoRA or quantisation"
+            )
 
 
 def _activation(layer: KerasLayer, value: Any) -> str:
@@ -167,19 +186,32 @@ def _initializer(layer: KerasLayer, key: str, default: str) -> tuple[Any, list[s
     if not isinstance(init, dict):
         if isinstance(init, str) and init in _INITIALIZERS.values():
             return init, []
-        return None, [f"{layer.label}: {key} {short(init)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+        return None, [
+            f"{layer.label}: {key} {short(init)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+        ]
     cls, cfg = init.get("class_name"), init.get("config") or {}
     if not isinstance(cfg, dict):
-        raise KerasImportError(f"{layer.label}: the config of {key} is {short(cfg)}, not an object", where=layer.at(f"{key}.config"))
+        raise KerasImportError(
+            f"{layer.label}: the config of {key} is {short(cfg)}, not an object", where=layer.at(f"{key}.config")
+        )
     if isinstance(cls, str) and cls in _INITIALIZERS:
         name = _INITIALIZERS[cls]
         return (None if name == default else name), []
     at = layer.at(f"{key}.config")
     if cls == "RandomNormal":
-        return {"normal": {"mean": _number(layer, "mean", 0.0, cfg, at), "stddev": _number(layer, "stddev", 0.05, cfg, at)}}, []
+        return {
+            "normal": {"mean": _number(layer, "mean", 0.0, cfg, at), "stddev": _number(layer, "stddev", 0.05, cfg, at)}
+        }, []
     if cls == "RandomUniform":
-        return {"uniform": {"minval": _number(layer, "minval", -0.05, cfg, at), "maxval": _number(layer, "maxval", 0.05, cfg, at)}}, []
-    return None, [f"{layer.label}: {key} {short(cls)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"]
+        return {
+            "uniform": {
+                "minval": _number(layer, "minval", -0.05, cfg, at),
+                "maxval": _number(layer, "maxval", 0.05, cfg, at),
+            }
+        }, []
+    return None, [
+        f"{layer.label}: {key} {short(cls)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+    ]
 
 
 def _is_dim(value: Any) -> bool:
@@ -223,11 +255,25 @@ def _with_activation(layer: KerasLayer, op: str, params: dict[str, Any], notes: 
 
 
 def _weights_options(layer: KerasLayer, params: dict[str, Any]) -> list[str]:
-    _no_extras(layer, ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_rank", "quantization_config"))
+    _no_extras(
+        layer,
+        (
+            "kernel_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+            "lora_rank",
+            "quantization_config",
+        ),
+    )
     if not layer.config.get("use_bias", True):
         params["use_bias"] = False
     notes: list[str] = []
-    for key, spec_key, default in (("kernel_initializer", "kernel_init", "glorot_uniform"), ("bias_initializer", "bias_init", "zeros")):
+    for key, spec_key, default in (
+        ("kernel_initializer", "kernel_init", "glorot_uniform"),
+        ("bias_initializer", "bias_init", "zeros"),
+    ):
         value, more = _initializer(layer, key, default)
         notes += more
         if value is not None:
@@ -289,7 +335,9 @@ def _flatten(layer: KerasLayer) -> list[SpecLayer]:
 def _reshape(layer: KerasLayer) -> list[SpecLayer]:
     shape = layer.config["target_shape"]
     if not isinstance(shape, list) or not shape or not all(_is_dim(d) or d == -1 for d in shape):
-        raise _unsupported(layer, "target_shape", shape, f"expected a list of positive ints of at most {MAX_DIM:,} (or -1)")
+        raise _unsupported(
+            layer, "target_shape", shape, f"expected a list of positive ints of at most {MAX_DIM:,} (or -1)"
+        )
     return [SpecLayer("reshape", {"shape": list(shape)}, layer.name, layer)]
 
 
@@ -297,7 +345,11 @@ def _reshape(layer: KerasLayer) -> list[SpecLayer]:
 def _dropout(layer: KerasLayer) -> list[SpecLayer]:
     if layer.config.get("noise_shape") is not None:
         raise _unsupported(layer, "noise_shape", layer.config["noise_shape"], "nnspec drops each unit independently")
-    notes = [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"] if layer.config.get("seed") is not None else []
+    notes = (
+        [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"]
+        if layer.config.get("seed") is not None
+        else []
+    )
     return [SpecLayer("dropout", {"rate": _number(layer, "rate")}, layer.name, layer, notes=notes)]
 
 
@@ -350,11 +402,15 @@ def _one_axis(layer: KerasLayer) -> int:
     if isinstance(axis, list) and len(axis) == 1:
         axis = axis[0]
     if isinstance(axis, bool) or not isinstance(axis, int):
-        raise _unsupported(layer, "axis", layer.config.get("axis"), "nnspec normalises over the last axis only (axis=-1)")
+        raise _unsupported(
+            layer, "axis", layer.config.get("axis"), "nnspec normalises over the last axis only (axis=-1)"
+        )
     return axis
 
 
-def _norm_options(layer: KerasLayer, defaults: dict[str, Any], initializers: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+def _norm_options(
+    layer: KerasLayer, defaults: dict[str, Any], initializers: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
     """Spec parameters (those that differ from nnspec's defaults) and notes of a normalisation layer."""
     cfg = layer.config
     _no_extras(layer, ("gamma_regularizer", "beta_regularizer", "gamma_constraint", "beta_constraint"))
@@ -372,7 +428,9 @@ def _norm_options(layer: KerasLayer, defaults: dict[str, Any], initializers: dic
         init = cfg.get(key)
         name = init.get("class_name") if isinstance(init, dict) else init
         if name is not None and _INITIALIZERS.get(str(name), str(name)) != default:
-            notes.append(f"{layer.label}: {key} {name} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)")
+            notes.append(
+                f"{layer.label}: {key} {name} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+            )
     return params, notes
 
 
@@ -387,7 +445,12 @@ def _batch_norm(layer: KerasLayer) -> list[SpecLayer]:
     if layer.config.get("renorm"):
         raise _unsupported(layer, "renorm", True, "nnspec's batch_norm has no batch renormalisation")
     axis = _one_axis(layer)
-    inits = {"gamma_initializer": "ones", "beta_initializer": "zeros", "moving_mean_initializer": "zeros", "moving_variance_initializer": "ones"}
+    inits = {
+        "gamma_initializer": "ones",
+        "beta_initializer": "zeros",
+        "moving_mean_initializer": "zeros",
+        "moving_variance_initializer": "ones",
+    }
     params, notes = _norm_options(layer, DEFAULTS["batch_norm"], inits)
     names = (*_affine_names(params), "moving_mean", "moving_variance")
     return [SpecLayer("batch_norm", params, layer.name, layer, weight_names=names, notes=notes, keras_axis=axis)]
@@ -398,12 +461,26 @@ def _layer_norm(layer: KerasLayer) -> list[SpecLayer]:
     from ..compiler.shapes import DEFAULTS
 
     if layer.config.get("rms_scaling"):
-        raise _unsupported(layer, "rms_scaling", True, "nnspec's layer_norm centres and scales by the standard deviation")
+        raise _unsupported(
+            layer, "rms_scaling", True, "nnspec's layer_norm centres and scales by the standard deviation"
+        )
     axis = layer.config.get("axis", -1)
     if isinstance(axis, list) and len(axis) != 1:
         raise _unsupported(layer, "axis", axis, "nnspec's layer_norm normalises over the last axis only (axis=-1)")
-    params, notes = _norm_options(layer, DEFAULTS["layer_norm"], {"gamma_initializer": "ones", "beta_initializer": "zeros"})
-    return [SpecLayer("layer_norm", params, layer.name, layer, weight_names=_affine_names(params), notes=notes, keras_axis=_one_axis(layer))]
+    params, notes = _norm_options(
+        layer, DEFAULTS["layer_norm"], {"gamma_initializer": "ones", "beta_initializer": "zeros"}
+    )
+    return [
+        SpecLayer(
+            "layer_norm",
+            params,
+            layer.name,
+            layer,
+            weight_names=_affine_names(params),
+            notes=notes,
+            keras_axis=_one_axis(layer),
+        )
+    ]
 
 
 @maps("GlobalAveragePooling2D", "GlobalMaxPooling2D")

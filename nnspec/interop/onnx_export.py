@@ -81,7 +81,9 @@ def build_onnx_model(graph: Graph, weights: Mapping[str, np.ndarray]) -> Any:
         producer_name="nnspec",
         doc_string=graph.description,
     )
-    helper.set_model_props(model, {"nnspec.spec": graph.name, "nnspec.dtype": graph.dtype, "nnspec.layout": "channels_last"})
+    helper.set_model_props(
+        model, {"nnspec.spec": graph.name, "nnspec.dtype": graph.dtype, "nnspec.layout": "channels_last"}
+    )
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

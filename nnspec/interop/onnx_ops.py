@@ -85,7 +85,9 @@ def activation(builder: GraphBuilder, node: Node, x: Value, name: str, output: s
     return Value(output, x.rank, x.channels_first)
 
 
-def _then_activation(builder: GraphBuilder, node: Node, op: str, inputs: list[str], rank: int, channels_first: bool, **attrs: object) -> Value:
+def _then_activation(
+    builder: GraphBuilder, node: Node, op: str, inputs: list[str], rank: int, channels_first: bool, **attrs: object
+) -> Value:
     """``op`` followed by the layer's activation (none emitted for ``linear``)."""
     out = builder.tensor_name(node)
     if node.attrs["activation"] == "linear":
@@ -121,7 +123,11 @@ def _conv2d(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Wei
 @converter("max_pool2d", "avg_pool2d")
 def _pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = builder.in_layout(inputs[0], True)
-    attrs: dict[str, object] = {"kernel_shape": list(node.attrs["size"]), "strides": list(node.attrs["strides"]), "pads": _pads(node)}
+    attrs: dict[str, object] = {
+        "kernel_shape": list(node.attrs["size"]),
+        "strides": list(node.attrs["strides"]),
+        "pads": _pads(node),
+    }
     if node.op == "avg_pool2d":
         attrs["count_include_pad"] = 0
     op = "MaxPool" if node.op == "max_pool2d" else "AveragePool"
@@ -138,13 +144,17 @@ def _flatten(builder: GraphBuilder, node: Node, inputs: list[Value], weights: We
 def _reshape(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = builder.in_layout(inputs[0], False)
     shape = builder.constant(builder.fresh(node, "shape"), np.array([0, *node.attrs["shape"]]), dtype=np.int64)
-    return Value(builder.emit("Reshape", [x.name, shape], builder.tensor_name(node), name=node.name), len(node.output_shape))
+    return Value(
+        builder.emit("Reshape", [x.name, shape], builder.tensor_name(node), name=node.name), len(node.output_shape)
+    )
 
 
 @converter("dropout")
 def _dropout(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = inputs[0]
-    return Value(builder.emit("Identity", [x.name], builder.tensor_name(node), name=node.name), x.rank, x.channels_first)
+    return Value(
+        builder.emit("Identity", [x.name], builder.tensor_name(node), name=node.name), x.rank, x.channels_first
+    )
 
 
 @converter("activation")
@@ -178,7 +188,9 @@ def _concat(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Wei
     return Value(out, values[0].rank, values[0].channels_first)
 
 
-def _scale_and_shift(builder: GraphBuilder, node: Node, weights: Weights, required: bool) -> tuple[str | None, str | None]:
+def _scale_and_shift(
+    builder: GraphBuilder, node: Node, weights: Weights, required: bool
+) -> tuple[str | None, str | None]:
     """The names of gamma and beta; ones and zeros in their place when ``required`` and absent."""
     channels = node.output_shape[-1]
     names: list[str | None] = []
@@ -199,7 +211,9 @@ def _batch_norm(builder: GraphBuilder, node: Node, inputs: list[Value], weights:
     mean = builder.constant(node.key("moving_mean"), weights[node.key("moving_mean")])
     var = builder.constant(node.key("moving_variance"), weights[node.key("moving_variance")])
     ins = [x.name, str(gamma), str(beta), mean, var]
-    out = builder.emit("BatchNormalization", ins, builder.tensor_name(node), name=node.name, epsilon=float(node.attrs["epsilon"]))
+    out = builder.emit(
+        "BatchNormalization", ins, builder.tensor_name(node), name=node.name, epsilon=float(node.attrs["epsilon"])
+    )
     return Value(out, x.rank, x.channels_first)
 
 
@@ -210,7 +224,14 @@ def _layer_norm(builder: GraphBuilder, node: Node, inputs: list[Value], weights:
     if gamma is None:
         gamma = builder.constant(builder.fresh(node, "no_gamma"), np.ones(node.output_shape[-1]))
     ins = [x.name, gamma] + ([beta] if beta is not None else [])
-    out = builder.emit("LayerNormalization", ins, builder.tensor_name(node), name=node.name, axis=-1, epsilon=float(node.attrs["epsilon"]))
+    out = builder.emit(
+        "LayerNormalization",
+        ins,
+        builder.tensor_name(node),
+        name=node.name,
+        axis=-1,
+        epsilon=float(node.attrs["epsilon"]),
+    )
     return Value(out, x.rank, False)
 
 

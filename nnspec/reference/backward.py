@@ -15,7 +15,7 @@ Conventions where the derivative is not unique (the engines must agree with them
 * ``max_pool2d``: when several elements of a window share the maximum, the first one in row-major
   window order receives the gradient; ``global_max_pool2d``: the first maximum in row-major ``(h, w)``
   order, per example and channel.
-* ``dropout``: the mask of ``(train.seed, layer index, step)`` from :mod:`nnspec.runtime.dropout`.
+* ``dropout``: the mask of ``(train.seed, layer index, step)`` from :mod:`nnspec.semantics.dropout`.
 * ``batch_norm`` in training: the gradient flows through the batch mean and (biased) variance; in
   inference the layer is an affine map of the moving statistics.
 * ``cross_entropy`` after a final ``softmax`` is differentiated as one fused op from the logits:
@@ -31,8 +31,8 @@ import numpy as np
 
 from ..compiler.ir import INPUT, Graph, Node
 from ..compiler.shapes import padding_pairs
-from ..runtime.losses import loss_from_head
-from ..runtime.numpy_ops import NumpyOps
+from ..semantics.losses import loss_from_head
+from ..semantics.numpy_ops import NumpyOps
 from .forward import LayerRecord, run_trace, split_weights, windows
 
 Grads = dict[str, np.ndarray]
@@ -203,7 +203,9 @@ def _concat(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tu
     return np.split(dy, bounds, axis=axis + 1), {}
 
 
-def _normalized_backward(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, Grads]:
+def _normalized_backward(
+    rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, Grads]:
     """Backward of ``y = (x - mean) / sqrt(var + eps) * gamma + beta``; ``mean`` and the biased ``var``
     are statistics of ``x`` over ``axes`` when ``batch_statistics`` is set, constants otherwise."""
     node = rec.node
@@ -268,7 +270,9 @@ def loss_and_head_gradient(graph: Graph, head: np.ndarray, labels: np.ndarray) -
 # ---- the whole pass ------------------------------------------------------------------------------------
 
 
-def backward(graph: Graph, weights: Mapping[str, np.ndarray], records: Sequence[LayerRecord], d_head: np.ndarray) -> Grads:
+def backward(
+    graph: Graph, weights: Mapping[str, np.ndarray], records: Sequence[LayerRecord], d_head: np.ndarray
+) -> Grads:
     """Gradients of every trainable weight from a forward trace and the gradient of the loss with respect
     to the head (the value named ``graph.head``: the logits when the loss is fused with a final softmax).
 
@@ -308,7 +312,9 @@ def loss_gradients_and_state(
     ``weights`` may hold state keys; ``state`` overrides them (see :func:`nnspec.reference.forward.split_weights`).
     """
     params, _ = split_weights(graph, weights, state)
-    trace = run_trace(graph, weights, x, training=training, step=step, dtype="float64", state=state, targets=(graph.head,))
+    trace = run_trace(
+        graph, weights, x, training=training, step=step, dtype="float64", state=state, targets=(graph.head,)
+    )
     loss, d_head = loss_and_head_gradient(graph, trace.head, y)
     return loss, backward(graph, params, list(trace.records.values()), d_head), trace.state
 

@@ -4,11 +4,11 @@ It computes in float64 by default (``dtype='float32'`` is allowed, for checking 
 contracts of docs/architecture.md literally (padding pairs from :func:`nnspec.compiler.shapes.padding_pairs`,
 ``avg_pool2d`` averaging over in-image elements only, ``max_pool2d`` padding with -inf) and uses the shared
 definitions of :mod:`nnspec.runtime` (activations, dropout masks, normalisation, merges, global pools)
-through :class:`~nnspec.runtime.numpy_ops.NumpyOps`.
+through :class:`~nnspec.semantics.numpy_ops.NumpyOps`.
 
 Each op has one lowering with the signature every engine uses, ``fn(ctx, node, inputs) -> value``,
 registered in :data:`FORWARD`; the graph is walked by the shared
-:func:`nnspec.backends.lowering.run_graph`. The context, a :class:`ReferenceContext`, keeps per node a
+:func:`nnspec.semantics.lowering.run_graph`. The context, a :class:`ReferenceContext`, keeps per node a
 :class:`LayerRecord` of what the backward pass needs.
 
 Weights dicts may hold non-trainable state (``<layer>.moving_mean``, ...) beside the trainable weights;
@@ -24,14 +24,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..backends.lowering import LoweringContext, OpRegistry, run_graph
 from ..compiler.ir import INPUT, Graph, Node
 from ..compiler.shapes import padding_pairs
-from ..runtime import normalization as norm
-from ..runtime.activations import activate
-from ..runtime.dropout import apply_dropout, numpy_keep_mask, scale
-from ..runtime.losses import correct_count, loss_from_head
-from ..runtime.numpy_ops import NumpyOps
+from ..semantics import normalization as norm
+from ..semantics.activations import activate
+from ..semantics.dropout import apply_dropout, numpy_keep_mask, scale
+from ..semantics.losses import correct_count, loss_from_head
+from ..semantics.lowering import LoweringContext, OpRegistry, run_graph
+from ..semantics.numpy_ops import NumpyOps
 
 Weights = Mapping[str, np.ndarray]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -104,7 +104,9 @@ class Trace:
 
 
 # ---- building blocks (also used by the backward pass) ---------------------------------------------
-def windows(x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], pads: Pads, fill: float = 0.0) -> np.ndarray:
+def windows(
+    x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], pads: Pads, fill: float = 0.0
+) -> np.ndarray:
     """Sliding windows of a padded (B, H, W, C) batch: shape (B, oh, ow, C, kh, kw), a read-only view."""
     padded = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
     view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=(1, 2))
@@ -162,12 +164,16 @@ def _conv2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
 
 @forward_op("max_pool2d")
 def _max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, max_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
+    return ctx.keep_record(
+        node, inputs, max_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node))
+    )
 
 
 @forward_op("avg_pool2d")
 def _avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, avg_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node)))
+    return ctx.keep_record(
+        node, inputs, avg_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node))
+    )
 
 
 @forward_op("flatten")
@@ -193,7 +199,9 @@ def _dropout(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
 
 @forward_op("activation")
 def _activation(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, activate(ctx.ops, node.attrs["activation"], inputs[0]), pre_activation=inputs[0])
+    return ctx.keep_record(
+        node, inputs, activate(ctx.ops, node.attrs["activation"], inputs[0]), pre_activation=inputs[0]
+    )
 
 
 @forward_op("softmax")
@@ -219,8 +227,12 @@ def _batch_norm(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     moving_mean, moving_var = ctx.read_state(node, "moving_mean"), ctx.read_state(node, "moving_variance")
     if not ctx.training:
         y = norm.batch_norm_infer(ops, x, gamma, beta, moving_mean, moving_var, attrs["epsilon"])
-        return ctx.keep_record(node, inputs, y, saved={"mean": moving_mean, "var": moving_var, "batch_statistics": False})
-    y, new_mean, new_var = norm.batch_norm_train(ops, x, gamma, beta, moving_mean, moving_var, attrs["momentum"], attrs["epsilon"])
+        return ctx.keep_record(
+            node, inputs, y, saved={"mean": moving_mean, "var": moving_var, "batch_statistics": False}
+        )
+    y, new_mean, new_var = norm.batch_norm_train(
+        ops, x, gamma, beta, moving_mean, moving_var, attrs["momentum"], attrs["epsilon"]
+    )
     ctx.write_state(node, "moving_mean", new_mean)
     ctx.write_state(node, "moving_variance", new_var)
     mean, var = norm.moments(ops, x, tuple(range(x.ndim - 1)))
@@ -262,7 +274,9 @@ def initial_state(graph: Graph, dtype: str = "float64") -> dict[str, np.ndarray]
     return {k: start[k] for k in keys}
 
 
-def split_weights(graph: Graph, weights: Weights, state: Weights | None = None, dtype: str = "float64") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def split_weights(
+    graph: Graph, weights: Weights, state: Weights | None = None, dtype: str = "float64"
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(params, state)`` from a weights dict that may also hold state keys, cast to ``dtype``.
 
     State comes from ``state`` where given, else from ``weights``, else from :func:`initial_state`.
@@ -361,13 +375,17 @@ def loss(
     return loss_of_head(graph, trace.head, y, dtype)
 
 
-def predict(graph: Graph, weights: Weights, x: np.ndarray, dtype: str = "float64", state: Weights | None = None) -> np.ndarray:
+def predict(
+    graph: Graph, weights: Weights, x: np.ndarray, dtype: str = "float64", state: Weights | None = None
+) -> np.ndarray:
     """The model's final outputs (inference mode: dropout off, moving statistics)."""
     out = graph.output_node
     return run_trace(graph, weights, x, dtype=dtype, state=state, targets=None if out is None else (out.name,)).output
 
 
-def evaluate(graph: Graph, weights: Weights, x: np.ndarray, y: np.ndarray, dtype: str = "float64", state: Weights | None = None) -> tuple[float, float]:
+def evaluate(
+    graph: Graph, weights: Weights, x: np.ndarray, y: np.ndarray, dtype: str = "float64", state: Weights | None = None
+) -> tuple[float, float]:
     """Mean loss and accuracy over ``(x, y)`` in inference mode."""
     head = run_trace(graph, weights, x, dtype=dtype, state=state, targets=(graph.head,)).head
     hits = correct_count(NumpyOps(dtype), head, np.asarray(y))

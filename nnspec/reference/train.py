@@ -1,8 +1,8 @@
 """The NumPy float64 reference optimiser step and K-step training trajectory.
 
 Built only from the shared definitions: :func:`nnspec.reference.backward.loss_gradients_and_state` for the
-gradients and the new state, :func:`nnspec.runtime.schedules.learning_rate` and
-:func:`nnspec.runtime.optimizers.apply_updates` with :class:`~nnspec.runtime.numpy_ops.NumpyOps` for the
+gradients and the new state, :func:`nnspec.semantics.schedules.learning_rate` and
+:func:`nnspec.semantics.optimizers.apply_updates` with :class:`~nnspec.semantics.numpy_ops.NumpyOps` for the
 update. A step follows the order of every engine's step: forward in training mode (dropout masks of the
 step, batch statistics) with the weights before the update, loss, gradients, optimiser update of the
 trainable weights; the state after the step is what the forward pass wrote.
@@ -16,9 +16,9 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..compiler.ir import Graph
-from ..runtime.numpy_ops import NumpyOps
-from ..runtime.optimizers import apply_updates, init_state
-from ..runtime.schedules import learning_rate
+from ..semantics.numpy_ops import NumpyOps
+from ..semantics.optimizers import apply_updates, init_state
+from ..semantics.schedules import learning_rate
 from .backward import loss_gradients_and_state
 from .forward import split_weights
 
@@ -44,7 +44,13 @@ class ReferenceTrainer:
     step: int = 0
 
     @classmethod
-    def start(cls, graph: Graph, weights: Mapping[str, np.ndarray], step: int = 0, state: Mapping[str, np.ndarray] | None = None) -> "ReferenceTrainer":
+    def start(
+        cls,
+        graph: Graph,
+        weights: Mapping[str, np.ndarray],
+        step: int = 0,
+        state: Mapping[str, np.ndarray] | None = None,
+    ) -> "ReferenceTrainer":
         """A trainer at ``weights`` (cast to float64) with fresh optimiser slots.
 
         ``weights`` may hold state keys; ``state`` overrides them, and missing state starts from the
@@ -68,9 +74,13 @@ class ReferenceTrainer:
         advances by one.
         """
         cfg = self.graph.train
-        loss, grads, new_state = loss_gradients_and_state(self.graph, self.params, x, y, step=self.step, training=True, state=self.state)
+        loss, grads, new_state = loss_gradients_and_state(
+            self.graph, self.params, x, y, step=self.step, training=True, state=self.state
+        )
         lr = learning_rate(_OPS, cfg.schedule, cfg.optimizer.learning_rate, self.step)
-        params, slots = apply_updates(_OPS, cfg.optimizer, lr, self.step, self.params, grads, self.slots, cfg.weight_decay)
+        params, slots = apply_updates(
+            _OPS, cfg.optimizer, lr, self.step, self.params, grads, self.slots, cfg.weight_decay
+        )
         self.params, self.slots, self.state = _f64(params), _f64(slots), _f64(new_state)
         self.step += 1
         return loss
@@ -84,7 +94,9 @@ class Trajectory:
     weights: list[dict[str, np.ndarray]]
 
 
-def reference_trajectory(graph: Graph, weights: Mapping[str, np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Trajectory:
+def reference_trajectory(
+    graph: Graph, weights: Mapping[str, np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> Trajectory:
     """Train the reference from ``weights`` (which may hold state) over ``batches`` (one optimiser step each), from step 0."""
     trainer = ReferenceTrainer.start(graph, weights)
     losses: list[float] = []

@@ -1,3 +1,3 @@
-"""What is the same on every engine: losses, optimisers, schedules, dropout masks, the loop driver,
-metrics history, run directories and plots. Definitions here are written once against a small
-array-operations interface (:mod:`nnspec.runtime.ops`) that each backend implements."""
+"""The run machinery, above the engines: the loop driver, checkpoints, the run directory and its status,
+progress, TensorBoard, interrupts, early stopping and several processes. The meaning of a model (ops,
+losses, optimisers, the training recipe) lives below the engines, in :mod:`nnspec.semantics`."""

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import DataError
+from ..semantics.training_state import TrainingState, from_tensors, to_tensors
 from .atomic import TEMP_PREFIX, fsync_dir, json_text
-from .training_state import TrainingState, from_tensors, to_tensors
 from .weights import value_problems
 
 FOLDER = "checkpoints"
@@ -70,7 +70,9 @@ def write_checkpoint(run_dir: str | os.PathLike, ts: TrainingState, record: Mapp
         shutil.rmtree(tmp)
     tmp.mkdir()
     arrays, meta = to_tensors(ts)
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / STATE_FILE), metadata={"format": FORMAT})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / STATE_FILE), metadata={"format": FORMAT}
+    )
     (tmp / META_FILE).write_text(json_text({"format": FORMAT, "version": FORMAT_VERSION, **meta, **record}))
     for name in (STATE_FILE, META_FILE):
         with open(tmp / name, "rb+") as f:
@@ -125,7 +127,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[TrainingState, dict[str, A
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise DataError(f"{meta_path}: not an nnspec checkpoint record")
     if record.get("version") != FORMAT_VERSION:
-        raise DataError(f"{meta_path}: checkpoint format version {record.get('version')!r}; this nnspec reads version {FORMAT_VERSION}")
+        raise DataError(
+            f"{meta_path}: checkpoint format version {record.get('version')!r}; this nnspec reads version {FORMAT_VERSION}"
+        )
     try:
         arrays = load_file(str(state_path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -72,7 +72,12 @@ def _int(value: str | int | None, what: str) -> int | None:
         raise NnspecError(f"{what} must be a whole number; got {value!r}") from None
 
 
-def cluster_from(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None, environ: Mapping[str, str] | None = None) -> Cluster:
+def cluster_from(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Cluster:
     """The cluster given by flags, else ``NNSPEC_*`` variables, else Slurm's; checked.
 
     Raises :class:`~nnspec.errors.NnspecError` on a missing coordinator, a process id out of range or a
@@ -94,7 +99,9 @@ def cluster_from(coordinator: str | None = None, num_processes: int | None = Non
         raise NnspecError(f"--process-id must be between 0 and {count - 1} for {count} processes; got {index}")
     if count > 1:
         if not coordinator:
-            raise NnspecError(f"{count} processes need a coordinator: pass --coordinator HOST:PORT (the address of process 0), or set {ENV_COORDINATOR}")
+            raise NnspecError(
+                f"{count} processes need a coordinator: pass --coordinator HOST:PORT (the address of process 0), or set {ENV_COORDINATOR}"
+            )
         split_address(coordinator)
     return Cluster(coordinator if count > 1 else None, count, index)
 
@@ -144,9 +151,15 @@ def start(cluster: Cluster, engine: str) -> None:
         if engine == "keras":
             from keras import distribution
 
-            distribution.initialize(job_addresses=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id)
+            distribution.initialize(
+                job_addresses=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id
+            )
         else:
-            jax.distributed.initialize(coordinator_address=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id)
+            jax.distributed.initialize(
+                coordinator_address=cluster.coordinator,
+                num_processes=cluster.num_processes,
+                process_id=cluster.process_id,
+            )
     elif engine == "tensorflow":
         os.environ["TF_CONFIG"] = json.dumps(tf_config(cluster))
         from ..backends.tensorflow.backend import start_multi_worker

@@ -49,7 +49,12 @@ class EarlyStopping:
 
     def to_json(self) -> dict[str, Any]:
         """The state as a JSON-able dict (for checkpoint records)."""
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     @classmethod
     def from_json(cls, config: EarlyStoppingConfig, data: Mapping[str, Any] | None) -> "EarlyStopping":
@@ -57,7 +62,13 @@ class EarlyStopping:
         if not data:
             return cls(config)
         best = data.get("best")
-        return cls(config, None if best is None else float(best), int(data.get("best_epoch", 0)), int(data.get("wait", 0)), int(data.get("stopped_epoch", 0)))
+        return cls(
+            config,
+            None if best is None else float(best),
+            int(data.get("best_epoch", 0)),
+            int(data.get("wait", 0)),
+            int(data.get("stopped_epoch", 0)),
+        )
 
 
 def describe_config(config: EarlyStoppingConfig) -> dict[str, Any]:

@@ -27,7 +27,11 @@ class StopRequests:
     where Python cannot install handlers, it does nothing. Entering it again (nested) is allowed.
     """
 
-    def __init__(self, message: str = "stopping after the current epoch to save the training state", exit_now: Callable[[int], Any] = os._exit):
+    def __init__(
+        self,
+        message: str = "stopping after the current epoch to save the training state",
+        exit_now: Callable[[int], Any] = os._exit,
+    ):
         self.message = message
         self.requested: int | None = None
         self._exit_now = exit_now
@@ -46,11 +50,19 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested is not None:
-            print(f"\nnnspec: second {signal.Signals(signum).name}: exiting now, without saving", file=sys.stderr, flush=True)
+            print(
+                f"\nnnspec: second {signal.Signals(signum).name}: exiting now, without saving",
+                file=sys.stderr,
+                flush=True,
+            )
             self._exit_now(EXIT_CODES.get(signum, 128 + signum))
             return
         self.requested = signum
-        print(f"\nnnspec: {signal.Signals(signum).name} received: {self.message} (send it again to exit at once)", file=sys.stderr, flush=True)
+        print(
+            f"\nnnspec: {signal.Signals(signum).name} received: {self.message} (send it again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> "StopRequests":
         self._depth += 1

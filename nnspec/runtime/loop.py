@@ -95,10 +95,14 @@ class ChunkSizer:
         self._ran: set[int] = set()
 
     @classmethod
-    def for_model(cls, model: "CompiledModel", epoch_steps: int, batch_size: int, target: float = CHUNK_SECONDS) -> "ChunkSizer":
+    def for_model(
+        cls, model: "CompiledModel", epoch_steps: int, batch_size: int, target: float = CHUNK_SECONDS
+    ) -> "ChunkSizer":
         """A sizer whose first length assumes :data:`ASSUMED_FLOPS_PER_SECOND` on the model's device."""
         flops = 3.0 * model.graph.flops * batch_size  # forward and backward, per step
-        guess = max(flops / ASSUMED_FLOPS_PER_SECOND.get(model.device, ASSUMED_FLOPS_PER_SECOND["cpu"]), MIN_STEP_SECONDS)
+        guess = max(
+            flops / ASSUMED_FLOPS_PER_SECOND.get(model.device, ASSUMED_FLOPS_PER_SECOND["cpu"]), MIN_STEP_SECONDS
+        )
         return cls(chunk_length(epoch_steps, target / guess), epoch_steps, target)
 
     def next(self, steps_left: int) -> int:
@@ -178,7 +182,12 @@ def fit(
             val_loss, val_accuracy = (math.nan, math.nan)
             if x_val is not None:
                 val_loss, val_accuracy = model.evaluate_arrays(x_val, y_val)
-            row = dict(zip(COLUMNS, (e + 1, float(loss), float(accuracy), float(val_loss), float(val_accuracy), max(seconds, 0.0))))
+            row = dict(
+                zip(
+                    COLUMNS,
+                    (e + 1, float(loss), float(accuracy), float(val_loss), float(val_accuracy), max(seconds, 0.0)),
+                )
+            )
             rows.append(row)
             model.history = concat_history(getattr(model, "history", None), make_history([row]))  # type: ignore[attr-defined]
             reporter.epoch(row)
@@ -189,7 +198,15 @@ def fit(
     return make_history(rows)
 
 
-def _run_epoch_in_chunks(model: "CompiledModel", x: Any, y: Any, order: np.ndarray, batch_size: int, sizer: ChunkSizer, done: Callable[[int], None]) -> tuple[float, float]:
+def _run_epoch_in_chunks(
+    model: "CompiledModel",
+    x: Any,
+    y: Any,
+    order: np.ndarray,
+    batch_size: int,
+    sizer: ChunkSizer,
+    done: Callable[[int], None],
+) -> tuple[float, float]:
     """One epoch as consecutive ``run_epoch`` calls over whole batches of ``order``; see the module docstring.
 
     ``done(steps)`` is called after each chunk. A chunk that stops at a non-finite loss (the divergence
@@ -226,4 +243,6 @@ def _raise_if_diverged(model: "CompiledModel", epoch: int, step_before: int) -> 
         return
     from ..errors import TrainingDiverged
 
-    raise TrainingDiverged(epoch, int(bad) - step_before + 1, int(bad), float(getattr(model, "diverged_loss", math.nan)))
+    raise TrainingDiverged(
+        epoch, int(bad) - step_before + 1, int(bad), float(getattr(model, "diverged_loss", math.nan))
+    )

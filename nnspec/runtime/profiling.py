@@ -136,7 +136,9 @@ def output_cotangent(graph: Graph, node: Node, batch: int, dtype: str) -> np.nda
 def node_arrays(model: CompiledModel, node: Node) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(params, state)``: host copies of ``node``'s trainable arrays and state as ``model`` holds them now."""
     params, state = model.read_arrays("params"), model.read_arrays("state")
-    return {node.key(p.name): params[node.key(p.name)] for p in node.params}, {node.key(s.name): state[node.key(s.name)] for s in node.state}
+    return {node.key(p.name): params[node.key(p.name)] for p in node.params}, {
+        node.key(s.name): state[node.key(s.name)] for s in node.state
+    }
 
 
 def layer_function(model: CompiledModel, node: Node, registry: Any) -> Callable[..., tuple[Any, dict[str, Any]]]:
@@ -168,7 +170,9 @@ def engine_module(model: CompiledModel) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != f"{package}.profile":
             raise
-        raise BackendError(f"backend '{model.backend.name}' has no per-layer profiling ({package}.profile is missing)") from None
+        raise BackendError(
+            f"backend '{model.backend.name}' has no per-layer profiling ({package}.profile is missing)"
+        ) from None
 
 
 def _short(exc: BaseException) -> str:
@@ -196,7 +200,9 @@ def compile_for_profile(name: str, graph: Graph, device: str) -> CompiledModel:
         from ..compiler.init import initial_weights
 
         try:
-            return backend._compile(graph, initial_weights(graph, dtype=graph.dtype), backend.resolve_device(device), graph.dtype)
+            return backend._compile(
+                graph, initial_weights(graph, dtype=graph.dtype), backend.resolve_device(device), graph.dtype
+            )
         except Exception:  # noqa: BLE001 - the compile-time refusal is the clearer message
             raise refused from None
 
@@ -215,12 +221,19 @@ def time_programs(timing: LayerTiming, build: Callable[[], LayerPrograms], *, wa
     return timing
 
 
-def profile_layer(module: Any, model: CompiledModel, node: Node, batch: int, *, warmup: int, repeats: int) -> LayerTiming:
+def profile_layer(
+    module: Any, model: CompiledModel, node: Node, batch: int, *, warmup: int, repeats: int
+) -> LayerTiming:
     """Time one layer on one compiled model; an engine that cannot run it gives a timing with ``error`` set."""
     graph = model.graph
 
     def build() -> LayerPrograms:
-        return module.layer_programs(model, node, layer_inputs(graph, node, batch, model.dtype), output_cotangent(graph, node, batch, model.dtype))
+        return module.layer_programs(
+            model,
+            node,
+            layer_inputs(graph, node, batch, model.dtype),
+            output_cotangent(graph, node, batch, model.dtype),
+        )
 
     return time_programs(LayerTiming(node.name, node.op), build, warmup=warmup, repeats=repeats)
 
@@ -240,7 +253,12 @@ def profile_engine(name: str, graph: Graph, *, batch: int, warmup: int, repeats:
     for node in graph.nodes:
         result.layers.append(profile_layer(module, model, node, batch, warmup=warmup, repeats=repeats))
     if hasattr(module, "dispatch_programs"):
-        result.dispatch = time_programs(LayerTiming("dispatch", "empty layer"), lambda: module.dispatch_programs(model), warmup=warmup, repeats=repeats)
+        result.dispatch = time_programs(
+            LayerTiming("dispatch", "empty layer"),
+            lambda: module.dispatch_programs(model),
+            warmup=warmup,
+            repeats=repeats,
+        )
     x, y = step_batch(graph, batch, model.dtype)
     try:
         model.train_step(x, y)  # compiles lazily on some engines: never timed
@@ -307,8 +325,17 @@ def table_rows(profile: Profile) -> list[tuple[str, str, str, dict[str, LayerTim
         rows.append((node.name, node.op, shape, {e.backend: e.layers[i] for e in engines}))
     (total, total_type), (dispatch, dispatch_type), (step, step_type) = EXTRA_ROWS
     rows.append((total, total_type, "", {e.backend: _total(e.layers) for e in engines}))
-    rows.append((dispatch, dispatch_type, "", {e.backend: e.dispatch or LayerTiming(dispatch, "", error="not measured") for e in engines}))
-    rows.append((step, step_type, "", {e.backend: LayerTiming(step, "", e.step_s, None, e.step_error) for e in engines}))
+    rows.append(
+        (
+            dispatch,
+            dispatch_type,
+            "",
+            {e.backend: e.dispatch or LayerTiming(dispatch, "", error="not measured") for e in engines},
+        )
+    )
+    rows.append(
+        (step, step_type, "", {e.backend: LayerTiming(step, "", e.step_s, None, e.step_error) for e in engines})
+    )
     return rows
 
 
@@ -359,7 +386,9 @@ def display_frame(profile: Profile) -> pd.DataFrame:
 def header_lines(profile: Profile) -> list[str]:
     """What was timed, how, and on what machine."""
     engines = ", ".join(f"{e.backend} ({e.version}, {e.device})" for e in profile.profiled) or "none"
-    host = f"{os.cpu_count()} CPUs" + (f", load average {profile.load_average:.2f} at start" if profile.load_average is not None else "")
+    host = f"{os.cpu_count()} CPUs" + (
+        f", load average {profile.load_average:.2f} at start" if profile.load_average is not None else ""
+    )
     return [
         f"spec {profile.spec}: batch {profile.batch}, training mode; engines: {engines}",
         f"milliseconds, median of {profile.repeats} calls after 1 + {profile.warmup} untimed calls; host: {host}",
@@ -393,7 +422,13 @@ def render(profile: Profile, fmt: str = "text") -> str:
         return str(profile_frame(profile).to_csv(index=False, float_format="%.6g"))
     table = display_frame(profile)
     if fmt == "md":
-        lines = [f"# nnspec profile: {profile.spec}", "", *(f"- {h}" for h in header_lines(profile)), "", markdown_table(table)]
+        lines = [
+            f"# nnspec profile: {profile.spec}",
+            "",
+            *(f"- {h}" for h in header_lines(profile)),
+            "",
+            markdown_table(table),
+        ]
         lines += ["", *(f"- note: {n}" for n in notes(profile))] if notes(profile) else []
     else:
         lines = [*header_lines(profile), "", text_table(table)]
@@ -423,12 +458,25 @@ def plot_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
         bwd = np.array([_ms(t.backward_s) for t in e.layers])
         pos = x - 0.4 + width * (k + 0.5)
         ax.bar(pos, np.nan_to_num(fwd), width, color=colors[k], edgecolor="black", linewidth=0.4)
-        ax.bar(pos, np.nan_to_num(bwd), width, bottom=np.nan_to_num(fwd), color=colors[k], alpha=0.45, hatch="//", edgecolor="black", linewidth=0.4)
+        ax.bar(
+            pos,
+            np.nan_to_num(bwd),
+            width,
+            bottom=np.nan_to_num(fwd),
+            color=colors[k],
+            alpha=0.45,
+            hatch="//",
+            edgecolor="black",
+            linewidth=0.4,
+        )
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylabel("milliseconds (median)")
     ax.set_title(f"{profile.spec}: time per layer, batch {profile.batch}")
     ax.grid(True, axis="y", alpha=0.3)
     handles = [Patch(color=colors[k], label=e.backend) for k, e in enumerate(engines)]
-    handles += [Patch(facecolor="white", edgecolor="black", label="forward"), Patch(facecolor="white", edgecolor="black", hatch="//", label="backward")]
+    handles += [
+        Patch(facecolor="white", edgecolor="black", label="forward"),
+        Patch(facecolor="white", edgecolor="black", hatch="//", label="backward"),
+    ]
     ax.legend(handles=handles, fontsize="small")
     fig.savefig(os.fspath(path), dpi=100)

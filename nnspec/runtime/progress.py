@@ -42,7 +42,14 @@ def describe(row: Mapping[str, Any]) -> str:
 
 def _bar_columns() -> list[Any]:
     """The live bar's columns: what, how far, how fast, how long."""
-    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class ExamplesPerSecond(ProgressColumn):
@@ -74,7 +81,15 @@ class Progress:
     draws the bar instead of one made for ``stream``, which is always treated as a terminal in ``bar`` mode.
     """
 
-    def __init__(self, total: int, mode: str = "lines", stream: IO[str] | None = None, *, console: "Console | None" = None, refresh_per_second: float = REFRESH_PER_SECOND):
+    def __init__(
+        self,
+        total: int,
+        mode: str = "lines",
+        stream: IO[str] | None = None,
+        *,
+        console: "Console | None" = None,
+        refresh_per_second: float = REFRESH_PER_SECOND,
+    ):
         self.total = total
         self.mode = mode
         self.stream = stream
@@ -98,7 +113,9 @@ class Progress:
 
             console = self.console or Console(file=self.stream or sys.stderr, force_terminal=True)
             # stdout stays where it goes (a file, a pipe); stderr's other messages print above the bar
-            self._bar = RichProgress(*_bar_columns(), console=console, refresh_per_second=self.refresh_per_second, redirect_stdout=False)
+            self._bar = RichProgress(
+                *_bar_columns(), console=console, refresh_per_second=self.refresh_per_second, redirect_stdout=False
+            )
             self._bar.start()
 
     def begin_epoch(self, epoch: int, steps: int, batch_size: int) -> None:

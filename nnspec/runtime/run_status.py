@@ -82,7 +82,9 @@ def _lock(path: Path) -> int:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             holder = _read_pid(path)
             who = f" (process {holder})" if holder else ""
-            raise RunDirectoryError(f"{path}: another nnspec run is writing to this directory{who}; wait for it or choose another --out") from None
+            raise RunDirectoryError(
+                f"{path}: another nnspec run is writing to this directory{who}; wait for it or choose another --out"
+            ) from None
         raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
@@ -138,9 +140,13 @@ def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = Fa
                 raise RunDirectoryError(f"{out}: not a run directory; --resume takes a folder written by nnspec run")
         elif out.is_dir() and any(e.name != LOCK_FILE for e in out.iterdir()):
             if not is_run_directory(out):
-                raise RunDirectoryError(f"{out}: exists and holds files that are not an nnspec run; choose a new or empty folder for --out")
+                raise RunDirectoryError(
+                    f"{out}: exists and holds files that are not an nnspec run; choose a new or empty folder for --out"
+                )
             if not overwrite:
-                raise RunDirectoryError(f"{out}: already holds a run; pass --overwrite to replace it, or --resume {out} to continue it")
+                raise RunDirectoryError(
+                    f"{out}: already holds a run; pass --overwrite to replace it, or --resume {out} to continue it"
+                )
         out.mkdir(parents=True, exist_ok=True)
         fd = _lock(out)
         try:
@@ -198,7 +204,11 @@ def read_status(path: str | os.PathLike) -> str:
     record: Mapping[str, Any] = read_record(path)
     status = str(record.get("status") or "")
     if not status:
-        return COMPLETE if all((Path(path) / name).is_file() for name in RUN_FILES) and not (Path(path) / STATUS_FILE).exists() else "unknown"
+        return (
+            COMPLETE
+            if all((Path(path) / name).is_file() for name in RUN_FILES) and not (Path(path) / STATUS_FILE).exists()
+            else "unknown"
+        )
     if status == "running" and not is_locked(path):
         return "interrupted"
     return status

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 RUN_FILES: tuple[str, ...] = ("spec.yaml", "metrics.csv", "test.json", "history.png", "weights.safetensors", "env.json")
 
 
-def default_run_dir(graph: "Graph", backend: str, root: str | os.PathLike = "runs", now: _dt.datetime | None = None) -> Path:
+def default_run_dir(
+    graph: "Graph", backend: str, root: str | os.PathLike = "runs", now: _dt.datetime | None = None
+) -> Path:
     """``<root>/<name>/<backend>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... added when that exists."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = Path(root) / graph.name / f"{backend}-{stamp}"
@@ -90,7 +92,9 @@ def write_run(
     write_spec(out, graph)
     atomic_write_with(out / "metrics.csv", lambda tmp: write_metrics(history, tmp))
     _write_json(out / "test.json", {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])})
-    atomic_write_with(out / "history.png", lambda tmp: plot_history(history, tmp, f"{graph.name} ({model.backend.name})"))
+    atomic_write_with(
+        out / "history.png", lambda tmp: plot_history(history, tmp, f"{graph.name} ({model.backend.name})")
+    )
     _write_json(out / "env.json", env)
     return out
 

@@ -21,7 +21,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_ORDER = ("units", "filters", "kernel", "size", "strides", "padding", "rate", "shape", "activation", "use_bias", "kernel_init", "bias_init")
+_ORDER = (
+    "units",
+    "filters",
+    "kernel",
+    "size",
+    "strides",
+    "padding",
+    "rate",
+    "shape",
+    "activation",
+    "use_bias",
+    "kernel_init",
+    "bias_init",
+)
 
 
 def _layer(node: Node, previous: str) -> dict[str, Any]:
@@ -75,9 +88,21 @@ def dump_spec(graph: Graph, header: str | None = None) -> str:
     spec = graph_to_spec(graph)
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     top = {k: v for k, v in spec.items() if k != "layers"}
-    head = yaml.safe_dump({k: top[k] for k in ("nnspec", "name", "description", "input") if k in top}, sort_keys=False, default_flow_style=None, width=120)
-    layers = "layers:\n" + "".join(
-        f"  - {op}: " + yaml.safe_dump(params, sort_keys=False, default_flow_style=True, width=10_000).strip() + "\n" for layer in spec["layers"] for op, params in layer.items()
+    head = yaml.safe_dump(
+        {k: top[k] for k in ("nnspec", "name", "description", "input") if k in top},
+        sort_keys=False,
+        default_flow_style=None,
+        width=120,
     )
-    tail = yaml.safe_dump({k: top[k] for k in ("output", "train", "data") if k in top}, sort_keys=False, default_flow_style=False, width=120)
+    layers = "layers:\n" + "".join(
+        f"  - {op}: " + yaml.safe_dump(params, sort_keys=False, default_flow_style=True, width=10_000).strip() + "\n"
+        for layer in spec["layers"]
+        for op, params in layer.items()
+    )
+    tail = yaml.safe_dump(
+        {k: top[k] for k in ("output", "train", "data") if k in top},
+        sort_keys=False,
+        default_flow_style=False,
+        width=120,
+    )
     return "\n".join(lines + [head.rstrip(), layers.rstrip(), tail.rstrip()]) + "\n"

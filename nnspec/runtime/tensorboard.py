@@ -59,8 +59,8 @@ def _write_errors() -> tuple[type[BaseException], ...]:
 
 def learning_rate_at(train: "TrainConfig", step: int) -> float:
     """The scheduled learning rate at optimiser step ``step``, computed on the host in float64."""
-    from .numpy_ops import NumpyOps
-    from .schedules import learning_rate
+    from ..semantics.numpy_ops import NumpyOps
+    from ..semantics.schedules import learning_rate
 
     return float(learning_rate(NumpyOps("float64"), train.schedule, train.optimizer.learning_rate, int(step)))
 
@@ -96,7 +96,14 @@ class TensorBoardLog:
         from tensorboard.util.tensor_util import make_tensor_proto
 
         summary = Summary(
-            value=[Summary.Value(tag=tag, tensor=make_tensor_proto(float(value), dtype="float32"), metadata=create_summary_metadata(display_name=tag, description="")) for tag, value in values.items()]
+            value=[
+                Summary.Value(
+                    tag=tag,
+                    tensor=make_tensor_proto(float(value), dtype="float32"),
+                    metadata=create_summary_metadata(display_name=tag, description=""),
+                )
+                for tag, value in values.items()
+            ]
         )
         self._add_summary(summary, step)
 
@@ -106,7 +113,11 @@ class TensorBoardLog:
         from tensorboard.plugins.text.metadata import create_summary_metadata
         from tensorboard.util.tensor_util import make_tensor_proto
 
-        value = Summary.Value(tag=tag, tensor=make_tensor_proto(markdown.encode("utf-8"), dtype="string"), metadata=create_summary_metadata(display_name=tag, description=""))
+        value = Summary.Value(
+            tag=tag,
+            tensor=make_tensor_proto(markdown.encode("utf-8"), dtype="string"),
+            metadata=create_summary_metadata(display_name=tag, description=""),
+        )
         self._add_summary(Summary(value=[value]), step)
 
     def flush(self) -> None:
@@ -191,4 +202,7 @@ class RunLog:
         except _write_errors() as exc:
             self._log = None
             reason = getattr(exc, "strerror", None) or exc
-            print(f"nnspec run: {self.folder}: cannot write the TensorBoard log ({reason}); training goes on without it", file=sys.stderr)
+            print(
+                f"nnspec run: {self.folder}: cannot write the TensorBoard log ({reason}); training goes on without it",
+                file=sys.stderr,
+            )

@@ -64,7 +64,15 @@ def rescue_path(name: str, backend: str) -> Path:
 class _EpochHook:
     """The per-epoch work of a run (see the module docstring); ``fit`` calls it after each epoch."""
 
-    def __init__(self, model: "CompiledModel", run: RunDirectory, stops: StopRequests, early: EarlyStopping | None, best_weights: dict[str, Any] | None, log: RunLog | None = None):
+    def __init__(
+        self,
+        model: "CompiledModel",
+        run: RunDirectory,
+        stops: StopRequests,
+        early: EarlyStopping | None,
+        best_weights: dict[str, Any] | None,
+        log: RunLog | None = None,
+    ):
         self.model, self.run, self.stops, self.early, self.log = model, run, stops, early, log
         self.train = model.graph.train
         self.best_weights = best_weights
@@ -147,7 +155,14 @@ def train_in_directory(
     stops = stops if stops is not None else StopRequests()
     will_train = remaining > 0 and not (early is not None and early.stopped_epoch)
     with stops:
-        hook = _EpochHook(model, run, stops, early, best_weights, RunLog(run.path, model.graph, done) if tensorboard and will_train else None)
+        hook = _EpochHook(
+            model,
+            run,
+            stops,
+            early,
+            best_weights,
+            RunLog(run.path, model.graph, done) if tensorboard and will_train else None,
+        )
         hook.last_checkpoint = last_checkpoint
         run.set_status("running", epochs_done=done, epochs_planned=train.epochs)
         try:
@@ -163,20 +178,37 @@ def train_in_directory(
         done = 0 if model.history is None else len(model.history)
         if stops.requested is not None and done < train.epochs and not hook.stopped_early:
             run.set_status("interrupted", signal=stops.signal_name)
-            return RunOutcome("interrupted", stops.exit_code, model.history, checkpoint=hook.last_checkpoint, signal_name=stops.signal_name)
+            return RunOutcome(
+                "interrupted",
+                stops.exit_code,
+                model.history,
+                checkpoint=hook.last_checkpoint,
+                signal_name=stops.signal_name,
+            )
     if early is not None and hook.best_weights is not None:
         model.set_weights(hook.best_weights)
     test = model.evaluate(dataset.x_test, dataset.y_test)
     history = model.history
     env = dict(finish(history, test)) if finish else {}
     if early is not None:
-        env["early_stopping"] = {**early.to_json(), "restored_best": bool(train.early_stopping.restore_best and hook.best_weights is not None)}  # type: ignore[union-attr]
+        env["early_stopping"] = {
+            **early.to_json(),
+            "restored_best": bool(train.early_stopping.restore_best and hook.best_weights is not None),
+        }  # type: ignore[union-attr]
     _write_results(model, run, history, test, env)
-    run.set_status(COMPLETE, epochs_done=0 if history is None else len(history), stopped_early=hook.stopped_early or None)
+    run.set_status(
+        COMPLETE, epochs_done=0 if history is None else len(history), stopped_early=hook.stopped_early or None
+    )
     return RunOutcome(COMPLETE, 0, history, test, hook.last_checkpoint, hook.stopped_early)
 
 
-def _write_results(model: "CompiledModel", run: RunDirectory, history: "pd.DataFrame", test: Mapping[str, float], env: Mapping[str, Any]) -> None:
+def _write_results(
+    model: "CompiledModel",
+    run: RunDirectory,
+    history: "pd.DataFrame",
+    test: Mapping[str, float],
+    env: Mapping[str, Any],
+) -> None:
     """Write the run's files; on failure rescue the weights to a fallback file and raise :class:`OutputError`."""
     from .rundir import write_run
     from .weights import save_weights
@@ -185,7 +217,10 @@ def _write_results(model: "CompiledModel", run: RunDirectory, history: "pd.DataF
         write_run(run.path, model, history, test, env)
     except OSError as exc:
         weights = model.get_weights()
-        for target in (rescue_path(model.graph.name, model.backend.name), Path.cwd() / rescue_path(model.graph.name, model.backend.name).name):
+        for target in (
+            rescue_path(model.graph.name, model.backend.name),
+            Path.cwd() / rescue_path(model.graph.name, model.backend.name).name,
+        ):
             try:
                 save_weights(target, weights, model.graph)
             except OSError:
@@ -194,5 +229,10 @@ def _write_results(model: "CompiledModel", run: RunDirectory, history: "pd.DataF
                 run.set_status("failed", message=f"could not write the results: {exc}", rescued=os.fspath(target))
             except OSError:
                 pass
-            raise OutputError(f"{run.path}: could not write the run's files ({exc.strerror or exc}); the trained weights were saved to {target}", os.fspath(target)) from None
-        raise OutputError(f"{run.path}: could not write the run's files ({exc.strerror or exc}), nor a fallback weights file in {tempfile.gettempdir()} or {Path.cwd()}") from None
+            raise OutputError(
+                f"{run.path}: could not write the run's files ({exc.strerror or exc}); the trained weights were saved to {target}",
+                os.fspath(target),
+            ) from None
+        raise OutputError(
+            f"{run.path}: could not write the run's files ({exc.strerror or exc}), nor a fallback weights file in {tempfile.gettempdir()} or {Path.cwd()}"
+        ) from None

@@ -30,7 +30,9 @@ def value_problems(weights: Mapping[str, np.ndarray]) -> list[str]:
     for key, value in weights.items():
         array = np.asarray(value)
         if array.dtype.kind != "f":
-            problems.append(f"'{key}' has dtype {array.dtype}; weights must be floating point (float16, float32 or float64)")
+            problems.append(
+                f"'{key}' has dtype {array.dtype}; weights must be floating point (float16, float32 or float64)"
+            )
             continue
         bad = first_bad_value(array, float32_range=False)
         if bad is not None:
@@ -43,7 +45,11 @@ def weight_differences(graph: Graph, weights: Mapping[str, np.ndarray]) -> list[
     want = expected_shapes(graph)
     problems = [f"missing '{k}' (shape {list(s)})" for k, s in want.items() if k not in weights]
     problems += [f"unexpected '{k}' (not a parameter of this spec)" for k in weights if k not in want]
-    problems += [f"'{k}' has shape {list(np.shape(weights[k]))}, the spec needs {list(s)}" for k, s in want.items() if k in weights and tuple(np.shape(weights[k])) != s]
+    problems += [
+        f"'{k}' has shape {list(np.shape(weights[k]))}, the spec needs {list(s)}"
+        for k, s in want.items()
+        if k in weights and tuple(np.shape(weights[k])) != s
+    ]
     return problems
 
 
@@ -81,7 +87,9 @@ def load_weights(path: str | os.PathLike, graph: Graph | None = None) -> dict[st
     try:
         weights = load(data)
     except KeyError as exc:
-        raise WeightsError(f"{where}: a tensor has dtype {exc.args[0]}, which NumPy cannot hold; save the weights as float32 or float64") from None
+        raise WeightsError(
+            f"{where}: a tensor has dtype {exc.args[0]}, which NumPy cannot hold; save the weights as float32 or float64"
+        ) from None
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
         raise WeightsError(f"{where}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     problems = value_problems(weights)

@@ -68,7 +68,14 @@ def compare(a_path: str, b_path: str) -> Diff:
     spec = diff_specs(a.graph, b.graph)
     if not (a.run and b.run):
         return Diff(a, b, spec)
-    return Diff(a, b, spec, metric_deltas(a.run.history, b.run.history), score_deltas(a.run.test, b.run.test), env_differences(a.env, b.env))
+    return Diff(
+        a,
+        b,
+        spec,
+        metric_deltas(a.run.history, b.run.history),
+        score_deltas(a.run.test, b.run.test),
+        env_differences(a.env, b.env),
+    )
 
 
 def notes(diff: Diff) -> list[str]:
@@ -76,7 +83,9 @@ def notes(diff: Diff) -> list[str]:
     lines = []
     for side in (diff.a, diff.b):
         if side.run is not None and not side.run.complete:
-            lines.append(f"note: {side.path} is {side.run.status} ({len(side.run.history)} epochs so far); comparing what it holds")
+            lines.append(
+                f"note: {side.path} is {side.run.status} ({len(side.run.history)} epochs so far); comparing what it holds"
+            )
     if diff.a.is_run != diff.b.is_run:
         lines.append("note: one side is a spec file: only the specs are compared (metrics need two run directories)")
     return lines
@@ -139,7 +148,11 @@ def _attr_summary(change: LayerChange) -> str:
     defaults = op.defaults if op else {}
     order = list(op.fields) if op else []
     keys = sorted(node.attrs, key=lambda k: order.index(k) if k in order else len(order))
-    parts = [f"{k}={show(plain_value(node.attrs[k]))}" for k in keys if k in required or plain_value(defaults.get(k, MISSING)) != plain_value(node.attrs[k])]
+    parts = [
+        f"{k}={show(plain_value(node.attrs[k]))}"
+        for k in keys
+        if k in required or plain_value(defaults.get(k, MISSING)) != plain_value(node.attrs[k])
+    ]
     if len(node.inputs) > 1:
         parts.append(f"inputs=[{', '.join(node.inputs)}]")
     return ", ".join(parts)
@@ -181,9 +194,16 @@ def layer_table(spec: SpecDiff) -> Table | str:
     if counts["same"] == len(spec.layers):
         return f"layers: all {len(spec.layers)} the same"
     title = "layers: " + ", ".join(f"{n} {'the same' if s == 'same' else s}" for s, n in counts.items() if n)
-    table = Table(title, ["", "layer", "op", "changes", "output shape", "params"], right=frozenset({5}), note="+ only in B, - only in A, ~ changed")
+    table = Table(
+        title,
+        ["", "layer", "op", "changes", "output shape", "params"],
+        right=frozenset({5}),
+        note="+ only in B, - only in A, ~ changed",
+    )
     for c in spec.layers:
-        table.add(_MARKS[c.status], c.label, c.op, _changes_cell(c), _shape_cell(c), _params_cell(c), style=_STYLES[c.status])
+        table.add(
+            _MARKS[c.status], c.label, c.op, _changes_cell(c), _shape_cell(c), _params_cell(c), style=_STYLES[c.status]
+        )
     return table
 
 
@@ -219,7 +239,10 @@ def env_table(diff: Diff) -> Table | str:
 def metric_tables(frame: pd.DataFrame) -> list[Table]:
     """Training and validation metrics per epoch: A, B and B minus A (to 4 decimals)."""
     tables = []
-    for title, metrics in (("training per epoch", ("loss", "accuracy")), ("validation per epoch", ("val_loss", "val_accuracy"))):
+    for title, metrics in (
+        ("training per epoch", ("loss", "accuracy")),
+        ("validation per epoch", ("val_loss", "val_accuracy")),
+    ):
         columns = ["epoch"]
         for m in metrics:
             columns += [f"{m} A", f"{m} B", "B - A"]
@@ -258,7 +281,9 @@ def markdown_report(diff: Diff) -> str:
         if isinstance(block, Table):
             parts.append(markdown(block))
         else:
-            parts.append("\n".join(f"- {line}" if line.startswith(("A:", "B:")) else line for line in block.splitlines()))
+            parts.append(
+                "\n".join(f"- {line}" if line.startswith(("A:", "B:")) else line for line in block.splitlines())
+            )
     return "\n\n".join(parts) + "\n"
 
 
@@ -271,7 +296,12 @@ def _layer_rows(c: LayerChange) -> Iterator[tuple[str, ...]]:
     if c.status in ("added", "removed"):
         node = c.b if c.status == "added" else c.a
         assert node is not None
-        fields = [("op", node.op), *((k, plain_value(v)) for k, v in node.attrs.items()), ("output_shape", node.output_shape), ("params", node.num_params)]
+        fields = [
+            ("op", node.op),
+            *((k, plain_value(v)) for k, v in node.attrs.items()),
+            ("output_shape", node.output_shape),
+            ("params", node.num_params),
+        ]
         for key, value in fields:
             a, b = ("", show(value, True)) if c.status == "added" else (show(value, True), "")
             yield ("layers", node.name, key, a, b, "", c.status)
@@ -291,7 +321,15 @@ def csv_rows(diff: Diff) -> Iterator[tuple[str, ...]]:
     for c in diff.spec.layers:
         yield from _layer_rows(c)
     for what, a, b in diff.spec.totals():
-        yield ("totals", "model", what, show(a, True), show(b, True), delta(a, b, True), "same" if a == b else "changed")
+        yield (
+            "totals",
+            "model",
+            what,
+            show(a, True),
+            show(b, True),
+            delta(a, b, True),
+            "same" if a == b else "changed",
+        )
     for s in diff.spec.settings:
         change = "added" if s.a is MISSING else "removed" if s.b is MISSING else "changed"
         yield ("settings", "spec", s.key, show(s.a, True), show(s.b, True), delta(s.a, s.b, True), change)
@@ -301,7 +339,15 @@ def csv_rows(diff: Diff) -> Iterator[tuple[str, ...]]:
         for _, row in diff.metrics.iterrows():
             for m in METRICS:
                 a, b = number(row[f"{m}_a"]), number(row[f"{m}_b"])
-                yield ("metrics", str(int(row["epoch"])), m, show(a, True), show(b, True), delta(a, b, True), _change(a, b))
+                yield (
+                    "metrics",
+                    str(int(row["epoch"])),
+                    m,
+                    show(a, True),
+                    show(b, True),
+                    delta(a, b, True),
+                    _change(a, b),
+                )
     for m, a, b, _ in diff.test:
         yield ("test", "test", m, show(a, True), show(b, True), delta(a, b, True), _change(a, b))
 

@@ -53,7 +53,9 @@ def open_side(path: str | os.PathLike) -> Side:
     if p.is_dir():
         missing = [name for name in ("spec.yaml", "metrics.csv") if not (p / name).is_file()]
         if missing:
-            raise NnspecError(f"{p}: not a run directory (it lacks {' and '.join(missing)}); diff takes two spec files or two run directories written by nnspec run")
+            raise NnspecError(
+                f"{p}: not a run directory (it lacks {' and '.join(missing)}); diff takes two spec files or two run directories written by nnspec run"
+            )
         from ..runtime.rundir import read_run
 
         record = read_run(p)
@@ -95,7 +97,9 @@ def metric_deltas(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def score_deltas(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[tuple[str, float | None, float | None, float | None]]:
+def score_deltas(
+    a: Mapping[str, Any] | None, b: Mapping[str, Any] | None
+) -> list[tuple[str, float | None, float | None, float | None]]:
     """``(metric, A, B, B - A)`` for the test loss and accuracy; None where a run has no score."""
     rows = []
     for m in TEST_METRICS:

@@ -118,7 +118,9 @@ def match_layers(a: Sequence[Node], b: Sequence[Node]) -> list[tuple[Node | None
     return _align(list(a), list(b), _ROUNDS)
 
 
-def _align(a: list[Node], b: list[Node], rounds: Sequence[Callable[[Node], Hashable]]) -> list[tuple[Node | None, Node | None]]:
+def _align(
+    a: list[Node], b: list[Node], rounds: Sequence[Callable[[Node], Hashable]]
+) -> list[tuple[Node | None, Node | None]]:
     if not rounds:
         return [(n, None) for n in a] + [(None, n) for n in b]
     if not a or not b:
@@ -215,7 +217,11 @@ def diff_settings(a: Graph, b: Graph) -> tuple[SettingChange, ...]:
     """The settings that differ, in the order of A's spec with B's own keys after them."""
     sa, sb = settings(a), settings(b)
     keys = list(sa) + [k for k in sb if k not in sa]
-    return tuple(SettingChange(k, sa.get(k, MISSING), sb.get(k, MISSING)) for k in keys if sa.get(k, MISSING) != sb.get(k, MISSING))
+    return tuple(
+        SettingChange(k, sa.get(k, MISSING), sb.get(k, MISSING))
+        for k in keys
+        if sa.get(k, MISSING) != sb.get(k, MISSING)
+    )
 
 
 def diff_specs(a: Graph, b: Graph) -> SpecDiff:

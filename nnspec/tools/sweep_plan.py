@@ -24,7 +24,13 @@ from ..errors import NnspecError
 MAX_RUNS = 10_000
 #: Longest run name before it is cut and given a hash suffix.
 MAX_NAME = 96
-_ABBREVIATIONS = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "validation_split": "val_split", "momentum": "mom"}
+_ABBREVIATIONS = {
+    "learning_rate": "lr",
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "validation_split": "val_split",
+    "momentum": "mom",
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
 _PAIRS = {"[": "]", "{": "}", "(": ")"}
 
@@ -81,7 +87,9 @@ def parse_grid_item(item: str) -> GridAxis:
     key, sep, rest = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise NnspecError(f"--grid {item!r}: expected KEY=V1,V2,... (a --set path such as train.optimizer.adam.learning_rate and comma-separated values)")
+        raise NnspecError(
+            f"--grid {item!r}: expected KEY=V1,V2,... (a --set path such as train.optimizer.adam.learning_rate and comma-separated values)"
+        )
     values = split_values(rest)
     if any(v == "" for v in values):
         raise NnspecError(f"--grid {item!r}: a value is empty; write KEY=V1,V2 with a value between every two commas")
@@ -94,7 +102,9 @@ def parse_grid(items: Sequence[str]) -> tuple[GridAxis, ...]:
     keys = [a.key for a in axes]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
-        raise NnspecError(f"--grid gives {', '.join(twice)} more than once; list all its values in one item (KEY=V1,V2)")
+        raise NnspecError(
+            f"--grid gives {', '.join(twice)} more than once; list all its values in one item (KEY=V1,V2)"
+        )
     shorts = short_names(keys)
     return tuple(GridAxis(a.key, a.values, s) for a, s in zip(axes, shorts))
 
@@ -154,12 +164,20 @@ def run_name(axes: Sequence[GridAxis], values: Sequence[str], backend: str) -> s
     return "_".join(parts) + f"-{backend}" if parts else backend
 
 
-def plan_runs(axes: Sequence[GridAxis], backends: Sequence[str], sample: int | None = None, seed: int = 0) -> list[PlannedRun]:
+def plan_runs(
+    axes: Sequence[GridAxis], backends: Sequence[str], sample: int | None = None, seed: int = 0
+) -> list[PlannedRun]:
     """The sweep's runs: each chosen combination on each backend, with unique names (a hash added where needed)."""
     combos = combinations(axes, sample, seed)
     if len(combos) * len(backends) > MAX_RUNS:
-        raise NnspecError(f"the sweep would start {len(combos) * len(backends):,} runs (at most {MAX_RUNS:,}); use --random N")
-    runs = [PlannedRun(run_name(axes, values, b), b, tuple((a.key, v) for a, v in zip(axes, values))) for values in combos for b in backends]
+        raise NnspecError(
+            f"the sweep would start {len(combos) * len(backends):,} runs (at most {MAX_RUNS:,}); use --random N"
+        )
+    runs = [
+        PlannedRun(run_name(axes, values, b), b, tuple((a.key, v) for a, v in zip(axes, values)))
+        for values in combos
+        for b in backends
+    ]
     names = [r.name for r in runs]
     unique = []
     for r in runs:

@@ -103,7 +103,9 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise NnspecError(f"{path}: cannot read this sweep record ({exc}); remove it to start the sweep afresh") from None
+        raise NnspecError(
+            f"{path}: cannot read this sweep record ({exc}); remove it to start the sweep afresh"
+        ) from None
     if not isinstance(data, dict):
         raise NnspecError(f"{path}: not a sweep record; remove it to start the sweep afresh")
     return data
@@ -115,5 +117,11 @@ def check_same_sweep(old: Mapping[str, Any], new: Mapping[str, Any], folder: Pat
     if not differ:
         return
     what = "; ".join(f"{k}: {json.dumps(old.get(k))} then, {json.dumps(new.get(k))} now" for k in differ)
-    hint = "the spec changed since then, so its finished runs would not match it" if differ == ["spec_fingerprint"] else "the arguments differ"
-    raise NnspecError(f"{folder} holds a sweep started with other settings ({what}): {hint}. Continue it with its own command ({folder / RECORD_FILE} records it), or choose another --out")
+    hint = (
+        "the spec changed since then, so its finished runs would not match it"
+        if differ == ["spec_fingerprint"]
+        else "the arguments differ"
+    )
+    raise NnspecError(
+        f"{folder} holds a sweep started with other settings ({what}): {hint}. Continue it with its own command ({folder / RECORD_FILE} records it), or choose another --out"
+    )

@@ -73,7 +73,9 @@ def result_row(sweep: Sweep, result: RunResult) -> dict[str, Any]:
         row[m] = _number(last[m]) if last is not None else None
     test = _json(folder / "test.json") if result.status == "complete" else {}
     row["test_loss"], row["test_accuracy"] = _number(test.get("loss")), _number(test.get("accuracy"))
-    row["train_seconds"] = _number(_json(folder / "env.json").get("train_seconds")) if result.status == "complete" else None
+    row["train_seconds"] = (
+        _number(_json(folder / "env.json").get("train_seconds")) if result.status == "complete" else None
+    )
     row["status"], row["error"] = result.status, result.error
     return row
 
@@ -122,7 +124,9 @@ def best_line(frame: pd.DataFrame) -> str:
 def markdown_report(sweep: Sweep, frame: pd.DataFrame) -> str:
     """``results.md``: what was swept, the table, the best run."""
     varied = [a for a in sweep.axes if len(a.values) > 1]
-    fixed = [f"`{a.key}={a.values[0]}`" for a in sweep.axes if len(a.values) == 1] + [f"`{o}`" for o in sweep.fixed_overrides()]
+    fixed = [f"`{a.key}={a.values[0]}`" for a in sweep.axes if len(a.values) == 1] + [
+        f"`{o}`" for o in sweep.fixed_overrides()
+    ]
     lines = [f"# Sweep of {sweep.spec.name}", ""]
     lines += [f"- `{a.short}` = `{a.key}`: {', '.join(a.values)}" for a in varied]
     lines.append(f"- backends: {', '.join(sweep.backends)}")

@@ -107,7 +107,18 @@ def worker_command(sweep: Sweep, run: PlannedRun, action: str) -> list[str]:
     if action == "resume":
         return [sys.executable, "-m", "nnspec.cli", "run", "--resume", folder, *common]
     sets = [w for o in [*sweep.fixed_overrides(), *run.overrides] for w in ("--set", o)]
-    return [sys.executable, "-m", "nnspec.cli", "run", str(sweep.spec), *sets, "--out", folder, *common, *(["--overwrite"] if action == "restart" else [])]
+    return [
+        sys.executable,
+        "-m",
+        "nnspec.cli",
+        "run",
+        str(sweep.spec),
+        *sets,
+        "--out",
+        folder,
+        *common,
+        *(["--overwrite"] if action == "restart" else []),
+    ]
 
 
 def _worker_env(jobs: int) -> dict[str, str]:
@@ -251,7 +262,10 @@ class SweepRunner:
                     self.running.remove(job)
                     done += 1
                     self._finish(job, code)
-                    self.say(f"[{done}/{total}] {job.result.run.name}: {job.result.status} in {job.result.seconds:.1f} s" + (f" ({job.result.error})" if job.result.error else ""))
+                    self.say(
+                        f"[{done}/{total}] {job.result.run.name}: {job.result.status} in {job.result.seconds:.1f} s"
+                        + (f" ({job.result.error})" if job.result.error else "")
+                    )
                 if signals.requested is not None and not self.running:
                     break
                 time.sleep(_POLL_SECONDS)
@@ -265,11 +279,20 @@ class SweepRunner:
 
         path = self._log_path(job.result.run)
         job.log = open(path, "ab")
-        job.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.result.action}: {shlex.join(job.command)}\n".encode())
+        job.log.write(
+            f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.result.action}: {shlex.join(job.command)}\n".encode()
+        )
         job.log.flush()
         job.log_start = job.log.tell()
         job.started = time.perf_counter()
-        job.process = subprocess.Popen(job.command, stdin=subprocess.DEVNULL, stdout=job.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        job.process = subprocess.Popen(
+            job.command,
+            stdin=subprocess.DEVNULL,
+            stdout=job.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self.running.append(job)
 
     def _finish(self, job: _Job, code: int) -> None:

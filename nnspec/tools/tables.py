@@ -34,10 +34,16 @@ def plain_text(table: Table) -> str:
     widths = [max([len(table.columns[i]), *(len(r[i]) for r in table.rows)]) for i in range(len(table.columns))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in table.right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in table.right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     header = line(table.columns)
-    lines = [table.title, header, "-" * max(len(header), 3), *(line(r) for r in table.rows)] if table.title else [header, "-" * len(header), *(line(r) for r in table.rows)]
+    lines = (
+        [table.title, header, "-" * max(len(header), 3), *(line(r) for r in table.rows)]
+        if table.title
+        else [header, "-" * len(header), *(line(r) for r in table.rows)]
+    )
     if table.note:
         lines.append(table.note)
     return "\n".join(lines)
@@ -90,7 +96,14 @@ def _print_rich(blocks: Sequence[Table | str], stream: IO[str]) -> None:
         if isinstance(block, str):
             console.print(Text(block))
             continue
-        table = RichTable(title=block.title or None, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, caption=block.note or None, caption_justify="left")
+        table = RichTable(
+            title=block.title or None,
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            caption=block.note or None,
+            caption_justify="left",
+        )
         for j, name in enumerate(block.columns):
             table.add_column(name, justify="right" if j in block.right else "left", overflow="fold")
         for row, style in zip(block.rows, block.styles):

@@ -47,13 +47,17 @@ def declared_gaps(backend_name: str, g: Graph, dtype: str) -> list[str]:
     """What ``g`` needs that the backend declares it lacks, each with the reason it gives (empty: nothing)."""
     caps = get_backend(backend_name).capabilities()
     needs = [("layer", n.op, n.op in caps.layers) for n in g.nodes]
-    needs += [("activation", a, a in caps.activations) for a in sorted({n.attrs.get("activation") for n in g.nodes} - {None})]
+    needs += [
+        ("activation", a, a in caps.activations) for a in sorted({n.attrs.get("activation") for n in g.nodes} - {None})
+    ]
     needs.append(("optimizer", g.train.optimizer.name, g.train.optimizer.name in caps.optimizers))
     needs.append(("dtype", dtype, dtype in caps.dtypes))
     return [f"{kind} {name}: {caps.gaps.get(name, 'not supported')}" for kind, name, ok in needs if not ok]
 
 
-def compile_model(backend_name: str, g: Graph, weights: Mapping[str, np.ndarray] | None = None, dtype: str = "float64") -> CompiledModel:
+def compile_model(
+    backend_name: str, g: Graph, weights: Mapping[str, np.ndarray] | None = None, dtype: str = "float64"
+) -> CompiledModel:
     """Compile ``g`` on :data:`DEVICE` of backend ``backend_name``.
 
     When the backend declares (in its ``Capabilities``) that it lacks something ``g`` needs, this checks

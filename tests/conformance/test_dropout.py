@@ -1,4 +1,4 @@
-"""Dropout masks equal ``nnspec.runtime.dropout.numpy_keep_mask`` bit for bit, on every engine."""
+"""Dropout masks equal ``nnspec.semantics.dropout.numpy_keep_mask`` bit for bit, on every engine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conformance_support import compile_model, graph
 
-from nnspec.runtime.dropout import numpy_keep_mask, scale
+from nnspec.semantics.dropout import numpy_keep_mask, scale
 
 LAYERS = [
     ("dropout", {"rate": 0.3}),
@@ -44,8 +44,12 @@ def test_masks_differ_by_step_and_layer_and_follow_the_seed(backend_name: str) -
     first = model.layer_outputs(x, training=True, step=10)[0] != 0
     np.testing.assert_array_equal(first, numpy_keep_mask(3, 0, 10, (2, 200), 0.5))
     assert not np.array_equal(first, model.layer_outputs(x, training=True, step=11)[0] != 0)
-    other_seed = compile_model(backend_name, graph((200,), [("dropout", {"rate": 0.5}), ("dropout", {"rate": 0.5})], seed=4))
-    np.testing.assert_array_equal(other_seed.layer_outputs(x, training=True, step=10)[0] != 0, numpy_keep_mask(4, 0, 10, (2, 200), 0.5))
+    other_seed = compile_model(
+        backend_name, graph((200,), [("dropout", {"rate": 0.5}), ("dropout", {"rate": 0.5})], seed=4)
+    )
+    np.testing.assert_array_equal(
+        other_seed.layer_outputs(x, training=True, step=10)[0] != 0, numpy_keep_mask(4, 0, 10, (2, 200), 0.5)
+    )
 
 
 def test_dropout_is_identity_when_not_training(backend_name: str) -> None:

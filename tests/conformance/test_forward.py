@@ -53,12 +53,23 @@ CASES: dict[str, tuple[tuple[int, ...], list]] = {
     "softmax-rank3": ((3, 4, 5), ["softmax"]),
     "convnet": (
         (9, 9, 1),
-        [_conv(3, activation="relu"), _pool("max_pool2d", 2, padding="same"), _conv(2, padding="same", activation="elu"),
-         _pool("avg_pool2d", 2), "flatten", ("dropout", {"rate": 0.3}), ("dense", {"units": 4}), "softmax"],
+        [
+            _conv(3, activation="relu"),
+            _pool("max_pool2d", 2, padding="same"),
+            _conv(2, padding="same", activation="elu"),
+            _pool("avg_pool2d", 2),
+            "flatten",
+            ("dropout", {"rate": 0.3}),
+            ("dense", {"units": 4}),
+            "softmax",
+        ],
     ),
 }
 # every activation, as a layer and inside dense; the dense layers between mix signs again for the next one
-CASES["activations"] = ((6,), [layer for name in ACTIVATIONS for layer in (("dense", {"units": 6}), ("activation", {"activation": name}))])
+CASES["activations"] = (
+    (6,),
+    [layer for name in ACTIVATIONS for layer in (("dense", {"units": 6}), ("activation", {"activation": name}))],
+)
 CASES["dense-activations"] = ((6,), [("dense", {"units": 6, "activation": name}) for name in ACTIVATIONS])
 CASES["activation-rank3"] = ((3, 5), [("activation", {"activation": "gelu"})])
 
@@ -76,7 +87,9 @@ def test_forward_matches_reference(backend_name: str, case: str, dtype: str) -> 
     expected = reference.layer_outputs(g, weights, x)
     assert len(outputs) == len(g.nodes)
     for node, out, ref in zip(g.nodes, outputs, expected):
-        assert out.shape == (3, *node.output_shape), f"{node.name}: engine shape {out.shape}, inferred {node.output_shape}"
+        assert out.shape == (3, *node.output_shape), (
+            f"{node.name}: engine shape {out.shape}, inferred {node.output_shape}"
+        )
         assert np.asarray(out).dtype == np.dtype(dtype), f"{node.name}: computed in {out.dtype}, asked for {dtype}"
         assert_close(out, ref, dtype, f"{case}: layer '{node.name}'")
 
@@ -90,7 +103,9 @@ def test_predict_matches_reference(backend_name: str, dtype: str) -> None:
     model = compile_model(backend_name, g, weights, dtype=dtype)
     out = model.predict(x.astype(dtype))
     assert out.dtype == np.dtype(dtype)
-    assert_close(out, reference.predict(g, {k: v.astype(dtype) for k, v in weights.items()}, x.astype(dtype)), dtype, "predict")
+    assert_close(
+        out, reference.predict(g, {k: v.astype(dtype) for k, v in weights.items()}, x.astype(dtype)), dtype, "predict"
+    )
 
 
 def test_training_mode_forward_matches_reference(backend_name: str) -> None:

@@ -17,27 +17,47 @@ EPS = 1e-6
 MODELS: dict[str, tuple[tuple[int, ...], list, str]] = {
     "mlp-dropout": (
         (6,),
-        [("dense", {"units": 5, "activation": "tanh"}), ("dropout", {"rate": 0.4}), ("dense", {"units": 3, "activation": "gelu"}),
-         ("dense", {"units": 3}), "softmax"],
+        [
+            ("dense", {"units": 5, "activation": "tanh"}),
+            ("dropout", {"rate": 0.4}),
+            ("dense", {"units": 3, "activation": "gelu"}),
+            ("dense", {"units": 3}),
+            "softmax",
+        ],
         "cross_entropy",
     ),
     "conv-maxpool-dropout": (
         (6, 5, 2),
-        [("conv2d", {"filters": 3, "kernel": 3, "padding": "same", "activation": "softplus"}), ("max_pool2d", {"size": 2, "padding": "same"}),
-         "flatten", ("dropout", {"rate": 0.3}), ("dense", {"units": 3}), "softmax"],
+        [
+            ("conv2d", {"filters": 3, "kernel": 3, "padding": "same", "activation": "softplus"}),
+            ("max_pool2d", {"size": 2, "padding": "same"}),
+            "flatten",
+            ("dropout", {"rate": 0.3}),
+            ("dense", {"units": 3}),
+            "softmax",
+        ],
         "cross_entropy",
     ),
     "conv-strided-avgpool": (
         (7, 6, 1),
-        [("conv2d", {"filters": 2, "kernel": [3, 2], "strides": 2, "padding": "same", "activation": "elu"}),
-         ("avg_pool2d", {"size": 3, "strides": 1, "padding": "same"}), ("conv2d", {"filters": 2, "kernel": 2, "activation": "sigmoid"}),
-         "flatten", ("dense", {"units": 3})],
+        [
+            ("conv2d", {"filters": 2, "kernel": [3, 2], "strides": 2, "padding": "same", "activation": "elu"}),
+            ("avg_pool2d", {"size": 3, "strides": 1, "padding": "same"}),
+            ("conv2d", {"filters": 2, "kernel": 2, "activation": "sigmoid"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
         "cross_entropy",
     ),
     "reshape-mse-softmax": (
         (12,),
-        [("reshape", {"shape": [2, 3, 2]}), ("conv2d", {"filters": 2, "kernel": 2, "padding": "same", "activation": "relu"}), "flatten",
-         ("dense", {"units": 3}), "softmax"],
+        [
+            ("reshape", {"shape": [2, 3, 2]}),
+            ("conv2d", {"filters": 2, "kernel": 2, "padding": "same", "activation": "relu"}),
+            "flatten",
+            ("dense", {"units": 3}),
+            "softmax",
+        ],
         "mse",
     ),
 }

@@ -15,9 +15,9 @@ import pytest
 from conformance_support import adam, assert_close, compile_model, graph, random_batch
 
 from nnspec import reference
-from nnspec.reference.backward import loss_and_gradients as reference_loss_and_gradients
 from nnspec.compiler.init import initial_weights
 from nnspec.compiler.ir import Graph
+from nnspec.reference.backward import loss_and_gradients as reference_loss_and_gradients
 from nnspec.reference.train import reference_trajectory
 
 
@@ -30,21 +30,35 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
     "residual-bn": (
         (6, 6, 2),
         [
-            _conv("stem", 4, use_bias=False), ("batch_norm", {"name": "bn0"}), ("activation", {"name": "r0", "activation": "relu"}),
-            _conv("c1", 4, use_bias=False), ("batch_norm", {"name": "bn1", "momentum": 0.9}), ("activation", {"name": "r1", "activation": "tanh"}),
-            _conv("c2", 4, use_bias=False), ("batch_norm", {"name": "bn2", "center": False}),
-            ("add", {"name": "sum", "inputs": ["bn2", "r0"]}), ("activation", {"name": "out", "activation": "elu"}),
-            ("global_avg_pool2d", {"name": "gap"}), ("dropout", {"name": "drop", "rate": 0.25}), ("dense", {"name": "logits", "units": 5}), "softmax",
+            _conv("stem", 4, use_bias=False),
+            ("batch_norm", {"name": "bn0"}),
+            ("activation", {"name": "r0", "activation": "relu"}),
+            _conv("c1", 4, use_bias=False),
+            ("batch_norm", {"name": "bn1", "momentum": 0.9}),
+            ("activation", {"name": "r1", "activation": "tanh"}),
+            _conv("c2", 4, use_bias=False),
+            ("batch_norm", {"name": "bn2", "center": False}),
+            ("add", {"name": "sum", "inputs": ["bn2", "r0"]}),
+            ("activation", {"name": "out", "activation": "elu"}),
+            ("global_avg_pool2d", {"name": "gap"}),
+            ("dropout", {"name": "drop", "rate": 0.25}),
+            ("dense", {"name": "logits", "units": 5}),
+            "softmax",
         ],
         None,
     ),
     "inception-concat": (
         (5, 5, 3),
         [
-            _conv("a", 3, activation="tanh"), ("conv2d", {"name": "b", "filters": 2, "kernel": 1, "use_bias": False, "inputs": ["input"]}),
+            _conv("a", 3, activation="tanh"),
+            ("conv2d", {"name": "b", "filters": 2, "kernel": 1, "use_bias": False, "inputs": ["input"]}),
             ("avg_pool2d", {"name": "p", "size": 3, "strides": 1, "padding": "same", "inputs": ["input"]}),
-            ("concat", {"name": "cat", "inputs": ["a", "b", "p"]}), ("batch_norm", {"name": "bn", "scale": False}),
-            ("global_max_pool2d", {"name": "gmp"}), ("layer_norm", {"name": "ln"}), ("dense", {"name": "logits", "units": 4}), "softmax",
+            ("concat", {"name": "cat", "inputs": ["a", "b", "p"]}),
+            ("batch_norm", {"name": "bn", "scale": False}),
+            ("global_max_pool2d", {"name": "gmp"}),
+            ("layer_norm", {"name": "ln"}),
+            ("dense", {"name": "logits", "units": 4}),
+            "softmax",
         ],
         None,
     ),
@@ -52,15 +66,24 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
         (7,),
         [
             ("dense", {"name": "h", "units": 6, "activation": "sigmoid"}),
-            ("dense", {"name": "u", "units": 6, "inputs": ["h"]}), ("dense", {"name": "v", "units": 6, "inputs": ["h"]}),
-            ("add", {"name": "s", "inputs": ["u", "v", "h"]}), ("layer_norm", {"name": "ln", "center": False}),
-            ("batch_norm", {"name": "bn"}), ("concat", {"name": "c", "inputs": ["bn", "h"], "axis": 0}), ("dense", {"name": "out", "units": 3}),
+            ("dense", {"name": "u", "units": 6, "inputs": ["h"]}),
+            ("dense", {"name": "v", "units": 6, "inputs": ["h"]}),
+            ("add", {"name": "s", "inputs": ["u", "v", "h"]}),
+            ("layer_norm", {"name": "ln", "center": False}),
+            ("batch_norm", {"name": "bn"}),
+            ("concat", {"name": "c", "inputs": ["bn", "h"], "axis": 0}),
+            ("dense", {"name": "out", "units": 3}),
         ],
         None,
     ),
     "output-in-the-middle": (
         (4, 4, 1),
-        [_conv("c", 3), ("batch_norm", {"name": "bn"}), ("global_avg_pool2d", {"name": "g"}), ("dense", {"name": "d", "units": 3})],
+        [
+            _conv("c", 3),
+            ("batch_norm", {"name": "bn"}),
+            ("global_avg_pool2d", {"name": "g"}),
+            ("dense", {"name": "d", "units": 3}),
+        ],
         "d",
     ),
 }
@@ -99,7 +122,9 @@ def test_graph_forward_matches_reference(backend_name: str, case: str, training:
     expected = reference.layer_outputs(g, weights, x, training=training, step=3)
     assert len(outputs) == len(g.nodes)
     for node, out, ref in zip(g.nodes, outputs, expected):
-        assert out.shape == (6, *node.output_shape), f"{node.name}: engine shape {out.shape}, inferred {node.output_shape}"
+        assert out.shape == (6, *node.output_shape), (
+            f"{node.name}: engine shape {out.shape}, inferred {node.output_shape}"
+        )
         assert_close(out, ref, dtype, f"{case} ({'training' if training else 'inference'}): layer '{node.name}'")
     assert_close(model.predict(x), reference.predict(g, weights, x), dtype, f"{case}: predict")
 
@@ -127,14 +152,18 @@ def test_ten_steps_with_running_statistics_match_reference(backend_name: str, ca
     batches = [(bx.astype(dtype), by) for bx, by in batches]
     model = compile_model(backend_name, g, weights, dtype=dtype)
     losses = [model.train_step(bx, by) for bx, by in batches]
-    traj = reference_trajectory(g, {k: v.astype(np.float64) for k, v in weights.items()}, [(bx.astype(np.float64), by) for bx, by in batches])
+    traj = reference_trajectory(
+        g, {k: v.astype(np.float64) for k, v in weights.items()}, [(bx.astype(np.float64), by) for bx, by in batches]
+    )
     tol = 1e-10 if dtype == "float64" else 1e-4
     np.testing.assert_allclose(losses, traj.losses, rtol=tol)
     got, expected = model.get_weights(), traj.weights[-1]
     assert set(got) == set(expected) == set(g.weight_keys())
     for key in expected:
         scale = max(float(np.max(np.abs(expected[key]))), 1e-3)
-        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol * scale, err_msg=f"{case}: {key} after 10 steps")
+        np.testing.assert_allclose(
+            got[key], expected[key], rtol=tol, atol=tol * scale, err_msg=f"{case}: {key} after 10 steps"
+        )
     moved = [k for k, _, _ in g.state_specs() if not np.allclose(expected[k], weights[k])]
     assert moved == [k for k, _, _ in g.state_specs()], "every running statistic moved in training"
 

@@ -7,9 +7,9 @@ import pytest
 from conformance_support import compile_model, graph, random_batch, random_weights
 
 from nnspec.compiler.ir import OptimizerConfig, ScheduleConfig
-from nnspec.runtime.numpy_ops import NumpyOps
-from nnspec.runtime.optimizers import OPTIMIZER_DEFAULTS, apply_updates, init_state
-from nnspec.runtime.schedules import learning_rate
+from nnspec.semantics.numpy_ops import NumpyOps
+from nnspec.semantics.optimizers import OPTIMIZER_DEFAULTS, apply_updates, init_state
+from nnspec.semantics.schedules import learning_rate
 
 
 def _opt(name: str, **params: float | bool) -> OptimizerConfig:
@@ -28,8 +28,16 @@ CONFIGS: dict[str, tuple[OptimizerConfig, ScheduleConfig, float]] = {
     "adam-weight-decay": (_opt("adam", learning_rate=0.01), ScheduleConfig(), 0.05),
     "sgd-weight-decay": (_opt("sgd", learning_rate=0.1, momentum=0.5), ScheduleConfig(), 0.1),
     "sgd-step-schedule": (_opt("sgd", learning_rate=0.1), ScheduleConfig("step", {"factor": 0.5, "every": 1}), 0.0),
-    "adam-exponential": (_opt("adam", learning_rate=0.01), ScheduleConfig("exponential", {"decay_steps": 2, "decay_rate": 0.5}), 0.0),
-    "rmsprop-cosine": (_opt("rmsprop", learning_rate=0.01), ScheduleConfig("cosine", {"decay_steps": 3, "alpha": 0.1}), 0.0),
+    "adam-exponential": (
+        _opt("adam", learning_rate=0.01),
+        ScheduleConfig("exponential", {"decay_steps": 2, "decay_rate": 0.5}),
+        0.0,
+    ),
+    "rmsprop-cosine": (
+        _opt("rmsprop", learning_rate=0.01),
+        ScheduleConfig("cosine", {"decay_steps": 3, "alpha": 0.1}),
+        0.0,
+    ),
 }
 STEPS = 3
 
@@ -37,7 +45,12 @@ STEPS = 3
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_optimizer_steps_match_numpy(backend_name: str, name: str) -> None:
     optimizer, schedule, decay = CONFIGS[name]
-    layers = [("dense", {"units": 5, "activation": "tanh"}), ("dropout", {"rate": 0.25}), ("dense", {"units": 3}), "softmax"]
+    layers = [
+        ("dense", {"units": 5, "activation": "tanh"}),
+        ("dropout", {"rate": 0.25}),
+        ("dense", {"units": 3}),
+        "softmax",
+    ]
     g = graph((4,), layers, optimizer=optimizer, schedule=schedule, weight_decay=decay, seed=9)
     weights = random_weights(g, seed=6)
     model = compile_model(backend_name, g, weights)
@@ -52,5 +65,7 @@ def test_optimizer_steps_match_numpy(backend_name: str, name: str) -> None:
         assert model.train_step(x, y) == pytest.approx(loss, rel=1e-12)
         got = model.get_weights()
         for key in params:
-            np.testing.assert_allclose(got[key], params[key], rtol=1e-10, atol=1e-13, err_msg=f"{name}, step {step}: {key}")
+            np.testing.assert_allclose(
+                got[key], params[key], rtol=1e-10, atol=1e-13, err_msg=f"{name}, step {step}: {key}"
+            )
     assert model.step == STEPS

@@ -16,7 +16,13 @@ SMALL_CNN = [
     ("dense", {"units": 10}),
     "softmax",
 ]
-SMALL_MLP = ["flatten", ("dense", {"units": 16, "activation": "relu"}), ("dropout", {"rate": 0.2}), ("dense", {"units": 10}), "softmax"]
+SMALL_MLP = [
+    "flatten",
+    ("dense", {"units": 16, "activation": "relu"}),
+    ("dropout", {"rate": 0.2}),
+    ("dense", {"units": 10}),
+    "softmax",
+]
 
 
 def _digits_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +71,10 @@ def test_same_seed_gives_bit_identical_weights_after_an_epoch(backend_name: str,
     assert results[0][0] == results[1][0]
     for key, value in results[0][1].items():
         np.testing.assert_array_equal(value, results[1][1][key], err_msg=key)
-    assert any(not np.array_equal(results[0][1][k], v) for k, v in compile_model(backend_name, g, dtype="float32").get_weights().items())
+    assert any(
+        not np.array_equal(results[0][1][k], v)
+        for k, v in compile_model(backend_name, g, dtype="float32").get_weights().items()
+    )
 
 
 @pytest.mark.parametrize("layers", [SMALL_MLP, SMALL_CNN], ids=["mlp", "cnn"])

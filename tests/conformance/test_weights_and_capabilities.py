@@ -69,7 +69,12 @@ def test_a_missing_layer_is_refused_naming_layer_and_backend(backend_name: str, 
     with pytest.raises(BackendError) as info:
         backend.compile(graph((6, 6, 1), LAYERS), device="cpu")
     message = str(info.value)
-    assert "'pool'" in message and "avg_pool2d" in message and f"'{backend.name}'" in message and "not lowered yet" in message
+    assert (
+        "'pool'" in message
+        and "avg_pool2d" in message
+        and f"'{backend.name}'" in message
+        and "not lowered yet" in message
+    )
 
 
 def test_declared_gaps_are_refused_and_explained(backend_name: str) -> None:

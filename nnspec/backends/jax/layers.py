@@ -1,7 +1,7 @@
 """JAX's own lowerings (convolution and pooling windows), registered by op type over the shared ones.
 
 Every lowering has the signature shared by all engines and the reference (see
-:mod:`nnspec.backends.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Shared
+:mod:`nnspec.semantics.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Shared
 definitions (activations, dropout masks, normalisation, merges, global pools) come from
 :mod:`nnspec.runtime`, evaluated with :class:`~nnspec.backends.jax.ops.JaxOps`.
 
@@ -23,12 +23,12 @@ from jax import lax
 
 from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
-from ..lowering import Lowering, LoweringContext, OpRegistry
-from ..shared_lowerings import bias_activation, engine_registry
+from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
+from ...semantics.shared_lowerings import bias_activation, engine_registry
 from .ops import HIGHEST
 
 Context = LoweringContext
-#: The shared lowerings (:mod:`nnspec.backends.shared_lowerings`) plus JAX's convolution and pools.
+#: The shared lowerings (:mod:`nnspec.semantics.shared_lowerings`) plus JAX's convolution and pools.
 LOWERINGS: OpRegistry[Lowering] = engine_registry("jax")
 lowering = LOWERINGS.register
 
@@ -74,7 +74,9 @@ def conv2d(x: Any, kernel: Any, strides: tuple[int, int], padding: Any, precisio
 
 
 def _direct_conv2d(x: Any, kernel: Any, *, strides: tuple[int, int], padding: Any, precision: Any) -> Any:
-    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
+    )
 
 
 def _padded_patch_conv2d(x: Any, kernel: Any, *, strides: tuple[int, int], padding: Any, precision: Any) -> Any:
@@ -92,7 +94,11 @@ def patches(x: Any, kh: int, kw: int, strides: tuple[int, int]) -> Any:
     """
     (sh, sw), (n, h, w, c) = strides, x.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    windows = [lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+    windows = [
+        lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
 
 
@@ -107,17 +113,23 @@ def patch_conv2d(x: Any, kernel: Any, strides: tuple[int, int], precision: Any) 
     return _patch_conv2d_fwd(x, kernel, strides, precision)[0]
 
 
-def _patch_conv2d_fwd(x: Any, kernel: Any, strides: tuple[int, int], precision: Any) -> tuple[Any, tuple[Any, Any, Any]]:
+def _patch_conv2d_fwd(
+    x: Any, kernel: Any, strides: tuple[int, int], precision: Any
+) -> tuple[Any, tuple[Any, Any, Any]]:
     kh, kw, cin, cout = kernel.shape
     cols = patches(x, kh, kw, strides)
     z = lax.dot_general(cols, kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())), precision=precision)
     return z, (x, kernel, cols)
 
 
-def _patch_conv2d_bwd(strides: tuple[int, int], precision: Any, residuals: tuple[Any, Any, Any], g: Any) -> tuple[Any, Any]:
+def _patch_conv2d_bwd(
+    strides: tuple[int, int], precision: Any, residuals: tuple[Any, Any, Any], g: Any
+) -> tuple[Any, Any]:
     x, kernel, cols = residuals
     dkernel = lax.dot_general(cols, g, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision).reshape(kernel.shape)
-    _, input_vjp = jax.vjp(lambda v: _direct_conv2d(v, kernel, strides=strides, padding="VALID", precision=precision), x)
+    _, input_vjp = jax.vjp(
+        lambda v: _direct_conv2d(v, kernel, strides=strides, padding="VALID", precision=precision), x
+    )
     return input_vjp(g)[0], dkernel
 
 

@@ -12,13 +12,13 @@ compile time is measured apart from the step time, in :attr:`compile_seconds`):
 
 Both read metrics back once per epoch. Under the divergence guard (:attr:`guard_divergence`) each mode
 has a guarded twin (``epoch_scan_guarded``, ``epoch_step_guarded``) that runs the recipe's guarded step
-and carries its :class:`~nnspec.runtime.recipe.Guard` with the sums, read back with them. The scan keeps
+and carries its :class:`~nnspec.semantics.recipe.Guard` with the sums, read back with them. The scan keeps
 the update under ``lax.cond`` (``lazy``), the step program selects each array with ``where``: measured on
 the 784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch,
 guard on vs off, median of 4 to 7): scan with ``cond`` -1 to +3 % (``where``: +7 to +8 %), step with
 ``where`` 0 to +2 % (``cond``: +13 to +17 %). On a GPU the scan selects with ``where`` too: XLA's GPU
 conditional reads its predicate back to the host at every step. The step itself is the shared recipe
-(:class:`nnspec.runtime.recipe.TrainingRecipe`); JAX supplies its lowerings, ``jax.value_and_grad``,
+(:class:`nnspec.semantics.recipe.TrainingRecipe`); JAX supplies its lowerings, ``jax.value_and_grad``,
 ``jit`` and device placement. The rule (:func:`fused_epoch`, with the measurements behind it):
 on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or pooling (an MLP epoch:
 0.41 s CPU fused vs 0.59 s per step) and ``step`` for the others (a convnet step: 61 ms CPU per step vs
@@ -49,8 +49,8 @@ import numpy as np
 
 from ...compiler.ir import Graph
 from ...compiler.opset import SPATIAL_OPS
-from ...runtime.precision import training_slots
-from ...runtime.recipe import EngineSeam, TrainingRecipe
+from ...semantics.precision import training_slots
+from ...semantics.recipe import EngineSeam, TrainingRecipe
 from ..base import CompiledModel
 from .layers import LOWERINGS
 from .ops import JaxOps
@@ -98,7 +98,9 @@ def mesh_devices(kind: str, local: int) -> list[Any]:
         by_process.setdefault(d.process_index, []).append(d)
     short = {p: len(ds) for p, ds in by_process.items() if len(ds) < local}
     if short:
-        raise BackendError(f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have {min(short.values())}")
+        raise BackendError(
+            f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have {min(short.values())}"
+        )
     return [d for p in sorted(by_process) for d in by_process[p][:local]]
 
 
@@ -127,7 +129,9 @@ class JaxModel(CompiledModel):
         full = self.precision.full_precision_matmul
         self.ops = JaxOps(dtype, full)
         compute = JaxOps(self.precision.compute, full) if self.precision.mixed else None
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad, compute), self.precision)
+        self.recipe = TrainingRecipe(
+            graph, EngineSeam(self.ops, LOWERINGS.run_graph, _value_and_grad, compute), self.precision
+        )
         self.epoch_mode: str = "scan" if fused_epoch(graph, device) else "step"
         self._device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
         #: where replicated arrays go: the one device, or a replicated sharding over the mesh
@@ -137,7 +141,9 @@ class JaxModel(CompiledModel):
         if self.replicas > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-            self._mesh = Mesh(np.array(mesh_devices("gpu" if device == "gpu" else "cpu", self.replicas // self.processes)), ("batch",))
+            self._mesh = Mesh(
+                np.array(mesh_devices("gpu" if device == "gpu" else "cpu", self.replicas // self.processes)), ("batch",)
+            )
             self._placement = NamedSharding(self._mesh, PartitionSpec())
             self._batch_sharding = NamedSharding(self._mesh, PartitionSpec("batch"))
             self._index_sharding = NamedSharding(self._mesh, PartitionSpec(None, "batch"))
@@ -228,13 +234,17 @@ class JaxModel(CompiledModel):
                 return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct), None
 
             zero = ops.constant(0.0)
-            (params, slots, state, _, loss_sum, correct), _ = lax.scan(body, (params, slots, state, step, zero, zero), idx)
+            (params, slots, state, _, loss_sum, correct), _ = lax.scan(
+                body, (params, slots, state, step, zero, zero), idx
+            )
             return params, slots, state, loss_sum, correct
 
         def epoch_scan_guarded(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any, idx: Any) -> Any:
             def body(carry: Any, batch: Any) -> Any:
                 params, slots, state, step, loss_sum, correct, guard = carry
-                r, guard = recipe.guarded_step(params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=lazy_guard)
+                r, guard = recipe.guarded_step(
+                    params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=lazy_guard
+                )
                 return (r.params, r.slots, r.state, step + 1, loss_sum + r.loss, correct + r.correct, guard), None
 
             zero = ops.constant(0.0)
@@ -245,7 +255,9 @@ class JaxModel(CompiledModel):
         def epoch_step_guarded(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
             i, step, loss_sum, correct, guard = carry
             batch = idx[i]
-            r, guard = recipe.guarded_step(params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=False)
+            r, guard = recipe.guarded_step(
+                params, slots, state, step, split(x[batch]), split(y[batch]), guard, lazy=False
+            )
             return r.params, r.slots, r.state, (i + 1, step + 1, loss_sum + r.loss, correct + r.correct, guard)
 
         def epoch_step(params: Any, slots: Any, state: Any, carry: Any, x: Any, y: Any, idx: Any) -> Any:
@@ -273,8 +285,12 @@ class JaxModel(CompiledModel):
             "epoch_step_guarded": self._jit(epoch_step_guarded),
             "guard_start": self._jit(recipe.guard_start),
             "predict": self._jit(recipe.predict),
-            "outputs_eval": self._jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=False, step=step)),
-            "outputs_train": self._jit(lambda params, state, x, step: recipe.outputs(params, state, x, training=True, step=step)),
+            "outputs_eval": self._jit(
+                lambda params, state, x, step: recipe.outputs(params, state, x, training=False, step=step)
+            ),
+            "outputs_train": self._jit(
+                lambda params, state, x, step: recipe.outputs(params, state, x, training=True, step=step)
+            ),
             "grads": self._jit(recipe.gradients),
             "one_step": self._jit(one_step),
         }
@@ -323,7 +339,9 @@ class JaxModel(CompiledModel):
                 params, slots, state, sums = out[0], out[1], out[2], out[3:]
             else:
                 zero = self._place(np.zeros((), dtype=self.dtype))
-                carry = (self._int(0), self._int(self.step), zero, zero) + ((self._run("guard_start"),) if guarded else ())
+                carry = (self._int(0), self._int(self.step), zero, zero) + (
+                    (self._run("guard_start"),) if guarded else ()
+                )
                 step_program = self._executable("epoch_step" + suffix, params, slots, state, carry, x, y, idx_dev)
                 for _ in range(steps):
                     params, slots, state, carry = step_program(params, slots, state, carry, x, y, idx_dev)
@@ -371,7 +389,13 @@ class JaxModel(CompiledModel):
 
         with self._scope():
             name = "outputs_train" if training else "outputs_eval"
-            outs = self._run(name, self._arrays["params"], self._arrays["state"], self.put(np.asarray(x, dtype=self.dtype)), self._int(step))
+            outs = self._run(
+                name,
+                self._arrays["params"],
+                self._arrays["state"],
+                self.put(np.asarray(x, dtype=self.dtype)),
+                self._int(step),
+            )
             return [np.array(o) for o in jax.device_get(outs)]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
@@ -379,7 +403,14 @@ class JaxModel(CompiledModel):
         import jax
 
         with self._scope():
-            loss, grads = self._run("grads", self._arrays["params"], self._arrays["state"], self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)), self._int(step))
+            loss, grads = self._run(
+                "grads",
+                self._arrays["params"],
+                self._arrays["state"],
+                self.put(np.asarray(x, dtype=self.dtype)),
+                self.put(np.asarray(y)),
+                self._int(step),
+            )
             loss, grads = jax.device_get((loss, grads))
         return float(loss), {k: np.array(v) for k, v in grads.items()}
 
@@ -389,7 +420,15 @@ class JaxModel(CompiledModel):
 
         params, slots, state = self._trainable
         with self._scope():
-            params, slots, state, loss = self._run("one_step", params, slots, state, self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)))
+            params, slots, state, loss = self._run(
+                "one_step",
+                params,
+                slots,
+                state,
+                self._int(self.step),
+                self.put(np.asarray(x, dtype=self.dtype)),
+                self.put(np.asarray(y)),
+            )
             self._store(params, slots, state)
             loss = jax.device_get(loss)
         self.step += 1

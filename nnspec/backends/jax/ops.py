@@ -1,4 +1,4 @@
-"""JAX implementation of :class:`nnspec.runtime.ops.Ops` (imports JAX: load it only from inside the backend).
+"""JAX implementation of :class:`nnspec.semantics.ops.Ops` (imports JAX: load it only from inside the backend).
 
 Matrix products (and convolutions, in :mod:`.layers`) run at :attr:`JaxOps.precision`: ``Precision.HIGHEST``
 by default, so that a GPU never silently uses TF32 for float32 work; ``Precision.DEFAULT`` under the

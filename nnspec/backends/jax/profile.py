@@ -20,7 +20,9 @@ from .layers import LOWERINGS
 from .model import JaxModel
 
 
-def vjp_programs(fn: Callable[..., Any], primals: tuple[Any, ...], consts: tuple[Any, ...], cotangent: Any) -> LayerPrograms:
+def vjp_programs(
+    fn: Callable[..., Any], primals: tuple[Any, ...], consts: tuple[Any, ...], cotangent: Any
+) -> LayerPrograms:
     """Forward and backward programs of ``fn(*primals, *consts) -> (output, aux)``.
 
     The backward differentiates ``output`` with respect to every array in ``primals`` (pytrees), for the
@@ -40,7 +42,9 @@ def vjp_programs(fn: Callable[..., Any], primals: tuple[Any, ...], consts: tuple
     )
 
 
-def layer_programs(model: JaxModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0) -> LayerPrograms:
+def layer_programs(
+    model: JaxModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0
+) -> LayerPrograms:
     """The forward and backward programs of ``node`` on ``model``, on device copies of ``inputs`` (training mode,
     dropout masks of ``step``); the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     params, state = node_arrays(model, node)

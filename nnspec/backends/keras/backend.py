@@ -22,9 +22,7 @@ from ..base import Backend, Capabilities, CompiledModel
 #: Keras engines nnspec's Keras backend can train on (it needs the engine's own gradient).
 TRAINABLE_ENGINES: tuple[str, ...] = ("jax", "tensorflow")
 
-FLOAT64_ON_JAX = (
-    "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
-)
+FLOAT64_ON_JAX = "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
 
 
 DATA_PARALLEL_ON_TF = "Keras 3's distribution API (keras.distribution) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
@@ -60,7 +58,10 @@ class KerasBackend(Backend):
             return False, "keras is not installed (pip install 'nnspec[keras]')"
         engine = configured_engine()
         if engine not in TRAINABLE_ENGINES:
-            return False, f"Keras is configured for '{engine}'; nnspec's keras backend runs on KERAS_BACKEND=jax or tensorflow"
+            return (
+                False,
+                f"Keras is configured for '{engine}'; nnspec's keras backend runs on KERAS_BACKEND=jax or tensorflow",
+            )
         if importlib.util.find_spec(engine) is None:
             return False, f"Keras is configured for '{engine}', which is not installed"
         return True, ""
@@ -106,14 +107,27 @@ class KerasBackend(Backend):
 
         layers = supported_ops()
         if configured_engine() == "jax":
-            return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32",), data_parallel=True, gaps={"float64": FLOAT64_ON_JAX})
-        return Capabilities(layers=layers, devices=("cpu", "gpu"), dtypes=("float32", "float64"), gaps={"data_parallel": DATA_PARALLEL_ON_TF})
+            return Capabilities(
+                layers=layers,
+                devices=("cpu", "gpu"),
+                dtypes=("float32",),
+                data_parallel=True,
+                gaps={"float64": FLOAT64_ON_JAX},
+            )
+        return Capabilities(
+            layers=layers,
+            devices=("cpu", "gpu"),
+            dtypes=("float32", "float64"),
+            gaps={"data_parallel": DATA_PARALLEL_ON_TF},
+        )
 
     def check(self, graph: Graph, dtype: str) -> None:
         """As :meth:`Backend.check`, and a refused dtype says why (float64 on Keras-JAX)."""
         caps = self.capabilities()
         if dtype not in caps.dtypes and dtype in caps.gaps:
-            raise BackendError(f"dtype '{dtype}' is not supported by backend '{self.name}' on {configured_engine()}: {caps.gaps[dtype]}")
+            raise BackendError(
+                f"dtype '{dtype}' is not supported by backend '{self.name}' on {configured_engine()}: {caps.gaps[dtype]}"
+            )
         super().check(graph, dtype)
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:

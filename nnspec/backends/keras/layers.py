@@ -8,7 +8,7 @@ Every op maps to a standard Keras 3 layer with the contract's layouts (channels 
 ``Node.inputs`` names (a list of them for the merges). Keras's variables have nnspec's names: ``kernel``,
 ``bias``, ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``.
 The one exception is ``dropout`` while training: :class:`CounterDropout` applies nnspec's counter-based mask
-(:func:`nnspec.runtime.dropout.apply_dropout`) so that Keras drops exactly the units every other engine
+(:func:`nnspec.semantics.dropout.apply_dropout`) so that Keras drops exactly the units every other engine
 drops. For export (``export=True``) dropout becomes the standard ``keras.layers.Dropout``, which is the
 identity at inference, so an exported file loads in plain Keras without nnspec.
 """
@@ -24,8 +24,8 @@ import numpy as np
 from ...compiler.ir import INPUT, Graph, Initializer, Node
 from ...compiler.opset import MERGE_OPS
 from ...errors import BackendError
-from ...runtime.dropout import apply_dropout
-from ..lowering import OpRegistry
+from ...semantics.dropout import apply_dropout
+from ...semantics.lowering import OpRegistry
 from .ops import KerasOps
 
 
@@ -54,9 +54,13 @@ class CounterDropout(keras.layers.Layer):
             return inputs
         shape = tuple(inputs.shape)
         if any(d is None for d in shape):
-            raise BackendError(f"CounterDropout '{self.name}' needs a static input shape to number its elements; got {shape}")
+            raise BackendError(
+                f"CounterDropout '{self.name}' needs a static input shape to number its elements; got {shape}"
+            )
         step = keras.ops.convert_to_tensor(self.step)
-        outputs = apply_dropout(KerasOps(self.compute_dtype), inputs, self.seed, self.layer_index, step, self.rate, shape)  # type: ignore[arg-type]
+        outputs = apply_dropout(
+            KerasOps(self.compute_dtype), inputs, self.seed, self.layer_index, step, self.rate, shape
+        )  # type: ignore[arg-type]
         self.step.assign(step + 1)
         return outputs
 
@@ -162,13 +166,27 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 @builds("max_pool2d")
 def _max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.MaxPooling2D(tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype)
+    return keras.layers.MaxPooling2D(
+        tuple(a["size"]),
+        strides=tuple(a["strides"]),
+        padding=a["padding"],
+        data_format="channels_last",
+        name=node.name,
+        dtype=opts.dtype,
+    )
 
 
 @builds("avg_pool2d")
 def _avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.AveragePooling2D(tuple(a["size"]), strides=tuple(a["strides"]), padding=a["padding"], data_format="channels_last", name=node.name, dtype=opts.dtype)
+    return keras.layers.AveragePooling2D(
+        tuple(a["size"]),
+        strides=tuple(a["strides"]),
+        padding=a["padding"],
+        data_format="channels_last",
+        name=node.name,
+        dtype=opts.dtype,
+    )
 
 
 @builds("flatten")
@@ -212,13 +230,28 @@ def _concat(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 @builds("batch_norm")
 def _batch_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.BatchNormalization(axis=-1, momentum=float(a["momentum"]), epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype)
+    return keras.layers.BatchNormalization(
+        axis=-1,
+        momentum=float(a["momentum"]),
+        epsilon=float(a["epsilon"]),
+        center=bool(a["center"]),
+        scale=bool(a["scale"]),
+        name=node.name,
+        dtype=opts.dtype,
+    )
 
 
 @builds("layer_norm")
 def _layer_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    return keras.layers.LayerNormalization(axis=-1, epsilon=float(a["epsilon"]), center=bool(a["center"]), scale=bool(a["scale"]), name=node.name, dtype=opts.dtype)
+    return keras.layers.LayerNormalization(
+        axis=-1,
+        epsilon=float(a["epsilon"]),
+        center=bool(a["center"]),
+        scale=bool(a["scale"]),
+        name=node.name,
+        dtype=opts.dtype,
+    )
 
 
 @builds("global_avg_pool2d")
@@ -234,7 +267,9 @@ def _global_max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 def build_layer(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     """The Keras layer of one IR node; an op without a builder is a :class:`BackendError` naming the layer."""
     if node.op not in _BUILDERS:
-        raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no Keras lowering in nnspec's keras backend")
+        raise BackendError(
+            f"layer {node.index} '{node.name}' ({node.op}) has no Keras lowering in nnspec's keras backend"
+        )
     return _BUILDERS[node.op](node, opts)
 
 
@@ -288,7 +323,9 @@ class KerasGraph:
             self.tensors[node.name] = layer(args if node.op in MERGE_OPS else args[0])
             self.layers[node.name] = layer
         out = graph.output_node
-        self.model = keras.Model(self.input, self.tensors[out.name] if out is not None else self.input, name=_model_name(graph.name))
+        self.model = keras.Model(
+            self.input, self.tensors[out.name] if out is not None else self.input, name=_model_name(graph.name)
+        )
         self._keys = self._variable_keys()
         self._runners: dict[tuple[str, ...], Runner] = {}
 
@@ -309,7 +346,11 @@ class KerasGraph:
         """A model returning the outputs of nodes ``names`` (built once per set of names)."""
         found = self._runners.get(names)
         if found is None:
-            model = keras.Model(self.input, [self.tensors[n] for n in names], name=_model_name(self.graph.name) + f"_{len(self._runners)}")
+            model = keras.Model(
+                self.input,
+                [self.tensors[n] for n in names],
+                name=_model_name(self.graph.name) + f"_{len(self._runners)}",
+            )
             trainable = tuple(self._keys[id(v)] for v in model.trainable_variables)
             non_trainable = tuple(self._keys.get(id(v)) for v in model.non_trainable_variables)
             found = self._runners[names] = Runner(model, names, trainable, non_trainable)

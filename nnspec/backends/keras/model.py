@@ -1,7 +1,7 @@
 """``KerasModel``: a spec compiled to a functional ``keras.Model`` and trained through nnspec's shared recipe.
 
 The network is a functional Keras model of standard layers wired as the graph says (see :mod:`.layers`).
-Training, evaluation and prediction are :class:`nnspec.runtime.recipe.TrainingRecipe`'s, like every
+Training, evaluation and prediction are :class:`nnspec.semantics.recipe.TrainingRecipe`'s, like every
 engine's: the loss from the logits, the optimiser update, the schedule and the state update are nnspec's
 shared definitions over ``keras.ops``. What is Keras's own is the engine seam:
 
@@ -14,7 +14,7 @@ shared definitions over ``keras.ops``. What is Keras's own is the engine seam:
 * compilation: ``jax.jit`` / ``tf.function``, one compiled call per step; data stay on the device and the
   epoch's loss and accuracy are summed there and read back once. Under the divergence guard
   (:attr:`guard_divergence`) the step is the recipe's guarded step, its
-  :class:`~nnspec.runtime.recipe.Guard` carried from call to call and read back with the sums; the update
+  :class:`~nnspec.semantics.recipe.Guard` carried from call to call and read back with the sums; the update
   runs under ``tf.cond`` on Keras-TensorFlow and is selected array by array on Keras-JAX (measured on the
   784-512-10 MLP, 20000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch, guard
   on vs off: TensorFlow ``cond`` +7 %, select +12 %; JAX select +1 %, ``cond`` +9 %).
@@ -40,10 +40,10 @@ from keras import ops as K
 
 from ...compiler.ir import INPUT, Graph
 from ...errors import BackendError
-from ...runtime.precision import training_slots
-from ...runtime.recipe import EngineSeam, TrainingRecipe
+from ...semantics.lowering import LoweringContext
+from ...semantics.precision import training_slots
+from ...semantics.recipe import EngineSeam, TrainingRecipe
 from ..base import Backend, CompiledModel
-from ..lowering import LoweringContext
 from .layers import COUNTER, BuildOptions, KerasGraph, build_graph
 from .ops import KerasOps
 
@@ -81,13 +81,17 @@ class KerasModel(CompiledModel):
         super().__init__(graph, backend, device, dtype)
         self.engine = keras.backend.backend()
         if self.engine not in ("jax", "tensorflow"):
-            raise BackendError(f"nnspec's keras backend trains on KERAS_BACKEND=jax or tensorflow; Keras is set to '{self.engine}'")
+            raise BackendError(
+                f"nnspec's keras backend trains on KERAS_BACKEND=jax or tensorflow; Keras is set to '{self.engine}'"
+            )
         self.ops = KerasOps(dtype)
         #: Keras's ``DataParallel`` distribution of a data-parallel model (None on one device)
         self.distribution: Any = self._data_parallel() if self.replicas > 1 else None
         # Under a mixed policy Keras's own layers cast weights and inputs to the compute type (their dtype
         # policy is the precision's name); the walk casts their outputs back (see _walk).
-        self.recipe = TrainingRecipe(graph, EngineSeam(self.ops, self._walk, value_and_grad(self.engine)), self.precision)
+        self.recipe = TrainingRecipe(
+            graph, EngineSeam(self.ops, self._walk, value_and_grad(self.engine)), self.precision
+        )
         self._state_owner = {node.key(spec.name): (node, spec.name) for node in graph.nodes for spec in node.state}
         start = time.perf_counter()
         with self._scope():
@@ -117,7 +121,11 @@ class KerasModel(CompiledModel):
                 import jax
 
                 stack.enter_context(jax.enable_x64(self.dtype == "float64"))
-                precision = "highest" if self.precision.full_precision_matmul else ("tensorfloat32" if self.precision.tf32 else "default")
+                precision = (
+                    "highest"
+                    if self.precision.full_precision_matmul
+                    else ("tensorfloat32" if self.precision.tf32 else "default")
+                )
                 stack.enter_context(jax.default_matmul_precision(precision))
             else:
                 from ..tensorflow.backend import tensor_float_32
@@ -137,7 +145,9 @@ class KerasModel(CompiledModel):
     def _data_parallel(self) -> Any:
         """``keras.distribution.DataParallel`` over the first local devices of the model's kind of each process."""
         if self.engine != "jax":
-            raise BackendError("Keras 3's distribution API (keras.distribution.DataParallel) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend")
+            raise BackendError(
+                "Keras 3's distribution API (keras.distribution.DataParallel) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
+            )
         from keras import distribution
 
         from ..jax.model import mesh_devices
@@ -151,7 +161,9 @@ class KerasModel(CompiledModel):
             return K.convert_to_tensor(array)
         from keras import distribution
 
-        return distribution.distribute_tensor(array, distribution.TensorLayout([None] * np.ndim(array), self.distribution.device_mesh))
+        return distribution.distribute_tensor(
+            array, distribution.TensorLayout([None] * np.ndim(array), self.distribution.device_mesh)
+        )
 
     def _split(self, batch: Any) -> Any:
         """A batch (examples first) laid out over the devices by the distribution (inside a jitted step)."""
@@ -187,7 +199,10 @@ class KerasModel(CompiledModel):
         runner = self._kgraph.runner(names)
         step = K.cast(ctx.step, "int32")
         previous = runner.model.non_trainable_variables
-        ntv = [step if key == COUNTER else ctx.state[key] if key is not None else v.value for key, v in zip(runner.non_trainable, previous)]
+        ntv = [
+            step if key == COUNTER else ctx.state[key] if key is not None else v.value
+            for key, v in zip(runner.non_trainable, previous)
+        ]
         tv = [ctx.params[key] for key in runner.trainable]
         outs, new_ntv = runner.model.stateless_call(tv, ntv, x, training=ctx.training)
         if ctx.training:
@@ -205,14 +220,29 @@ class KerasModel(CompiledModel):
         recipe, dtype, split = self.recipe, self.dtype, self._split
         lazy = self.engine == "tensorflow"  # the guarded update under tf.cond; on JAX a select per array
 
-        def epoch_step(params: Any, slots: Any, state: Any, sums: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
+        def epoch_step(
+            params: Any, slots: Any, state: Any, sums: Any, x: Any, y: Any, order: Any, i: Any, step: Any
+        ) -> Any:
             batch = K.take(order, i, axis=0)
-            r = recipe.train_step(params, slots, state, step, split(K.take(x, batch, axis=0)), split(K.take(y, batch, axis=0)))
+            r = recipe.train_step(
+                params, slots, state, step, split(K.take(x, batch, axis=0)), split(K.take(y, batch, axis=0))
+            )
             return r.params, r.slots, r.state, sums + K.stack([K.cast(r.loss, dtype), K.cast(r.correct, dtype)])
 
-        def guarded_epoch_step(params: Any, slots: Any, state: Any, sums: Any, guard: Any, x: Any, y: Any, order: Any, i: Any, step: Any) -> Any:
+        def guarded_epoch_step(
+            params: Any, slots: Any, state: Any, sums: Any, guard: Any, x: Any, y: Any, order: Any, i: Any, step: Any
+        ) -> Any:
             batch = K.take(order, i, axis=0)
-            r, guard = recipe.guarded_step(params, slots, state, step, split(K.take(x, batch, axis=0)), split(K.take(y, batch, axis=0)), guard, lazy=lazy)
+            r, guard = recipe.guarded_step(
+                params,
+                slots,
+                state,
+                step,
+                split(K.take(x, batch, axis=0)),
+                split(K.take(y, batch, axis=0)),
+                guard,
+                lazy=lazy,
+            )
             return r.params, r.slots, r.state, sums + K.stack([K.cast(r.loss, dtype), K.cast(r.correct, dtype)]), guard
 
         def one_step(params: Any, slots: Any, state: Any, step: Any, x: Any, y: Any) -> Any:
@@ -268,11 +298,15 @@ class KerasModel(CompiledModel):
             if self.guard_divergence:
                 guard = self.recipe.guard_start()
                 for i in range(steps):
-                    params, slots, state, sums, guard = self._guarded_epoch_step(params, slots, state, sums, guard, x, y, batches, self._int(i), self._int(self.step + i))
+                    params, slots, state, sums, guard = self._guarded_epoch_step(
+                        params, slots, state, sums, guard, x, y, batches, self._int(i), self._int(self.step + i)
+                    )
                 sums = K.concatenate([sums, K.stack([K.cast(guard.kept, self.dtype), K.cast(guard.loss, self.dtype)])])
             else:
                 for i in range(steps):
-                    params, slots, state, sums = self._epoch_step(params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i))
+                    params, slots, state, sums = self._epoch_step(
+                        params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i)
+                    )
             self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             totals = K.convert_to_numpy(sums)
         return self._end_epoch(steps, batch_size, *(float(v) for v in totals))
@@ -293,21 +327,36 @@ class KerasModel(CompiledModel):
         """Every node's output for host batch ``x`` (dropout masks of ``step`` when ``training``)."""
         with self._scope():
             a = self._arrays
-            outs = self._outputs(a["params"], a["state"], self.put(np.asarray(x, dtype=self.dtype)), self._int(step), bool(training))
+            outs = self._outputs(
+                a["params"], a["state"], self.put(np.asarray(x, dtype=self.dtype)), self._int(step), bool(training)
+            )
             return [np.asarray(K.convert_to_numpy(o)) for o in outs]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
         """Training loss of one host batch (dropout masks of ``step``) and its gradient per trainable weight."""
         with self._scope():
             a = self._arrays
-            loss, grads = self._gradients(a["params"], a["state"], self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)), self._int(step))
+            loss, grads = self._gradients(
+                a["params"],
+                a["state"],
+                self.put(np.asarray(x, dtype=self.dtype)),
+                self.put(np.asarray(y)),
+                self._int(step),
+            )
             return float(K.convert_to_numpy(loss)), {k: np.asarray(K.convert_to_numpy(g)) for k, g in grads.items()}
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on a host batch at step :attr:`step`; returns the batch's loss."""
         a = self._arrays
         with self._scope():
-            params, slots, state, loss = self._one_step(a["params"], a["slots"], a["state"], self._int(self.step), self.put(np.asarray(x, dtype=self.dtype)), self.put(np.asarray(y)))
+            params, slots, state, loss = self._one_step(
+                a["params"],
+                a["slots"],
+                a["state"],
+                self._int(self.step),
+                self.put(np.asarray(x, dtype=self.dtype)),
+                self.put(np.asarray(y)),
+            )
             self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             value = float(K.convert_to_numpy(loss))
         self.step += 1

@@ -1,4 +1,4 @@
-"""Keras 3 implementation of :class:`nnspec.runtime.ops.Ops`, over ``keras.ops`` (imports Keras).
+"""Keras 3 implementation of :class:`nnspec.semantics.ops.Ops`, over ``keras.ops`` (imports Keras).
 
 Everything goes through ``keras.ops``, so the same code runs on whichever engine Keras is configured for
 (``KERAS_BACKEND``). Unsigned 32-bit arithmetic for the dropout hash uses ``keras.ops`` bitwise ops on

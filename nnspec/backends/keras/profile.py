@@ -25,7 +25,9 @@ from .layers import COUNTER
 from .model import KerasModel
 
 
-def _compiled(model: KerasModel, fn: Callable[..., Any], primals: tuple[Any, ...], consts: tuple[Any, ...], cotangent: Any) -> LayerPrograms:
+def _compiled(
+    model: KerasModel, fn: Callable[..., Any], primals: tuple[Any, ...], consts: tuple[Any, ...], cotangent: Any
+) -> LayerPrograms:
     """``fn``'s forward and backward programs on the engine Keras runs on (see the module docstring)."""
     if model.engine == "jax":
         from ..jax.profile import vjp_programs
@@ -37,7 +39,9 @@ def _compiled(model: KerasModel, fn: Callable[..., Any], primals: tuple[Any, ...
     return tape_programs(fn, primals, consts, cotangent, device=model.device, scope=model._scope)
 
 
-def layer_programs(model: KerasModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0) -> LayerPrograms:
+def layer_programs(
+    model: KerasModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0
+) -> LayerPrograms:
     """The forward and backward programs of ``node``'s Keras layer on ``model`` (training mode, dropout masks
     of ``step``); the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     layer = model._kgraph.layers[node.name]
@@ -50,8 +54,13 @@ def layer_programs(model: KerasModel, node: Node, inputs: Sequence[np.ndarray], 
     options = {"training": True} if "training" in inspect.signature(layer.call).parameters else {}
 
     def run(xs: list[Any], params: dict[str, Any], state: dict[str, Any], step: Any) -> tuple[Any, dict[str, Any]]:
-        ntv = [K.cast(step, "int32") if key == COUNTER else value if key is None else state.get(key, value) for key, value in zip(non_trainable, fixed)]
-        out, new_ntv = layer.stateless_call([params[k] for k in trainable], ntv, list(xs) if merge else xs[0], **options)
+        ntv = [
+            K.cast(step, "int32") if key == COUNTER else value if key is None else state.get(key, value)
+            for key, value in zip(non_trainable, fixed)
+        ]
+        out, new_ntv = layer.stateless_call(
+            [params[k] for k in trainable], ntv, list(xs) if merge else xs[0], **options
+        )
         return out, {key: value for key, value in zip(non_trainable, new_ntv) if key in state}
 
     primals = ([model.put(x) for x in inputs], {k: model.put(v) for k, v in params.items()})

@@ -1,8 +1,8 @@
 """TensorFlow's own lowerings, registered by op type over the shared ones.
 
 Every lowering has the signature shared by all engines and the reference (see
-:mod:`nnspec.backends.lowering`): ``fn(ctx, node, inputs) -> output``, batches NHWC. The registry starts
-from :func:`nnspec.backends.shared_lowerings.engine_registry` (flatten, reshape, softmax, add, concat,
+:mod:`nnspec.semantics.lowering`): ``fn(ctx, node, inputs) -> output``, batches NHWC. The registry starts
+from :func:`nnspec.semantics.shared_lowerings.engine_registry` (flatten, reshape, softmax, add, concat,
 batch_norm, layer_norm, the global pools and every non-relu activation are the shared definitions,
 evaluated with :class:`~nnspec.backends.tensorflow.ops.TensorFlowOps`); TensorFlow adds its primitives
 and replaces three shared lowerings with faster forms that compute the same numbers:
@@ -20,7 +20,7 @@ and replaces three shared lowerings with faster forms that compute the same numb
 * ``dropout``: the keep-mask (the shared ``keep_mask``: a dozen uint32 passes over the layer's elements)
   is compiled with XLA on its own, a function of the step only, so it runs as one loop instead of a dozen
   kernels (about 1 ms less per convnet step on 2 CPU cores). Integer arithmetic, so bit for bit the same;
-  the mask is applied as :func:`nnspec.runtime.dropout.apply_dropout` applies it. It needs the batch size
+  the mask is applied as :func:`nnspec.semantics.dropout.apply_dropout` applies it. It needs the batch size
   statically (``ctx.batch``, else the static first axis of the input): TensorFlow's training programs
   gather batches of a fixed size, so it is known there.
 """
@@ -32,17 +32,17 @@ from typing import Any, Callable
 
 from ...compiler.ir import Node
 from ...errors import BackendError
-from ...runtime.activations import activate
-from ...runtime.dropout import keep_mask, scale
-from ..lowering import Lowering, LoweringContext, OpRegistry
-from ..shared_lowerings import engine_registry
+from ...semantics.activations import activate
+from ...semantics.dropout import keep_mask, scale
+from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
+from ...semantics.shared_lowerings import engine_registry
 from .backend import load_tensorflow
 from .ops import TensorFlowOps
 
 tf = load_tensorflow()
 
 Context = LoweringContext
-#: The shared lowerings (:mod:`nnspec.backends.shared_lowerings`) plus TensorFlow's own (module docstring).
+#: The shared lowerings (:mod:`nnspec.semantics.shared_lowerings`) plus TensorFlow's own (module docstring).
 LOWERINGS: OpRegistry[Lowering] = engine_registry("tensorflow")
 lowering = LOWERINGS.register
 
@@ -73,7 +73,9 @@ def _dense(ctx: Context, node: Node, inputs: list) -> Any:
 @lowering("conv2d")
 def _conv2d(ctx: Context, node: Node, inputs: list) -> Any:
     sh, sw = node.attrs["strides"]
-    z = tf.nn.conv2d(inputs[0], ctx.param(node, "kernel"), strides=[1, sh, sw, 1], padding=_padding(node), data_format="NHWC")
+    z = tf.nn.conv2d(
+        inputs[0], ctx.param(node, "kernel"), strides=[1, sh, sw, 1], padding=_padding(node), data_format="NHWC"
+    )
     return _bias_activation(ctx, node, z)
 
 
@@ -107,7 +109,9 @@ def _dropout(ctx: Context, node: Node, inputs: list) -> Any:
         return x
     batch = ctx.batch if ctx.batch is not None else x.shape[0]
     if batch is None:
-        raise BackendError(f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; got shape {tuple(x.shape)}")
+        raise BackendError(
+            f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; got shape {tuple(x.shape)}"
+        )
     keep = compiled_keep_mask(ctx.seed, node.index, (int(batch), *node.input_shape), rate)(tf.cast(ctx.step, tf.int64))
     return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))
 

@@ -2,7 +2,7 @@
 
 Weights, non-trainable state (batch-norm moving statistics) and optimiser slots are ``tf.Variable`` in
 the contract layouts (dense ``[in, out]``, conv ``[kh, kw, in, out]``, NHWC data). Every program reads
-them into dicts, computes through the shared :class:`~nnspec.runtime.recipe.TrainingRecipe` (TensorFlow
+them into dicts, computes through the shared :class:`~nnspec.semantics.recipe.TrainingRecipe` (TensorFlow
 supplies its lowerings, a ``GradientTape`` as ``value_and_grad``, and ``tf.function``) and assigns the
 results back in place. Training, evaluation and prediction run as ``tf.function`` graphs with fixed input
 signatures (the example axis left open), so each is traced once per model (training once per batch
@@ -26,7 +26,7 @@ The rule (:func:`default_plan`):
 
 Under the divergence guard (:attr:`guard_divergence`, keyed into the traced programs) each step runs the
 recipe's guarded step and assigns its selected values; the fused epoch carries the
-:class:`~nnspec.runtime.recipe.Guard` as loop variables and leaves the loop after the first step that is not
+:class:`~nnspec.semantics.recipe.Guard` as loop variables and leaves the loop after the first step that is not
 kept, the per-batch plan passes it from call to call; it is read back once, with the sums. The fused XLA
 epoch selects each array with ``where``; every other plan runs the update under ``tf.cond``. Measured on the
 784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch, guard
@@ -65,11 +65,11 @@ import numpy as np
 
 from ...compiler.ir import Graph, Node
 from ...compiler.opset import SPATIAL_OPS
-from ...runtime.dropout import scale
-from ...runtime.precision import training_slots
-from ...runtime.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
+from ...semantics.dropout import scale
+from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
+from ...semantics.precision import training_slots
+from ...semantics.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
 from ..base import Backend, CompiledModel
-from ..lowering import Lowering, LoweringContext, OpRegistry
 from .backend import load_tensorflow, replica_strategy, tensor_float_32
 from .layers import LOWERINGS, compiled_keep_mask
 from .ops import CrossReplicaOps, TensorFlowOps, replica_context
@@ -142,7 +142,9 @@ def replica_dropout(ctx: LoweringContext, node: Node, inputs: list) -> Any:
         return LOWERINGS["dropout"](ctx, node, inputs)
     x = inputs[0]
     local = int(ctx.batch if ctx.batch is not None else x.shape[0])
-    keep = compiled_keep_mask(ctx.seed, node.index, (local * rctx.num_replicas_in_sync, *node.input_shape), rate)(tf.cast(ctx.step, tf.int64))
+    keep = compiled_keep_mask(ctx.seed, node.index, (local * rctx.num_replicas_in_sync, *node.input_shape), rate)(
+        tf.cast(ctx.step, tf.int64)
+    )
     start = tf.cast(rctx.replica_id_in_sync_group, tf.int32) * local
     keep = tf.slice(keep, [start] + [0] * len(node.input_shape), [local, *node.input_shape])
     return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))
@@ -175,7 +177,9 @@ class TensorFlowModel(CompiledModel):
     ):
         super().__init__(graph, backend, device, dtype)
         #: the ``tf.distribute`` strategy of a data-parallel model (None on one device)
-        self.strategy: Any = replica_strategy(device, self.replicas // self.processes, self.processes) if self.replicas > 1 else None
+        self.strategy: Any = (
+            replica_strategy(device, self.replicas // self.processes, self.processes) if self.replicas > 1 else None
+        )
         self.ops = CrossReplicaOps(dtype) if self.strategy is not None else TensorFlowOps(dtype)
         compute = TensorFlowOps(self.precision.compute) if self.precision.mixed else None
         if self.strategy is None:
@@ -197,13 +201,17 @@ class TensorFlowModel(CompiledModel):
             self._params = {k: tf.Variable(host[k], name=k, **mirrored) for k in param_keys}
             self._state = {k: tf.Variable(host[k], name=k, trainable=False, **mirrored) for k in state_keys}
             slots = training_slots(graph, {k: host[k] for k in param_keys}, self.precision)
-            self._slots = {k: tf.Variable(v, name=k.replace("/", "_"), trainable=False, **mirrored) for k, v in slots.items()}
+            self._slots = {
+                k: tf.Variable(v, name=k.replace("/", "_"), trainable=False, **mirrored) for k, v in slots.items()
+            }
         self._vars: dict[str, dict[str, Any]] = {"params": self._params, "state": self._state, "slots": self._slots}
         self._programs: dict[Any, Any] = {}
         self._x_spec = tf.TensorSpec((None, *graph.input_shape), self.tf_dtype)
         self._y_spec = tf.TensorSpec((None,), tf.int32)
         scalar_i32 = tf.TensorSpec((), tf.int32)
-        self._eval_fn = tf.function(self._eval_program, input_signature=[self._x_spec, self._y_spec, scalar_i32, scalar_i32], autograph=False)
+        self._eval_fn = tf.function(
+            self._eval_program, input_signature=[self._x_spec, self._y_spec, scalar_i32, scalar_i32], autograph=False
+        )
         self._predict_fn = tf.function(self._predict_program, input_signature=[self._x_spec], autograph=False)
 
     # ---- configuration ----------------------------------------------------------------------------
@@ -294,7 +302,9 @@ class TensorFlowModel(CompiledModel):
             loss, correct = self._batch(x, y, tf.gather(batches, i), step0 + tf.cast(i, tf.int64))
             return i + 1, loss_sum + loss, correct_sum + correct
 
-        _, loss_sum, correct_sum = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0, tf.int32), zero, zero), parallel_iterations=1)
+        _, loss_sum, correct_sum = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0, tf.int32), zero, zero), parallel_iterations=1
+        )
         return tf.stack([loss_sum, correct_sum])
 
     def _guarded_epoch_program(self, x: Any, y: Any, batches: Any, step0: Any) -> Any:
@@ -304,11 +314,15 @@ class TensorFlowModel(CompiledModel):
         zero = tf.zeros((), self.tf_dtype)
 
         def body(i: Any, loss_sum: Any, correct_sum: Any, *guard: Any) -> tuple[Any, ...]:
-            loss, correct, after = self._guarded_batch(x, y, tf.gather(batches, i), step0 + tf.cast(i, tf.int64), Guard(*guard))
+            loss, correct, after = self._guarded_batch(
+                x, y, tf.gather(batches, i), step0 + tf.cast(i, tf.int64), Guard(*guard)
+            )
             return (i + 1, loss_sum + loss, correct_sum + correct, *after)
 
         start = (tf.constant(0, tf.int32), zero, zero, *self.recipe.guard_start())
-        _, loss_sum, correct_sum, _, kept, loss = tf.while_loop(lambda i, loss_sum, correct_sum, ok, *_: tf.logical_and(i < steps, ok), body, start, parallel_iterations=1)
+        _, loss_sum, correct_sum, _, kept, loss = tf.while_loop(
+            lambda i, loss_sum, correct_sum, ok, *_: tf.logical_and(i < steps, ok), body, start, parallel_iterations=1
+        )
         return tf.stack([loss_sum, correct_sum, kept, loss])
 
     def _step_program(self, x: Any, y: Any, batches: Any, i: Any, step: Any) -> Any:
@@ -317,7 +331,9 @@ class TensorFlowModel(CompiledModel):
         loss, correct = self._batch(x, y, tf.gather(batches, i), step)
         return tf.stack([loss, correct])
 
-    def _guarded_step_program(self, x: Any, y: Any, batches: Any, i: Any, step: Any, ok: Any, kept: Any, last: Any) -> Any:
+    def _guarded_step_program(
+        self, x: Any, y: Any, batches: Any, i: Any, step: Any, ok: Any, kept: Any, last: Any
+    ) -> Any:
         """One guarded batch of an epoch: ``([loss, correct], ok, kept, loss)`` with the guard passed on."""
         self.trace_counts["step"] += 1
         loss, correct, after = self._guarded_batch(x, y, tf.gather(batches, i), step, Guard(ok, kept, last))
@@ -404,18 +420,25 @@ class TensorFlowModel(CompiledModel):
         guarded = self.guard_divergence
         program = self._training_program(batch_size, guarded)
         with self._device_scope():
-            batches = tf.identity(tf.convert_to_tensor(order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)))
+            batches = tf.identity(
+                tf.convert_to_tensor(order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32))
+            )
             step0 = self.step
             if self.plan.fused:
                 totals = program(x, y, batches, tf.constant(step0, tf.int64))
             elif guarded:
                 guard, parts = tuple(self.recipe.guard_start()), []
                 for i in range(steps):
-                    part, *guard = program(x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64), *guard)
+                    part, *guard = program(
+                        x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64), *guard
+                    )
                     parts.append(part)
                 totals = tf.concat([tf.add_n(parts), tf.stack(guard[1:])], axis=0)
             else:
-                parts = [program(x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64)) for i in range(steps)]
+                parts = [
+                    program(x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64))
+                    for i in range(steps)
+                ]
                 totals = tf.add_n(parts)
             values = [float(v) for v in totals.numpy()]
         return self._end_epoch(steps, batch_size, *values)
@@ -434,7 +457,9 @@ class TensorFlowModel(CompiledModel):
         """Every node's output for host batch ``x`` (eagerly; dropout masks of ``step`` when ``training``)."""
         with self._device_scope():
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
-            outputs = self.recipe.outputs(self._read("params"), self._read("state"), xt, training=training, step=tf.constant(step, tf.int64))
+            outputs = self.recipe.outputs(
+                self._read("params"), self._read("state"), xt, training=training, step=tf.constant(step, tf.int64)
+            )
             return [o.numpy() for o in outputs]
 
     def loss_and_gradients(self, x: np.ndarray, y: np.ndarray, *, step: int = 0) -> tuple[float, dict[str, np.ndarray]]:
@@ -442,7 +467,9 @@ class TensorFlowModel(CompiledModel):
         with self._device_scope():
             xt = tf.convert_to_tensor(np.asarray(x, dtype=self.dtype))
             yt = tf.convert_to_tensor(np.asarray(y, dtype=np.int32))
-            loss, grads = self.recipe.gradients(self._read("params"), self._read("state"), xt, yt, tf.constant(step, tf.int64))
+            loss, grads = self.recipe.gradients(
+                self._read("params"), self._read("state"), xt, yt, tf.constant(step, tf.int64)
+            )
             return float(loss.numpy()), {k: g.numpy() for k, g in grads.items()}
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -455,10 +482,16 @@ class TensorFlowModel(CompiledModel):
         ]
         program = self._program(
             ("batch", self.plan.jit, x.shape),
-            lambda: tf.function(self._batch_program, input_signature=signature, jit_compile=self.plan.jit, autograph=False),
+            lambda: tf.function(
+                self._batch_program, input_signature=signature, jit_compile=self.plan.jit, autograph=False
+            ),
         )
         with self._device_scope():
-            loss = program(tf.convert_to_tensor(x), tf.convert_to_tensor(np.asarray(y, dtype=np.int32)), tf.constant(self.step, tf.int64))
+            loss = program(
+                tf.convert_to_tensor(x),
+                tf.convert_to_tensor(np.asarray(y, dtype=np.int32)),
+                tf.constant(self.step, tf.int64),
+            )
             value = float(loss.numpy())
         self.step += 1
         return value

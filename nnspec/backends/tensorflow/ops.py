@@ -1,8 +1,8 @@
-"""TensorFlow implementation of :class:`nnspec.runtime.ops.Ops`.
+"""TensorFlow implementation of :class:`nnspec.semantics.ops.Ops`.
 
 U32 values are ``tf.uint32`` tensors: TensorFlow multiplies, shifts, XORs and compares uint32 with
 wrap-around both eagerly and under XLA, bit for bit as NumPy does (checked by the tests against
-:func:`nnspec.runtime.dropout.numpy_keep_mask`). Integer scalars such as a traced ``int64`` step are
+:func:`nnspec.semantics.dropout.numpy_keep_mask`). Integer scalars such as a traced ``int64`` step are
 reduced modulo 2**32 in int64 before the cast, so the conversion never depends on a narrowing cast's rules.
 """
 

@@ -76,13 +76,17 @@ def tape_programs(
 
     def backward() -> None:
         with scope():
-            tape.gradient(output, sources, output_gradients=cotangent, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            tape.gradient(
+                output, sources, output_gradients=cotangent, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
         wait()
 
     return LayerPrograms(forward, backward)
 
 
-def layer_programs(model: TensorFlowModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0) -> LayerPrograms:
+def layer_programs(
+    model: TensorFlowModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0
+) -> LayerPrograms:
     """The forward and backward programs of ``node`` on ``model``, on device copies of ``inputs`` (training mode,
     dropout masks of ``step``); the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     params, state = node_arrays(model, node)
@@ -91,10 +95,26 @@ def layer_programs(model: TensorFlowModel, node: Node, inputs: Sequence[np.ndarr
     primals = ([model.put(x) for x in inputs], {k: model.put(v) for k, v in params.items()})
     with tf.device(model.device_name):
         consts = ({k: model.put(v) for k, v in state.items()}, tf.constant(step, tf.int64))
-    return tape_programs(run, primals, consts, model.put(cotangent), jit=model.plan.jit, device=model.device, scope=device_scope(model.device_name))
+    return tape_programs(
+        run,
+        primals,
+        consts,
+        model.put(cotangent),
+        jit=model.plan.jit,
+        device=model.device,
+        scope=device_scope(model.device_name),
+    )
 
 
 def dispatch_programs(model: TensorFlowModel) -> LayerPrograms:
     """The forward and backward programs of an empty layer (``x + 1`` on one number): the cost of one call."""
     one = model.put(np.ones((1,), dtype=model.dtype))
-    return tape_programs(lambda x: (x + 1, {}), (one,), (), one, jit=model.plan.jit, device=model.device, scope=device_scope(model.device_name))
+    return tape_programs(
+        lambda x: (x + 1, {}),
+        (one,),
+        (),
+        one,
+        jit=model.plan.jit,
+        device=model.device,
+        scope=device_scope(model.device_name),
+    )

@@ -104,7 +104,9 @@ class TheanoBackend(Backend):
         no_mixed = "PyTensor has no bfloat16 type and no control over matrix-product precision; use the jax or tensorflow backend"
         gaps.update({name: no_mixed for name in ("tf32", "mixed_bfloat16", "mixed_float16")})
         gaps["data_parallel"] = "PyTensor has no multi-device execution"
-        return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), precisions=("float32", "float64"), gaps=gaps)
+        return Capabilities(
+            layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), precisions=("float32", "float64"), gaps=gaps
+        )
 
     def _compile(self, graph: Graph, weights: dict[str, np.ndarray], device: str, dtype: str) -> CompiledModel:
         from ...errors import BackendError
@@ -113,10 +115,14 @@ class TheanoBackend(Backend):
         choice = config.choose_linker(device, dtype, graph)
         mode = choice.mode
         if device == "gpu" and mode != "jax":
-            raise BackendError(f"backend 'theano' runs on the GPU only through PyTensor's JAX linker; {config.MODE_ENV}={mode} is CPU-only")
+            raise BackendError(
+                f"backend 'theano' runs on the GPU only through PyTensor's JAX linker; {config.MODE_ENV}={mode} is CPU-only"
+            )
         if mode == "jax" and dtype == "float64":
             import jax
 
             if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-                raise BackendError("backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype float32 or the c/numba linker")
+                raise BackendError(
+                    "backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype float32 or the c/numba linker"
+                )
         return TheanoModel(graph, self, device, dtype, weights, mode, choice.why)

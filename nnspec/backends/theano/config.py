@@ -221,7 +221,9 @@ def _requested() -> str:
     if requested != "auto" and requested not in MODES:
         from ...errors import BackendError
 
-        raise BackendError(f"{MODE_ENV}={requested!r} is not a PyTensor linker nnspec knows; expected auto, c, numba or jax")
+        raise BackendError(
+            f"{MODE_ENV}={requested!r} is not a PyTensor linker nnspec knows; expected auto, c, numba or jax"
+        )
     return requested
 
 
@@ -269,13 +271,20 @@ def choose_linker(device: str, dtype: str = "float32", graph: "Graph | None" = N
 
     windowed = sorted({n.op for n in graph.nodes if n.op in SPATIAL_OPS})
     if windowed:
-        return LinkerChoice("jax", f"float32 {'/'.join(windowed)}: XLA measured 1.25x faster than the C linker on im2col convolutions (1.8x on a small convnet)")
+        return LinkerChoice(
+            "jax",
+            f"float32 {'/'.join(windowed)}: XLA measured 1.25x faster than the C linker on im2col convolutions (1.8x on a small convnet)",
+        )
     step_flops = graph.flops * graph.train.batch_size
     if step_flops < JAX_MIN_STEP_FLOPS:
         return LinkerChoice(
-            base, f"small step ({step_flops / 1e6:.2f} MFLOP forward, under {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP): the JAX linker's per-call cost outweighs XLA's gain, so {_base_why(base)}"
+            base,
+            f"small step ({step_flops / 1e6:.2f} MFLOP forward, under {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP): the JAX linker's per-call cost outweighs XLA's gain, so {_base_why(base)}",
         )
-    return LinkerChoice("jax", f"float32, {step_flops / 1e6:.0f} MFLOP forward per step: XLA measured 1.7x faster than the C linker on MLPs")
+    return LinkerChoice(
+        "jax",
+        f"float32, {step_flops / 1e6:.0f} MFLOP forward per step: XLA measured 1.7x faster than the C linker on MLPs",
+    )
 
 
 def rule_notes() -> dict[str, str]:

@@ -1,9 +1,9 @@
 """PyTensor's own lowerings (convolution and pooling windows), registered by op type over the shared ones.
 
 Every lowering has the signature shared by all engines and the reference (see
-:mod:`nnspec.backends.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Dense,
+:mod:`nnspec.semantics.lowering`): ``fn(ctx, node, inputs) -> output``, batches channels last. Dense,
 reshapes, dropout, activations, softmax, merges, normalisation and global pools are the shared lowerings
-(:mod:`nnspec.backends.shared_lowerings`) over :class:`~nnspec.backends.theano.ops.PyTensorOps`; with the
+(:mod:`nnspec.semantics.shared_lowerings`) over :class:`~nnspec.backends.theano.ops.PyTensorOps`; with the
 static batch size in ``ctx.batch`` they build the same typed graph the earlier PyTensor-only lowerings
 built (a reshape to ``(-1, n)`` of a static-shaped input gets the static shape ``(batch, n)``).
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from ...compiler.ir import Node
 from ...compiler.shapes import padding_pairs, pool_window_counts
-from ..lowering import Lowering, LoweringContext, OpRegistry
-from ..shared_lowerings import bias_activation, engine_registry
+from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
+from ...semantics.shared_lowerings import bias_activation, engine_registry
 
 Context = LoweringContext
 #: The shared lowerings plus PyTensor's convolution and pools.
@@ -60,7 +60,9 @@ def _pad(x: Any, pads: tuple[tuple[int, int], tuple[int, int]], value: float) ->
 def _windows(x: Any, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> list[Any]:
     """The ``kh * kw`` shifted strided views (B, OH, OW, C) of padded ``x``, row-major over the window."""
     (kh, kw), (sh, sw), (oh, ow) = window, strides, out_hw
-    return [x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
+    return [
+        x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)
+    ]
 
 
 @lowering("conv2d")
@@ -192,7 +194,9 @@ def _max_pool(ctx: Context, node: Node, inputs: list) -> Any:
         return _max_pool_plain(node, x, batch)
     if _tiles(node):
         tiles = _tile_view(node, x, batch)
-        return _max_with_first_max_gradient([tiles], lambda t: pt.max(t, axis=(2, 4)), _tiles_max_pullback(node.attrs["size"]))
+        return _max_with_first_max_gradient(
+            [tiles], lambda t: pt.max(t, axis=(2, 4)), _tiles_max_pullback(node.attrs["size"])
+        )
     xp = _pad(x, padding_pairs(node), -np.inf)
     views = _windows(xp, node.attrs["size"], node.attrs["strides"], node.output_shape[:2])  # type: ignore[arg-type]
     return _max_with_first_max_gradient(views, _maximum_of, _views_max_pullback)

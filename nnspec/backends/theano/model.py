@@ -2,7 +2,7 @@
 
 Weights, non-trainable state (running statistics) and optimiser slots are shared variables of fixed
 shape (:func:`_static_shared`), updated in place by the compiled functions. The whole training step is
-one PyTensor graph, built by calling the shared recipe (:meth:`nnspec.runtime.recipe.TrainingRecipe.train_step`)
+one PyTensor graph, built by calling the shared recipe (:meth:`nnspec.semantics.recipe.TrainingRecipe.train_step`)
 on those shared variables: the batch is gathered by index from the resident data set
 (``X[order[i*bs:(i+1)*bs]]``), then forward, loss, ``pytensor.grad``, schedule, optimiser and state
 update; the recipe's new params, slots and state, the step counter and the epoch's loss/accuracy sums
@@ -13,7 +13,7 @@ back; the two sums are read once at the end. PyTensor supplies only its lowering
 Under the divergence guard (:attr:`guard_divergence`, part of the compiled function's key) the step is the
 recipe's guarded step: each shared variable's update is a switch between its new and its current value on
 one boolean (measured on the 784-512-10 MLP, 20000 examples, batch 128, Adam, 2 CPU cores under a load
-of 5: guard on and off within the noise, as was ``ifelse``), and the :class:`~nnspec.runtime.recipe.Guard`
+of 5: guard on and off within the noise, as was ``ifelse``), and the :class:`~nnspec.semantics.recipe.Guard`
 lives in three more shared variables, read back once with the sums; a step that is not kept leaves every
 array in place as it was.
 
@@ -36,8 +36,8 @@ import numpy as np
 
 from ...compiler.ir import Graph
 from ...errors import BackendError
-from ...runtime.optimizers import init_state
-from ...runtime.recipe import EngineSeam, Guard, TrainingRecipe
+from ...semantics.optimizers import init_state
+from ...semantics.recipe import EngineSeam, Guard, TrainingRecipe
 from ..base import Backend, CompiledModel
 from . import config
 
@@ -75,7 +75,16 @@ class TheanoModel(CompiledModel):
 
     chunk_size = EVAL_CHUNK
 
-    def __init__(self, graph: Graph, backend: Backend, device: str, dtype: str, weights: Mapping[str, np.ndarray], mode: str, why: str = ""):
+    def __init__(
+        self,
+        graph: Graph,
+        backend: Backend,
+        device: str,
+        dtype: str,
+        weights: Mapping[str, np.ndarray],
+        mode: str,
+        why: str = "",
+    ):
         super().__init__(graph, backend, device, dtype)
         config.setup()  # before the first import of pytensor: floatX, compile cache, BLAS
         import pytensor
@@ -95,7 +104,9 @@ class TheanoModel(CompiledModel):
             "state": {k: np.asarray(weights[k], dtype=dtype) for k, _, _ in graph.state_specs()},
             "slots": init_state(graph.train.optimizer, params),
         }
-        self._shared: dict[str, dict[str, Any]] = {g: {k: _static_shared(np.array(v, dtype=dtype), k) for k, v in arrays[g].items()} for g in GROUPS}
+        self._shared: dict[str, dict[str, Any]] = {
+            g: {k: _static_shared(np.array(v, dtype=dtype), k) for k, v in arrays[g].items()} for g in GROUPS
+        }
         self._step = pytensor.shared(np.int64(0), name="step")
         self._loss_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="loss_sum")
         self._correct_sum = pytensor.shared(np.asarray(0.0, dtype=dtype), name="correct_sum")
@@ -104,7 +115,9 @@ class TheanoModel(CompiledModel):
             pytensor.shared(np.asarray(0.0, dtype=dtype), name="guard_kept"),
             pytensor.shared(np.asarray(0.0, dtype=dtype), name="guard_loss"),
         )
-        self._x = pytensor.shared(np.zeros((0, *graph.input_shape), dtype=dtype), shape=(None, *graph.input_shape), name="X")
+        self._x = pytensor.shared(
+            np.zeros((0, *graph.input_shape), dtype=dtype), shape=(None, *graph.input_shape), name="X"
+        )
         self._y = pytensor.shared(np.zeros((0,), dtype=np.int32), name="Y")
         self._order = pytensor.shared(np.zeros((0,), dtype=np.int64), name="order")
         self._fns: dict[tuple[Any, ...], Callable[..., Any]] = {}
@@ -127,7 +140,9 @@ class TheanoModel(CompiledModel):
 
         return pt.TensorType(self.dtype, shape=(batch, *self.graph.input_shape))("x")
 
-    def _train_updates(self, x: Any, y: Any, batch: int, guarded: bool = False) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+    def _train_updates(
+        self, x: Any, y: Any, batch: int, guarded: bool = False
+    ) -> tuple[Any, Any, list[tuple[Any, Any]]]:
         """The recipe's step on the shared variables: ``(loss, correct, updates)``; updates advance the step.
 
         ``guarded``: the recipe's guarded step, whose guard updates the guard's shared variables.
@@ -139,7 +154,11 @@ class TheanoModel(CompiledModel):
             extra = [(var, value.astype(var.dtype)) for var, value in zip(self._guard, guard)]
         else:
             r = self.recipe.train_step(*args, batch=batch)
-        pairs = [(self._shared[g][k], v) for g, new in (("params", r.params), ("slots", r.slots), ("state", r.state)) for k, v in new.items()]
+        pairs = [
+            (self._shared[g][k], v)
+            for g, new in (("params", r.params), ("slots", r.slots), ("state", r.state))
+            for k, v in new.items()
+        ]
         updates = [(var, value.astype(var.dtype)) for var, value in pairs if value is not var]
         return r.loss, r.correct, updates + extra + [(self._step, self._step + 1)]
 
@@ -242,7 +261,11 @@ class TheanoModel(CompiledModel):
         """Replace ``params``, ``state`` or ``slots`` in place (same keys and shapes as now)."""
         shared = self._shared[group]
         values = {k: np.array(arrays[k], dtype=self.dtype) for k in shared}
-        wrong = [f"'{k}' {list(v.shape)} (expected {list(shared[k].type.shape)})" for k, v in values.items() if v.shape != shared[k].type.shape]
+        wrong = [
+            f"'{k}' {list(v.shape)} (expected {list(shared[k].type.shape)})"
+            for k, v in values.items()
+            if v.shape != shared[k].type.shape
+        ]
         if wrong:
             raise BackendError(f"{group}: wrong shapes: {', '.join(wrong)}")
         for k, value in values.items():
@@ -310,7 +333,11 @@ class TheanoModel(CompiledModel):
             import pytensor.tensor as pt
 
             xs, s = self._x_input(batch), pt.lscalar("step")
-            return [xs, s], self.recipe.outputs(self._params, self._state, xs, training=training, step=s, batch=batch), []
+            return (
+                [xs, s],
+                self.recipe.outputs(self._params, self._state, xs, training=training, step=s, batch=batch),
+                [],
+            )
 
         fn = self._compiled(("layers", training, batch), build)
         return [np.asarray(o) for o in fn(x, step)]

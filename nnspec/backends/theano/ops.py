@@ -1,4 +1,4 @@
-"""PyTensor implementation of :class:`nnspec.runtime.ops.Ops` (symbolic: every method builds graph nodes).
+"""PyTensor implementation of :class:`nnspec.semantics.ops.Ops` (symbolic: every method builds graph nodes).
 
 Unsigned 32-bit values are held in ``uint64``: PyTensor has no shift operators and its fused elementwise
 C code does not wrap ``uint32`` products, so a product of two values below 2**32 is formed exactly in

@@ -72,7 +72,9 @@ def residuals(output: Any, grads: Sequence[Any]) -> list[Any]:
     return found
 
 
-def layer_programs(model: TheanoModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0) -> LayerPrograms:
+def layer_programs(
+    model: TheanoModel, node: Node, inputs: Sequence[np.ndarray], cotangent: np.ndarray, step: int = 0
+) -> LayerPrograms:
     """The forward and backward functions of ``node`` on ``model`` (training mode, dropout masks of ``step``);
     the backward is the VJP for ``cotangent`` w.r.t. the inputs and the layer's weights."""
     import pytensor
@@ -92,11 +94,16 @@ def layer_programs(model: TheanoModel, node: Node, inputs: Sequence[np.ndarray],
         ctx = model.recipe.context(p, s, training=True, step=step_var, batch=batch)
         output = LOWERINGS.lower(ctx, node, list(xs))
         forward = pytensor.function([], [output, *ctx.new_state.values()], mode=model._pt_step_mode)
-        grads = cast(list[Any], pytensor.grad(None, [*xs, *p.values()], known_grads={output: ct}, disconnected_inputs="ignore"))
+        grads = cast(
+            list[Any], pytensor.grad(None, [*xs, *p.values()], known_grads={output: ct}, disconnected_inputs="ignore")
+        )
         saved = residuals(output, grads)
         if saved:
             values = pytensor.function([], saved, mode=model._pt_mode)()
-            stand_ins = {var: _resident(model, _shared(np.asarray(value), f"residual{i}", var.type.shape)) for i, (var, value) in enumerate(zip(saved, values))}
+            stand_ins = {
+                var: _resident(model, _shared(np.asarray(value), f"residual{i}", var.type.shape))
+                for i, (var, value) in enumerate(zip(saved, values))
+            }
             grads = clone_replace(grads, replace=stand_ins)
         backward = pytensor.function([], grads, mode=model._pt_step_mode)
     return _waiting(model, forward, backward)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .atomic import finite_json
+from ..runtime.atomic import finite_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +75,16 @@ def from_tensors(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> T
         groups[group][key] = np.asarray(value)
     history = None
     if meta.get("history"):
-        from .history import make_history
+        from ..runtime.history import make_history
 
-        history = make_history([{k: (float("nan") if v is None else v) for k, v in row.items()} for row in meta["history"]])
-    return TrainingState(groups["weights"], groups["state"], groups["slots"], int(meta.get("step", 0)), int(meta.get("epochs_done", 0)), history)
+        history = make_history(
+            [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in meta["history"]]
+        )
+    return TrainingState(
+        groups["weights"],
+        groups["state"],
+        groups["slots"],
+        int(meta.get("step", 0)),
+        int(meta.get("epochs_done", 0)),
+        history,
+    )

@@ -1,4 +1,4 @@
-"""Loss and accuracy definitions, written once against :class:`nnspec.runtime.ops.Ops`.
+"""Loss and accuracy definitions, written once against :class:`nnspec.semantics.ops.Ops`.
 
 * ``cross_entropy`` on integer labels. The network's ``head`` is what the last layer before a final
   ``softmax`` produces (the logits); the loss is ``mean(logsumexp(z) - z[label])``, computed with a

@@ -25,7 +25,7 @@ F = TypeVar("F", bound=Callable)
 class LoweringContext:
     """What a forward pass knows besides the data.
 
-    ``ops``: the engine's :class:`~nnspec.runtime.ops.Ops`; ``params`` / ``state``: the trainable and
+    ``ops``: the engine's :class:`~nnspec.semantics.ops.Ops`; ``params`` / ``state``: the trainable and
     non-trainable arrays keyed ``<layer>.<name>``; ``training``: dropout on, batch statistics used and
     updated; ``step``: the optimiser step (an engine integer scalar, possibly traced), which keys the
     dropout masks; ``seed``: ``train.seed``; ``batch``: the static batch size when the engine needs one
@@ -41,7 +41,7 @@ class LoweringContext:
     batch: int | None = None
     new_state: dict[str, Any] = field(default_factory=dict)
     #: the Ops of the storage type under a mixed precision policy (None: ``ops``); normalisation layers
-    #: compute in it, with their weights and statistics kept in it (see :mod:`nnspec.runtime.precision`)
+    #: compute in it, with their weights and statistics kept in it (see :mod:`nnspec.semantics.precision`)
     storage_ops: Any = None
 
     @property
@@ -97,10 +97,14 @@ class OpRegistry(dict, Generic[F]):
     def lower(self, ctx: LoweringContext, node: Node, inputs: list) -> Any:
         """Apply the lowering of ``node`` to its input values."""
         if node.op not in self:
-            raise BackendError(f"layer {node.index} '{node.name}' ({node.op}) has no lowering in backend '{self.engine}'")
+            raise BackendError(
+                f"layer {node.index} '{node.name}' ({node.op}) has no lowering in backend '{self.engine}'"
+            )
         return self[node.op](ctx, node, inputs)
 
-    def run_graph(self, ctx: LoweringContext, graph: Graph, x: Any, targets: Sequence[str] | None = None) -> dict[str, Any]:
+    def run_graph(
+        self, ctx: LoweringContext, graph: Graph, x: Any, targets: Sequence[str] | None = None
+    ) -> dict[str, Any]:
         """Values of the nodes ``targets`` depend on (default: every node), keyed by name; ``input`` is ``x``."""
         return run_graph(self.lower, ctx, graph, x, targets)
 

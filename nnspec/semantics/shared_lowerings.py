@@ -12,9 +12,9 @@ import math
 from typing import Any
 
 from ..compiler.ir import Node
-from ..runtime import normalization as norm
-from ..runtime.activations import activate
-from ..runtime.dropout import apply_dropout
+from . import normalization as norm
+from .activations import activate
+from .dropout import apply_dropout
 from .lowering import Lowering, LoweringContext, OpRegistry
 
 Context = LoweringContext
@@ -61,7 +61,9 @@ def dropout(ctx: Context, node: Node, inputs: list) -> Any:
     if not ctx.training:
         return x
     batch = ctx.batch if ctx.batch is not None else x.shape[0]
-    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), (batch, *node.input_shape))
+    return apply_dropout(
+        ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), (batch, *node.input_shape)
+    )
 
 
 @shared("activation")
@@ -109,7 +111,9 @@ def batch_norm(ctx: Context, node: Node, inputs: list) -> Any:
     if not ctx.training:
         y = norm.batch_norm_infer(wide, x, gamma, beta, mean, var, node.attrs["epsilon"])
     else:
-        y, new_mean, new_var = norm.batch_norm_train(wide, x, gamma, beta, mean, var, node.attrs["momentum"], node.attrs["epsilon"])
+        y, new_mean, new_var = norm.batch_norm_train(
+            wide, x, gamma, beta, mean, var, node.attrs["momentum"], node.attrs["epsilon"]
+        )
         ctx.write_state(node, "moving_mean", new_mean)
         ctx.write_state(node, "moving_variance", new_var)
     return y if wide is ctx.ops else ctx.ops.to_float(y)

@@ -1,4 +1,4 @@
-"""NumPy implementation of :class:`nnspec.runtime.ops.Ops`: the reference the engines are checked against."""
+"""NumPy implementation of :class:`nnspec.semantics.ops.Ops`: the reference the engines are checked against."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Losses, optimiser updates, learning-rate schedules, activations and dropout masks are written once in
 ``nnspec.runtime`` against this interface. A backend implements it in ``backends/<engine>/ops.py``;
-:mod:`nnspec.runtime.numpy_ops` is the NumPy version, used as the reference in tests.
+:mod:`nnspec.semantics.numpy_ops` is the NumPy version, used as the reference in tests.
 
 Arithmetic operators (``+ - * /``, unary ``-``, comparisons) are used directly on the engine's arrays;
 everything else goes through an ``Ops`` method. ``U32`` values are the engine's representation of

@@ -1,4 +1,4 @@
-"""Activation functions, written once against :class:`nnspec.runtime.ops.Ops`.
+"""Activation functions, written once against :class:`nnspec.semantics.ops.Ops`.
 
 ``gelu`` is the exact form ``0.5 x (1 + erf(x / sqrt 2))``; ``elu`` uses alpha = 1; ``softplus`` is the
 stable ``log1p(exp(-|x|)) + max(x, 0)``.

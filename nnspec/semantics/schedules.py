@@ -1,4 +1,4 @@
-"""Learning-rate schedules (Keras semantics), written once against :class:`nnspec.runtime.ops.Ops`.
+"""Learning-rate schedules (Keras semantics), written once against :class:`nnspec.semantics.ops.Ops`.
 
 ``step`` is the number of optimiser steps taken before the current one (0 for the first update).
 

@@ -1,19 +1,19 @@
 """The training step, evaluation and prediction of every engine, written once.
 
 An engine supplies only what is its own, through :class:`EngineSeam`: how it walks the graph (by
-default its per-op lowerings through :func:`nnspec.backends.lowering.run_graph`), how it differentiates
+default its per-op lowerings through :func:`nnspec.semantics.lowering.run_graph`), how it differentiates
 (``value_and_grad``), and, outside this module, how it compiles programs and places arrays. Everything
 else, in the order a step runs, is here:
 
 1. forward in training mode (dropout masks of ``step``, batch statistics) up to the head;
-2. the loss from the head (:func:`nnspec.runtime.losses.loss_from_head`, from the logits when the
+2. the loss from the head (:func:`nnspec.semantics.losses.loss_from_head`, from the logits when the
    output is a fused softmax);
 3. the gradient of the loss with respect to the trainable weights (the engine's autodiff);
-4. the learning rate of ``step`` (:func:`nnspec.runtime.schedules.learning_rate`);
-5. the optimiser update (:func:`nnspec.runtime.optimizers.apply_updates`);
+4. the learning rate of ``step`` (:func:`nnspec.semantics.schedules.learning_rate`);
+5. the optimiser update (:func:`nnspec.semantics.optimizers.apply_updates`);
 6. the state update (what stateful lowerings wrote during step 1).
 
-Precision (:mod:`nnspec.runtime.precision`): under a mixed policy the forward pass runs on the engine's
+Precision (:mod:`nnspec.semantics.precision`): under a mixed policy the forward pass runs on the engine's
 *compute* Ops (bfloat16 or float16): weights, state and inputs are cast to the compute type on entry and
 the head and the new state cast back to the storage type on exit, so the loss, the gradients (through the
 casts), the optimiser and the evaluation sums are float32. Under ``mixed_float16`` steps 2 and 3 are loss
@@ -35,9 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from ..backends.lowering import LoweringContext, node_outputs
 from ..compiler.ir import Graph
 from .losses import correct_count, loss_from_head, per_example_loss
+from .lowering import LoweringContext, node_outputs
 from .optimizers import apply_updates
 from .precision import GOOD_STEPS, GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LOSS_SCALE, POLICIES, Policy
 from .schedules import learning_rate
@@ -115,20 +115,35 @@ class TrainingRecipe:
         """``value`` back in the storage type (unchanged unless the policy is mixed)."""
         return value if self.compute_ops is self.ops else self.ops.to_float(value)
 
-    def context(self, params: Arrays, state: Arrays, *, training: bool, step: Any = 0, batch: int | None = None) -> LoweringContext:
+    def context(
+        self, params: Arrays, state: Arrays, *, training: bool, step: Any = 0, batch: int | None = None
+    ) -> LoweringContext:
         """A fresh lowering context for one forward pass (in the compute type; state stays in the storage
         type: only normalisation layers read it, and they compute in the storage type)."""
         storage = None if self.compute_ops is self.ops else self.ops
-        return LoweringContext(self.compute_ops, self._to_compute(params), dict(state), training, step, self.seed, batch, storage_ops=storage)
+        return LoweringContext(
+            self.compute_ops,
+            self._to_compute(params),
+            dict(state),
+            training,
+            step,
+            self.seed,
+            batch,
+            storage_ops=storage,
+        )
 
-    def head(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
+    def head(
+        self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """The head (logits when the output is a fused softmax) and the state after this pass, in the storage type."""
         ctx = self.context(params, state, training=training, step=step, batch=batch)
         values = self.seam.walk(ctx, self.graph, self._input_to_compute(x), (self.graph.head,))
         new_state = {k: self._to_storage(ctx.new_state[k]) if k in ctx.new_state else v for k, v in state.items()}
         return self._to_storage(values[self.graph.head]), new_state
 
-    def outputs(self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None) -> list[Any]:
+    def outputs(
+        self, params: Arrays, state: Arrays, x: Any, *, training: bool, step: Any = 0, batch: int | None = None
+    ) -> list[Any]:
         """Every node's output in declaration order (per-layer comparison), in the storage type."""
         ctx = self.context(params, state, training=training, step=step, batch=batch)
         values = self.seam.walk(ctx, self.graph, self._input_to_compute(x), None)
@@ -140,19 +155,25 @@ class TrainingRecipe:
         return self.ops.softmax(head) if self.graph.loss_from_logits else head
 
     # ---- training ---------------------------------------------------------------------------------
-    def loss(self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None) -> tuple[Any, tuple[Any, dict[str, Any]]]:
+    def loss(
+        self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None
+    ) -> tuple[Any, tuple[Any, dict[str, Any]]]:
         """Training loss of one batch, with ``(head, new_state)`` as auxiliary output. Differentiated in ``params``."""
         head, new_state = self.head(params, state, x, training=True, step=step, batch=batch)
         return loss_from_head(self.ops, self.graph, head, y), (head, new_state)
 
-    def gradients(self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
+    def gradients(
+        self, params: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """Training loss of one batch and its gradient per trainable weight, as a training step computes it
         (under loss scaling: with the initial scale, then divided by it)."""
         slots = {LOSS_SCALE: self.ops.constant(INITIAL_LOSS_SCALE)} if self.precision.loss_scaling else {}
         loss, _, _, grads = self._loss_and_grads(params, slots, state, x, y, step, batch)
         return loss, grads
 
-    def _loss_and_grads(self, params: Arrays, slots: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    def _loss_and_grads(
+        self, params: Arrays, slots: Arrays, state: Arrays, x: Any, y: Any, step: Any, batch: int | None
+    ) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
         """Steps 1 to 3: ``(loss, head, new_state, grads)``; under loss scaling the gradients are of the
         scaled loss divided by the scale (not finite when the scaled loss overflowed)."""
         if not self.precision.loss_scaling:
@@ -168,7 +189,9 @@ class TrainingRecipe:
         inverse = self.ops.constant(1.0) / scale
         return loss, head, dict(new_state), {k: g * inverse for k, g in dict(grads).items()}
 
-    def train_step(self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, batch: int | None = None) -> StepResult:
+    def train_step(
+        self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, batch: int | None = None
+    ) -> StepResult:
         """One optimiser step on batch ``(x, y)`` at optimiser step ``step`` (see the module docstring)."""
         loss, head, new_state, grads = self._loss_and_grads(params, slots, state, x, y, step, batch)
         new_params, new_slots, new_state = self._scaled_update(params, slots, state, grads, step, new_state)
@@ -178,10 +201,14 @@ class TrainingRecipe:
         """Steps 4 and 5: the learning rate of ``step`` and the optimiser update; new params and slots."""
         train = self.graph.train
         lr = learning_rate(self.ops, train.schedule, train.optimizer.learning_rate, step)
-        new_params, new_slots = apply_updates(self.ops, train.optimizer, lr, step, dict(params), dict(grads), dict(slots), train.weight_decay)
+        new_params, new_slots = apply_updates(
+            self.ops, train.optimizer, lr, step, dict(params), dict(grads), dict(slots), train.weight_decay
+        )
         return dict(new_params), dict(new_slots)
 
-    def _scaled_update(self, params: Arrays, slots: Arrays, state: Arrays, grads: Arrays, step: Any, new_state: Arrays) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def _scaled_update(
+        self, params: Arrays, slots: Arrays, state: Arrays, grads: Arrays, step: Any, new_state: Arrays
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """Steps 4 to 6, under loss scaling when the policy has it: new params, slots and state.
 
         Without loss scaling this is the plain update. With it, a step whose gradients are not all
@@ -201,7 +228,9 @@ class TrainingRecipe:
         zero = ops.constant(0.0)
         new_params = {k: ops.where(finite, v, params[k]) for k, v in updated_params.items()}
         new_slots = {k: ops.where(finite, v, slots[k]) for k, v in updated_slots.items()}
-        new_slots[LOSS_SCALE] = ops.where(finite, ops.where(grow, scale * ops.constant(2.0), scale), scale * ops.constant(0.5))
+        new_slots[LOSS_SCALE] = ops.where(
+            finite, ops.where(grow, scale * ops.constant(2.0), scale), scale * ops.constant(0.5)
+        )
         new_slots[GOOD_STEPS] = ops.where(finite, ops.where(grow, zero, good), zero)
         kept_state = {k: v if v is state[k] else ops.where(finite, v, state[k]) for k, v in new_state.items()}
         return new_params, new_slots, kept_state
@@ -211,7 +240,19 @@ class TrainingRecipe:
         zero = self.ops.constant(0.0)
         return Guard(self.ops.all_finite(zero), zero, zero)
 
-    def guarded_step(self, params: Arrays, slots: Arrays, state: Arrays, step: Any, x: Any, y: Any, guard: Guard, batch: int | None = None, *, lazy: bool = False) -> tuple[StepResult, Guard]:
+    def guarded_step(
+        self,
+        params: Arrays,
+        slots: Arrays,
+        state: Arrays,
+        step: Any,
+        x: Any,
+        y: Any,
+        guard: Guard,
+        batch: int | None = None,
+        *,
+        lazy: bool = False,
+    ) -> tuple[StepResult, Guard]:
         """:meth:`train_step` under the divergence guard.
 
         The step is kept when ``guard.ok`` holds and its loss is finite; a kept step returns exactly what
@@ -235,13 +276,24 @@ class TrainingRecipe:
         if lazy:
             new_params, new_slots, new_state = ops.cond(keep, update, hold)
         else:
-            new_params, new_slots, new_state = ({k: v if v is old[k] else ops.where(keep, v, old[k]) for k, v in group.items()} for group, old in zip(update(), hold()))
+            new_params, new_slots, new_state = (
+                {k: v if v is old[k] else ops.where(keep, v, old[k]) for k, v in group.items()}
+                for group, old in zip(update(), hold())
+            )
         zero = ops.constant(0.0)
-        result = StepResult(dict(new_params), dict(new_slots), dict(new_state), ops.where(keep, loss, zero), ops.where(keep, correct_count(ops, head, y), zero))
+        result = StepResult(
+            dict(new_params),
+            dict(new_slots),
+            dict(new_state),
+            ops.where(keep, loss, zero),
+            ops.where(keep, correct_count(ops, head, y), zero),
+        )
         return result, Guard(keep, guard.kept + ops.to_float(keep), ops.where(guard.ok, loss, guard.loss))
 
     # ---- evaluation -------------------------------------------------------------------------------
-    def eval_sums(self, params: Arrays, state: Arrays, x: Any, y: Any, valid: Any = None, batch: int | None = None) -> tuple[Any, Any]:
+    def eval_sums(
+        self, params: Arrays, state: Arrays, x: Any, y: Any, valid: Any = None, batch: int | None = None
+    ) -> tuple[Any, Any]:
         """Summed loss and correct count of one chunk in inference mode.
 
         ``valid`` (optional, a boolean vector) marks the real examples of a chunk padded to a fixed size;

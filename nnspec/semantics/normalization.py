@@ -38,7 +38,16 @@ def normalize(ops: Ops, x: Any, mean: Any, var: Any, gamma: Any | None, beta: An
     return y
 
 
-def batch_norm_train(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, momentum: float, epsilon: float) -> tuple[Any, Any, Any]:
+def batch_norm_train(
+    ops: Ops,
+    x: Any,
+    gamma: Any | None,
+    beta: Any | None,
+    moving_mean: Any,
+    moving_variance: Any,
+    momentum: float,
+    epsilon: float,
+) -> tuple[Any, Any, Any]:
     """Training-mode batch norm: ``(y, new_moving_mean, new_moving_variance)``."""
     axes = tuple(range(x.ndim - 1))
     mean, var = moments(ops, x, axes)
@@ -48,7 +57,9 @@ def batch_norm_train(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, movi
     return y, moving_mean * keep + flat_mean * take, moving_variance * keep + flat_var * take
 
 
-def batch_norm_infer(ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, epsilon: float) -> Any:
+def batch_norm_infer(
+    ops: Ops, x: Any, gamma: Any | None, beta: Any | None, moving_mean: Any, moving_variance: Any, epsilon: float
+) -> Any:
     """Inference-mode batch norm with the moving statistics."""
     return normalize(ops, x, moving_mean, moving_variance, gamma, beta, epsilon)
 
@@ -74,6 +85,6 @@ def global_avg_pool2d(ops: Ops, x: Any, channels: int) -> Any:
 
 def global_max_pool2d(ops: Ops, x: Any, shape: tuple[int, int, int]) -> Any:
     """Max over height and width of (N, H, W, C): (N, C); the gradient goes to the first maximum in
-    row-major (h, w) order (see :meth:`nnspec.runtime.ops.Ops.first_max`). ``shape`` is (H, W, C)."""
+    row-major (h, w) order (see :meth:`nnspec.semantics.ops.Ops.first_max`). ``shape`` is (H, W, C)."""
     height, width, channels = shape
     return ops.first_max(ops.reshape(x, (-1, height * width, channels)))

@@ -1,0 +1,6 @@
+"""The engine-free meaning of a model, below the engines.
+
+The :class:`~nnspec.semantics.ops.Ops` interface and its NumPy form, activations, losses, optimisers,
+schedules, precision policies, dropout masks, normalisation, the training recipe, the lowering contract
+and the lowerings every engine shares. Nothing here imports an engine, a backend or the run machinery.
+"""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nnspec.cli import main
-from nnspec.compiler import ir, opset, schema, shapes
+from nnspec.compiler import opset, schema, shapes
 from nnspec.compiler.frontend import check_text, diagnose_text, load_spec
 from nnspec.compiler.init import initial_weights
 from nnspec.compiler.shapes import make_graph
@@ -279,7 +279,7 @@ def test_one_wiring_mistake_does_not_cascade() -> None:
     assert [d.code for d in diagnose_text(text)] == ["E0702"]  # no E0301 for the dense, no warning for 'b'
 
 
-@pytest.mark.parametrize("version, ok", [("1", True), ("1.1", True), ("1.2", False), ("2", False), ('"1.1"', False)])
+@pytest.mark.parametrize("version, ok", [("1", True), ("1.1", True), ("1.2", True), ("1.3", False), ("2", False), ('"1.1"', False)])
 def test_language_versions(version: str, ok: bool) -> None:
     codes = [d.code for d in diagnose_text(spec("- flatten\n- dense: {units: 2}\n", version=version))]
     assert codes == ([] if ok else ["E0608" if version.startswith('"') else "E0603"])
@@ -302,10 +302,11 @@ def test_spec_error_lists_warnings_too() -> None:
 
 
 def test_opset_is_the_one_source_of_the_vocabulary() -> None:
-    assert opset.LAYER_TYPES == ir.LAYER_TYPES == tuple(schema.LAYER_FIELDS) == tuple(shapes.DEFAULTS)
+    assert opset.LAYER_TYPES == tuple(schema.LAYER_FIELDS) == tuple(shapes.DEFAULTS)
     assert shapes.MERGE_OPS == opset.MERGE_OPS == {"add", "concat"}
     assert opset.SPATIAL_OPS == {"conv2d", "max_pool2d", "avg_pool2d"}
     assert opset.STATEFUL_OPS == {"batch_norm"}
+    assert opset.WIDE_OPS == {"batch_norm", "layer_norm"}
     assert schema.LAYER_SHORTHAND == {"reshape": "shape", "dropout": "rate", "activation": "activation"}
     for name, definition in opset.OPS.items():
         assert definition.name == name and definition.doc

@@ -130,7 +130,7 @@ def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
     assert list(train["schedule"]["anyOf"][1]["properties"]) == list(SCHEDULES)
     assert train["schedule"]["anyOf"][0]["enum"] == ["constant"], "step, exponential and cosine need a parameter"
     assert schema["properties"]["data"]["properties"]["dataset"]["enum"] == list(DATASETS)
-    assert schema["properties"]["nnspec"]["enum"] == [1, 1.1]
+    assert schema["properties"]["nnspec"]["enum"] == [1, 1.1, 1.2]
     assert train["early_stopping"]["properties"]["mode"]["enum"] == ["auto", "min", "max"]
 
 

@@ -25,7 +25,8 @@ from nnspec.backends import get_backend
 from nnspec.backends.keras.backend import configured_engine
 from nnspec.cli import main
 from nnspec.compiler.init import initial_weights
-from nnspec.compiler.ir import LAYER_TYPES, OptimizerConfig, TrainConfig
+from nnspec.compiler.ir import OptimizerConfig, TrainConfig
+from nnspec.compiler.opset import LAYER_TYPES
 from nnspec.compiler.shapes import make_graph
 from nnspec.interop import KerasImportError
 from nnspec.interop.keras_export import export_keras

@@ -309,11 +309,11 @@ def test_spec_error_is_a_value_error_with_all_diagnostics() -> None:
 
 
 def test_schema_tables_agree_with_the_ir_and_runtime() -> None:
-    from nnspec.compiler import ir, schema
+    from nnspec.compiler import ir, opset, schema
     from nnspec.semantics.optimizers import OPTIMIZER_DEFAULTS
     from nnspec.semantics.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 
-    assert tuple(schema.LAYER_FIELDS) == ir.LAYER_TYPES
+    assert tuple(schema.LAYER_FIELDS) == opset.LAYER_TYPES
     assert {k: set(v) for k, v in schema.OPTIMIZER_FIELDS.items()} == {k: set(v) for k, v in OPTIMIZER_DEFAULTS.items()}
     assert set(schema.SCHEDULE_FIELDS) == set(SCHEDULE_DEFAULTS) == set(ir.SCHEDULES)
     for name, fields in schema.SCHEDULE_FIELDS.items():

@@ -15,7 +15,8 @@ import pytest
 import nnspec
 from nnspec.cli import main
 from nnspec.compiler.init import initial_weights
-from nnspec.compiler.ir import ACTIVATIONS, LAYER_TYPES, Graph
+from nnspec.compiler.ir import ACTIVATIONS, Graph
+from nnspec.compiler.opset import LAYER_TYPES
 from nnspec.errors import SpecWarning
 from nnspec.interop.onnx_export import ONNX_OPSET, OnnxExportError, build_onnx_model, export_onnx
 from nnspec.reference import predict as reference_predict

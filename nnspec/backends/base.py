@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..compiler.ir import ACTIVATIONS, LAYER_TYPES, OPTIMIZERS, PRECISIONS, Graph
+from ..compiler.ir import ACTIVATIONS, OPTIMIZERS, PRECISIONS, Graph
+from ..compiler.opset import LAYER_TYPES
 from ..errors import BackendError
 
 if TYPE_CHECKING:

@@ -39,23 +39,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-LAYER_TYPES: tuple[str, ...] = (
-    "dense",
-    "conv2d",
-    "max_pool2d",
-    "avg_pool2d",
-    "flatten",
-    "reshape",
-    "dropout",
-    "activation",
-    "softmax",
-    "add",
-    "concat",
-    "batch_norm",
-    "layer_norm",
-    "global_avg_pool2d",
-    "global_max_pool2d",
-)
 #: The name by which ``inputs`` refer to the model's input (no layer may take it).
 INPUT = "input"
 ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "linear")

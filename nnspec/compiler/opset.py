@@ -1,12 +1,15 @@
 """The layer vocabulary: every fact about each op type, in one :class:`OpDef` per op.
 
-An op's ``fields`` say which keys a spec may give it and how each value is read; ``defaults`` are the
-canonical values of its optional attributes (what ``Node.attrs`` holds when a key is left out);
-``rule`` infers its output shape, parameters and FLOPs (:mod:`nnspec.compiler.rules`). The schema, the
-shape inference, the IR's list of layer types and the backends' op sets are all derived from
-:data:`OPS`, so adding an op means one ``OpDef`` here plus one lowering per engine.
+An op's ``fields`` say which keys a spec may give it, how each value is read and what it means
+(``Field.doc``); ``defaults`` are the canonical values of its optional attributes (what ``Node.attrs``
+holds when a key is left out); ``rule`` infers its output shape, parameters and FLOPs
+(:mod:`nnspec.compiler.rules`); ``since`` is the language version that introduced it; the flags say how
+it behaves (``spatial``, ``stateful``, ``merge``, ``wide``). The schema and its descriptions, the shape
+inference, the list of layer types, the language versions' contents, the ops kept in float32 under mixed
+precision and the backends' op sets are all derived from :data:`OPS`, so adding an op means one ``OpDef``
+here plus one lowering per engine.
 
-Every layer also accepts :data:`COMMON_KEYS` (``name``, ``inputs``), which the front end reads itself.
+Every layer also accepts :data:`COMMON_FIELDS` (``name``, ``inputs``), which the front end reads itself.
 """
 
 from __future__ import annotations
@@ -32,8 +35,29 @@ from .values import (
 )
 
 PADDINGS: tuple[str, ...] = ("valid", "same")
-#: Keys every layer accepts besides its own fields.
-COMMON_KEYS: tuple[str, ...] = ("name", "inputs")
+
+
+def _read_elsewhere(node: YNode) -> YNode:
+    """The reader of a key the front end reads itself: it hands the node on."""
+    return node
+
+
+#: Keys every layer accepts besides its own fields (read by :mod:`nnspec.compiler.resolve`).
+COMMON_FIELDS: dict[str, Field] = {
+    "name": Field(
+        _read_elsewhere,
+        doc="The layer's name: letters, digits and _, starting with a letter or _ (input is reserved). "
+        "Default: <type>_<n>, counting the layers of that type from 1.",
+        since="1",
+    ),
+    "inputs": Field(
+        _read_elsewhere,
+        doc="The layers this layer reads: one name or a list of names (input is the model's input). "
+        "Default: the layer before it.",
+        since="1.1",
+    ),
+}
+COMMON_KEYS: tuple[str, ...] = tuple(COMMON_FIELDS)
 #: The default window of the pools.
 POOL_DEFAULT_SIZE = (2, 2)
 
@@ -107,13 +131,15 @@ def _pair(key: str, example: int) -> Callable[[YNode], tuple[int, int]]:
 
 
 _ACTIVATION = choice_reader(ACTIVATIONS, "activation", "E0206")
-_BOOL = Field(read_bool)
-_EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True))
+_EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True), doc="Added to the variance (> 0).")
 _DENSE_LIKE = {
-    "activation": Field(_ACTIVATION),
-    "use_bias": _BOOL,
-    "kernel_init": Field(read_initializer),
-    "bias_init": Field(read_initializer),
+    "activation": Field(_ACTIVATION, doc="The activation, applied elementwise (after the bias)."),
+    "use_bias": Field(read_bool, doc="Add a bias vector."),
+    "kernel_init": Field(
+        read_initializer,
+        doc="Initialiser of the kernel: a name (he_normal) or {name: {args}} ({normal: {stddev: 0.01}}).",
+    ),
+    "bias_init": Field(read_initializer, doc="Initialiser of the bias: a name (zeros) or {name: {args}}."),
 }
 _DENSE_LIKE_DEFAULTS = {
     "activation": "linear",
@@ -121,8 +147,20 @@ _DENSE_LIKE_DEFAULTS = {
     "kernel_init": DEFAULT_KERNEL_INIT,
     "bias_init": DEFAULT_BIAS_INIT,
 }
-_WINDOWED = {"strides": Field(_pair("strides", 2)), "padding": Field(choice_reader(PADDINGS, "padding"))}
-_NORM = {"epsilon": _EPSILON, "center": _BOOL, "scale": _BOOL}
+_STRIDES_DOC = "Step between windows: n for [n, n], or [height, width]."
+_WINDOWED = {
+    "strides": Field(_pair("strides", 2), doc=_STRIDES_DOC),
+    "padding": Field(
+        choice_reader(PADDINGS, "padding"),
+        doc="valid: no padding, output floor((n - k) / s) + 1; same: output ceil(n / s), padded as TensorFlow "
+        "pads (the odd element at the end).",
+    ),
+}
+_NORM = {
+    "epsilon": _EPSILON,
+    "center": Field(read_bool, doc="Learn an offset beta."),
+    "scale": Field(read_bool, doc="Learn a factor gamma."),
+}
 _NORM_DEFAULTS = {"epsilon": 1e-3, "center": True, "scale": True}
 
 
@@ -131,9 +169,13 @@ class OpDef:
     """Everything nnspec knows about one layer type, apart from its lowerings.
 
     ``rule`` is a :data:`~nnspec.compiler.rules.Rule`, or for a ``merge`` op a
-    :data:`~nnspec.compiler.rules.MergeRule`. ``shorthand`` names the one key that may be written
-    directly (``- dropout: 0.5``). ``spatial`` ops slide a window over (H, W) (padding rules apply);
-    ``stateful`` ops keep non-trainable state; ``merge`` ops read two or more inputs.
+    :data:`~nnspec.compiler.rules.MergeRule`. ``doc`` says what the op computes and each field's
+    ``doc`` what the key means. ``since`` is the language version that introduced the op (one of
+    :data:`~nnspec.compiler.schema.LANGUAGE_VERSIONS`). ``shorthand`` names the one key that may be
+    written directly (``- dropout: 0.5``). ``spatial`` ops slide a window over (H, W) (padding rules
+    apply); ``stateful`` ops keep non-trainable state; ``merge`` ops read two or more inputs (and
+    ``inputs_doc`` says which); ``wide`` ops compute in the storage type (float32) under mixed precision,
+    with their weights kept in it, as Keras's normalisation layers do.
     """
 
     name: str
@@ -145,11 +187,27 @@ class OpDef:
     spatial: bool = False
     stateful: bool = False
     merge: bool = False
+    since: str = ""
+    wide: bool = False
+    inputs_doc: str | None = None
 
     @property
     def required(self) -> tuple[str, ...]:
         """The keys a spec must give."""
         return tuple(k for k, f in self.fields.items() if f.required)
+
+    def key_doc(self, key: str) -> str:
+        """What ``key`` (one of the op's fields or a common key) means, for this op."""
+        if key == "inputs" and self.inputs_doc:
+            return self.inputs_doc
+        entry = self.fields.get(key) or COMMON_FIELDS.get(key)
+        return entry.doc if entry is not None else ""
+
+    def key_since(self, key: str) -> str:
+        """The language version that introduced ``key`` on this op: the key's own, or the op's."""
+        entry = self.fields.get(key) or COMMON_FIELDS.get(key)
+        own = entry.since if entry is not None else None
+        return own or self.since
 
 
 def _pool(name: str, doc: str) -> OpDef:
@@ -157,9 +215,14 @@ def _pool(name: str, doc: str) -> OpDef:
         name,
         rules.pool2d,
         doc,
-        {"size": Field(_pair("size", 2)), **_WINDOWED},
+        {
+            "size": Field(_pair("size", 2), doc="Window height and width: n for [n, n], or [height, width]."),
+            "strides": Field(_pair("strides", 2), doc=f"{_STRIDES_DOC} Default: the size."),
+            "padding": _WINDOWED["padding"],
+        },
         {"size": POOL_DEFAULT_SIZE, "padding": "valid"},
         spatial=True,
+        since="1",
     )
 
 
@@ -168,63 +231,105 @@ _OPS: tuple[OpDef, ...] = (
         "dense",
         rules.dense,
         "fully connected: activation(x @ kernel + bias); needs a rank-1 input",
-        {"units": Field(_positive_int, required=True), **_DENSE_LIKE},
+        {"units": Field(_positive_int, required=True, doc="Output size."), **_DENSE_LIKE},
         _DENSE_LIKE_DEFAULTS,
+        since="1",
     ),
     OpDef(
         "conv2d",
         rules.conv2d,
         "2-D cross-correlation over (H, W, C): activation(conv(x, kernel) + bias)",
         {
-            "filters": Field(_positive_int, required=True),
-            "kernel": Field(_pair("kernel", 3), required=True),
+            "filters": Field(_positive_int, required=True, doc="Output channels."),
+            "kernel": Field(
+                _pair("kernel", 3), required=True, doc="Kernel height and width: n for [n, n], or [height, width]."
+            ),
             **_WINDOWED,
             **_DENSE_LIKE,
         },
         {"strides": (1, 1), "padding": "valid", **_DENSE_LIKE_DEFAULTS},
         spatial=True,
+        since="1",
     ),
     _pool("max_pool2d", "the maximum of each window, per channel"),
     _pool("avg_pool2d", "the mean of each window, per channel (same padding is not averaged in)"),
-    OpDef("flatten", rules.flatten, "row-major over (H, W, C) to one axis"),
+    OpDef("flatten", rules.flatten, "row-major over (H, W, C) to one axis", since="1"),
     OpDef(
         "reshape",
         rules.reshape,
         "a new per-example shape holding the same values",
-        {"shape": Field(lambda n: read_shape(n, allow_infer=True), required=True)},
+        {
+            "shape": Field(
+                lambda n: read_shape(n, allow_infer=True),
+                required=True,
+                doc="The new per-example shape; one entry may be -1, inferred so that the number of values is kept.",
+            )
+        },
         shorthand="shape",
+        since="1",
     ),
     OpDef(
         "dropout",
         rules.dropout,
         "drops each unit with probability rate while training",
-        {"rate": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True), required=True)},
+        {
+            "rate": Field(
+                lambda n: read_float(n, 0.0, 1.0, max_open=True),
+                required=True,
+                doc="The probability of DROPPING a unit (Keras's meaning), in [0, 1); 0 makes the layer the identity.",
+            )
+        },
         shorthand="rate",
+        since="1",
     ),
     OpDef(
         "activation",
         rules.activation,
         "an activation applied elementwise",
-        {"activation": Field(_ACTIVATION, required=True)},
+        {"activation": Field(_ACTIVATION, required=True, doc="The activation, applied elementwise.")},
         shorthand="activation",
+        since="1",
     ),
-    OpDef("softmax", rules.softmax, "softmax over the last axis"),
-    OpDef("add", rules.add, "the elementwise sum of two or more inputs of one shape", merge=True),
+    OpDef("softmax", rules.softmax, "softmax over the last axis", since="1"),
+    OpDef(
+        "add",
+        rules.add,
+        "the elementwise sum of two or more inputs of one shape",
+        merge=True,
+        since="1.1",
+        inputs_doc="The two or more layers to add (outputs of one shape).",
+    ),
     OpDef(
         "concat",
         rules.concat,
         "two or more inputs joined along a per-example axis (-1: channels)",
-        {"axis": Field(read_int)},
+        {
+            "axis": Field(
+                read_int,
+                doc="The axis to join along, per example (the batch axis is not counted): for images 0 is the "
+                "height, 1 the width, 2 or -1 the channels.",
+            )
+        },
         {"axis": -1},
         merge=True,
+        since="1.1",
+        inputs_doc="The two or more layers to join (one rank; equal on every axis but axis).",
     ),
     OpDef(
         "batch_norm",
         rules.batch_norm,
         "batch normalisation over the last axis (Keras BatchNormalization, axis -1)",
-        {"momentum": Field(lambda n: read_float(n, 0.0, 1.0, max_open=True)), **_NORM},
+        {
+            "momentum": Field(
+                lambda n: read_float(n, 0.0, 1.0, max_open=True),
+                doc="How much of the moving statistics each training step keeps, in [0, 1).",
+            ),
+            **_NORM,
+        },
         {"momentum": 0.99, **_NORM_DEFAULTS},
         stateful=True,
+        since="1.1",
+        wide=True,
     ),
     OpDef(
         "layer_norm",
@@ -232,9 +337,21 @@ _OPS: tuple[OpDef, ...] = (
         "layer normalisation over the last axis (Keras LayerNormalization, axis -1)",
         dict(_NORM),
         dict(_NORM_DEFAULTS),
+        since="1.1",
+        wide=True,
     ),
-    OpDef("global_avg_pool2d", rules.global_pool2d, "the mean over (H, W), per channel: (H, W, C) -> (C,)"),
-    OpDef("global_max_pool2d", rules.global_pool2d, "the maximum over (H, W), per channel: (H, W, C) -> (C,)"),
+    OpDef(
+        "global_avg_pool2d",
+        rules.global_pool2d,
+        "the mean over (H, W), per channel: (H, W, C) -> (C,)",
+        since="1.1",
+    ),
+    OpDef(
+        "global_max_pool2d",
+        rules.global_pool2d,
+        "the maximum over (H, W), per channel: (H, W, C) -> (C,)",
+        since="1.1",
+    ),
 )
 
 #: Every op, by name, in the order of the language reference.
@@ -247,6 +364,8 @@ SPATIAL_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.spatial)
 STATEFUL_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.stateful)
 #: Ops that read two or more inputs: ``add``, ``concat``.
 MERGE_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.merge)
+#: Ops that compute in float32 under mixed precision: ``batch_norm``, ``layer_norm``.
+WIDE_OPS: frozenset[str] = frozenset(op.name for op in _OPS if op.wide)
 
 
 def op(name: str) -> OpDef:

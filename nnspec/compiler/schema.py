@@ -1,4 +1,4 @@
-"""The vocabulary of the spec language (versions 1 and 1.1): every section's keys, how each value is read, what is required.
+"""The vocabulary of the spec language: every section's keys, how each value is read, what is required.
 
 One table per section (:data:`TOP_FIELDS`, :data:`INPUT_FIELDS`, :data:`LAYER_FIELDS`,
 :data:`TRAIN_FIELDS`, :data:`DATA_FIELDS`, :data:`OPTIMIZER_FIELDS`, :data:`SCHEDULE_FIELDS`), and
@@ -33,8 +33,9 @@ from .values import (
     suggest,
 )
 
-#: The language versions this nnspec reads, as written after ``nnspec:``.
-LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1")
+#: The language versions this nnspec reads, as written after ``nnspec:``, oldest first; each reads every spec of
+#: the versions before it. What each added is in the op table (``OpDef.since``, ``Field.since``).
+LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1", "1.2")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 METRICS: tuple[str, ...] = ("accuracy",)
 
@@ -199,7 +200,7 @@ TOP_FIELDS: dict[str, Field] = {
     "extends": Field(lambda n: read_str(n, "a path to a base spec")),
     "input": Field(lambda n: n, required=True),
     "layers": Field(lambda n: n, required=True),
-    "output": Field(lambda n: read_str(n, "the name of a layer")),
+    "output": Field(lambda n: read_str(n, "the name of a layer"), since="1.1"),
     "train": Field(lambda n: n),
     "data": Field(lambda n: n),
 }

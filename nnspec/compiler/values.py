@@ -332,8 +332,12 @@ def single_key(node: YMap) -> tuple[YScalar, YNode] | None:
 
 @dataclass(frozen=True)
 class Field:
-    """One key of a section: how to read its value, whether it is required, and its default."""
+    """One key of a section: how to read its value, whether it is required, its default, what it means
+    (``doc``: the hover text of the JSON Schema) and the language version that introduced it (``since``;
+    None: the version of the op or section it belongs to)."""
 
     read: Reader
     required: bool = False
     default: Any = None
+    doc: str = ""
+    since: str | None = None

@@ -7,8 +7,8 @@ Keras. Only then are the weights read, with ``keras.saving.load_model(path, safe
 
 Sequential models become chains; functional models become graph specs: layers in a topological order,
 ``inputs: [a, b]`` where a layer reads anything but the layer before it (``input`` is the model's
-input), and a top-level ``output: NAME`` when the output is not the last layer. Specs that use graph
-wiring or the ops of language 1.1 are written as ``nnspec: 1.1``.
+input), and a top-level ``output: NAME`` when the output is not the last layer. Each spec names the oldest
+language version that has every op and key it uses (:func:`nnspec.compiler.versions.version_needed`).
 
 Nothing is trusted: the spec text made from the model must pass nnspec's own check before anything else
 happens; the weights member is checked with h5py before Keras opens it (its size against the cap, each
@@ -20,6 +20,7 @@ failed import leaves no file behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..compiler.ir import INPUT, Graph, Shape
 from ..compiler.shapes import MERGE_OPS, ShapeProblem, make_graph, make_node
+from ..compiler.versions import version_needed
 from ..runtime.weights import expected_shapes, weight_differences
 from .errors import KerasImportError, short
 from .keras_config import (
@@ -46,9 +48,6 @@ from .keras_config import (
     saved_layer_groups,
 )
 from .keras_mapping import SpecLayer, clean_float, map_layer
-
-#: Ops that exist from language version 1.1 on.
-V11_OPS = frozenset({"add", "concat", "batch_norm", "layer_norm", "global_avg_pool2d", "global_max_pool2d"})
 
 _OPTIMIZERS = {"adam": "adam", "sgd": "sgd", "rmsprop": "rmsprop"}
 _OPTIMIZER_KEYS = {
@@ -240,9 +239,10 @@ def _spec_document(
     net: KerasNetwork, layers: list[SpecLayer], output: str, path: str, notes: list[str]
 ) -> dict[str, Any]:
     entries = [_spec_layer_entry(layer, layers[i - 1].name if i else INPUT) for i, layer in enumerate(layers)]
-    wired = any("inputs" in next(iter(e.values())) for e in entries) or output != layers[-1].name
+    top_keys = ["output"] if output != layers[-1].name else []
+    version = version_needed([next(iter(e.items())) for e in entries], top_keys)
     spec: dict[str, Any] = {
-        "nnspec": 1.1 if wired or any(layer.op in V11_OPS for layer in layers) else 1,
+        "nnspec": json.loads(version),
         "name": _model_name(net.name),
         "description": one_line(f"Imported from Keras model '{short(net.name)[1:-1]}' ({os.path.basename(path)})."),
         "input": {"shape": list(net.input_shape)},

@@ -36,6 +36,7 @@ from typing import Mapping
 import numpy as np
 
 from ..compiler.ir import PRECISIONS, Graph
+from ..compiler.opset import WIDE_OPS
 from .optimizers import init_state
 
 #: slot keys of the loss scale (``<weight>/<slot>`` form, with ``loss_scale`` in the weight's place)
@@ -88,6 +89,12 @@ def policy_for(graph: Graph, dtype: str) -> Policy:
         return POLICIES["float64"]
     name = graph.train.precision
     return POLICIES["float32" if name == "float64" else name]
+
+
+def wide_keys(graph: Graph) -> frozenset[str]:
+    """The weights that stay in the storage type under a mixed policy: those of the ops that compute in it
+    (``OpDef.wide``: the normalisation layers, as in Keras)."""
+    return frozenset(key for key, node, _ in graph.param_specs() if node.op in WIDE_OPS)
 
 
 def training_slots(graph: Graph, params: Mapping[str, np.ndarray], policy: Policy) -> dict[str, np.ndarray]:

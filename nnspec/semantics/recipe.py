@@ -39,12 +39,10 @@ from ..compiler.ir import Graph
 from .losses import correct_count, loss_from_head, per_example_loss
 from .lowering import LoweringContext, node_outputs
 from .optimizers import apply_updates
-from .precision import GOOD_STEPS, GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LOSS_SCALE, POLICIES, Policy
+from .precision import GOOD_STEPS, GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LOSS_SCALE, POLICIES, Policy, wide_keys
 from .schedules import learning_rate
 
 Arrays = Mapping[str, Any]
-#: ops that compute in the storage type under mixed precision (their weights are not cast)
-WIDE_OPS = frozenset({"batch_norm", "layer_norm"})
 #: ``walk(ctx, graph, x, targets) -> {name: value}``: an engine's forward pass over the graph.
 Walk = Callable[[LoweringContext, Graph, Any, Sequence[str] | None], Mapping[str, Any]]
 #: ``value_and_grad(f)`` where ``f(params, *args) -> (loss, aux)`` gives ``g(params, *args) -> ((loss, aux), grads)``.
@@ -97,7 +95,7 @@ class TrainingRecipe:
         self.precision = precision or POLICIES["float32"]
         self.compute_ops = seam.compute_ops if (self.precision.mixed and seam.compute_ops is not None) else seam.ops
         self.seed = int(graph.train.seed)
-        self._wide_keys = frozenset(key for key, node, _ in graph.param_specs() if node.op in WIDE_OPS)
+        self._wide_keys = wide_keys(graph)
 
     # ---- forward ----------------------------------------------------------------------------------
     def _to_compute(self, arrays: Arrays) -> dict[str, Any]:

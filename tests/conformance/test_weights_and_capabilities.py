@@ -8,7 +8,7 @@ from conformance_support import compile_model, graph, random_batch, random_weigh
 
 from nnspec.backends import get_backend
 from nnspec.backends.base import Capabilities
-from nnspec.compiler.ir import LAYER_TYPES
+from nnspec.compiler.opset import LAYER_TYPES
 from nnspec.errors import BackendError, WeightsError
 
 LAYERS = [

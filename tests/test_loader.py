@@ -310,8 +310,7 @@ def test_spec_error_is_a_value_error_with_all_diagnostics() -> None:
 
 def test_schema_tables_agree_with_the_ir_and_runtime() -> None:
     from nnspec.compiler import ir, opset, schema
-    from nnspec.semantics.optimizers import OPTIMIZER_DEFAULTS
-    from nnspec.semantics.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
+    from nnspec.compiler.training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 
     assert tuple(schema.LAYER_FIELDS) == opset.LAYER_TYPES
     assert {k: set(v) for k, v in schema.OPTIMIZER_FIELDS.items()} == {k: set(v) for k, v in OPTIMIZER_DEFAULTS.items()}

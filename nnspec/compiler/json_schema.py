@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from ..semantics.optimizers import OPTIMIZER_DEFAULTS
-from ..semantics.schedules import SCHEDULE_DEFAULTS
 from . import values
 from .compose import MERGED_SECTIONS
 from .frontend import analyse_text
@@ -53,6 +51,7 @@ from .schema import (
     read_version,
 )
 from .versions import additions
+from .training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from .values import MAX_INT, Field, Invalid, read_identifier
 
 #: The dialect the schema declares.

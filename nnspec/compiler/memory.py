@@ -5,7 +5,7 @@ For one batch (``train.batch_size``) in the model's float type, training holds:
 * **weights**: every parameter and state array (``Graph.num_params`` values);
 * **gradients**: one array per trainable parameter;
 * **optimiser slots**: per trainable parameter, as many arrays as the optimiser keeps
-  (:func:`nnspec.semantics.optimizers.slot_names`: adam 2, sgd with momentum 1, rmsprop 1 or 2);
+  (:func:`nnspec.compiler.training_defaults.slot_names`: adam 2, sgd with momentum 1, rmsprop 1 or 2);
 * **activations**: every layer's output for the whole batch, twice (the forward value kept for the
   backward pass, and its gradient), plus the input batch itself.
 
@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 
 from ..errors import Diagnostic, NnspecError
-from ..semantics.optimizers import slot_names
 from .ir import Graph
+from .training_defaults import slot_names
 
 #: Environment variable that sets the memory limit (bytes, or a size such as ``8G`` or ``512MB``).
 LIMIT_ENV = "NNSPEC_MEMORY_LIMIT"

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..semantics.optimizers import OPTIMIZER_DEFAULTS
-from ..semantics.schedules import SCHEDULE_DEFAULTS
 from .ir import (
     DATASETS,
     INPUT,
@@ -41,6 +39,7 @@ from .schema import (
     Field,
     read_section,
 )
+from .training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from .values import Invalid, describe, did_you_mean, plural, read_identifier, read_str, shorten, single_key
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..semantics.schedules import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 from .ir import DATASETS, DIVERGENCE_ACTIONS, LOSSES, MONITORS, NORMALIZATIONS, PRECISIONS
 from .loader import YMap, YNode, YScalar
 from .opset import INITIALIZER_ARGS, OPS, PADDINGS, POOL_DEFAULT_SIZE, read_initializer  # noqa: F401 (re-exported)
 from .report import Report
+from .training_defaults import SCHEDULE_DEFAULTS, SCHEDULE_REQUIRED
 from .values import (
     Field,
     Invalid,
@@ -79,14 +79,14 @@ _LR = Field(lambda n: read_float(n, 0.0, min_open=True))
 _UNIT_OPEN = Field(lambda n: read_float(n, 0.0, 1.0, max_open=True))
 _EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True))
 
-#: Hyper-parameters of each optimiser (defaults: ``nnspec.semantics.optimizers.OPTIMIZER_DEFAULTS``).
+#: Hyper-parameters of each optimiser (defaults: ``nnspec.compiler.training_defaults.OPTIMIZER_DEFAULTS``).
 OPTIMIZER_FIELDS: dict[str, dict[str, Field]] = {
     "sgd": {"learning_rate": _LR, "momentum": _UNIT_OPEN, "nesterov": Field(_bool)},
     "adam": {"learning_rate": _LR, "beta_1": _UNIT_OPEN, "beta_2": _UNIT_OPEN, "epsilon": _EPSILON},
     "rmsprop": {"learning_rate": _LR, "rho": _UNIT_OPEN, "momentum": _UNIT_OPEN, "epsilon": _EPSILON},
 }
 
-#: Parameters of each learning-rate schedule (defaults and required keys: ``nnspec.semantics.schedules``).
+#: Parameters of each learning-rate schedule (defaults and required keys: ``nnspec.compiler.training_defaults``).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     name: {
         key: Field(reader, required=key in SCHEDULE_REQUIRED[name])

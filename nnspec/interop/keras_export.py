@@ -17,10 +17,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..compiler.ir import Graph
+from ..compiler.training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from ..errors import NnspecError
 from ..runtime.weights import check_weights
-from ..semantics.optimizers import OPTIMIZER_DEFAULTS
-from ..semantics.schedules import SCHEDULE_DEFAULTS
 from .output_path import check_output_file
 
 

@@ -19,25 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..compiler.ir import OptimizerConfig
+from ..compiler.training_defaults import OPTIMIZER_DEFAULTS, slot_names
 from .ops import Ops
-
-OPTIMIZER_DEFAULTS: dict[str, dict[str, float | bool]] = {
-    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
-    "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-    "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7},
-}
-
-
-def slot_names(config: OptimizerConfig) -> tuple[str, ...]:
-    """Names of the per-weight slots the optimiser keeps."""
-    p = config.params
-    if config.name == "sgd":
-        return ("momentum",) if p.get("momentum", 0.0) else ()
-    if config.name == "adam":
-        return ("m", "v")
-    if config.name == "rmsprop":
-        return ("velocity", "momentum") if p.get("momentum", 0.0) else ("velocity",)
-    raise ValueError(f"unknown optimizer {config.name!r}")
 
 
 def init_state(config: OptimizerConfig, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,20 +14,8 @@ import math
 from typing import Any
 
 from ..compiler.ir import ScheduleConfig
+from ..compiler.training_defaults import SCHEDULE_DEFAULTS
 from .ops import Ops
-
-SCHEDULE_DEFAULTS: dict[str, dict[str, float]] = {
-    "constant": {},
-    "step": {"factor": 0.1},
-    "exponential": {"decay_rate": 0.96, "staircase": False},
-    "cosine": {"alpha": 0.0},
-}
-SCHEDULE_REQUIRED: dict[str, tuple[str, ...]] = {
-    "constant": (),
-    "step": ("every",),
-    "exponential": ("decay_steps",),
-    "cosine": ("decay_steps",),
-}
 
 
 def learning_rate(ops: Ops, schedule: ScheduleConfig, base_lr: float, step: Any) -> Any:

@@ -7,8 +7,9 @@ import pytest
 from conformance_support import compile_model, graph, random_batch, random_weights
 
 from nnspec.compiler.ir import OptimizerConfig, ScheduleConfig
+from nnspec.compiler.training_defaults import OPTIMIZER_DEFAULTS
 from nnspec.semantics.numpy_ops import NumpyOps
-from nnspec.semantics.optimizers import OPTIMIZER_DEFAULTS, apply_updates, init_state
+from nnspec.semantics.optimizers import apply_updates, init_state
 from nnspec.semantics.schedules import learning_rate
 
 

@@ -53,29 +53,22 @@ def run(args: argparse.Namespace) -> int:
     """Print the backends table."""
     from ..backends import backend_names
     from ..backends.accelerators import describe_gpu
+    from ..tables import Table, print_tables
 
     rows = [describe_backend(n) for n in backend_names()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("backend", "engine", "version", "devices", "status")
-    table = [
-        (
+    table = Table("", ["backend", "engine", "version", "devices", "status"])
+    for r in rows:
+        table.add(
             r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
             r["engine"],
             r["version"] or "-",
             ", ".join(f"{d} ({r['device_counts'].get(d, 1)})" for d in r["devices"]) or "-",
             "available" if r["available"] else f"unavailable: {r['reason']}",
         )
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in (header, *table)) for i in range(len(header) - 1)]
-    for row in (header, *table):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-    details = [(r["name"], describe_gpu(g)) for r in rows for g in r["gpus"]]
-    details += [(r["name"], f"{key}: {value}") for r in rows for key, value in r["execution"].items()]
-    if details:
-        print()
-        for name, line in details:
-            print(f"{name}: {line}")
+    details = [f"{r['name']}: {describe_gpu(g)}" for r in rows for g in r["gpus"]]
+    details += [f"{r['name']}: {key}: {value}" for r in rows for key, value in r["execution"].items()]
+    print_tables([table, *(["\n".join(details)] if details else [])])
     return 0

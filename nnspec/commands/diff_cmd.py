@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare A and B and print the report; 0 unless --exit-code and they differ."""
+    from ..tables import print_tables
     from ..tools.diff_report import blocks, compare, csv_report, markdown_report, notes
-    from ..tools.tables import print_tables
 
     diff = compare(args.a, args.b)
     for line in notes(diff):

@@ -97,10 +97,10 @@ def capability_matrix(names: list[str] | None = None) -> tuple[pd.DataFrame, lis
 
 def matrix_markdown(names: list[str] | None = None) -> str:
     """The Markdown block that docs/backends.md holds between the markers (markers included)."""
-    from .report import markdown_table
+    from ..tables import from_frame, markdown
 
     df, notes = capability_matrix(names)
-    lines = [START, "", markdown_table(df), ""]
+    lines = [START, "", markdown(from_frame(df, numbers_right=False), level=0), ""]
     if notes:
         lines += [f"{i}. {note}" for i, note in enumerate(notes, 1)] + [""]
     lines.append(END)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..tables import from_frame, plain_text
+from ..tables import markdown as md_table
 from .parity import KINK_FACTOR
 
 if TYPE_CHECKING:
@@ -159,43 +161,7 @@ def header_lines(result: "CompareResult") -> list[str]:
     ]
 
 
-def text_table(df: pd.DataFrame) -> str:
-    """A plain, aligned text table (left-aligned text, right-aligned numbers)."""
-    cols = [str(c) for c in df.columns]
-    rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    numeric = [all(_looks_numeric(r[i]) for r in rows) for i in range(len(cols))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
-
-    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _looks_numeric(text: str) -> bool:
-    stripped = text.replace(" !", "").replace("%", "").replace(",", "").strip()
-    if stripped in ("-", "", "inf"):
-        return True
-    try:
-        float(stripped)
-        return True
-    except ValueError:
-        return False
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of ``df`` (pipes in cells escaped)."""
-
-    def esc(v: object) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
-    body = ["| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, rule] + body)
-
-
-def render(result: "CompareResult", table: Callable[[pd.DataFrame], str] = text_table, markdown: bool = False) -> str:
+def render(result: "CompareResult", markdown: bool = False) -> str:
     """The whole report as text (``markdown=True``: as a Markdown document)."""
     lines: list[str] = []
     if markdown:
@@ -204,7 +170,10 @@ def render(result: "CompareResult", table: Callable[[pd.DataFrame], str] = text_
         lines += header_lines(result) + [""]
     for title, df in sections(result):
         lines += [f"## {title}" if markdown else title, ""] if markdown else [title]
-        lines += [table(df), ""]
+        lines += [
+            md_table(from_frame(df, numbers_right=False), level=0) if markdown else plain_text(from_frame(df)),
+            "",
+        ]
     verdict = "all engines agree with the reference" if result.ok else "some engines DISAGREE with the reference"
     lines.append(f"**Result: {verdict}.**" if markdown else f"Result: {verdict} (exit code {result.exit_code}).")
     return "\n".join(lines) + "\n"
@@ -245,7 +214,7 @@ def write_report(result: "CompareResult", out_dir: str | os.PathLike) -> dict[st
     paths = {name: out / name for name in ("compare.csv", "summary.csv", "compare.md", "trajectory.png")}
     result.to_frame().to_csv(paths["compare.csv"], index=False)
     result.summary.drop(columns=["traceback"], errors="ignore").to_csv(paths["summary.csv"], index=False)
-    paths["compare.md"].write_text(render(result, markdown_table, markdown=True))
+    paths["compare.md"].write_text(render(result, markdown=True))
     if len(result.trajectory):
         plot_trajectory(result, paths["trajectory.png"])
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..tables import Table, plain_text
 from .ir import Graph
 
 HEADERS: tuple[str, ...] = ("#", "name", "type", "output shape", "params", "FLOPs", "inputs")
@@ -35,22 +36,13 @@ def summary_rows(graph: Graph) -> list[tuple[str, ...]]:
 
 def format_summary(graph: Graph) -> str:
     """The summary table as text: a title line, one row per layer, a totals row and a footer line."""
-    rows = summary_rows(graph)
-    total = ("", "total", "", "", f"{graph.num_params:,}", f"{graph.flops:,}", "")
-    widths = [max(len(r[i]) for r in [HEADERS, *rows, total]) for i in range(len(HEADERS))]
-    right = {0, 4, 5}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    rule = "-" * len(line(HEADERS))
     title = f"{graph.name}" + (f": {graph.description}" if graph.description else "")
+    total = ["", "total", "", "", f"{graph.num_params:,}", f"{graph.flops:,}", ""]
+    table = Table(title, list(HEADERS), [list(r) for r in summary_rows(graph)], frozenset({0, 4, 5}), totals=[total])
     counted = f"{graph.num_params:,} parameters" + (f" ({graph.num_trainable:,} trainable)" if graph.has_state else "")
     footer = f"{counted}, {graph.flops:,} forward FLOPs per example; loss {graph.train.loss}" + (
         " computed from the logits (fused softmax)" if graph.loss_from_logits else ""
     )
     if graph.output is not None:
         footer += f"; output {graph.output!r}"
-    return "\n".join([title, rule, line(HEADERS), rule, *(line(r) for r in rows), rule, line(total), "", footer])
+    return f"{plain_text(table)}\n\n{footer}"

@@ -414,7 +414,7 @@ FORMATS: tuple[str, ...] = ("text", "md", "csv")
 
 def render(profile: Profile, fmt: str = "text") -> str:
     """The profile as ``text`` (aligned columns), ``md`` (a Markdown document) or ``csv`` (the bare table)."""
-    from ..compare.report import markdown_table, text_table
+    from ..tables import from_frame, markdown, plain_text
 
     if fmt not in FORMATS:
         raise BackendError(f"unknown profile format {fmt!r} (expected one of: {', '.join(FORMATS)})")
@@ -427,11 +427,11 @@ def render(profile: Profile, fmt: str = "text") -> str:
             "",
             *(f"- {h}" for h in header_lines(profile)),
             "",
-            markdown_table(table),
+            markdown(from_frame(table, numbers_right=False), level=0),
         ]
         lines += ["", *(f"- note: {n}" for n in notes(profile))] if notes(profile) else []
     else:
-        lines = [*header_lines(profile), "", text_table(table)]
+        lines = [*header_lines(profile), "", plain_text(from_frame(table))]
         lines += ["", *(f"note: {n}" for n in notes(profile))] if notes(profile) else []
     return "\n".join(lines) + "\n"
 

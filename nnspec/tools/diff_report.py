@@ -15,9 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..tables import Table, csv_text, markdown
 from .run_diff import METRICS, Side, env_differences, metric_deltas, number, open_side, score_deltas
 from .spec_diff import MISSING, LayerChange, SpecDiff, diff_specs, plain_value
-from .tables import Table, csv_text, markdown
 
 if TYPE_CHECKING:
     import pandas as pd

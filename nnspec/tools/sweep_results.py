@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..tables import Table, markdown
 from .sweep_record import Sweep
 from .sweep_runner import RunResult
-from .tables import Table, markdown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +100,7 @@ def _cell(value: Any, column: str) -> str:
 
 
 def results_table(sweep: Sweep, frame: pd.DataFrame) -> Table:
-    """The results as a :class:`~nnspec.tools.tables.Table`: grid keys by their short names, numbers rounded."""
+    """The results as a :class:`~nnspec.tables.Table`: grid keys by their short names, numbers rounded."""
     shorts = {a.key: a.short for a in sweep.axes}
     names = [shorts.get(c, c) for c in frame.columns]
     numeric = {i for i, c in enumerate(frame.columns) if c in _TAIL[:-2]}

@@ -1,5 +1,10 @@
-"""Small report tables and their three renderings: text (rich on a terminal, plain aligned columns
-otherwise), Markdown (pipe tables) and CSV (the standard library's writer)."""
+"""Every table nnspec prints or writes, rendered one way: text (rich on a terminal, plain aligned columns
+otherwise), Markdown (pipe tables) and CSV (the standard library's writer).
+
+The layer summary, ``nnspec backends``, the compare and profile reports, the diff report and sweep results
+all build a :class:`Table` (or a DataFrame turned into one by :func:`from_frame`) and render it here. The
+module imports nothing from nnspec and no third-party package until a rich table is printed.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import io
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 
 @dataclass
 class Table:
-    """A titled table of text cells; ``right`` lists the columns aligned right (numbers); ``note`` is a line
-    below it; ``styles`` holds a rich style per row (used on a terminal only, "" for none)."""
+    """A titled table of text cells; ``right`` lists the columns aligned right (numbers); ``totals`` are rows
+    set apart below a rule; ``note`` is a line below it; ``styles`` holds a rich style per row (used on a
+    terminal only, "" for none)."""
 
     title: str
     columns: list[str]
@@ -22,6 +28,7 @@ class Table:
     right: frozenset[int] = frozenset()
     note: str = ""
     styles: list[str] = field(default_factory=list)
+    totals: list[list[str]] = field(default_factory=list)
 
     def add(self, *cells: object, style: str = "") -> None:
         """Append one row; cells are turned into text."""
@@ -29,9 +36,31 @@ class Table:
         self.styles.append(style)
 
 
+def from_frame(frame: Any, title: str = "", note: str = "", numbers_right: bool = True) -> Table:
+    """A :class:`Table` of a pandas DataFrame's cells as text; with ``numbers_right``, columns whose every cell
+    reads as a number (``1.5e-03 !``, ``42%``, ``1,024``, ``-``) are aligned right."""
+    columns = [str(c) for c in frame.columns]
+    rows = [["" if v is None else str(v) for v in r] for r in frame.itertuples(index=False)]
+    numeric = (i for i in range(len(columns)) if rows and all(_looks_numeric(r[i]) for r in rows))
+    return Table(title, columns, rows, frozenset(numeric) if numbers_right else frozenset(), note)
+
+
+def _looks_numeric(text: str) -> bool:
+    stripped = text.replace(" !", "").replace("%", "").replace(",", "").strip()
+    if stripped in ("-", "", "inf"):
+        return True
+    try:
+        float(stripped)
+    except ValueError:
+        return False
+    return True
+
+
 def plain_text(table: Table) -> str:
-    """The table as aligned columns separated by two spaces, a dashed rule under the header, no trailing blanks."""
-    widths = [max([len(table.columns[i]), *(len(r[i]) for r in table.rows)]) for i in range(len(table.columns))]
+    """The table as aligned columns separated by two spaces, a dashed rule under the header (and above the
+    totals), no trailing blanks."""
+    everything = [table.columns, *table.rows, *table.totals]
+    widths = [max(len(r[i]) for r in everything) for i in range(len(table.columns))]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -39,11 +68,11 @@ def plain_text(table: Table) -> str:
         ).rstrip()
 
     header = line(table.columns)
-    lines = (
-        [table.title, header, "-" * max(len(header), 3), *(line(r) for r in table.rows)]
-        if table.title
-        else [header, "-" * len(header), *(line(r) for r in table.rows)]
-    )
+    rule = "-" * max(len(header), 3)
+    lines = [table.title] if table.title else []
+    lines += [header, rule, *(line(r) for r in table.rows)]
+    if table.totals:
+        lines += [rule, *(line(r) for r in table.totals)]
     if table.note:
         lines.append(table.note)
     return "\n".join(lines)
@@ -59,7 +88,7 @@ def markdown(table: Table, level: int = 3) -> str:
     lines = [f"{'#' * level} {table.title}", ""] if level and table.title else []
     lines.append("| " + " | ".join(_escape_md(c) for c in table.columns) + " |")
     lines.append("| " + " | ".join(rule) + " |")
-    lines.extend("| " + " | ".join(_escape_md(c) for c in row) + " |" for row in table.rows)
+    lines.extend("| " + " | ".join(_escape_md(c) for c in row) + " |" for row in [*table.rows, *table.totals])
     if table.note:
         lines += ["", _escape_md(table.note)]
     return "\n".join(lines)
@@ -106,6 +135,11 @@ def _print_rich(blocks: Sequence[Table | str], stream: IO[str]) -> None:
         )
         for j, name in enumerate(block.columns):
             table.add_column(name, justify="right" if j in block.right else "left", overflow="fold")
-        for row, style in zip(block.rows, block.styles):
+        styles = [*block.styles, *[""] * (len(block.rows) - len(block.styles))]
+        for row, style in zip(block.rows, styles):
             table.add_row(*(Text(c) for c in row), style=style or None)
+        if block.totals:
+            table.add_section()
+        for row in block.totals:
+            table.add_row(*(Text(c) for c in row), style="bold")
         console.print(table)

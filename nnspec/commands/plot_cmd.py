@@ -14,9 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read each run's metrics and draw them in one figure."""
+    from ..outputs import check_output_file
     from ..runtime.plots import plot_runs
     from ..runtime.rundir import read_run
 
+    check_output_file(args.output, "figure", example="runs.png")
     records = [read_run(d) for d in args.runs]
     plain = [r.label for r in records]
     # the same spec and backend twice: tell the runs apart by their folder names

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 
 import numpy as np
 
 from ..errors import DataError, NnspecError
+from ..outputs import check_output_file
 from .model_options import add_spec_arguments, load_graph
 
 SHOWN = 20
@@ -64,36 +64,6 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def check_output(path: str) -> str:
-    """Refuse an output path that cannot be written (a NUL byte, a folder, a device, a missing or read-only
-    folder); returns the file to write (a symbolic link is followed)."""
-    from ..data.safety import shown
-
-    if "\0" in path:
-        raise NnspecError(f"{shown(path)}: the output path contains a NUL byte")
-    target = os.path.realpath(path)
-    if os.path.isdir(target):
-        raise NnspecError(
-            f"{shown(path)}: is a folder; --output must name a file, e.g. {os.path.join(shown(path), 'predictions.npy')}"
-        )
-    if os.path.lexists(target) and not os.path.isfile(target):
-        raise NnspecError(f"{shown(path)}: exists and is not a regular file; --output must name a regular file")
-    folder, named = os.path.dirname(target), os.path.dirname(os.path.abspath(path))
-    try:
-        is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        is_folder = False
-    except OSError as exc:
-        raise NnspecError(f"{shown(path)}: cannot reach the folder {shown(named)} ({exc.strerror or exc})") from None
-    if not is_folder:
-        raise NnspecError(
-            f"{shown(path)}: the folder {shown(named)} does not exist; create it first (nnspec does not create folders for --output)"
-        )
-    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        raise NnspecError(f"{shown(path)}: the folder {shown(named)} is not writable")
-    return target
-
-
 def write_output(path: str, outputs: np.ndarray, shown_as: str | None = None) -> None:
     """Write ``outputs`` to exactly ``path`` as .npy, atomically (:func:`nnspec.runtime.atomic.atomic_write_with`)."""
     from ..data.safety import shown
@@ -115,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.weights import load_weights
 
     graph = load_graph(args)
-    target = check_output(args.output) if args.output else None
+    target = None
+    if args.output:  # a symbolic link is followed: the file it names is written
+        target = os.path.realpath(
+            check_output_file(args.output, "outputs", error=NnspecError, example="predictions.npy")
+        )
     x = read_input(args.input, tuple(graph.input_shape))
     weights = load_weights(args.weights, graph)
     model = get_backend(args.backend).compile(graph, weights, device=args.device, dtype=graph.dtype)

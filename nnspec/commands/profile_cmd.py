@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..errors import BackendError, OutputError
+from ..outputs import check_output_file
 
 
 def _positive(text: str) -> int:
@@ -99,10 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from .model_options import load_graph
 
     backends = backend_list(args.backends)
-    if args.plot and not Path(args.plot).absolute().parent.is_dir():
-        raise OutputError(
-            f"cannot write the chart {args.plot}: folder {Path(args.plot).absolute().parent} does not exist"
-        )
+    if args.plot:
+        check_output_file(args.plot, "chart", example="profile.png")
     graph = load_graph(args)
 
     def report(engine: EngineProfile) -> None:
@@ -135,6 +133,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             plot_profile(profile, args.plot)
         except OSError as exc:
-            raise OutputError(f"cannot write the chart {args.plot}: {exc.strerror or exc}") from None
+            raise OutputError(f"{args.plot}: cannot write the chart: {exc.strerror or exc}") from None
         print(f"profile: chart written to {args.plot}", file=sys.stderr)
     return 0

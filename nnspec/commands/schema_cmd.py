@@ -8,11 +8,11 @@ the example specs name in their first line (docs/editor.md). Imports no engine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..compiler.json_schema import schema_text
 from ..errors import OutputError
+from ..outputs import check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,19 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
 def write_schema(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically; an unusable path is an :class:`OutputError` naming it."""
+    from ..data.safety import shown
     from ..runtime.atomic import atomic_write
 
-    shown = path.replace("\0", "\\0")
-    if "\0" in path:
-        raise OutputError(f"{shown}: not a usable path (it contains a NUL byte)")
-    if os.path.isdir(path):
-        raise OutputError(
-            f"{shown}: is a folder; give the name of the file to write, e.g. {os.path.join(shown, 'nnspec.schema.json')}"
-        )
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise OutputError(f"{shown}: the folder {parent} does not exist")
+    check_output_file(path, "schema", example="nnspec.schema.json")
     try:
         atomic_write(path, text)
     except OSError as exc:
-        raise OutputError(f"{shown}: cannot write the schema: {exc.strerror or exc}") from None
+        raise OutputError(f"{shown(path)}: cannot write the schema: {exc.strerror or exc}") from None

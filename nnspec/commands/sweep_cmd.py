@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     """Plan, check, run what is not finished, write the results; 0 when every run completed, 1 when
     one did not, 130 / 143 when a signal stopped the sweep."""
     from ..errors import NnspecError
+    from ..outputs import check_output_folder
     from ..runtime.atomic import atomic_write, json_text
     from ..tables import print_tables
     from ..tools.sweep_record import RECORD_FILE, check_same_sweep, read_record, spec_fingerprint
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.sweep_runner import SweepRunner, check_runs
 
     sweep = _sweep(args)
+    check_output_folder(sweep.out, "sweep folder (--out)", error=NnspecError)
 
     def say(line: str) -> None:
         if not args.quiet:
@@ -111,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     runs = sweep.runs()
     invalid, graph = check_runs(sweep, runs)
     record = sweep.record(spec_fingerprint(graph))
-    if sweep.out.exists() and not sweep.out.is_dir():
-        raise NnspecError(f"{sweep.out}: exists and is not a directory; --out needs a folder")
     old = read_record(sweep.out)
     if old is not None:
         check_same_sweep(old, record, sweep.out)

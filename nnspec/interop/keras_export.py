@@ -19,8 +19,8 @@ import numpy as np
 from ..compiler.ir import Graph
 from ..compiler.training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from ..errors import NnspecError
+from ..outputs import check_output_file
 from ..runtime.weights import check_weights
-from .output_path import check_output_file
 
 
 class KerasExportError(NnspecError, ValueError):
@@ -126,7 +126,7 @@ def build_keras_model(graph: Graph, weights: Mapping[str, np.ndarray], *, compil
 def check_export_path(path: str | os.PathLike[str]) -> str:
     """Refuse a path ``export`` cannot write a ``.keras`` file to (wrong suffix, NUL byte, missing or
     read-only folder, an existing folder); returns it as a string."""
-    return check_output_file(path, ".keras", "a Keras 3 model file", KerasExportError)
+    return check_output_file(path, "Keras 3 model file", error=KerasExportError, suffix=".keras", example="model.keras")
 
 
 def export_keras(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:

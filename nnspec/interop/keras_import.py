@@ -32,6 +32,7 @@ import numpy as np
 from ..compiler.ir import INPUT, Graph, Shape
 from ..compiler.shapes import MERGE_OPS, ShapeProblem, make_graph, make_node
 from ..compiler.versions import version_needed
+from ..outputs import check_output_file
 from ..runtime.weights import expected_shapes, weight_differences
 from .errors import KerasImportError, short
 from .keras_config import (
@@ -520,33 +521,13 @@ def spec_text(imported: ImportedModel) -> str:
     return _text(imported.spec, imported.notes, imported.source)
 
 
-def check_output(path: str, what: str, model: str | None = None) -> str:
-    """Refuse an output path that cannot be written as a new file: a NUL byte, a missing folder, a folder,
-    or (``model``) the model file being imported. Returns the path."""
-    from ..data.safety import shown
-
-    path = os.fspath(path)
-    if not path or "\0" in path:
-        raise KerasImportError(f"{shown(path) or '(empty)'}: not a usable path for the {what}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise KerasImportError(f"{path}: cannot write the {what}: the folder {parent} does not exist")
-    if os.path.isdir(path):
-        raise KerasImportError(f"{path}: cannot write the {what}: it is a folder")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise KerasImportError(f"{path}: cannot write the {what}: it exists and is not a regular file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise KerasImportError(f"{path}: cannot write the {what}: the folder {parent} is not writable")
-    if model is not None and os.path.exists(path) and os.path.exists(model) and os.path.samefile(path, model):
-        raise KerasImportError(f"{path}: the {what} would overwrite the model being imported")
-    return path
-
-
 def check_outputs(spec_path: str, weights_path: str | None, model: str | None = None) -> None:
-    """Check the spec and weights paths of an import before anything is read or written."""
-    check_output(spec_path, "spec", model)
+    """Check the spec and weights paths of an import before anything is read or written (neither may be
+    ``model``, the file being imported)."""
+    keep = (model, "the model being imported") if model is not None else None
+    check_output_file(spec_path, "spec", error=KerasImportError, keep=keep)
     if weights_path is not None:
-        check_output(weights_path, "weights file", model)
+        check_output_file(weights_path, "weights file", error=KerasImportError, keep=keep)
         if os.path.abspath(weights_path) == os.path.abspath(spec_path):
             raise KerasImportError(f"{weights_path}: the spec and the weights cannot be written to the same file")
 

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..compiler.ir import Graph
+from ..outputs import check_output_file
 from ..runtime.weights import check_weights
 from .onnx_graph import GraphBuilder
 from .onnx_ops import OnnxExportError, convert
-from .output_path import check_output_file
 
 #: The ONNX operator set the exported models use (ONNX 1.16+, ONNX Runtime 1.18+; ``Gelu`` needs 20).
 ONNX_OPSET = 21
@@ -94,7 +94,7 @@ def build_onnx_model(graph: Graph, weights: Mapping[str, np.ndarray]) -> Any:
 def check_onnx_path(path: str | os.PathLike[str]) -> str:
     """Refuse a path ``export`` cannot write an ONNX file to (no ``.onnx`` suffix, NUL byte, missing or
     read-only folder, an existing folder); returns it as a string."""
-    return check_output_file(path, ".onnx", "an ONNX model file", OnnxExportError)
+    return check_output_file(path, "ONNX model file", error=OnnxExportError, suffix=".onnx", example="model.onnx")
 
 
 def export_onnx(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:

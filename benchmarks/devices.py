@@ -32,7 +32,7 @@ def child(engine: str, count: int, spec: str, device: str, epochs: int, batch: i
             f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
         )
     if device == "cpu" and engine == "tensorflow":
-        from nnspec.backends.tensorflow.backend import load_tensorflow
+        from nnspec.backends.tensorflow.engine import load_tensorflow
 
         tf = load_tensorflow()
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import BackendError, DataError, Diagnostic, NnspecError, SpecError, WeightsError
+from .version import __version__
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .backends.base import CompiledModel
     from .compiler.ir import Graph
-
-__version__ = "0.1.0"
 
 
 def load(path: str, overrides: Mapping[str, Any] | list[str] | None = None) -> "Graph":
@@ -37,7 +36,7 @@ def compile(
 ) -> "CompiledModel":
     """Compile a spec (a loaded graph or a path) on ``backend``; ``weights`` may be a dict or a safetensors path."""
     from .backends import get_backend
-    from .runtime.weights import load_weights
+    from .semantics.weights import load_weights
 
     graph = load(spec) if isinstance(spec, str) else spec
     if isinstance(weights, str):

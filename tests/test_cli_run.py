@@ -11,9 +11,9 @@ import pytest
 
 import nnspec
 from nnspec.cli import main
-from nnspec.runtime.history import COLUMNS
-from nnspec.runtime.rundir import RUN_FILES
-from nnspec.runtime.weights import load_weights
+from nnspec.runtime.run_status import RUN_FILES
+from nnspec.semantics.history import COLUMNS
+from nnspec.semantics.weights import load_weights
 
 SPEC = """\
 nnspec: 1

@@ -78,7 +78,7 @@ def _setup_devices(engine: str, count: int) -> None:
     if engine == "keras":
         os.environ["KERAS_BACKEND"] = "jax"  # Keras's distribution API runs on JAX only
     if engine == "tensorflow":
-        from nnspec.backends.tensorflow.backend import load_tensorflow
+        from nnspec.backends.tensorflow.engine import load_tensorflow
 
         tf = load_tensorflow()
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -384,8 +384,9 @@ def test_two_processes_agree_with_one(tmp_path: Path, engine: str, dtype: str) -
 
 def test_cluster_from_flags_environment_and_slurm() -> None:
     """Flags win over NNSPEC_* variables; Slurm's are read only with a coordinator; mistakes are clear errors."""
+    from nnspec.backends.tensorflow.engine import tf_config
     from nnspec.errors import NnspecError
-    from nnspec.runtime.distributed import Cluster, cluster_from, tf_config
+    from nnspec.runtime.distributed import Cluster, cluster_from
 
     assert cluster_from(environ={}) == Cluster(None, 1, 0)
     env = {

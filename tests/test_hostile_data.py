@@ -24,7 +24,7 @@ from nnspec.data import files as data_files
 from nnspec.data import load_dataset, read_idx, write_idx, write_idx_dataset
 from nnspec.data.safety import MAX_BYTES_ENV
 from nnspec.errors import DataError, SpecError, WeightsError
-from nnspec.runtime.weights import load_weights, save_weights
+from nnspec.semantics.weights import load_weights, save_weights
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from nnspec.cli import main
 from nnspec.compiler.init import initial_weights
 from nnspec.interop import KerasImportError
 from nnspec.interop.keras_import import import_keras
-from nnspec.runtime.weights import load_weights, save_weights
+from nnspec.semantics.weights import load_weights, save_weights
 
 keras = pytest.importorskip("keras")
 

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,17 +16,18 @@ import pytest
 
 import nnspec
 from nnspec.backends.base import CompiledModel
-from nnspec.compiler.init import initial_weights
 from nnspec.compiler.ir import DataConfig, TrainConfig
 from nnspec.compiler.shapes import make_graph
 from nnspec.data import Dataset
 from nnspec.errors import DataError
-from nnspec.runtime.history import COLUMNS, read_metrics, write_metrics
+from nnspec.runtime.history import read_metrics, write_metrics
 from nnspec.runtime.loop import epoch_order, fit
 from nnspec.runtime.plots import plot_runs
 from nnspec.runtime.progress import Progress
-from nnspec.runtime.rundir import RUN_FILES, default_run_dir, read_run, write_run
-from nnspec.runtime.weights import load_weights
+from nnspec.runtime.run_status import RUN_FILES
+from nnspec.runtime.rundir import default_run_dir, read_run, write_run
+from nnspec.semantics.history import COLUMNS
+from nnspec.semantics.weights import load_weights
 
 
 class Recorder:

@@ -20,7 +20,7 @@ from nnspec.compiler.opset import LAYER_TYPES
 from nnspec.errors import SpecWarning
 from nnspec.interop.onnx_export import ONNX_OPSET, OnnxExportError, build_onnx_model, export_onnx
 from nnspec.reference import predict as reference_predict
-from nnspec.runtime.weights import save_weights
+from nnspec.semantics.weights import save_weights
 
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.yaml"))
 TOL = 1e-5
@@ -256,7 +256,7 @@ def test_cli_exports_trained_weights_that_onnx_runtime_predicts_like_jax(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nnspec.data import load_dataset
-    from nnspec.runtime.weights import load_weights
+    from nnspec.semantics.weights import load_weights
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY)

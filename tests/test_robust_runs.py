@@ -29,8 +29,7 @@ from nnspec.data import load_dataset
 from nnspec.errors import OutputError
 from nnspec.runtime.checkpoints import list_checkpoints, read_checkpoint
 from nnspec.runtime.early_stopping import EarlyStopping
-from nnspec.runtime.run_status import claim, read_status
-from nnspec.runtime.rundir import RUN_FILES
+from nnspec.runtime.run_status import RUN_FILES, claim, read_status
 from nnspec.runtime.training_run import train_in_directory
 
 TINY = """\

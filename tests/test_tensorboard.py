@@ -15,8 +15,8 @@ import nnspec
 from nnspec.cli import main
 from nnspec.compiler.ir import Graph, OptimizerConfig, ScheduleConfig, TrainConfig
 from nnspec.compiler.summary import format_summary
-from nnspec.runtime.history import COLUMNS
 from nnspec.runtime.tensorboard import FOLDER, SUMMARY_TAG, RunLog, learning_rate_at
+from nnspec.semantics.history import COLUMNS
 
 SPEC = """\
 nnspec: 1

@@ -100,7 +100,7 @@ def test_tensorflow_start_up_is_quiet() -> None:
 def test_real_import_errors_still_reach_the_user() -> None:
     result = _run_python(
         "import sys; sys.modules['tensorflow'] = None\n"
-        "from nnspec.backends.tensorflow.backend import load_tensorflow\n"
+        "from nnspec.backends.tensorflow.engine import load_tensorflow\n"
         "try:\n    load_tensorflow()\nexcept ImportError as e:\n    print('ImportError', e)\n"
     )
     assert "ImportError" in result.stdout

@@ -75,7 +75,7 @@ def test_slots_that_do_not_fit_are_refused() -> None:
 
 
 def test_history_travels_with_the_state() -> None:
-    from nnspec.runtime.history import make_history
+    from nnspec.semantics.history import make_history
 
     model = get_backend("jax").compile(GRAPH, device="cpu")
     model.history = make_history(

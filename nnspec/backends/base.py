@@ -26,7 +26,8 @@ import numpy as np
 
 from ..compiler.ir import ACTIVATIONS, OPTIMIZERS, PRECISIONS, Graph
 from ..compiler.opset import LAYER_TYPES
-from ..errors import BackendError
+from ..errors import BackendError, NnspecError
+from .cluster import Cluster, current_cluster
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,9 +100,16 @@ class Backend(abc.ABC):
 
     def process_count(self) -> int:
         """How many processes take part in this run (more than one under ``nnspec run --num-processes``)."""
-        from ..runtime.distributed import current_cluster
-
         return current_cluster().num_processes
+
+    @classmethod
+    def start_processes(cls, cluster: Cluster) -> None:
+        """Start the engine's own multi-process runtime for ``cluster`` (several processes), before the engine
+        computes anything; :func:`nnspec.runtime.distributed.start` calls it once per engine and process.
+
+        The default refuses: an engine that can train in several processes overrides it.
+        """
+        raise NnspecError(f"backend '{cls.name}' cannot train in several processes; use the jax or tensorflow backend")
 
     def data_parallel_gap(self) -> str:
         """Why this backend cannot split batches over devices ('' when it can)."""
@@ -201,7 +209,7 @@ class Backend(abc.ABC):
     ) -> "CompiledModel":
         """Compile ``graph`` for this engine, starting from ``weights`` (default: the seeded initialisers)."""
         from ..compiler.init import initial_weights
-        from ..runtime.weights import check_weights
+        from ..semantics.weights import check_weights
 
         dtype = dtype or graph.dtype
         self.check(graph, dtype)
@@ -385,7 +393,7 @@ class CompiledModel(abc.ABC):
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Replace weights and state (names and shapes must match the graph); optimiser slots are kept."""
-        from ..runtime.weights import check_weights
+        from ..semantics.weights import check_weights
 
         check_weights(self.graph, weights)
         state_keys = {k for k, _, _ in self.graph.state_specs()}
@@ -496,12 +504,12 @@ class CompiledModel(abc.ABC):
 
     def save(self, path: str) -> None:
         """Write the weights and state to a safetensors file."""
-        from ..runtime.weights import save_weights
+        from ..semantics.weights import save_weights
 
         save_weights(path, self.get_weights(), self.graph)
 
     def load(self, path: str) -> None:
         """Read weights and state from a safetensors file; names and shapes must match the spec."""
-        from ..runtime.weights import load_weights
+        from ..semantics.weights import load_weights
 
         self.set_weights(load_weights(path, self.graph))

@@ -1,6 +1,6 @@
 """``nnspec evaluate SPEC --weights FILE``: loss and accuracy of saved weights on the spec's test split.
 
-The weights and the data are checked as they are read (see :mod:`nnspec.runtime.weights` and
+The weights and the data are checked as they are read (see :mod:`nnspec.semantics.weights` and
 :mod:`nnspec.data`). With ``--json`` a non-finite loss is written as ``null``: the output is always valid JSON.
 """
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Compile with the given weights and evaluate on the test split."""
     from ..backends import get_backend
     from ..data import load_dataset
-    from ..runtime.weights import load_weights
+    from ..semantics.weights import load_weights
 
     graph = load_graph(args)
     weights = load_weights(args.weights, graph)

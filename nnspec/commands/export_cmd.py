@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the spec and weights, write the file, and say what was written."""
     from .. import load
     from ..compiler.init import initial_weights
-    from ..runtime.weights import load_weights
+    from ..semantics.weights import load_weights
 
     fmt = output_format(args.out, args.to)
     if fmt == "onnx":

@@ -82,7 +82,7 @@ def write_output(path: str, outputs: np.ndarray, shown_as: str | None = None) ->
 def run(args: argparse.Namespace) -> int:
     """Check the output path and the input, compile with the weights, predict, and print (or save) the outputs."""
     from ..backends import get_backend
-    from ..runtime.weights import load_weights
+    from ..semantics.weights import load_weights
 
     graph = load_graph(args)
     target = None

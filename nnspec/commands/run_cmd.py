@@ -125,7 +125,7 @@ def _start_cluster(cluster: Any, backend_name: str) -> None:
     from ..backends import backend_class
     from ..runtime.distributed import start
 
-    start(cluster, backend_class(backend_name).engine if cluster.multi else backend_name)
+    start(cluster, backend_class(backend_name))
 
 
 def _train_elsewhere(args: argparse.Namespace, graph: Any, dataset: Any, backend: Any, resume: Any) -> int:
@@ -227,7 +227,7 @@ def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
 
 def _remove_results(folder: Path) -> None:
     """Remove the results of an earlier completion (a complete run resumed for more epochs): they would be stale."""
-    from ..runtime.rundir import RUN_FILES
+    from ..runtime.run_status import RUN_FILES
 
     for name in RUN_FILES:
         if name not in ("spec.yaml", "metrics.csv"):

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     one did not, 130 / 143 when a signal stopped the sweep."""
     from ..errors import NnspecError
     from ..outputs import check_output_folder
-    from ..runtime.atomic import atomic_write, json_text
+    from ..runtime.atomic import atomic_write
+    from ..strict_json import json_text
     from ..tables import print_tables
     from ..tools.sweep_record import RECORD_FILE, check_same_sweep, read_record, spec_fingerprint
     from ..tools.sweep_results import PLOT_FILE, RESULTS_CSV, RESULTS_MD, results_table, write_results

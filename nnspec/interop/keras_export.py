@@ -20,7 +20,7 @@ from ..compiler.ir import Graph
 from ..compiler.training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from ..errors import NnspecError
 from ..outputs import check_output_file
-from ..runtime.weights import check_weights
+from ..semantics.weights import check_weights
 
 
 class KerasExportError(NnspecError, ValueError):

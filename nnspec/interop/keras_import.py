@@ -33,7 +33,7 @@ from ..compiler.ir import INPUT, Graph, Shape
 from ..compiler.shapes import MERGE_OPS, ShapeProblem, make_graph, make_node
 from ..compiler.versions import version_needed
 from ..outputs import check_output_file
-from ..runtime.weights import expected_shapes, weight_differences
+from ..semantics.weights import expected_shapes, weight_differences
 from .errors import KerasImportError, short
 from .keras_config import (
     MAX_WEIGHTS_BYTES,
@@ -537,7 +537,7 @@ def write_spec(imported: ImportedModel, path: str, weights_path: str | None = No
 
     Both are written to temporary files in their folders and renamed into place only when both are
     complete; on any failure the temporary files (and a file already renamed) are removed."""
-    from ..runtime.weights import save_weights
+    from ..semantics.weights import save_weights
 
     check_outputs(path, weights_path, imported.source)
     if weights_path is not None and imported.weights is None:

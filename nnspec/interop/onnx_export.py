@@ -28,7 +28,7 @@ import numpy as np
 
 from ..compiler.ir import Graph
 from ..outputs import check_output_file
-from ..runtime.weights import check_weights
+from ..semantics.weights import check_weights
 from .onnx_graph import GraphBuilder
 from .onnx_ops import OnnxExportError, convert
 

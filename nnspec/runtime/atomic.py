@@ -1,4 +1,4 @@
-"""Files that are whole or absent: atomic writes, and JSON without NaN or Infinity tokens.
+"""Files that are whole or absent: atomic writes.
 
 A file is written to a temporary name in its own folder, flushed and synced, then renamed over the
 target (``os.replace`` is atomic on POSIX and Windows); the folder is synced so that the rename itself
@@ -8,14 +8,10 @@ stray ``.tmp-*`` file that no reader looks at.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 #: Prefix of every temporary name nnspec writes; readers skip such names and cleaners remove them.
 TEMP_PREFIX = ".tmp-"
@@ -70,26 +66,3 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> P
         raise
     fsync_dir(target.parent)
     return target
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by ``None`` (JSON ``null``), recursively.
-
-    NumPy scalars and arrays become plain Python numbers and lists.
-    """
-    if isinstance(value, dict):
-        return {str(k): finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return finite_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def json_text(value: Any) -> str:
-    """Indented JSON text of ``value`` that strict parsers accept: non-finite numbers written as ``null``."""
-    return json.dumps(finite_json(value), indent=2, allow_nan=False, default=str) + "\n"

@@ -27,8 +27,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..semantics.training_state import TrainingState, from_tensors, to_tensors
-from .atomic import TEMP_PREFIX, fsync_dir, json_text
-from .weights import value_problems
+from ..semantics.weights import value_problems
+from ..strict_json import json_text
+from .atomic import TEMP_PREFIX, fsync_dir
 
 FOLDER = "checkpoints"
 STATE_FILE = "state.safetensors"

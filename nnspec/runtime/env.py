@@ -22,7 +22,7 @@ def environment(model: "CompiledModel", compile_seconds: float | None = None) ->
     """A JSON-ready description of where and how ``model`` runs."""
     import numpy as np
 
-    from .. import __version__
+    from ..version import __version__
 
     backend = model.backend
     return {

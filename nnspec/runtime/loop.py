@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .history import COLUMNS, concat_history, make_history
+from ..semantics.history import COLUMNS, concat_history, make_history
 from .progress import make_progress
 
 if TYPE_CHECKING:

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import NnspecError
-from .atomic import TEMP_PREFIX, atomic_write, json_text
+from ..strict_json import json_text
+from .atomic import TEMP_PREFIX, atomic_write
 
 STATUS_FILE = "run.json"
 LOCK_FILE = ".lock"
 COMPLETE = "complete"
+#: The files a finished run directory holds (contract; written by :mod:`nnspec.runtime.rundir`).
+RUN_FILES: tuple[str, ...] = ("spec.yaml", "metrics.csv", "test.json", "history.png", "weights.safetensors", "env.json")
 #: Files and folders that mark a folder as an nnspec run (``--overwrite`` clears only such folders).
 RUN_MARKERS: tuple[str, ...] = (STATUS_FILE, "spec.yaml", "metrics.csv", "checkpoints")
 
@@ -199,8 +202,6 @@ def read_status(path: str | os.PathLike) -> str:
     A run directory written before status records existed counts as complete when it holds every
     contract file; one marked ``running`` whose lock nobody holds was killed: ``interrupted``.
     """
-    from .rundir import RUN_FILES
-
     record: Mapping[str, Any] = read_record(path)
     status = str(record.get("status") or "")
     if not status:

@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import DataError
-from .atomic import atomic_write, atomic_write_with, json_text
+from ..semantics.weights import save_weights
+from ..strict_json import json_text
+from .atomic import atomic_write, atomic_write_with
 from .history import read_metrics, write_metrics
 from .plots import plot_history
+from .run_status import read_status
 from .specfile import dump_spec
-from .weights import save_weights
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..backends.base import CompiledModel
     from ..compiler.ir import Graph
-
-RUN_FILES: tuple[str, ...] = ("spec.yaml", "metrics.csv", "test.json", "history.png", "weights.safetensors", "env.json")
 
 
 def default_run_dir(
@@ -62,7 +62,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 def write_spec(directory: str | os.PathLike, graph: "Graph") -> Path:
     """Write the resolved ``spec.yaml`` of a run (data paths made absolute), atomically."""
-    from .. import __version__
+    from ..version import __version__
 
     graph = _absolute_data_path(graph)
     header = f"resolved by nnspec {__version__}" + (f" from {graph.source}" if graph.source else "")
@@ -150,6 +150,4 @@ def read_run(directory: str | os.PathLike) -> RunRecord:
             pass
     env = _read_json(d / "env.json") or {}
     backend = str(env.get("backend") or d.name.split("-")[0])
-    from .run_status import read_status
-
     return RunRecord(d, name, backend, history, _read_json(d / "test.json"), read_status(d))

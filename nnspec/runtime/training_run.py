@@ -190,11 +190,9 @@ def train_in_directory(
     test = model.evaluate(dataset.x_test, dataset.y_test)
     history = model.history
     env = dict(finish(history, test)) if finish else {}
-    if early is not None:
-        env["early_stopping"] = {
-            **early.to_json(),
-            "restored_best": bool(train.early_stopping.restore_best and hook.best_weights is not None),
-        }  # type: ignore[union-attr]
+    if early is not None and train.early_stopping is not None:
+        restored = bool(train.early_stopping.restore_best and hook.best_weights is not None)
+        env["early_stopping"] = {**early.to_json(), "restored_best": restored}
     _write_results(model, run, history, test, env)
     run.set_status(
         COMPLETE, epochs_done=0 if history is None else len(history), stopped_early=hook.stopped_early or None
@@ -210,8 +208,8 @@ def _write_results(
     env: Mapping[str, Any],
 ) -> None:
     """Write the run's files; on failure rescue the weights to a fallback file and raise :class:`OutputError`."""
+    from ..semantics.weights import save_weights
     from .rundir import write_run
-    from .weights import save_weights
 
     try:
         write_run(run.path, model, history, test, env)

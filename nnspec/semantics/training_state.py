@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..runtime.atomic import finite_json
+from ..strict_json import finite_json
+from .history import make_history
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,8 +76,6 @@ def from_tensors(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> T
         groups[group][key] = np.asarray(value)
     history = None
     if meta.get("history"):
-        from ..runtime.history import make_history
-
         history = make_history(
             [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in meta["history"]]
         )

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...compiler.ir import Graph
 from ..base import Backend, Capabilities
+from ..cluster import Cluster
 
 if TYPE_CHECKING:
     from .model import JaxModel
@@ -35,6 +36,13 @@ class JaxBackend(Backend):
             found = False
         return (True, "") if found else (False, "the 'jax' package is not installed (pip install 'nnspec[jax]')")
 
+    @classmethod
+    def start_processes(cls, cluster: Cluster) -> None:
+        """``jax.distributed.initialize`` for ``cluster`` (CPU collectives through gloo)."""
+        from .engine import start_processes
+
+        start_processes(cluster)
+
     def engine_version(self) -> str:
         """JAX's version."""
         import jax
@@ -43,34 +51,21 @@ class JaxBackend(Backend):
 
     def devices(self) -> list[str]:
         """``['cpu']``, plus ``'gpu'`` when JAX has a GPU backend with at least one device."""
-        import jax
+        from .engine import devices
 
-        found = ["cpu"]
-        try:
-            if jax.devices("gpu"):
-                found.append("gpu")
-        except RuntimeError:
-            pass
-        return found
+        return devices()
 
     def device_counts(self) -> dict[str, int]:
-        """This process's JAX devices of each kind (virtual CPU devices count: ``--xla_force_host_platform_device_count``)."""
-        import jax
+        """This process's JAX devices of each kind (virtual CPU devices count)."""
+        from .engine import device_counts
 
-        counts = {"cpu": len(jax.local_devices(backend="cpu"))}
-        try:
-            gpus = jax.local_devices(backend="gpu")
-        except RuntimeError:
-            gpus = []
-        if gpus:
-            counts["gpu"] = len(gpus)
-        return counts
+        return device_counts()
 
     def device_details(self) -> list[dict[str, Any]]:
         """JAX's GPUs with their names and memory."""
-        from ..accelerators import jax_gpus
+        from .engine import gpus
 
-        return jax_gpus()
+        return gpus()
 
     def capabilities(self) -> Capabilities:
         """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU;

@@ -52,6 +52,7 @@ from ...compiler.opset import SPATIAL_OPS
 from ...semantics.precision import training_slots
 from ...semantics.recipe import EngineSeam, TrainingRecipe
 from ..base import CompiledModel
+from .engine import mesh_devices
 from .layers import LOWERINGS
 from .ops import JaxOps
 
@@ -82,26 +83,6 @@ def fused_epoch(graph: Graph, device: str) -> bool:
     if device == "gpu":
         return True
     return not any(node.op in SPATIAL_OPS for node in graph.nodes)
-
-
-def mesh_devices(kind: str, local: int) -> list[Any]:
-    """The devices of a data-parallel mesh: the first ``local`` devices of ``kind`` of each process, by process.
-
-    Raises :class:`~nnspec.errors.BackendError` when a process has fewer.
-    """
-    import jax
-
-    from ...errors import BackendError
-
-    by_process: dict[int, list[Any]] = {}
-    for d in sorted(jax.devices(kind), key=lambda d: (d.process_index, d.id)):
-        by_process.setdefault(d.process_index, []).append(d)
-    short = {p: len(ds) for p, ds in by_process.items() if len(ds) < local}
-    if short:
-        raise BackendError(
-            f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have {min(short.values())}"
-        )
-    return [d for p in sorted(by_process) for d in by_process[p][:local]]
 
 
 def _signature(args: Any) -> tuple:

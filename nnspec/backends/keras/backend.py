@@ -8,9 +8,6 @@ neither Keras nor an engine; :meth:`KerasBackend.availability` finds out without
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -18,6 +15,8 @@ import numpy as np
 from ...compiler.ir import Graph
 from ...errors import BackendError
 from ..base import Backend, Capabilities, CompiledModel
+from ..cluster import Cluster
+from .engine import configured_engine
 
 #: Keras engines nnspec's Keras backend can train on (it needs the engine's own gradient).
 TRAINABLE_ENGINES: tuple[str, ...] = ("jax", "tensorflow")
@@ -26,24 +25,6 @@ FLOAT64_ON_JAX = "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (
 
 
 DATA_PARALLEL_ON_TF = "Keras 3's distribution API (keras.distribution) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
-
-
-def configured_engine() -> str:
-    """The engine Keras uses or will use here, found without importing Keras when it is not loaded yet."""
-    if "keras" in sys.modules:
-        try:
-            return sys.modules["keras"].backend.backend()
-        except Exception:  # a half-imported keras: fall through to the configuration
-            pass
-    env = os.environ.get("KERAS_BACKEND")
-    if env:
-        return env.strip().lower()
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    try:
-        with open(os.path.join(home, "keras.json"), encoding="utf-8") as fh:
-            return str(json.load(fh).get("backend", "tensorflow")).lower()
-    except (OSError, ValueError):
-        return "tensorflow"
 
 
 class KerasBackend(Backend):
@@ -65,6 +46,13 @@ class KerasBackend(Backend):
         if importlib.util.find_spec(engine) is None:
             return False, f"Keras is configured for '{engine}', which is not installed"
         return True, ""
+
+    @classmethod
+    def start_processes(cls, cluster: Cluster) -> None:
+        """``keras.distribution.initialize`` for ``cluster`` (Keras on JAX only)."""
+        from .engine import start_processes
+
+        start_processes(cluster)
 
     def engine_version(self) -> str:
         import keras
@@ -88,18 +76,22 @@ class KerasBackend(Backend):
     def device_counts(self) -> dict[str, int]:
         """The local devices of each kind of the engine Keras runs on."""
         if configured_engine() == "jax":
-            from ..jax.backend import JaxBackend
+            from ..jax.engine import device_counts
 
-            return JaxBackend().device_counts()
-        from ..tensorflow.backend import TensorFlowBackend
+            return device_counts()
+        from ..tensorflow.engine import device_counts as tensorflow_counts
 
-        return TensorFlowBackend().device_counts()
+        return tensorflow_counts()
 
     def device_details(self) -> list[dict[str, Any]]:
         """The GPUs of the engine Keras runs on."""
-        from ..accelerators import jax_gpus, tensorflow_gpus
+        if configured_engine() == "jax":
+            from ..jax.engine import gpus
 
-        return jax_gpus() if configured_engine() == "jax" else tensorflow_gpus()
+            return gpus()
+        from ..tensorflow.engine import gpus as tensorflow_gpus
+
+        return tensorflow_gpus()
 
     def capabilities(self) -> Capabilities:
         """The layers that have a Keras layer builder, every activation and optimiser; float64 only on TensorFlow."""

@@ -128,7 +128,7 @@ class KerasModel(CompiledModel):
                 )
                 stack.enter_context(jax.default_matmul_precision(precision))
             else:
-                from ..tensorflow.backend import tensor_float_32
+                from ..tensorflow.engine import tensor_float_32
 
                 stack.enter_context(tensor_float_32(self.precision.tf32))
             yield
@@ -150,7 +150,7 @@ class KerasModel(CompiledModel):
             )
         from keras import distribution
 
-        from ..jax.model import mesh_devices
+        from ..jax.engine import mesh_devices
 
         devices = mesh_devices("gpu" if self.device == "gpu" else "cpu", self.replicas // self.processes)
         return distribution.DataParallel(devices=[f"{d.platform}:{d.id}" for d in devices])

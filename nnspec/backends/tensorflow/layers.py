@@ -36,7 +36,7 @@ from ...semantics.activations import activate
 from ...semantics.dropout import keep_mask, scale
 from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
 from ...semantics.shared_lowerings import engine_registry
-from .backend import load_tensorflow
+from .engine import load_tensorflow
 from .ops import TensorFlowOps
 
 tf = load_tensorflow()

@@ -70,7 +70,7 @@ from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
 from ...semantics.precision import training_slots
 from ...semantics.recipe import EngineSeam, Guard, StepResult, TrainingRecipe
 from ..base import Backend, CompiledModel
-from .backend import load_tensorflow, replica_strategy, tensor_float_32
+from .engine import load_tensorflow, replica_strategy, tensor_float_32
 from .layers import LOWERINGS, compiled_keep_mask
 from .ops import CrossReplicaOps, TensorFlowOps, replica_context
 
@@ -218,7 +218,7 @@ class TensorFlowModel(CompiledModel):
     @contextlib.contextmanager
     def _device_scope(self) -> Iterator[None]:
         """The model's device (or its strategy's scope), with TensorFloat-32 on exactly when its precision
-        policy allows it (:func:`~nnspec.backends.tensorflow.backend.tensor_float_32`)."""
+        policy allows it (:func:`~nnspec.backends.tensorflow.engine.tensor_float_32`)."""
         with tensor_float_32(self.precision.tf32):
             with self.strategy.scope() if self.strategy is not None else tf.device(self.device_name):
                 yield

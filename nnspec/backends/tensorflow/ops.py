@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import load_tensorflow
+from .engine import load_tensorflow
 
 tf = load_tensorflow()
 

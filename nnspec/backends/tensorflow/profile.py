@@ -22,7 +22,7 @@ import numpy as np
 
 from ...compiler.ir import Node
 from ...runtime.profiling import LayerPrograms, layer_function, node_arrays
-from .backend import load_tensorflow
+from .engine import load_tensorflow
 from .layers import LOWERINGS
 from .model import TensorFlowModel
 

@@ -71,9 +71,9 @@ class TheanoBackend(Backend):
 
     def device_details(self) -> list[dict[str, Any]]:
         """The GPUs PyTensor's JAX linker runs on (JAX's), when this backend can use them."""
-        from ..accelerators import jax_gpus
+        from ..jax.engine import gpus
 
-        return jax_gpus() if "gpu" in self.devices() else []
+        return gpus() if "gpu" in self.devices() else []
 
     def description(self) -> str:
         """One line on the linkers and BLAS this backend uses here (for ``nnspec backends``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
+from . import fit_driver
 from .errors import BackendError, DataError, Diagnostic, NnspecError, SpecError, WeightsError
 from .version import __version__
 
@@ -43,6 +44,15 @@ def compile(
         weights = load_weights(weights, graph)
     return get_backend(backend).compile(graph, weights, device=device, dtype=dtype)
 
+
+def _fit(model: "CompiledModel", dataset: Any = None, *, epochs: int | None = None, progress: Any = None) -> Any:
+    """``CompiledModel.fit``'s loop: :func:`nnspec.runtime.loop.fit`, imported on first use."""
+    from .runtime.loop import fit
+
+    return fit(model, dataset, epochs=epochs, progress=progress)
+
+
+fit_driver.install(_fit)
 
 __all__ = [
     "BackendError",

@@ -25,7 +25,8 @@ import pytest
 import nnspec
 from nnspec.cli import main
 from nnspec.interop import KerasImportError
-from nnspec.interop.keras_import import import_keras, write_spec
+from nnspec.interop.keras_import import import_keras
+from nnspec.interop.keras_import_output import write_spec
 
 SPEC = """\
 nnspec: 1.1

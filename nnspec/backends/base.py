@@ -474,10 +474,14 @@ class CompiledModel(abc.ABC):
     def fit(
         self, dataset: "Dataset | None" = None, *, epochs: int | None = None, progress: Any = None
     ) -> "pd.DataFrame":
-        """Train for ``epochs`` (default ``train.epochs``); returns the per-epoch metrics DataFrame."""
-        from ..runtime.loop import fit
+        """Train for ``epochs`` (default ``train.epochs``); returns the per-epoch metrics DataFrame.
 
-        return fit(self, dataset, epochs=epochs, progress=progress)
+        The loop is :func:`nnspec.runtime.loop.fit`, run machinery above the engines, reached through
+        :mod:`nnspec.fit_driver` (the package facade installs it).
+        """
+        from .. import fit_driver
+
+        return fit_driver.fit(self, dataset, epochs=epochs, progress=progress)
 
     def evaluate(self, x: np.ndarray | None = None, y: np.ndarray | None = None) -> dict[str, float]:
         """``{'loss', 'accuracy'}`` on ``(x, y)``, or on the spec's test split when not given."""

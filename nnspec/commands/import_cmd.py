@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import, write the spec (and weights), print notes."""
-    from ..interop.keras_import import check_outputs, import_keras, write_spec
+    from ..interop.keras_import import import_keras
+    from ..interop.keras_import_output import check_outputs, write_spec
 
     check_outputs(args.output, args.weights_out, args.model)
     imported = import_keras(args.model)

@@ -2,9 +2,9 @@
 
 The file holds a functional model of standard Keras layers only (no Lambda, nothing of nnspec's), wired as
 the graph is (``Add``, ``Concatenate`` for merges; ``BatchNormalization`` holding its moving statistics):
-plain Keras loads it with ``keras.saving.load_model(path, safe_mode=True)``. ``dropout`` becomes ``keras.layers.Dropout``: inference
-is the identity either way, but training the exported model in Keras draws Keras's own masks, not
-nnspec's. The model is compiled with the spec's optimiser, schedule, weight decay and loss, so that
+plain Keras loads it with ``keras.saving.load_model(path, safe_mode=True)``. ``dropout`` becomes
+``keras.layers.Dropout``: inference is the identity either way, but training the exported model in Keras
+draws Keras's own masks, not nnspec's. The model is compiled with the spec's optimiser, schedule, weight decay and loss, so that
 ``model.fit`` in Keras trains it with the same settings.
 """
 
@@ -96,7 +96,8 @@ def keras_optimizer(graph: Graph) -> Any:
 
 
 def keras_loss(graph: Graph) -> tuple[Any, list[str]]:
-    """The Keras loss and metrics of the spec: sparse cross-entropy (from logits when there is no final softmax) or MSE."""
+    """The Keras loss and metrics of the spec: sparse cross-entropy (from logits when there is no final softmax)
+    or MSE."""
     import keras
 
     if graph.train.loss == "cross_entropy":

@@ -23,8 +23,8 @@ loss and the update, and pays one dispatch per layer and direction where a step 
 
 The engine's part lives in ``nnspec/backends/<engine>/profile.py``, with two functions:
 ``layer_programs(model, node, inputs, cotangent) -> LayerPrograms`` and
-``dispatch_programs(model) -> LayerPrograms``. This module chooses the inputs, runs the clock and draws
-the table and the chart.
+``dispatch_programs(model) -> LayerPrograms`` (the contract: :mod:`nnspec.backends.profiling`). This module
+chooses the inputs, runs the clock and draws the table and the chart.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends.profiling import LayerPrograms
 from ..compiler.ir import Graph, Node
 from ..errors import BackendError, NnspecError
 
@@ -46,14 +47,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..backends.base import CompiledModel
-
-
-@dataclass(frozen=True)
-class LayerPrograms:
-    """One layer's two compiled programs on one engine; each call runs its program once and waits for it."""
-
-    forward: Callable[[], object]
-    backward: Callable[[], object]
 
 
 @dataclass
@@ -131,27 +124,6 @@ def output_cotangent(graph: Graph, node: Node, batch: int, dtype: str) -> np.nda
     """A random cotangent in [0, 1) of ``node``'s output shape: the backward differentiates ``sum(cotangent * output)``."""
     rng = np.random.default_rng([int(graph.train.seed), node.index, 1])
     return rng.random((batch, *node.output_shape)).astype(dtype)
-
-
-def node_arrays(model: CompiledModel, node: Node) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(params, state)``: host copies of ``node``'s trainable arrays and state as ``model`` holds them now."""
-    params, state = model.read_arrays("params"), model.read_arrays("state")
-    return {node.key(p.name): params[node.key(p.name)] for p in node.params}, {
-        node.key(s.name): state[node.key(s.name)] for s in node.state
-    }
-
-
-def layer_function(model: CompiledModel, node: Node, registry: Any) -> Callable[..., tuple[Any, dict[str, Any]]]:
-    """``f(xs, params, state, step) -> (output, new_state)``: ``node`` alone in training mode, through the engine's
-    lowering of it in ``registry`` (what JAX and TensorFlow differentiate for the backward)."""
-    recipe = model.recipe  # type: ignore[attr-defined]
-
-    def run(xs: list[Any], params: dict[str, Any], state: dict[str, Any], step: Any) -> tuple[Any, dict[str, Any]]:
-        ctx = recipe.context(params, state, training=True, step=step)
-        out = registry.lower(ctx, node, list(xs))
-        return out, dict(ctx.new_state)
-
-    return run
 
 
 def step_batch(graph: Graph, batch: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:

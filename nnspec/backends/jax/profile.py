@@ -1,4 +1,4 @@
-"""One layer's forward and backward programs on JAX, for ``nnspec profile`` (:mod:`nnspec.runtime.profiling`).
+"""One layer's forward and backward programs on JAX, for ``nnspec profile`` (:mod:`nnspec.backends.profiling`).
 
 The forward is the layer's lowering (training mode) jitted and compiled ahead of time. The backward is
 the function ``jax.vjp`` returns, evaluated once on the device so that it holds the forward's residuals,
@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from ...compiler.ir import Node
-from ...runtime.profiling import LayerPrograms, layer_function, node_arrays
+from ..profiling import LayerPrograms, layer_function, node_arrays
 from .layers import LOWERINGS
 from .model import JaxModel
 

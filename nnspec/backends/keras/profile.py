@@ -1,4 +1,4 @@
-"""One layer's forward and backward programs on Keras 3, for ``nnspec profile`` (:mod:`nnspec.runtime.profiling`).
+"""One layer's forward and backward programs on Keras 3, for ``nnspec profile`` (:mod:`nnspec.backends.profiling`).
 
 The layer is the model's own Keras layer, called statelessly (``layer.stateless_call``, training mode)
 with the layer's weights, its moving statistics and, for nnspec's dropout, the step as its counter, as
@@ -20,7 +20,7 @@ from keras import ops as K
 
 from ...compiler.ir import Node
 from ...compiler.opset import MERGE_OPS
-from ...runtime.profiling import LayerPrograms, node_arrays
+from ..profiling import LayerPrograms, node_arrays
 from .layers import COUNTER
 from .model import KerasModel
 

@@ -1,4 +1,4 @@
-"""One layer's forward and backward programs on TensorFlow, for ``nnspec profile`` (:mod:`nnspec.runtime.profiling`).
+"""One layer's forward and backward programs on TensorFlow, for ``nnspec profile`` (:mod:`nnspec.backends.profiling`).
 
 The forward is the layer's lowering (training mode) in a ``tf.function``, compiled with XLA when the
 model's execution plan compiles training with it. The backward is what TensorFlow runs for the gradient
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ...compiler.ir import Node
-from ...runtime.profiling import LayerPrograms, layer_function, node_arrays
+from ..profiling import LayerPrograms, layer_function, node_arrays
 from .engine import load_tensorflow
 from .layers import LOWERINGS
 from .model import TensorFlowModel

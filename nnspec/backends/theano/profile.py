@@ -1,4 +1,4 @@
-"""One layer's forward and backward programs on PyTensor, for ``nnspec profile`` (:mod:`nnspec.runtime.profiling`).
+"""One layer's forward and backward programs on PyTensor, for ``nnspec profile`` (:mod:`nnspec.backends.profiling`).
 
 Inputs, weights, state, the step and the output cotangent are shared variables of static shape (as the
 model's arrays are), so each program is a compiled function without arguments, in the model's linker
@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 
 from ...compiler.ir import Node
-from ...runtime.profiling import LayerPrograms, node_arrays
+from ..profiling import LayerPrograms, node_arrays
 from .model import TheanoModel
 
 

@@ -1,52 +1,27 @@
-"""Reading a Keras 3 model description: the ``.keras`` archive's ``config.json`` (or a bare config JSON), and
-its layers as a graph: who reads whom, from the one input to the one output, in a topological order.
+"""A Keras 3 model config as a graph of Keras layers: who reads whom, from the one input to the one output,
+in a topological order (:func:`model_network`). The config comes from :mod:`.keras_archive`, already read
+within its limits; mapping each layer to nnspec's is :mod:`.keras_mapping`'s.
 
 No Keras, and no code from the file, is loaded. A Sequential model is a chain; a functional model may
 branch and merge (``Add``, ``Concatenate``). What nnspec cannot express is refused with a clear
 :class:`KerasImportError`: several inputs or outputs, a layer called more than once (shared), a layer of
 several outputs, tensors passed as keyword arguments, layers off the path from the input to the output,
-references to undefined layers, and cycles (a malformed config, named as ``a -> b -> a``).
-
-The file itself is distrusted: only regular files are opened; an archive's members are checked against
-size caps by the size they declare before anything is decompressed, and read in bounded chunks
-(``config.json``: 16 MiB, ``$NNSPEC_MAX_KERAS_CONFIG_BYTES``; every other member, and all of them
-together: 2 GiB, ``$NNSPEC_MAX_KERAS_WEIGHTS_BYTES``); JSON nested deeper than :data:`MAX_DEPTH` and
-values of the wrong type are errors naming their place in the config (``config.layers[3].config.units``).
+references to undefined layers, and cycles (a malformed config, named as ``a -> b -> a``). Values of the
+wrong type are errors naming their place in the config (``config.layers[3].config.units``).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
-import os
-import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from .errors import KerasImportError, describe, short
 
-#: Default cap on the size config.json declares (a model description, not weights).
-MAX_CONFIG_BYTES = 16 << 20
-#: Default cap on the size any other member declares, and on all members together.
-MAX_WEIGHTS_BYTES = 2 << 30
-CONFIG_BYTES_ENV = "NNSPEC_MAX_KERAS_CONFIG_BYTES"
-WEIGHTS_BYTES_ENV = "NNSPEC_MAX_KERAS_WEIGHTS_BYTES"
-#: Members an archive may hold (a Keras file has three or four).
-MAX_MEMBERS = 1000
-#: Deepest nesting of lists and objects accepted in a model config (Keras writes fewer than 15 levels).
-MAX_DEPTH = 100
-#: Most digits of an integer in a model config (Python refuses more than 4,300; no config needs more than a few).
-MAX_INT_DIGITS = 40
 #: Largest size of an axis (nnspec's integers are int32).
 MAX_DIM = 2**31 - 1
-#: The member that holds a Keras 3 model's weights.
-WEIGHTS_MEMBER = "model.weights.h5"
-CONFIG_MEMBER = "config.json"
 #: How the layers of a Sequential model without an ``InputLayer`` refer to the model input.
 SEQUENTIAL_INPUT = "<sequential input>"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,232 +58,6 @@ class KerasNetwork:
     layers: tuple[KerasLayer, ...]
     output: str
     compile_config: dict[str, Any] | None
-
-
-def byte_cap(env: str, default: int) -> int:
-    """A size cap: ``$env`` when it is a positive integer of bytes, else ``default``."""
-    value = os.environ.get(env, "").strip()
-    if value.isdigit() and len(value) <= 20 and int(value) > 0:
-        return int(value)
-    return default
-
-
-def _human(n: int) -> str:
-    from ..data.safety import human_bytes
-
-    return human_bytes(n)
-
-
-def _over_cap(path: str, member: str, size: int, cap: int, env: str) -> KerasImportError:
-    return KerasImportError(
-        f"the member {member} declares {_human(size)} ({size} bytes) uncompressed, over the limit of {_human(cap)}; set ${env} to a larger number of bytes if the file is genuine",
-        file=path,
-    )
-
-
-def check_members(archive: zipfile.ZipFile, path: str) -> None:
-    """Refuse an archive whose members declare more than the caps allow, before any is decompressed."""
-    infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise KerasImportError(
-            f"the archive holds {len(infos)} members; a Keras model file holds a handful (limit {MAX_MEMBERS})",
-            file=path,
-        )
-    config_cap, weights_cap = (
-        byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES),
-        byte_cap(WEIGHTS_BYTES_ENV, MAX_WEIGHTS_BYTES),
-    )
-    total = 0
-    for info in infos:
-        if info.filename == CONFIG_MEMBER and info.file_size > config_cap:
-            raise _over_cap(path, info.filename, info.file_size, config_cap, CONFIG_BYTES_ENV)
-        if info.file_size > weights_cap:
-            raise _over_cap(path, info.filename, info.file_size, weights_cap, WEIGHTS_BYTES_ENV)
-        total += info.file_size
-    if total > weights_cap:
-        raise KerasImportError(
-            f"the archive's members declare {_human(total)} uncompressed together, over the limit of {_human(weights_cap)}; "
-            f"set ${WEIGHTS_BYTES_ENV} to a larger number of bytes if the file is genuine",
-            file=path,
-        )
-
-
-def copy_member(archive: zipfile.ZipFile, member: str, out: BinaryIO, cap: int, path: str) -> int:
-    """Decompress ``member`` into ``out`` in bounded chunks, refusing more than ``cap`` bytes; returns the size.
-
-    A damaged member (bad CRC, truncated data, unsupported compression) is an error naming it."""
-    written = 0
-    try:
-        with archive.open(member) as src:
-            while True:
-                chunk = src.read(min(_CHUNK, cap + 1 - written))
-                if not chunk:
-                    return written
-                written += len(chunk)
-                if written > cap:
-                    raise KerasImportError(f"the member {member} inflates to more than {_human(cap)}", file=path)
-                out.write(chunk)
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        NotImplementedError,
-        RuntimeError,
-        ValueError,
-        OSError,
-        struct.error,
-    ) as exc:
-        raise KerasImportError(
-            f"the member {member} is damaged or unreadable ({type(exc).__name__}: {exc})", file=path
-        ) from None
-
-
-def _read_member(archive: zipfile.ZipFile, member: str, cap: int, path: str) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    copy_member(archive, member, buffer, cap, path)
-    return buffer.getvalue()
-
-
-def open_archive(path: str) -> zipfile.ZipFile:
-    """The ``.keras`` archive at ``path``, its members checked against the caps (the caller closes it)."""
-    from ..data.safety import open_regular
-
-    handle = open_regular(path, "file", KerasImportError)
-    try:
-        archive = zipfile.ZipFile(handle)
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        ValueError,
-        OSError,
-        NotImplementedError,
-        struct.error,
-        IndexError,
-    ) as exc:
-        handle.close()
-        raise KerasImportError(
-            f"a damaged or truncated zip archive, not a readable .keras file ({exc})", file=path
-        ) from None
-    try:
-        check_members(archive, path)
-    except BaseException:
-        archive.close()
-        handle.close()
-        raise
-    return archive
-
-
-def read_config(path: str) -> tuple[dict[str, Any], bool]:
-    """The model config of a ``.keras`` archive or a config ``.json`` file, and whether it came with weights."""
-    from ..data.safety import open_regular
-
-    config_cap = byte_cap(CONFIG_BYTES_ENV, MAX_CONFIG_BYTES)
-    with open_regular(path, "file", KerasImportError) as fh:
-        head = fh.read(4)
-        size = os.fstat(fh.fileno()).st_size
-        fh.seek(0)
-        is_zip = head.startswith(b"PK") and zipfile.is_zipfile(fh)
-        if not is_zip and head.startswith(b"PK\x03\x04"):
-            raise KerasImportError(
-                "a damaged or truncated zip archive (no central directory), not a readable .keras file", file=path
-            )
-        if not is_zip:
-            if head.startswith(b"\x89HDF"):
-                raise KerasImportError(
-                    "a legacy HDF5 (Keras 2) model file; load it in Keras and save it as .keras, then import that",
-                    file=path,
-                )
-            if size > config_cap:
-                raise KerasImportError(
-                    f"{_human(size)}, larger than {_human(config_cap)}; expected a model config JSON (set ${CONFIG_BYTES_ENV} to allow more)",
-                    file=path,
-                )
-            text = fh.read(config_cap + 1)
-            has_weights = False
-    if is_zip:
-        with open_archive(path) as archive:
-            names = set(archive.namelist())
-            if CONFIG_MEMBER not in names:
-                raise KerasImportError(f"a zip file without {CONFIG_MEMBER} is not a Keras 3 .keras archive", file=path)
-            if WEIGHTS_MEMBER not in names and any(n.startswith("model.weights") for n in names):
-                raise KerasImportError(
-                    f"the weights are not in {WEIGHTS_MEMBER}; save the model with Keras 3's default .keras format",
-                    file=path,
-                )
-            text = _read_member(archive, CONFIG_MEMBER, config_cap, path)
-            has_weights = WEIGHTS_MEMBER in names
-    where = CONFIG_MEMBER if is_zip else None
-    config = parse_config(text, path, where)
-    return config, has_weights
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(
-            f"an integer of {len(text.lstrip('-'))} digits ({text[:20]}...); no model config value needs more than {MAX_INT_DIGITS}"
-        )
-    return int(text)
-
-
-def parse_config(text: bytes, path: str, member: str | None = None) -> dict[str, Any]:
-    """The JSON object of a model config (``member`` names the archive member it came from)."""
-    what = f"{member} is" if member else "the file is"
-    try:
-        config = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
-    except RecursionError:
-        raise KerasImportError(
-            f"{what} JSON nested too deeply to read; a model config nests fewer than {MAX_DEPTH} levels", file=path
-        ) from None
-    except UnicodeDecodeError:
-        what = (
-            f"{member} is not UTF-8 text"
-            if member
-            else "the file is neither a .keras (zip) archive nor a JSON model config (it is not UTF-8 text)"
-        )
-        raise KerasImportError(what, file=path) from None
-    except ValueError as exc:
-        if member is None and isinstance(exc, json.JSONDecodeError) and text.lstrip()[:1] not in (b"{", b"["):
-            raise KerasImportError(
-                "the file is neither a .keras (zip) archive nor a JSON model config", file=path
-            ) from None
-        raise KerasImportError(
-            f"{what} not a JSON model config ({type(exc).__name__}: {short(str(exc), 160)})", file=path
-        ) from None
-    deep = _too_deep(config)
-    if deep is not None:
-        raise KerasImportError(
-            f"JSON nested more than {MAX_DEPTH} levels deep; a model config nests far fewer", where=deep, file=path
-        )
-    if not isinstance(config, dict):
-        raise KerasImportError(
-            f"{what} JSON holding {describe(config)}, not a Keras model config (an object with 'class_name' and 'config')",
-            file=path,
-        )
-    for key in ("class_name", "config"):
-        if key not in config:
-            raise KerasImportError(f"not a Keras model config: the top-level object has no '{key}'", file=path)
-    return config
-
-
-def _too_deep(value: Any) -> str | None:
-    """The config path of a value nested more than :data:`MAX_DEPTH` levels deep; None when there is none."""
-    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
-    while stack:
-        item, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return (where if len(where) <= 120 else where[:100] + "...") or "(top level)"
-        if isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
-    return None
 
 
 def model_network(config: dict[str, Any]) -> KerasNetwork:
@@ -389,7 +138,8 @@ def _example_shape(batch_shape: Any, what: str, where: str) -> tuple[int, ...]:
     for i, d in enumerate(dims, start=1):
         if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= MAX_DIM:
             raise KerasImportError(
-                f"{what}: every axis of the input shape but the batch axis must be a positive int of at most {MAX_DIM:,}; got {describe(d)}",
+                f"{what}: every axis of the input shape but the batch axis must be a positive int of at most "
+                f"{MAX_DIM:,}; got {describe(d)}",
                 where=f"{where}[{i}]",
             )
     if not dims:
@@ -434,7 +184,8 @@ def _sequential(body: dict[str, Any], top: dict[str, Any]) -> tuple[str, tuple[i
         build, where = cfg.get(key), layers[0].at(key)
     if build is None:
         raise KerasImportError(
-            "the Sequential model has no input shape (no InputLayer and it was never built); add keras.Input(shape=...) first"
+            "the Sequential model has no input shape (no InputLayer and it was never built); add "
+            "keras.Input(shape=...) first"
         )
     return (
         SEQUENTIAL_INPUT,
@@ -468,7 +219,8 @@ def _tensor_ref(arg: Any, label: str, where: str) -> str | None:
         raise KerasImportError(f"{label}: a malformed tensor reference {short(arg, 120)}", where=where)
     if history[1] != 0:
         raise KerasImportError(
-            f"{label} reads call {short(history[1])} of layer '{history[0]}', a shared layer; nnspec layers are each called once",
+            f"{label} reads call {short(history[1])} of layer '{history[0]}', a shared layer; nnspec layers are each "
+            "called once",
             where=where,
         )
     if history[2] != 0:
@@ -661,7 +413,8 @@ def _topological(layers: dict[str, KerasLayer], first: str, last: str) -> list[K
     if len(order) != len(layers):
         cycle = _a_cycle(layers, {n for n, count in waiting.items() if count > 0}, position)
         raise KerasImportError(
-            f"the functional model's layers form a cycle: {' -> '.join(repr(n) for n in cycle)} (each reads the one before it; a malformed config)",
+            f"the functional model's layers form a cycle: {' -> '.join(repr(n) for n in cycle)} (each reads the one "
+            "before it; a malformed config)",
             where=layers[cycle[0]].path,
         )
     return order
@@ -684,40 +437,3 @@ def _a_cycle(layers: dict[str, KerasLayer], stuck: set[str], position: dict[str,
     start = cycle.index(min(cycle, key=position.__getitem__))
     cycle = cycle[start:] + cycle[:start]
     return [*cycle, cycle[0]]
-
-
-def _snake_case(name: str) -> str:
-    """Keras's ``naming.to_snake_case``: the group name a saved layer gets from its class name."""
-    import re
-
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def saved_layer_groups(config: dict[str, Any]) -> dict[str, str]:
-    """``{'layers/dense_1': keras layer name}``: where Keras 3 saves each layer's variables in ``model.weights.h5``.
-
-    Keras names a layer's group after its class (``Dense`` -> ``dense``, then ``dense_1``, ...) in the
-    order of ``model.layers`` (a Sequential model's input layer left out). Used to name weights in messages
-    and check them before Keras reads the file; a layer it misses is still checked once Keras has loaded it."""
-    body = config.get("config")
-    entries = body.get("layers") if isinstance(body, dict) else None
-    groups: dict[str, str] = {}
-    used: dict[str, int] = {}
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
-            continue
-        if config.get("class_name") == "Sequential" and entry["class_name"] == "InputLayer":
-            continue
-        group = _snake_case(entry["class_name"])
-        if group in used:
-            used[group] += 1
-            group = f"{group}_{used[group]}"
-        else:
-            used[group] = 0
-        cfg = entry.get("config")
-        name = entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
-        if isinstance(name, str):
-            groups[f"layers/{group}"] = name
-    return groups

@@ -218,7 +218,7 @@ def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol
             tolerance = tol.trajectory * KINK_FACTOR
         before = ref_w
         loss = float(model.train_step(np.asarray(bx, dtype=model.dtype), by))
-        loss_abs, loss_rel = errors(np.asarray(loss), np.asarray(ref_loss))
+        _, loss_rel = errors(np.asarray(loss), np.asarray(ref_loss))
         got = model.get_weights()
         w_abs, w_rel = weights_distance(got, ref_w)
         state_keys = [key for key, _, _ in graph.state_specs()]

@@ -34,14 +34,9 @@ class Tolerances:
         return Tolerances(self.forward * factor, self.gradients * factor, self.trajectory * factor)
 
 
-#: Defaults per precision (``train.precision``; a float64 model is ``float64``). float32 gradients sum
-#: over the batch and every output position, so their rounding grows faster than the forward's; a
-#: trajectory of K optimiser steps compounds both. The reduced precisions round each product's inputs:
-#: TF32 and float16 keep 10 mantissa bits (unit roundoff 4.9e-4), bfloat16 7 (3.9e-3). Measured on
-#: specs/digits_resnet.yaml (CPU, JAX, TensorFlow and Keras alike): mixed_float16 forward 1.2e-3,
-#: gradients 4.3e-2 (the first convolution's, through five ReLU layers), trajectory weights 1.0e-2;
-#: mixed_bfloat16 forward 1.4e-2, gradients 1.3e-1, trajectory 1e-2. The tolerances sit 2 to 8 times above,
-#: far below the errors of a wrong lowering (of order 1).
+#: Defaults per precision (``train.precision``; a float64 model is ``float64``): a few times the errors measured
+#: on specs/digits_resnet.yaml, far below those of a wrong lowering (docs/benchmarks.md, "Measurements behind
+#: design choices").
 DEFAULT_TOLERANCES: Mapping[str, Tolerances] = {
     "float64": Tolerances(forward=1e-10, gradients=1e-9, trajectory=1e-8),
     "float32": Tolerances(forward=1e-5, gradients=1e-4, trajectory=1e-4),

@@ -50,9 +50,9 @@ from .schema import (
     TRAIN_FIELDS,
     read_version,
 )
-from .versions import additions
 from .training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from .values import MAX_INT, Field, Invalid, read_identifier
+from .versions import additions
 
 #: The dialect the schema declares.
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -390,8 +390,8 @@ def _list_form(reader: Reader) -> tuple[Schema, YSeq] | None:
 
 
 def build_schema() -> Schema:
-    """Generate the JSON Schema of a spec file from the front end's tables (about half a second of
-    probing); raises :class:`SchemaGap` when a table holds something it cannot describe."""
+    """Generate the JSON Schema of a spec file from the front end's tables, by probing (timing: docs/benchmarks.md);
+    raises :class:`SchemaGap` when a table holds something it cannot describe."""
     layer_defs = {f"layer.{name}": _layer_type(op) for name, op in OPS.items()}
     top = _section(TOP_FIELDS, "spec", "", {"input": _input, "layers": _layers, "train": _train, "data": _data})
     # Requirements a spec without `extends` must meet alone (with it, its base may provide them).
@@ -432,6 +432,7 @@ def _doc(section: str, key: str, field: Field | None = None, op: OpDef | None = 
         raise SchemaGap(f"no description of {section} key {key!r}: give its Field a doc, or add one to FIELD_DOCS")
     return text
 
+
 def _words(items: Iterable[str], last: str = "and") -> str:
     """``a, b and c`` (or ``a, b or c``)."""
     items = list(items)
@@ -453,7 +454,6 @@ def _version_doc() -> str:
         news += [f"the keys {_words(added.keys)}"] if added.keys else []
         parts.append(f"{added.version} added {_words(news) if news else 'nothing to the vocabulary'}.")
     return " ".join(parts)
-
 
 
 def _name_doc(what: str, name: str) -> str:

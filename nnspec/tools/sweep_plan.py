@@ -192,8 +192,3 @@ def plan_runs(
 def default_out(spec: str | Path) -> Path:
     """``sweeps/<spec file stem>``: the same for every start of one sweep, so that a restart finds it."""
     return Path("sweeps") / _safe(Path(spec).stem)
-
-
-def all_combinations(axes: Sequence[GridAxis]) -> int:
-    """How many combinations the full grid has."""
-    return math.prod(len(a.values) for a in axes)

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(
-            f"nnspec {args.command}: internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it, with the traceback that `nnspec --debug ...` (or NNSPEC_DEBUG=1) prints",
+            f"nnspec {args.command}: internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it, with "
+            "the traceback that `nnspec --debug ...` (or NNSPEC_DEBUG=1) prints",
             file=sys.stderr,
         )
         return EXIT_ERROR

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     what = f" and {args.weights_out}" if args.weights_out else ""
     print(
-        f"wrote {args.output}{what}: spec '{imported.graph.name}', {len(imported.graph.nodes)} layers, {imported.graph.num_params} parameters"
+        f"wrote {args.output}{what}: spec '{imported.graph.name}', {len(imported.graph.nodes)} layers, "
+        f"{imported.graph.num_params} parameters"
     )
     if imported.weights is not None and not args.weights_out:
         print(f"hint: add --weights-out {os.path.splitext(args.output)[0]}.safetensors to keep the model's weights")

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Read and check an .npy file of examples; returns ``(N, *input_shape)``. Problems are DataErrors naming the path."""
+    """Read and check an .npy file of examples; returns ``(N, *input_shape)``. Problems are DataErrors naming the
+    path."""
     from ..data.arrays import read_npy
     from ..data.safety import check_features, shown
 
@@ -59,7 +60,8 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
         x = x[..., None]
     if x.shape[1:] != want:
         raise DataError(
-            f"{shown(path)}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape is {list(want)}; expected an array of shape [N, {', '.join(map(str, want))}]"
+            f"{shown(path)}: examples have shape {list(x.shape[1:])} (array {list(x.shape)}), the spec's input.shape "
+            f"is {list(want)}; expected an array of shape [N, {', '.join(map(str, want))}]"
         )
     return x
 

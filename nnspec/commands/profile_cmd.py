@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-b",
         default=None,
         metavar="B1,B2",
-        help="backends to profile, comma-separated (default: every built-in one; those not installed are skipped with a note)",
+        help="backends to profile, comma-separated (default: every built-in one; those not installed are skipped "
+        "with a note)",
     )
     add(
         "--repeats",

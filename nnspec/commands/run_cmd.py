@@ -213,7 +213,8 @@ def _resume(args: argparse.Namespace, cluster: Any = None) -> int:
             early_state = saved.get("early_stopping")
             if not args.quiet:
                 print(
-                    f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} epochs, saved by {saved.get('backend')})",
+                    f"nnspec run: resuming {folder} from {checkpoint.path.name} ({done} of {graph.train.epochs} "
+                    f"epochs, saved by {saved.get('backend')})",
                     file=sys.stderr,
                 )
         elif not args.quiet:
@@ -252,7 +253,8 @@ def _train(
     if not args.quiet:
         print(
             f"nnspec run: {graph.name} on {backend.name} ({model.device}, {model.dtype}): "
-            f"{len(dataset.x_train)} train / {len(dataset.x_val)} validation / {len(dataset.x_test)} test examples -> {run_dir.path}",
+            f"{len(dataset.x_train)} train / {len(dataset.x_val)} validation / {len(dataset.x_test)} test examples -> "
+            f"{run_dir.path}",
             file=sys.stderr,
         )
 
@@ -284,13 +286,15 @@ def _train(
     if outcome.status != "complete":
         done = 0 if outcome.history is None else len(outcome.history)
         print(
-            f"nnspec run: {outcome.signal_name or 'stopped'} after epoch {done}/{graph.train.epochs}; state saved; resume with: nnspec run --resume {run_dir.path}",
+            f"nnspec run: {outcome.signal_name or 'stopped'} after epoch {done}/{graph.train.epochs}; state saved; "
+            f"resume with: nnspec run --resume {run_dir.path}",
             file=sys.stderr,
         )
         return outcome.exit_code
     if outcome.stopped_early and not args.quiet:
         print(
-            f"nnspec run: early stopping after epoch {outcome.stopped_early} ({graph.train.early_stopping.monitor} did not improve)",
+            f"nnspec run: early stopping after epoch {outcome.stopped_early} ({graph.train.early_stopping.monitor} "
+            "did not improve)",
             file=sys.stderr,
         )
     print(f"run directory: {run_dir.path}")

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the summary table and the memory line (warnings to stderr); a spec error propagates to the CLI, which prints it and exits 2."""
+    """Print the summary table and the memory line (warnings to stderr); a spec error propagates to the CLI, which
+    prints it and exits 2."""
     graph, diagnostics = diagnose(args.spec, args.overrides)
     if graph is None:
         raise SpecError(diagnostics)

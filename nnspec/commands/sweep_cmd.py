@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if old is None:
         atomic_write(sweep.out / RECORD_FILE, json_text(record))
     say(
-        f"nnspec sweep: {len(runs)} runs of {sweep.spec.name} ({len(invalid)} invalid) in {sweep.out}, {sweep.jobs} at a time"
+        f"nnspec sweep: {len(runs)} runs of {sweep.spec.name} ({len(invalid)} invalid) in {sweep.out}, {sweep.jobs} at "
+        "a time"
     )
     results, signal_code = SweepRunner(sweep, say).run(runs, invalid)
     frame = write_results(sweep, results)
@@ -138,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     unfinished = [r for r in results if r.status != "complete"]
     if unfinished:
         print(
-            f"nnspec sweep: {len(unfinished)} of {len(results)} runs did not complete ({', '.join(sorted({r.status for r in unfinished}))}); see the status and error columns",
+            f"nnspec sweep: {len(unfinished)} of {len(results)} runs did not complete "
+            f"({', '.join(sorted({r.status for r in unfinished}))}); see the status and error columns",
             file=sys.stderr,
         )
         return 1

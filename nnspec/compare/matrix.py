@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m nnspec.compare.matrix [DOC]``: update DOC (default docs/backends.md).
 
     Some declarations depend on configuration (Keras's on its engine); like the test suite
-    (tests/conftest.py), this takes ``KERAS_BACKEND=tensorflow`` (Keras's own default) unless the environment says otherwise.
-    """
+    (tests/conftest.py), this takes ``KERAS_BACKEND=tensorflow`` (Keras's own default) unless the environment says
+    otherwise."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     args = sys.argv[1:] if argv is None else argv
     target = Path(args[0]) if args else Path("docs/backends.md")

@@ -48,9 +48,9 @@ def has_dropout(graph: Graph) -> bool:
 def compute_reference(
     graph: Graph, weights: Mapping[str, np.ndarray], batches: Sequence[Batch], *, trajectory: bool = True
 ) -> Reference:
-    """Reference forward (inference, and training at step 0 when there is dropout or batch statistics), loss and gradients on
-    ``batches[0]``, and the trajectory over all of ``batches``. Inputs and weights are used exactly as given
-    (already rounded to the engines' dtype), in float64."""
+    """Reference forward (inference, and training at step 0 when there is dropout or batch statistics), loss and
+    gradients on ``batches[0]``, and the trajectory over all of ``batches``. Inputs and weights are used exactly
+    as given (already rounded to the engines' dtype), in float64."""
     from ..reference.forward import layer_outputs
 
     w64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
@@ -182,8 +182,8 @@ def kink_flips(
 def compare_trajectory(graph: Graph, model: "CompiledModel", ref: Reference, tol: Tolerances) -> pd.DataFrame:
     """Train ``model`` K steps from the reference's initial weights (step counter reset to 0) on the
     reference's batches (pass a freshly compiled model: its optimiser slots must be zero, unless it offers
-    ``set_optimizer_state``, which is then used to reset them); per step: the reference loss, the engine's loss, their relative error, and the
-    distance between the weights after the step.
+    ``set_optimizer_state``, which is then used to reset them); per step: the reference loss, the engine's loss, their
+    relative error, and the distance between the weights after the step.
 
     Columns: ``step, ref_loss, loss, loss_rel, weights_max_abs, weights_rel, state_rel, max_rel, kink_flip,
     tolerance, ok`` where ``weights_rel`` covers every array of the weights file (trainable and running

@@ -46,7 +46,8 @@ def _pivot(df: pd.DataFrame, keys: list[str], backends: list[str]) -> pd.DataFra
 
 
 def forward_table(result: "CompareResult", mode: str) -> pd.DataFrame:
-    """Forward relative error per layer and engine in ``mode`` (``inference`` or ``training``), plus argmax agreement."""
+    """Forward relative error per layer and engine in ``mode`` (``inference`` or ``training``), plus argmax
+    agreement."""
     df = result.forward[result.forward["mode"] == mode]
     if df.empty:
         return pd.DataFrame()
@@ -141,7 +142,8 @@ def sections(result: "CompareResult") -> list[tuple[str, pd.DataFrame]]:
         ),
         (f"Loss and gradients, first batch, dropout on (tolerance {t.gradients:g})", gradients_table(result)),
         (
-            f"Training trajectory, {result.steps} steps: relative error of the loss, the weights and the running statistics (tolerance {t.trajectory:g}; "
+            f"Training trajectory, {result.steps} steps: relative error of the loss, the weights and the running "
+            f"statistics (tolerance {t.trajectory:g}; "
             f"x{KINK_FACTOR:g} for an engine from a step where it took the other side of a kink)",
             trajectory_table(result),
         ),
@@ -157,7 +159,8 @@ def header_lines(result: "CompareResult") -> list[str]:
     return [
         f"spec {result.spec}: {', '.join(result.backends)} vs the NumPy float64 reference",
         f"dtype {result.dtype}, batch {result.batch}, {result.steps} training steps; data: {result.data_source}",
-        f"tolerances (relative): forward {t.forward:g}, gradients {t.gradients:g}, trajectory {t.trajectory:g}; '!' marks a value over it",
+        f"tolerances (relative): forward {t.forward:g}, gradients {t.gradients:g}, trajectory {t.trajectory:g}; '!' "
+        "marks a value over it",
     ]
 
 

@@ -247,12 +247,11 @@ def _strip_positions(node: YNode, label: str) -> YNode:
         return YScalar(node.text, node.plain, label, None, None)
     if isinstance(node, YSeq):
         return YSeq([_strip_positions(i, label) for i in node.items], label, None, None)
-    return YMap(
-        {k: (_strip_positions(kn, label), _strip_positions(v, label)) for k, (kn, v) in node.items.items()},
-        label,
-        None,
-        None,
-    )  # type: ignore[misc]
+    items = {
+        k: (YScalar(kn.text, kn.plain, label, None, None), _strip_positions(v, label))
+        for k, (kn, v) in node.items.items()
+    }
+    return YMap(items, label, None, None)
 
 
 def apply_overrides(root: YMap, overrides: Mapping[str, Any] | Sequence[str] | None, report: Report) -> YMap:
@@ -305,7 +304,8 @@ def _set(root: YMap, segments: list[Any], value: YNode, label: str, path: str, r
                     _plain(
                         label,
                         "E0111",
-                        f"override path {path!r}: {where} is a list of {len(node.items)}; {shorten(str(segment))!r} is not an index in it",
+                        f"override path {path!r}: {where} is a list of {len(node.items)}; {shorten(str(segment))!r} "
+                        "is not an index in it",
                         f"use an index from 0 to {len(node.items) - 1}",
                     )
                 )

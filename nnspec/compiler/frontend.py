@@ -26,7 +26,7 @@ from .report import Report
 from .resolve import LayerDraft, resolve_data, resolve_input, resolve_layers, resolve_train
 from .schema import LANGUAGE_VERSIONS, TOP_FIELDS, read_section
 from .shapes import MAX_ELEMENTS, ShapeProblem, make_node
-from .values import describe, shorten
+from .values import describe, shorten, words
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -133,7 +133,7 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     )
     version = top.get("nnspec")
     if isinstance(version, str) and version not in LANGUAGE_VERSIONS:
-        known = " and ".join(LANGUAGE_VERSIONS)
+        known = words(LANGUAGE_VERSIONS)
         report.add(
             "E0603",
             f"unsupported spec language version {shorten(version)}; this nnspec reads versions {known}",
@@ -148,7 +148,8 @@ def build_graph(root: YMap, report: Report, source: str) -> Graph | None:
     if input_shape is not None and math.prod(input_shape) > MAX_ELEMENTS:
         report.add(
             "E0606",
-            f"input.shape {shorten(str(list(input_shape)))} holds {math.prod(input_shape):,} values per example, more than {MAX_ELEMENTS:,} (2^48)",
+            f"input.shape {shorten(str(list(input_shape)))} holds {math.prod(input_shape):,} values per example, more "
+            f"than {MAX_ELEMENTS:,} (2^48)",
             _at(root, "input", "shape"),
             "no machine can hold such an input; give the shape of one example",
         )
@@ -251,13 +252,14 @@ def infer_nodes(
     complete = input_shape is not None and bool(drafts)
     for draft in drafts:
         inputs = wiring.inputs.get(draft.index)
-        given = [shapes.get(name) for name in inputs or ()]
-        if draft.attrs is None or inputs is None or any(shape is None for shape in given):
+        found = [shapes.get(name) for name in inputs or ()]
+        given = [shape for shape in found if shape is not None]
+        if draft.attrs is None or inputs is None or len(given) < len(found):
             shapes[draft.name], complete = None, False
             continue
         merge = draft.op in MERGE_OPS
         try:
-            node = make_node(draft.index, draft.name, draft.op, draft.attrs, given if merge else given[0], inputs)  # type: ignore[arg-type]
+            node = make_node(draft.index, draft.name, draft.op, draft.attrs, given if merge else given[0], inputs)
         except ShapeProblem as problem:
             report.add(problem.code, _shape_message(draft, problem, inputs, merge), draft.node, problem.hint)
             shapes[draft.name], complete = None, False
@@ -281,7 +283,8 @@ def _check_head(out: Node, draft: LayerDraft, train: TrainConfig, report: Report
     if len(out.output_shape) != 1:
         report.add(
             "E0304",
-            f"{draft.label}: the model's output must be rank-1 (one score per class) for loss {train.loss}; got {out.output_shape}",
+            f"{draft.label}: the model's output must be rank-1 (one score per class) for loss {train.loss}; got "
+            f"{out.output_shape}",
             draft.node,
             "end the model with `- flatten` and `- dense: {units: <classes>}`",
         )

@@ -71,7 +71,8 @@ def wire(
             if draft.name not in used:
                 report.warn(
                     UNUSED_LAYER,
-                    f"{draft.label}: its output reaches nothing (neither the output {chosen!r} nor any layer leading to it); the layer is left out of the model",
+                    f"{draft.label}: its output reaches nothing (neither the output {chosen!r} nor any layer leading "
+                    "to it); the layer is left out of the model",
                     draft.node,
                     f"name {draft.name!r} in the inputs of a later layer, or remove it",
                 )
@@ -156,7 +157,8 @@ def _check_count(draft: LayerDraft, names: tuple[str, ...], report: Report) -> b
             "E0704",
             f"{draft.label} reads exactly one input; got {len(names)} ({listed})",
             where,
-            f"merge them first with add or concat (`- add: {{inputs: [{', '.join(shorten(n) for n in names)}]}}`), then read the merged layer",
+            f"merge them first with add or concat (`- add: {{inputs: [{', '.join(shorten(n) for n in names)}]}}`), "
+            "then read the merged layer",
         )
     return False
 

@@ -62,32 +62,42 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: on hover.
 FIELD_DOCS: dict[str, dict[str, str]] = {
     "spec": {
-        "name": "The model's name: letters, digits, _ and -, starting with a letter or _ (at most 64 characters); it becomes a directory name. Default: the file name, cleaned.",
+        "name": "The model's name: letters, digits, _ and -, starting with a letter or _ (at most 64 characters); it "
+        "becomes a directory name. Default: the file name, cleaned.",
         "description": "Free text.",
-        "extends": "A base spec this one builds on, relative to this file: input, train and data merge key by key; every other value (layers included) is replaced as a whole.",
+        "extends": "A base spec this one builds on, relative to this file: input, train and data merge key by key; "
+        "every other value (layers included) is replaced as a whole.",
         "input": "One example's shape and dtype.",
-        "layers": "The layers, applied in order: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or a type with its main parameter (- dropout: 0.5).",
+        "layers": "The layers, applied in order: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or "
+        "a type with its main parameter (- dropout: 0.5).",
         "output": "The layer whose output is the model's output (default: the last layer).",
         "train": "Loss, optimiser, schedule, batch size, epochs, seed, metrics, checkpoints, early stopping.",
         "data": "The data set and how it is split and normalised (default: {dataset: digits}).",
     },
     "input": {
-        "shape": "One example's shape, without the batch axis; images are [height, width, channels] (channels last): [8, 8, 1] for digits, [28, 28, 1] for MNIST.",
+        "shape": "One example's shape, without the batch axis; images are [height, width, channels] (channels last): "
+        "[8, 8, 1] for digits, [28, 28, 1] for MNIST.",
         "dtype": "The precision the model is built and trained in (float64 for tight parity checks).",
     },
     "train": {
-        "loss": "cross_entropy (integer labels; computed from the logits when the model ends in softmax) or mse (against one-hot labels).",
-        "optimizer": "A name (adam) or {name: {params}} ({sgd: {learning_rate: 0.1, momentum: 0.9}}); Keras 3's definitions and defaults.",
-        "schedule": "How the learning rate changes with the optimiser step: a name or {name: {params}} ({cosine: {decay_steps: 2000}}).",
-        "weight_decay": "Decoupled weight decay: each update first does p -= p * weight_decay * lr, on every kernel and bias.",
+        "loss": "cross_entropy (integer labels; computed from the logits when the model ends in softmax) or mse "
+        "(against one-hot labels).",
+        "optimizer": "A name (adam) or {name: {params}} ({sgd: {learning_rate: 0.1, momentum: 0.9}}); Keras 3's "
+        "definitions and defaults.",
+        "schedule": "How the learning rate changes with the optimiser step: a name or {name: {params}} ({cosine: "
+        "{decay_steps: 2000}}).",
+        "weight_decay": "Decoupled weight decay: each update first does p -= p * weight_decay * lr, on every kernel "
+        "and bias.",
         "batch_size": "Examples per optimiser step.",
         "epochs": "Passes over the training split.",
         "seed": "Seeds the initial weights, the validation split, the data order and the dropout masks.",
         "metrics": "Metrics reported per epoch.",
-        "on_divergence": "At the first NaN or infinite loss: stop (exit code 3, the weights from before that step kept) or continue.",
+        "on_divergence": "At the first NaN or infinite loss: stop (exit code 3, the weights from before that step "
+        "kept) or continue.",
         "checkpoint": "A checkpoint every `every` epochs (0: none), the `keep` most recent kept.",
         "early_stopping": "Stop when a metric stops improving, as Keras's EarlyStopping.",
-        "precision": "float32 (parity), tf32 (float32 with TF32 matrix products on NVIDIA GPUs), mixed_bfloat16 / mixed_float16 (float32 weights, low-precision compute; float16 with loss scaling) or float64.",
+        "precision": "float32 (parity), tf32 (float32 with TF32 matrix products on NVIDIA GPUs), mixed_bfloat16 / "
+        "mixed_float16 (float32 weights, low-precision compute; float16 with loss scaling) or float64.",
         "devices": "Local devices each batch is split over (data parallel): a number or all.",
     },
     "checkpoint": {
@@ -102,14 +112,18 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "restore_best": "End the run with the weights of the best epoch.",
     },
     "data": {
-        "dataset": "digits (scikit-learn's 8x8 digits, no download), mnist, fashion_mnist, npz (a NumPy .npz file) or csv (a CSV file with a header row).",
-        "path": "A file or folder; required for npz and csv. A relative path is taken relative to the spec's folder when it exists there.",
+        "dataset": "digits (scikit-learn's 8x8 digits, no download), mnist, fashion_mnist, npz (a NumPy .npz file) or "
+        "csv (a CSV file with a header row).",
+        "path": "A file or folder; required for npz and csv. A relative path is taken relative to the spec's folder "
+        "when it exists there.",
         "x": "npz only: the name of the inputs array.",
         "y": "npz only: the name of the labels array.",
         "label": "csv only: the name of the label column; the other columns are the inputs.",
         "validation_split": "The fraction of the training examples held out for validation.",
-        "test_split": "The fraction of all examples held out for testing, for data without an official test split (digits, npz, csv).",
-        "normalize": "scale: divide by the data's maximum (min-max for npz and csv); standardize: per-feature mean and standard deviation of the training split; none: as is.",
+        "test_split": "The fraction of all examples held out for testing, for data without an official test split "
+        "(digits, npz, csv).",
+        "normalize": "scale: divide by the data's maximum (min-max for npz and csv); standardize: per-feature mean and "
+        "standard deviation of the training split; none: as is.",
     },
     "optimizer": {
         "learning_rate": "The base learning rate (> 0); a schedule scales it over time.",
@@ -140,7 +154,8 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
 NAME_DOCS: dict[str, dict[str, str]] = {
     "optimizer": {
         "sgd": "Stochastic gradient descent, with optional (Nesterov) momentum.",
-        "adam": "Adam: m += (g - m)(1 - beta_1), v += (g*g - v)(1 - beta_2), p -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon).",
+        "adam": "Adam: m += (g - m)(1 - beta_1), v += (g*g - v)(1 - beta_2), p -= lr * sqrt(1 - beta_2**t) / (1 - "
+        "beta_1**t) * m / (sqrt(v) + epsilon).",
         "rmsprop": "RMSprop: a = rho*a + (1 - rho)*g*g; p -= lr * g / (sqrt(a) + epsilon), with optional momentum.",
     },
     "schedule": {
@@ -407,7 +422,7 @@ def build_schema() -> Schema:
         "$schema": DIALECT,
         "$comment": "Generated by `nnspec schema` from nnspec's front-end tables; do not edit.",
         "title": "nnspec spec",
-        "description": f"A neural-network spec for nnspec (language versions {_words(LANGUAGE_VERSIONS)}); "
+        "description": f"A neural-network spec for nnspec (language versions {values.words(LANGUAGE_VERSIONS)}); "
         "see docs/spec.md.",
         **top,
         # A spec that extends another may leave anything to its base; input, train and data merge key by key.
@@ -433,12 +448,6 @@ def _doc(section: str, key: str, field: Field | None = None, op: OpDef | None = 
     return text
 
 
-def _words(items: Iterable[str], last: str = "and") -> str:
-    """``a, b and c`` (or ``a, b or c``)."""
-    items = list(items)
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
-
-
 def _version_doc() -> str:
     """The description of ``nnspec``: the versions this nnspec reads and what each added (from the op table)."""
     try:
@@ -446,13 +455,13 @@ def _version_doc() -> str:
     except ValueError as exc:
         raise SchemaGap(str(exc)) from None
     parts = [
-        f"Language version: {_words(LANGUAGE_VERSIONS, 'or')}; each reads every spec of the versions before it.",
-        f"{first.version}: the layers {_words(first.ops)}.",
+        f"Language version: {values.words(LANGUAGE_VERSIONS, 'or')}; each reads every spec of the versions before it.",
+        f"{first.version}: the layers {values.words(first.ops)}.",
     ]
     for added in later:
-        news = [f"the layers {_words(added.ops)}"] if added.ops else []
-        news += [f"the keys {_words(added.keys)}"] if added.keys else []
-        parts.append(f"{added.version} added {_words(news) if news else 'nothing to the vocabulary'}.")
+        news = [f"the layers {values.words(added.ops)}"] if added.ops else []
+        news += [f"the keys {values.words(added.keys)}"] if added.keys else []
+        parts.append(f"{added.version} added {values.words(news) if news else 'nothing to the vocabulary'}.")
     return " ".join(parts)
 
 
@@ -482,7 +491,8 @@ def _section(
         if _passes_through(field.read):
             if key not in children:
                 raise SchemaGap(
-                    f"{path or 'spec'}.{key} is read elsewhere in the front end; the schema generator has no schema for it"
+                    f"{path or 'spec'}.{key} is read elsewhere in the front end; the schema generator has no schema "
+                    "for it"
                 )
             schema = children.pop(key)()
             if _may_be_empty(f"{path}.{key}".lstrip(".")):
@@ -494,7 +504,8 @@ def _section(
         properties[key] = _described(schema, _doc(docs, key, field, op), _json_default(default, schema))
     if children:
         raise SchemaGap(
-            f"the schema generator describes {', '.join(children)} in {path or 'spec'}, which the front end does not read there"
+            f"the schema generator describes {', '.join(children)} in {path or 'spec'}, which the front end does not "
+            "read there"
         )
     result: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
     required = [key for key, field in fields.items() if field.required]
@@ -554,7 +565,8 @@ def _layer_entry() -> Schema:
     """One item of ``layers``: a bare type, or a one-key mapping ``{type: params}``."""
     bare = [name for name, op in OPS.items() if _may_be_bare(op)]
     return {
-        "description": "A layer: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or a type with its main parameter (- dropout: 0.5).",
+        "description": "A layer: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or a type with its "
+        "main parameter (- dropout: 0.5).",
         "anyOf": [
             {"enum": bare},
             {

@@ -50,7 +50,9 @@ _SPECIAL_FLOAT = re.compile(r"^([-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$")
 _YAML11_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 #: Plain numbers that YAML 1.1 reads unlike a reader expects: octal, hex, binary, underscores, base 60.
 _YAML11_NUMBER = re.compile(
-    r"^[-+]?(0[0-9_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9][0-9_]*_[0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?)$"
+    r"^[-+]?(0[0-9_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0b[01_]+"
+    r"|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"
+    r"|[0-9][0-9_]*_[0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?)$"
 )
 
 
@@ -232,7 +234,10 @@ def decode(data: bytes, filename: str | None = None) -> str:
         before = data[start : start + exc.start]
         line = before.count(b"\n") + 1
         column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
-        message = f"spec is not UTF-8 text: invalid byte 0x{data[start + exc.start]:02x} at line {line}, column {column} (offset {start + exc.start})"
+        message = (
+            f"spec is not UTF-8 text: invalid byte 0x{data[start + exc.start]:02x} at line {line}, column {column} "
+            f"(offset {start + exc.start})"
+        )
         raise SpecError([Diagnostic("E0101", message, filename, line, column, hint="save the file as UTF-8")]) from None
 
 

@@ -123,7 +123,8 @@ class MemoryEstimate:
 
 
 def estimate(graph: Graph, *, batch_size: int | None = None, dtype: str | None = None) -> MemoryEstimate:
-    """The training memory of ``graph`` for one batch (default ``train.batch_size``) in ``dtype`` (default the graph's)."""
+    """The training memory of ``graph`` for one batch (default ``train.batch_size``) in ``dtype`` (default the
+    graph's)."""
     batch = graph.train.batch_size if batch_size is None else batch_size
     kind = dtype or graph.dtype
     itemsize = ITEMSIZE.get(kind, 4)
@@ -257,14 +258,21 @@ def _over(found: MemoryEstimate, limit: int | None, source: str) -> str | None:
     if limit is None or found.total <= limit:
         return None
     biggest = ", ".join(f"{layer.label} {format_bytes(layer.total)}" for layer in found.biggest() if layer.total)
-    return f"the model needs {found.describe()}, more than the {format_bytes(limit)} available ({source}); biggest layers: {biggest or 'none'}"
+    return (
+        f"the model needs {found.describe()}, more than the {format_bytes(limit)} available ({source}); "
+        f"biggest layers: {biggest or 'none'}"
+    )
 
 
-_HINT = f"use fewer units or filters in the biggest layers, or a smaller train.batch_size; {LIMIT_ENV}=<bytes> sets the limit"
+_HINT = (
+    f"use fewer units or filters in the biggest layers, or a smaller train.batch_size; {LIMIT_ENV}=<bytes> sets the "
+    "limit"
+)
 
 
 def memory_diagnostic(graph: Graph, limit: int | None = None, source: str | None = None) -> Diagnostic | None:
-    """A warning (``W0801``) at the biggest layer when ``graph`` does not fit in memory (see :func:`fit_message`); None when it fits."""
+    """A warning (``W0801``) at the biggest layer when ``graph`` does not fit in memory (see :func:`fit_message`); None
+    when it fits."""
     found = estimate(graph)
     message = _over(found, *_limit(limit, source))
     if message is None:
@@ -275,7 +283,8 @@ def memory_diagnostic(graph: Graph, limit: int | None = None, source: str | None
 
 
 def require_fits(graph: Graph, *, limit: int | None = None, source: str | None = None) -> MemoryEstimate:
-    """The estimate of ``graph``; raises :class:`ModelTooLarge` (an ``NnspecError``) naming the biggest layers when it does not fit.
+    """The estimate of ``graph``; raises :class:`ModelTooLarge` (an ``NnspecError``) naming the biggest layers when it
+    does not fit.
 
     ``limit`` is in bytes (default :func:`memory_limit`); with no known limit the model is accepted.
     """

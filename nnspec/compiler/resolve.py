@@ -81,7 +81,10 @@ def _layer_entry(index: int, item: YNode, report: Report) -> tuple[str, YScalar 
         if entry is not None:
             return entry[0].text, entry[0], entry[1]
         keys = list(item.items)
-        hint = "a layer is a one-key mapping {type: {params}}; indent the parameters under the type, e.g. `- dense: {units: 10}`"
+        hint = (
+            "a layer is a one-key mapping {type: {params}}; indent the parameters under the type, e.g. "
+            "`- dense: {units: 10}`"
+        )
         typed = [k for k in keys if k in LAYER_TYPES]
         if len(typed) == 1 and len(keys) > 1:
             others = ", ".join(k for k in keys if k != typed[0])
@@ -425,9 +428,10 @@ def resolve_data(node: YNode | None, report: Report) -> DataConfig:
     dataset = values.get("dataset")
     if dataset in (None, FAILED):
         dataset_node = node.get("dataset")
-        if isinstance(dataset_node, YMap) and single_key(dataset_node) and single_key(dataset_node)[0].text in DATASETS:  # type: ignore[index]
+        entry = single_key(dataset_node) if isinstance(dataset_node, YMap) else None
+        if entry is not None and entry[0].text in DATASETS:
             report.diagnostics.pop()
-            kind = single_key(dataset_node)[0].text  # type: ignore[index]
+            kind = entry[0].text
             report.add(
                 "E0503",
                 f"data.dataset must be a name; got a mapping {{{kind}: ...}}",

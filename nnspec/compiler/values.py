@@ -55,6 +55,12 @@ def plural(word: str) -> str:
     return word + ("es" if word.endswith("s") else "s")
 
 
+def words(items: Iterable[str], last: str = "and") -> str:
+    """``a, b and c`` (or, with ``last="or"``, ``a, b or c``)."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest option, or an empty string."""
     best = suggest(word, options)

@@ -83,7 +83,8 @@ def read_array(fp: IO[bytes], holds: int, path: str, label: str, error: ErrorTyp
     nbytes = count * dtype.itemsize
     if nbytes > holds - offset:
         raise error(
-            f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), but only {max(holds - offset, 0)} bytes follow the header"
+            f"{shown(path)}: {label} is truncated: its header says shape {shape} of {dtype} ({nbytes} bytes), but only "
+            f"{max(holds - offset, 0)} bytes follow the header"
         )
     check_size(nbytes, path, label, error)
     buffer = np.empty(nbytes, dtype=np.uint8)

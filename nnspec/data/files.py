@@ -128,7 +128,8 @@ def _find_in(root: Path, dataset: str) -> Found | None:
         if idx:
             missing = [f"{_IDX_BASENAMES[p][0]}[.gz]" for p in IDX_PARTS if p not in idx]
             raise DataError(
-                f"{d}: incomplete IDX data set: found {', '.join(sorted(os.path.basename(v) for v in idx.values()))} but not {', '.join(missing)}"
+                f"{d}: incomplete IDX data set: found {', '.join(sorted(os.path.basename(v) for v in idx.values()))} "
+                f"but not {', '.join(missing)}"
             )
         for name in _NPZ_NAMES.get(dataset, ()):
             if (d / name).is_file():
@@ -224,7 +225,8 @@ def locate(dataset: str, path: str | None) -> Found:
             raise DataError(f"{shown(path)}: expected a folder holding {expected_files(dataset)}, or an .npz file")
         if not stat.S_ISDIR(mode):
             raise DataError(
-                f"{shown(path)}: is not a regular file or folder (a FIFO, device or socket); data.path of data set '{dataset}' must name a folder or an .npz file"
+                f"{shown(path)}: is not a regular file or folder (a FIFO, device or socket); data.path of data set "
+                f"'{dataset}' must name a folder or an .npz file"
             )
         found = find_in(path, dataset)
         if found is None:

@@ -124,12 +124,14 @@ def _parse(stream: BinaryIO | _Gunzip, path: str, ndim: int | None, what: str, f
     expected_magic = f"0x000008{ndim:02x}" if ndim is not None else "0x0000TTDD"
     if len(raw) < 4:
         raise DataError(
-            f"{shown(path)}: not an IDX {what} file: only {len(raw)} bytes, expected a 4-byte magic number {expected_magic}"
+            f"{shown(path)}: not an IDX {what} file: only {len(raw)} bytes, expected a 4-byte magic number "
+            f"{expected_magic}"
         )
     zero0, zero1, code, dims = raw[0], raw[1], raw[2], raw[3]
     if zero0 or zero1 or code not in IDX_TYPES:
         raise DataError(
-            f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} (two zero bytes, a type code such as 0x08, the number of dimensions)"
+            f"{shown(path)}: not an IDX {what} file: magic number 0x{raw[:4].hex()}, expected {expected_magic} (two "
+            "zero bytes, a type code such as 0x08, the number of dimensions)"
         )
     if ndim is not None and dims != ndim:
         raise DataError(
@@ -150,18 +152,21 @@ def _parse(stream: BinaryIO | _Gunzip, path: str, ndim: int | None, what: str, f
         have = file_size - header
         kind = "truncated" if have < want else "too long"
         raise DataError(
-            f"{shown(path)}: IDX {what} file is {kind}: header says shape {shape} ({want} bytes of data), found {have} bytes"
+            f"{shown(path)}: IDX {what} file is {kind}: header says shape {shape} ({want} bytes of data), found {have} "
+            "bytes"
         )
     check_size(want, path, f"IDX {what} file with shape {shape}")
     buffer = np.empty(want, dtype=np.uint8)
     have = _read_into(stream, buffer, path)
     if have < want:
         raise DataError(
-            f"{shown(path)}: IDX {what} file is truncated: header says shape {shape} ({want} bytes of data), found {have} bytes"
+            f"{shown(path)}: IDX {what} file is truncated: header says shape {shape} ({want} bytes of data), found "
+            f"{have} bytes"
         )
     if file_size is None and stream.read(1):
         raise DataError(
-            f"{shown(path)}: IDX {what} file is too long: header says shape {shape} ({want} bytes of data), it inflates to more"
+            f"{shown(path)}: IDX {what} file is too long: header says shape {shape} ({want} bytes of data), it "
+            "inflates to more"
         )
     values = buffer.view(dtype).reshape(shape)
     if not dtype.isnative:

@@ -127,7 +127,8 @@ def check_fits(
             graph,
             "input.shape",
             "E0505",
-            f"input.shape {list(want)} does not match data set '{name}', whose examples have shape {list(example_shape)}",
+            f"input.shape {list(want)} does not match data set '{name}', whose examples have shape "
+            f"{list(example_shape)}",
             f"use input: {{shape: {list(example_shape)}}}, or change the data set",
         )
     outputs = graph.output_shape[-1] if graph.output_shape else 0
@@ -170,7 +171,8 @@ def load_dataset(graph: Graph, base_dir: str | None = None) -> Dataset:
         if x.size and not np.isfinite(x).all():
             where = shown(path) if path else f"data set '{cfg.dataset}'"
             raise DataError(
-                f"{where}: normalize: {cfg.normalize} turns finite {part} values into NaN or infinity (the values overflow float32); rescale the data"
+                f"{where}: normalize: {cfg.normalize} turns finite {part} values into NaN or infinity (the values "
+                "overflow float32); rescale the data"
             )
     i32 = np.int32
     return Dataset(

@@ -89,12 +89,14 @@ def check_size(nbytes: int, path: str, what: str, error: ErrorType = DataError) 
     cap = max_bytes()
     if nbytes > cap:
         raise error(
-            f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, over the limit of {human_bytes(cap)}; set ${MAX_BYTES_ENV} to a larger number of bytes if the file is genuine"
+            f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, over the limit of "
+            f"{human_bytes(cap)}; set ${MAX_BYTES_ENV} to a larger number of bytes if the file is genuine"
         )
     free = available_memory()
     if free is not None and nbytes > free:
         raise error(
-            f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, but only {human_bytes(free)} of memory is available"
+            f"{shown(path)}: {what}: {human_bytes(nbytes)} ({nbytes} bytes) declared, but only {human_bytes(free)} of "
+            "memory is available"
         )
 
 
@@ -221,7 +223,8 @@ def check_features(array: np.ndarray, path: str, name: str, error: ErrorType = D
 def class_indices(
     y: np.ndarray, path: str, name: str = "y", at: Callable[[int], str] | None = None, error: ErrorType = DataError
 ) -> np.ndarray:
-    """Labels ``y`` (one per example, shape (N,) or (N, 1)) as int32 class indices, or an error naming the first bad one.
+    """Labels ``y`` (one per example, shape (N,) or (N, 1)) as int32 class indices, or an error naming the first bad
+    one.
 
     ``at(i)`` names position ``i`` in messages (default ``name[i]``). Refused: 0-d or multi-column arrays,
     non-numeric dtypes, NaN, infinity, fractional values, negative values and values beyond int32.

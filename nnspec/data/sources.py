@@ -113,7 +113,8 @@ def _keras_npz(path: str) -> RawData:
         missing = [k for k in keys if k not in names]
         if missing:
             raise DataError(
-                f"{shown(path)}: expected arrays {', '.join(keys)}; missing {', '.join(missing)} (has: {', '.join(names) or 'none'})"
+                f"{shown(path)}: expected arrays {', '.join(keys)}; missing {', '.join(missing)} (has: "
+                f"{', '.join(names) or 'none'})"
             )
         return list(keys)
 
@@ -208,7 +209,8 @@ def _npz(path: str | None, options: Mapping[str, Any], test_split: float) -> Raw
         missing = [k for k in (xk, yk) if k not in names]
         if missing:
             raise DataError(
-                f"{shown(path)}: no array named {', '.join(repr(k) for k in missing)} (has: {', '.join(names) or 'none'}); set x: and y: to the array names"
+                f"{shown(path)}: no array named {', '.join(repr(k) for k in missing)} (has: "
+                f"{', '.join(names) or 'none'}); set x: and y: to the array names"
             )
         return [xk, yk]
 

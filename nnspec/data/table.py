@@ -30,7 +30,8 @@ def _read_frame(path: str):
             frame = pd.read_csv(f)
     except pd.errors.EmptyDataError:
         raise DataError(
-            f"{shown(path)}: empty CSV file (no header line); expected a header line naming the columns, then one row per example"
+            f"{shown(path)}: empty CSV file (no header line); expected a header line naming the columns, then one row "
+            "per example"
         ) from None
     except (ValueError, OSError, UnicodeError, OverflowError) as exc:
         raise DataError(f"{shown(path)}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
@@ -122,7 +123,8 @@ def _features(frame, label: str, path: str) -> np.ndarray:
     cell = f"row {row + 1} column {str(frame.columns[j])!r} {why}"
     if not_numeric:
         raise DataError(
-            f"{shown(path)}: feature columns must be numeric; not numeric: {', '.join(not_numeric)}; first bad cell: {cell}"
+            f"{shown(path)}: feature columns must be numeric; not numeric: {', '.join(not_numeric)}; first bad cell: "
+            f"{cell}"
         )
     raise DataError(f"{shown(path)}: {cell}; nnspec refuses empty, NaN and infinite feature values")
 
@@ -146,7 +148,8 @@ def _label_codes(column, path: str, at: Callable[[int], str]) -> np.ndarray:
         i = int(np.argmax(bad))
         shown_value = "empty" if missing[i] else _short(cells[i])
         raise DataError(
-            f"{shown(path)}: labels must be class indices 0, 1, 2, ...; {at(i)} is {shown_value}, not a class index nnspec can hold (0 to {INT32_MAX})"
+            f"{shown(path)}: labels must be class indices 0, 1, 2, ...; {at(i)} is {shown_value}, not a class index "
+            f"nnspec can hold (0 to {INT32_MAX})"
         )
     codes, _ = pd.factorize(column, sort=True)
     if (codes < 0).any():
@@ -160,7 +163,8 @@ def read_csv_table(path: str | os.PathLike, label: str) -> tuple[np.ndarray, np.
     frame = _read_frame(path)
     if label not in frame.columns:
         raise DataError(
-            f"{shown(path)}: no label column {label!r} (columns: {', '.join(map(str, frame.columns))}); set label: to its name"
+            f"{shown(path)}: no label column {label!r} (columns: {', '.join(map(str, frame.columns))}); set label: to "
+            "its name"
         )
     if frame.shape[1] < 2:
         raise DataError(f"{shown(path)}: no feature columns besides the label column {label!r}")

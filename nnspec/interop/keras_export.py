@@ -4,8 +4,8 @@ The file holds a functional model of standard Keras layers only (no Lambda, noth
 the graph is (``Add``, ``Concatenate`` for merges; ``BatchNormalization`` holding its moving statistics):
 plain Keras loads it with ``keras.saving.load_model(path, safe_mode=True)``. ``dropout`` becomes
 ``keras.layers.Dropout``: inference is the identity either way, but training the exported model in Keras
-draws Keras's own masks, not nnspec's. The model is compiled with the spec's optimiser, schedule, weight decay and loss, so that
-``model.fit`` in Keras trains it with the same settings.
+draws Keras's own masks, not nnspec's. The model is compiled with the spec's optimiser, schedule, weight decay and
+loss, so that ``model.fit`` in Keras trains it with the same settings.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def notes(diff: Diff) -> list[str]:
     for side in (diff.a, diff.b):
         if side.run is not None and not side.run.complete:
             lines.append(
-                f"note: {side.path} is {side.run.status} ({len(side.run.history)} epochs so far); comparing what it holds"
+                f"note: {side.path} is {side.run.status} ({len(side.run.history)} epochs so far); comparing what it "
+                "holds"
             )
     if diff.a.is_run != diff.b.is_run:
         lines.append("note: one side is a spec file: only the specs are compared (metrics need two run directories)")
@@ -229,7 +230,8 @@ def env_table(diff: Diff) -> Table | str:
     """The environment keys that differ between two runs; a single line when none does."""
     if not diff.env:
         env = diff.a.env
-        return f"environment: the same ({', '.join(str(env.get(k)) for k in ('backend', 'dtype', 'device') if env.get(k) is not None)})"
+        same = ", ".join(str(env.get(k)) for k in ("backend", "dtype", "device") if env.get(k) is not None)
+        return f"environment: the same ({same})"
     table = Table("environment", ["", "A", "B"])
     for key, a, b in diff.env:
         table.add(key, show(a), show(b))

@@ -54,7 +54,8 @@ def open_side(path: str | os.PathLike) -> Side:
         missing = [name for name in ("spec.yaml", "metrics.csv") if not (p / name).is_file()]
         if missing:
             raise NnspecError(
-                f"{p}: not a run directory (it lacks {' and '.join(missing)}); diff takes two spec files or two run directories written by nnspec run"
+                f"{p}: not a run directory (it lacks {' and '.join(missing)}); diff takes two spec files or two run "
+                "directories written by nnspec run"
             )
         from ..runtime.rundir import read_run
 
@@ -83,7 +84,8 @@ def number(value: Any) -> float | None:
 
 
 def metric_deltas(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Per epoch (the union of both runs' epochs): each metric in A, in B and B minus A (``<m>_a``, ``<m>_b``, ``<m>_delta``)."""
+    """Per epoch (the union of both runs' epochs): each metric in A, in B and B minus A (``<m>_a``, ``<m>_b``,
+    ``<m>_delta``)."""
     import pandas as pd
 
     left = a.set_index("epoch")[list(METRICS)]

@@ -114,7 +114,8 @@ _ROUNDS: tuple[Callable[[Node], Hashable], ...] = (
 
 
 def match_layers(a: Sequence[Node], b: Sequence[Node]) -> list[tuple[Node | None, Node | None]]:
-    """Pairs ``(layer of A, layer of B)`` in order; None on the side a layer is missing from (see the module docstring)."""
+    """Pairs ``(layer of A, layer of B)`` in order; None on the side a layer is missing from (see the module
+    docstring)."""
     return _align(list(a), list(b), _ROUNDS)
 
 

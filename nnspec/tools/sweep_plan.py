@@ -88,7 +88,8 @@ def parse_grid_item(item: str) -> GridAxis:
     key = key.strip()
     if not sep or not key:
         raise NnspecError(
-            f"--grid {item!r}: expected KEY=V1,V2,... (a --set path such as train.optimizer.adam.learning_rate and comma-separated values)"
+            f"--grid {item!r}: expected KEY=V1,V2,... (a --set path such as train.optimizer.adam.learning_rate and "
+            "comma-separated values)"
         )
     values = split_values(rest)
     if any(v == "" for v in values):

@@ -123,5 +123,6 @@ def check_same_sweep(old: Mapping[str, Any], new: Mapping[str, Any], folder: Pat
         else "the arguments differ"
     )
     raise NnspecError(
-        f"{folder} holds a sweep started with other settings ({what}): {hint}. Continue it with its own command ({folder / RECORD_FILE} records it), or choose another --out"
+        f"{folder} holds a sweep started with other settings ({what}): {hint}. Continue it with its own command "
+        f"({folder / RECORD_FILE} records it), or choose another --out"
     )

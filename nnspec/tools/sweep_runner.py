@@ -148,7 +148,10 @@ class _Signals:
         self.requested = self.requested or signum
         name = signal.Signals(signum).name
         if self.count == 1:
-            message = f"{name} received: no new runs start; the runs in progress save their state and stop (send it again to stop them at once)"
+            message = (
+                f"{name} received: no new runs start; the runs in progress save their state and stop (send it again "
+                "to stop them at once)"
+            )
         else:
             message = f"{name} again: stopping the runs in progress at once"
         print(f"\nnnspec sweep: {message}", file=sys.stderr, flush=True)

@@ -123,12 +123,12 @@ def test_wide_ops_are_the_op_tables_and_keep_their_weights_wide() -> None:
 
 
 def _op_name_collections(tree: ast.AST) -> list[tuple[int, list[str]]]:
-    """Literal tuples, lists and sets that hold three or more layer type names."""
+    """Literal tuples, lists and sets that hold two or more layer type names."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             names = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in OPS]
-            if len(names) >= 3:
+            if len(names) >= 2:
                 found.append((node.lineno, names))
     return found
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from nnspec.compiler.versions import additions, version_needed
 from nnspec.semantics.precision import wide_keys
 
 NNSPEC = Path(__file__).resolve().parent.parent / "nnspec"
+SPEC_MD = NNSPEC.parent / "docs" / "spec.md"
 #: The version-1 vocabulary of /work/shared/DESIGN.md ("The spec language, version 1").
 VERSION_1 = ["dense", "conv2d", "max_pool2d", "avg_pool2d", "flatten", "reshape", "dropout", "activation", "softmax"]
 VERSION_1_1 = ["add", "concat", "batch_norm", "layer_norm", "global_avg_pool2d", "global_max_pool2d"]
@@ -142,3 +144,23 @@ def test_no_module_keeps_its_own_list_of_layer_types() -> None:
     ]
     assert not own, "derive these from nnspec.compiler.opset.OPS:\n" + "\n".join(own)
     assert opset.LAYER_TYPES == tuple(OPS)
+
+
+def _reference_sections() -> dict[str, str]:
+    """The text under each ``### heading`` of docs/spec.md, by every op name the heading holds."""
+    text = SPEC_MD.read_text()
+    sections = {}
+    for heading in re.finditer(r"^### (.+)$", text, re.M):
+        rest = text[heading.end() :]
+        end = re.search(r"^#{1,3} ", rest, re.M)
+        body = rest[: end.start() if end else len(rest)]
+        sections.update({word: body for word in re.findall(r"[a-z_0-9]+", heading.group(1))})
+    return sections
+
+
+def test_the_language_reference_has_a_section_for_every_op_naming_its_fields() -> None:
+    sections = _reference_sections()
+    for name, op in OPS.items():
+        assert name in sections, f"docs/spec.md has no ### section for {name}"
+        missing = [key for key in op.fields if not re.search(rf"`{key}\b|\b{key}:", sections[name])]
+        assert not missing, f"docs/spec.md's section of {name} does not mention {missing}"

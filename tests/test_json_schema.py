@@ -22,7 +22,7 @@ import pytest
 from nnspec.cli import main
 from nnspec.compiler.frontend import analyse_text, diagnose
 from nnspec.compiler.ir import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
-from nnspec.compiler.json_schema import FIELD_DOCS, SchemaGap, build_schema, schema_text, value_schema
+from nnspec.compiler.json_schema import SchemaGap, build_schema, schema_text, value_schema
 from nnspec.compiler.loader import YScalar, parse, to_python
 from nnspec.compiler.opset import LAYER_TYPES, OPS
 from nnspec.compiler.schema import DATA_FIELDS, TRAIN_FIELDS
@@ -121,6 +121,10 @@ def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
         "layer_norm",
         "global_avg_pool2d",
         "global_max_pool2d",
+        "max_pool1d",
+        "avg_pool1d",
+        "global_avg_pool1d",
+        "global_max_pool1d",
     ]
     assert defs["layer.dense"]["properties"]["activation"]["enum"] == list(ACTIVATIONS)
     assert defs["initializer"]["anyOf"][0]["enum"] == list(INITIALIZERS)
@@ -210,7 +214,8 @@ def test_a_new_key_reaches_the_schema_and_needs_a_description(monkeypatch: pytes
     monkeypatch.setitem(DATA_FIELDS, "shuffle_seed", Field(lambda n: read_int(n, 0), default=0))
     with pytest.raises(SchemaGap, match="shuffle_seed"):
         build_schema()
-    monkeypatch.setitem(FIELD_DOCS["data"], "shuffle_seed", "Seeds the order of the examples.")
+    described = Field(lambda n: read_int(n, 0), default=0, doc="Seeds the order of the examples.")
+    monkeypatch.setitem(DATA_FIELDS, "shuffle_seed", described)
     added = build_schema()["properties"]["data"]["properties"]["shuffle_seed"]
     assert added == {
         "description": "Seeds the order of the examples.",
@@ -219,8 +224,7 @@ def test_a_new_key_reaches_the_schema_and_needs_a_description(monkeypatch: pytes
         "maximum": MAX_INT,
         "default": 0,
     }
-    monkeypatch.setitem(DATA_FIELDS, "augment", Field(lambda n: n))
-    monkeypatch.setitem(FIELD_DOCS["data"], "augment", "read elsewhere")
+    monkeypatch.setitem(DATA_FIELDS, "augment", Field(lambda n: n, doc="read elsewhere"))
     with pytest.raises(SchemaGap, match="augment"):
         build_schema()
 

@@ -2,15 +2,16 @@
 
 Editors validate and complete a spec with it (VS Code with Red Hat's YAML extension, or any other
 yaml-language-server client: docs/editor.md); ``nnspec schema`` prints it. Nothing here restates the
-language. The keys of each section, which are required, their defaults, the layer types and their
-shorthand come from :data:`~nnspec.compiler.opset.OPS` and the tables of :mod:`nnspec.compiler.schema`;
+language. The keys of each section, which are required, their defaults and descriptions (``Field.doc``), the
+layer types, their shorthand and the language versions come from :data:`~nnspec.compiler.opset.OPS` and the
+tables of :mod:`nnspec.compiler.schema`;
 the type and range of each value come from probing the key's own reader with sample YAML nodes
 (:func:`value_schema`): ``units`` takes ``1`` and ``2147483647`` but not ``0``, ``2147483648`` or ``1.5``,
 so it is ``{"type": "integer", "minimum": 1, "maximum": 2147483647}``; ``rate`` takes ``0`` and the float
 just below 1 but not ``1``, so it has ``"exclusiveMaximum": 1``. The few facts that are not in a table
 (which sections may be left empty) are asked of the front end itself, on a minimal spec. Anything the
-generator cannot describe (a reader that takes none of the samples, a key without a description in
-:data:`FIELD_DOCS`) raises :class:`SchemaGap`, so a new key cannot slip into the language unseen.
+generator cannot describe (a reader that takes none of the samples, a key whose ``Field`` has no ``doc``, an
+op without a language version) raises :class:`SchemaGap`, so a new key cannot slip into the language unseen.
 
 Left to ``nnspec check``, because JSON Schema cannot say it: shapes; the wiring of a graph (that
 ``inputs`` and ``output`` name layers defined before, without cycles) and unique layer names;
@@ -36,7 +37,7 @@ from .compose import MERGED_SECTIONS
 from .frontend import analyse_text
 from .ir import INITIALIZERS, INPUT, OPTIMIZERS, SCHEDULES, Initializer, ScheduleConfig, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq
-from .opset import COMMON_KEYS, INITIALIZER_ARGS, OPS, OpDef, read_initializer
+from .opset import COMMON_KEYS, INITIALIZER_ARG_DOCS, INITIALIZER_ARGS, OPS, OpDef, read_initializer
 from .schema import (
     CHECKPOINT_FIELDS,
     DATA_FIELDS,
@@ -56,99 +57,6 @@ from .versions import additions
 
 #: The dialect the schema declares.
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-#: What each key means, by section (wording from docs/spec.md), for keys whose ``Field`` has no ``doc`` of its own
-#: (layer keys always do: :data:`~nnspec.compiler.opset.OPS`). Every key of every table needs one: editors show it
-#: on hover.
-FIELD_DOCS: dict[str, dict[str, str]] = {
-    "spec": {
-        "name": "The model's name: letters, digits, _ and -, starting with a letter or _ (at most 64 characters); it "
-        "becomes a directory name. Default: the file name, cleaned.",
-        "description": "Free text.",
-        "extends": "A base spec this one builds on, relative to this file: input, train and data merge key by key; "
-        "every other value (layers included) is replaced as a whole.",
-        "input": "One example's shape and dtype.",
-        "layers": "The layers, applied in order: a type name (- flatten), {type: {params}} (- dense: {units: 10}), or "
-        "a type with its main parameter (- dropout: 0.5).",
-        "output": "The layer whose output is the model's output (default: the last layer).",
-        "train": "Loss, optimiser, schedule, batch size, epochs, seed, metrics, checkpoints, early stopping.",
-        "data": "The data set and how it is split and normalised (default: {dataset: digits}).",
-    },
-    "input": {
-        "shape": "One example's shape, without the batch axis; images are [height, width, channels] (channels last): "
-        "[8, 8, 1] for digits, [28, 28, 1] for MNIST.",
-        "dtype": "The precision the model is built and trained in (float64 for tight parity checks).",
-    },
-    "train": {
-        "loss": "cross_entropy (integer labels; computed from the logits when the model ends in softmax) or mse "
-        "(against one-hot labels).",
-        "optimizer": "A name (adam) or {name: {params}} ({sgd: {learning_rate: 0.1, momentum: 0.9}}); Keras 3's "
-        "definitions and defaults.",
-        "schedule": "How the learning rate changes with the optimiser step: a name or {name: {params}} ({cosine: "
-        "{decay_steps: 2000}}).",
-        "weight_decay": "Decoupled weight decay: each update first does p -= p * weight_decay * lr, on every kernel "
-        "and bias.",
-        "batch_size": "Examples per optimiser step.",
-        "epochs": "Passes over the training split.",
-        "seed": "Seeds the initial weights, the validation split, the data order and the dropout masks.",
-        "metrics": "Metrics reported per epoch.",
-        "on_divergence": "At the first NaN or infinite loss: stop (exit code 3, the weights from before that step "
-        "kept) or continue.",
-        "checkpoint": "A checkpoint every `every` epochs (0: none), the `keep` most recent kept.",
-        "early_stopping": "Stop when a metric stops improving, as Keras's EarlyStopping.",
-        "precision": "float32 (parity), tf32 (float32 with TF32 matrix products on NVIDIA GPUs), mixed_bfloat16 / "
-        "mixed_float16 (float32 weights, low-precision compute; float16 with loss scaling) or float64.",
-        "devices": "Local devices each batch is split over (data parallel): a number or all.",
-    },
-    "checkpoint": {
-        "every": "Write a checkpoint every this many epochs (0: none).",
-        "keep": "How many of the most recent checkpoints to keep.",
-    },
-    "early_stopping": {
-        "monitor": "The metrics.csv column to watch.",
-        "mode": "auto minimises losses and maximises accuracies; min or max say which way is better.",
-        "patience": "Epochs without improvement before training stops.",
-        "min_delta": "The least change that counts as an improvement.",
-        "restore_best": "End the run with the weights of the best epoch.",
-    },
-    "data": {
-        "dataset": "digits (scikit-learn's 8x8 digits, no download), mnist, fashion_mnist, npz (a NumPy .npz file) or "
-        "csv (a CSV file with a header row).",
-        "path": "A file or folder; required for npz and csv. A relative path is taken relative to the spec's folder "
-        "when it exists there.",
-        "x": "npz only: the name of the inputs array.",
-        "y": "npz only: the name of the labels array.",
-        "label": "csv only: the name of the label column; the other columns are the inputs.",
-        "validation_split": "The fraction of the training examples held out for validation.",
-        "test_split": "The fraction of all examples held out for testing, for data without an official test split "
-        "(digits, npz, csv).",
-        "normalize": "scale: divide by the data's maximum (min-max for npz and csv); standardize: per-feature mean and "
-        "standard deviation of the training split; none: as is.",
-    },
-    "optimizer": {
-        "learning_rate": "The base learning rate (> 0); a schedule scales it over time.",
-        "momentum": "Momentum, in [0, 1).",
-        "nesterov": "Use Nesterov momentum.",
-        "beta_1": "Decay of the first-moment estimate, in [0, 1).",
-        "beta_2": "Decay of the second-moment estimate, in [0, 1).",
-        "rho": "Decay of the moving average of squared gradients, in [0, 1).",
-        "epsilon": "Added to the denominator for stability (> 0).",
-    },
-    "schedule": {
-        "every": "Optimiser steps (batches, not epochs) between two drops of the rate.",
-        "factor": "What the rate is multiplied by at each drop.",
-        "decay_steps": "Optimiser steps (batches, not epochs) over which the rate decays.",
-        "decay_rate": "The rate is multiplied by decay_rate every decay_steps steps.",
-        "staircase": "Floor the exponent: drop in steps rather than smoothly.",
-        "alpha": "The fraction of the rate left at the end, in [0, 1].",
-    },
-    "initializer": {
-        "mean": "Mean of the normal distribution.",
-        "stddev": "Standard deviation of the normal distribution (> 0).",
-        "minval": "Lower end of the uniform range (below maxval).",
-        "maxval": "Upper end of the uniform range (above minval).",
-    },
-}
 
 #: Hover text of optimisers, schedules and initialisers in their ``{name: {params}}`` form (docs/spec.md).
 NAME_DOCS: dict[str, dict[str, str]] = {
@@ -433,8 +341,8 @@ def build_schema() -> Schema:
 
 
 def _doc(section: str, key: str, field: Field | None = None, op: OpDef | None = None) -> str:
-    """What ``key`` of ``section`` means: the op table's words for a layer key, else the field's own ``doc``,
-    else :data:`FIELD_DOCS`."""
+    """What ``key`` of ``section`` means: the op table's words for a layer key, else the field's own ``doc`` (the
+    description of ``nnspec`` is made from the op table's versions)."""
     if op is not None:
         text = op.key_doc(key)
         if not text:
@@ -442,10 +350,9 @@ def _doc(section: str, key: str, field: Field | None = None, op: OpDef | None = 
         return text
     if section == "spec" and key == "nnspec":
         return _version_doc()
-    text = (field.doc if field is not None else "") or FIELD_DOCS.get(section, {}).get(key, "")
-    if not text:
-        raise SchemaGap(f"no description of {section} key {key!r}: give its Field a doc, or add one to FIELD_DOCS")
-    return text
+    if field is None or not field.doc:
+        raise SchemaGap(f"no description of {section} key {key!r}: give its Field a doc in nnspec.compiler.schema")
+    return field.doc
 
 
 def _version_doc() -> str:
@@ -690,7 +597,7 @@ def _initializer() -> Schema:
     for name in INITIALIZERS:
         args = INITIALIZER_ARGS.get(name, {})
         properties = {
-            arg: _described(_initializer_arg(name, arg), _doc("initializer", arg), default)
+            arg: _described(_initializer_arg(name, arg), _initializer_arg_doc(arg), default)
             for arg, default in args.items()
         }
         params = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -703,6 +610,13 @@ def _initializer() -> Schema:
         "additionalProperties": False,
     }
     return {"anyOf": [{"enum": list(INITIALIZERS)}, mapping]}
+
+
+def _initializer_arg_doc(arg: str) -> str:
+    text = INITIALIZER_ARG_DOCS.get(arg)
+    if not text:
+        raise SchemaGap(f"no description of initializer argument {arg!r}: add one to opset.INITIALIZER_ARG_DOCS")
+    return text
 
 
 def _initializer_arg(name: str, arg: str) -> Schema:

@@ -66,6 +66,13 @@ INITIALIZER_ARGS: dict[str, dict[str, float]] = {
     "normal": {"mean": 0.0, "stddev": 0.05},
     "uniform": {"minval": -0.05, "maxval": 0.05},
 }
+#: What each initialiser argument means.
+INITIALIZER_ARG_DOCS: dict[str, str] = {
+    "mean": "Mean of the normal distribution.",
+    "stddev": "Standard deviation of the normal distribution (> 0).",
+    "minval": "Lower end of the uniform range (below maxval).",
+    "maxval": "Upper end of the uniform range (above minval).",
+}
 
 DEFAULT_KERNEL_INIT = Initializer("glorot_uniform")
 DEFAULT_BIAS_INIT = Initializer("zeros")

@@ -195,17 +195,10 @@ def targets_frame(frame: pd.DataFrame, device: str) -> pd.DataFrame:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no extra dependency)."""
+    """A GitHub-flavoured markdown table (nnspec's one table renderer; empty cells for None and NaN)."""
+    from nnspec.tables import from_frame, markdown
 
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return ""
-        return str(value).replace("|", "\\|")
-
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    return markdown(from_frame(frame, numbers_right=False), level=0)
 
 
 def markdown_report(info: dict[str, Any], results: pd.DataFrame, ratios: pd.DataFrame, targets: pd.DataFrame) -> str:

@@ -37,10 +37,10 @@ class Table:
 
 
 def from_frame(frame: Any, title: str = "", note: str = "", numbers_right: bool = True) -> Table:
-    """A :class:`Table` of a pandas DataFrame's cells as text; with ``numbers_right``, columns whose every cell
-    reads as a number (``1.5e-03 !``, ``42%``, ``1,024``, ``-``) are aligned right."""
+    """A :class:`Table` of a pandas DataFrame's cells as text (None and NaN as empty cells); with ``numbers_right``,
+    columns whose every cell reads as a number (``1.5e-03 !``, ``42%``, ``1,024``, ``-``) are aligned right."""
     columns = [str(c) for c in frame.columns]
-    rows = [["" if v is None else str(v) for v in r] for r in frame.itertuples(index=False)]
+    rows = [["" if v is None or v != v else str(v) for v in r] for r in frame.itertuples(index=False)]
     numeric = (i for i in range(len(columns)) if rows and all(_looks_numeric(r[i]) for r in rows))
     return Table(title, columns, rows, frozenset(numeric) if numbers_right else frozenset(), note)
 

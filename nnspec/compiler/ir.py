@@ -3,23 +3,11 @@
 The front end (loader -> schema validation -> resolution -> shape inference) produces a :class:`Graph`;
 every backend compiles a :class:`Graph`. Nothing here imports an engine.
 
-Canonical, fully resolved ``Node.attrs`` per op (defaults already filled in):
-
-* ``dense``: ``units: int``, ``activation: str``, ``use_bias: bool``, ``kernel_init: Initializer``,
-  ``bias_init: Initializer``
-* ``conv2d``: ``filters: int``, ``kernel: (kh, kw)``, ``strides: (sh, sw)``, ``padding: 'valid'|'same'``,
-  ``activation: str``, ``use_bias: bool``, ``kernel_init``, ``bias_init``
-* ``max_pool2d`` / ``avg_pool2d``: ``size: (ph, pw)``, ``strides: (sh, sw)``, ``padding: 'valid'|'same'``
-* ``flatten``: no attributes (row-major over (H, W, C))
-* ``reshape``: ``shape: tuple[int, ...]`` (per example, fully resolved, no -1 left)
-* ``dropout``: ``rate: float`` (probability of dropping a unit)
-* ``activation``: ``activation: str``
-* ``softmax``: no attributes (over the last axis)
-* ``add``: no attributes (elementwise sum of two or more inputs of one shape)
-* ``concat``: ``axis: int`` (a per-example axis, normalised to ``0 <= axis < rank``; default the last)
-* ``batch_norm``: ``momentum: float``, ``epsilon: float``, ``center: bool``, ``scale: bool`` (over the last axis)
-* ``layer_norm``: ``epsilon: float``, ``center: bool``, ``scale: bool`` (over the last axis)
-* ``global_avg_pool2d`` / ``global_max_pool2d``: no attributes ((H, W, C) -> (C,))
+``Node.attrs`` are canonical and fully resolved: one entry per field of the op's ``OpDef``
+(:data:`nnspec.compiler.opset.OPS`, where each field's meaning is written), the default filled in where the
+spec left it out. Windows, kernels, strides and dilations are tuples with one entry per sliding axis
+(``(kh, kw)`` for ``conv2d``, ``(k,)`` for ``conv1d``); ``reshape``'s ``shape`` has no -1 left; ``concat``'s
+``axis`` is a per-example axis normalised to ``0 <= axis < rank``; initialisers are :class:`Initializer`.
 
 Shapes are per example (no batch axis), channels last.
 

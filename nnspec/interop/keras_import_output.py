@@ -5,7 +5,6 @@ before anything is read (:func:`check_outputs`) and written whole or not at all 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Callable
 
 from ..outputs import check_output_file
@@ -53,34 +52,11 @@ def _write_text(path: str, text: str) -> None:
 
 def _write_all(jobs: list[tuple[str, Callable[[str], Any]]]) -> None:
     """Write every ``(target, write)`` to a temporary file beside its target, then rename them all into place."""
-    from ..runtime.atomic import TEMP_PREFIX, fsync_dir
+    from ..runtime.atomic import atomic_write_all
 
-    temps: list[tuple[str, str]] = []
-    done: list[str] = []
-    target = ""
     try:
-        for target, write in jobs:
-            folder = os.path.dirname(os.path.abspath(target))
-            stem, suffix = os.path.splitext(os.path.basename(target))
-            fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}-", suffix=suffix, dir=folder)
-            os.close(fd)
-            temps.append((tmp, target))
-            write(tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        for tmp, target in temps:
-            os.replace(tmp, target)
-            done.append(target)
-    except BaseException as exc:
-        for name in [tmp for tmp, _ in temps] + done:
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise KerasImportError(
-                f"{target}: cannot write the import's output ({exc.strerror or exc}); nothing was written"
-            ) from None
-        raise
-    for _, target in temps:
-        fsync_dir(os.path.dirname(os.path.abspath(target)))
+        atomic_write_all(jobs)
+    except OSError as exc:
+        raise KerasImportError(
+            f"{exc.filename}: cannot write the import's output ({exc.strerror or exc}); nothing was written"
+        ) from None

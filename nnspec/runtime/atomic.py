@@ -1,4 +1,4 @@
-"""Files that are whole or absent: atomic writes.
+"""Files that are whole or absent: atomic writes of one file, of several files, and of a folder.
 
 A file is written to a temporary name in its own folder, flushed and synced, then renamed over the
 target (``os.replace`` is atomic on POSIX and Windows); the folder is synced so that the rename itself
@@ -9,7 +9,9 @@ stray ``.tmp-*`` file that no reader looks at.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,8 +57,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> P
     try:
         os.chmod(tmp, _MODE)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -66,3 +67,71 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> P
         raise
     fsync_dir(target.parent)
     return target
+
+
+def atomic_write_all(jobs: Sequence[tuple[str | os.PathLike, Callable[[str], Any]]]) -> list[Path]:
+    """Write several files, none replaced before all are written: each ``write(tmp)`` fills a temporary file
+    beside its target, every one is synced, then all are renamed into place and their folders synced.
+
+    On an error the temporary files, and any target already renamed into place, are removed, and the error is
+    raised (an :class:`OSError` with the target it was writing as its ``filename``).
+    """
+    temps: list[tuple[str, Path]] = []
+    done: list[Path] = []
+    target = Path()
+    try:
+        for path, write in jobs:
+            target = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.stem}-", suffix=target.suffix, dir=target.parent)
+            os.close(fd)
+            temps.append((tmp, target))
+            os.chmod(tmp, _MODE)
+            write(tmp)
+            _fsync_file(tmp)
+        for tmp, target in temps:
+            os.replace(tmp, target)
+            done.append(target)
+    except BaseException as exc:
+        if isinstance(exc, OSError):
+            exc.filename = str(target)
+        for name in [Path(tmp) for tmp, _ in temps] + done:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        raise
+    for folder in dict.fromkeys(target.parent for _, target in temps):
+        fsync_dir(folder)
+    return done
+
+
+def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
+    """Write a folder whole: ``fill(tmp)`` writes its files into a temporary folder beside ``path``, every file is
+    synced, and the folder is renamed into place in one step (an existing folder there is replaced).
+
+    A process killed at any moment leaves the old folder, the new one, or a stray ``.tmp-*`` folder.
+    """
+    final = Path(path)
+    tmp = final.with_name(f"{TEMP_PREFIX}{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    fill(tmp)
+    for entry in tmp.iterdir():
+        if entry.is_file():
+            _fsync_file(entry)
+    fsync_dir(tmp)
+    if final.exists():
+        stale = final.with_name(f"{TEMP_PREFIX}stale-{final.name}-{os.getpid()}")
+        os.rename(final, stale)
+        os.rename(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def _fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())

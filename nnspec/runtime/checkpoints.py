@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,7 @@ from ..errors import DataError
 from ..semantics.training_state import TrainingState, from_tensors, to_tensors
 from ..semantics.weights import value_problems
 from ..strict_json import json_text
-from .atomic import TEMP_PREFIX, fsync_dir
+from .atomic import TEMP_PREFIX, atomic_folder
 
 FOLDER = "checkpoints"
 STATE_FILE = "state.safetensors"
@@ -65,28 +66,14 @@ def write_checkpoint(run_dir: str | os.PathLike, ts: TrainingState, record: Mapp
 
     folder = Path(run_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / checkpoint_name(ts.epochs_done)
-    tmp = folder / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     arrays, meta = to_tensors(ts)
-    save_file(
-        {k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / STATE_FILE), metadata={"format": FORMAT}
-    )
-    (tmp / META_FILE).write_text(json_text({"format": FORMAT, "version": FORMAT_VERSION, **meta, **record}))
-    for name in (STATE_FILE, META_FILE):
-        with open(tmp / name, "rb+") as f:
-            os.fsync(f.fileno())
-    fsync_dir(tmp)
-    if final.exists():
-        stale = folder / f"{TEMP_PREFIX}stale-{final.name}-{os.getpid()}"
-        os.rename(final, stale)
-        os.rename(tmp, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-    fsync_dir(folder)
+
+    def fill(tmp: Path) -> None:
+        tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        save_file(tensors, str(tmp / STATE_FILE), metadata={"format": FORMAT})
+        (tmp / META_FILE).write_text(json_text({"format": FORMAT, "version": FORMAT_VERSION, **meta, **record}))
+
+    final = atomic_folder(folder / checkpoint_name(ts.epochs_done), fill)
     return Checkpoint(final, ts.epochs_done)
 
 
@@ -129,7 +116,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[TrainingState, dict[str, A
         raise DataError(f"{meta_path}: not an nnspec checkpoint record")
     if record.get("version") != FORMAT_VERSION:
         raise DataError(
-            f"{meta_path}: checkpoint format version {record.get('version')!r}; this nnspec reads version {FORMAT_VERSION}"
+            f"{meta_path}: checkpoint format version {record.get('version')!r}; this nnspec reads version "
+            f"{FORMAT_VERSION}"
         )
     try:
         arrays = load_file(str(state_path))
@@ -148,7 +136,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[TrainingState, dict[str, A
     return ts, record
 
 
-def prune_checkpoints(run_dir: str | os.PathLike, keep: int, protect: set[int] = frozenset()) -> list[Path]:  # type: ignore[assignment]
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int, protect: AbstractSet[int] = frozenset()) -> list[Path]:
     """Remove all but the ``keep`` most recent checkpoints, never those in ``protect`` (epoch counts).
 
     Stray temporary folders are removed too. Returns what was removed.

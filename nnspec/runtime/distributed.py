@@ -68,7 +68,8 @@ def cluster_from(
     if count > 1:
         if not coordinator:
             raise NnspecError(
-                f"{count} processes need a coordinator: pass --coordinator HOST:PORT (the address of process 0), or set {ENV_COORDINATOR}"
+                f"{count} processes need a coordinator: pass --coordinator HOST:PORT (the address of process 0), or "
+                f"set {ENV_COORDINATOR}"
             )
         split_address(coordinator)
     return Cluster(coordinator if count > 1 else None, count, index)

@@ -9,7 +9,7 @@ training stops once ``wait`` reaches ``patience`` (never after the first epoch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..compiler.ir import EarlyStoppingConfig
@@ -69,8 +69,3 @@ class EarlyStopping:
             int(data.get("wait", 0)),
             int(data.get("stopped_epoch", 0)),
         )
-
-
-def describe_config(config: EarlyStoppingConfig) -> dict[str, Any]:
-    """The settings as a plain dict (for env.json)."""
-    return asdict(config)

@@ -189,7 +189,7 @@ def fit(
                 )
             )
             rows.append(row)
-            model.history = concat_history(getattr(model, "history", None), make_history([row]))  # type: ignore[attr-defined]
+            model.history = concat_history(model.history, make_history([row]))
             reporter.epoch(row)
             if on_epoch is not None and on_epoch(row):
                 break

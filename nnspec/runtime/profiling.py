@@ -121,7 +121,9 @@ def layer_inputs(graph: Graph, node: Node, batch: int, dtype: str) -> list[np.nd
 
 
 def output_cotangent(graph: Graph, node: Node, batch: int, dtype: str) -> np.ndarray:
-    """A random cotangent in [0, 1) of ``node``'s output shape: the backward differentiates ``sum(cotangent * output)``."""
+    """A random cotangent in [0, 1) of ``node``'s output shape.
+
+    The backward differentiates ``sum(cotangent * output)``."""
     rng = np.random.default_rng([int(graph.train.seed), node.index, 1])
     return rng.random((batch, *node.output_shape)).astype(dtype)
 
@@ -364,8 +366,10 @@ def header_lines(profile: Profile) -> list[str]:
     return [
         f"spec {profile.spec}: batch {profile.batch}, training mode; engines: {engines}",
         f"milliseconds, median of {profile.repeats} calls after 1 + {profile.warmup} untimed calls; host: {host}",
-        "fwd: the layer's forward alone; bwd: its vector-Jacobian product alone (w.r.t. inputs and weights), on saved residuals",
-        "dispatch: an empty layer's call, which every layer's time includes; step: one whole training step (in the fwd column)",
+        "fwd: the layer's forward alone; bwd: its vector-Jacobian product alone (w.r.t. inputs and weights), on saved "
+        "residuals",
+        "dispatch: an empty layer's call, which every layer's time includes; step: one whole training step (in the "
+        "fwd column)",
     ]
 
 

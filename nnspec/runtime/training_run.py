@@ -141,8 +141,9 @@ def train_in_directory(
     ``early_state`` and ``last_checkpoint`` continue a resumed run. ``finish(history, test)`` gives the
     ``env.json`` record. ``stops`` (default: a new one, installed for the training only) catches SIGINT /
     SIGTERM; a caller that installs it over more (compiling, writing) passes its own. ``tensorboard``: log
-    the epochs to ``RUN_DIR/tensorboard/`` (:class:`~nnspec.runtime.tensorboard.RunLog`). Raises :class:`TrainingDiverged` (run marked ``diverged``) and
-    :class:`OutputError` (the results could not be written; the weights were rescued).
+    the epochs to ``RUN_DIR/tensorboard/`` (:class:`~nnspec.runtime.tensorboard.RunLog`). Raises
+    :class:`TrainingDiverged` (run marked ``diverged``) and :class:`OutputError` (the results could not be
+    written; the weights were rescued).
     """
     train = model.graph.train
     early = EarlyStopping.from_json(train.early_stopping, early_state) if train.early_stopping is not None else None
@@ -228,9 +229,11 @@ def _write_results(
             except OSError:
                 pass
             raise OutputError(
-                f"{run.path}: could not write the run's files ({exc.strerror or exc}); the trained weights were saved to {target}",
+                f"{run.path}: could not write the run's files ({exc.strerror or exc}); the trained weights were saved "
+                f"to {target}",
                 os.fspath(target),
             ) from None
         raise OutputError(
-            f"{run.path}: could not write the run's files ({exc.strerror or exc}), nor a fallback weights file in {tempfile.gettempdir()} or {Path.cwd()}"
+            f"{run.path}: could not write the run's files ({exc.strerror or exc}), nor a fallback weights file in "
+            f"{tempfile.gettempdir()} or {Path.cwd()}"
         ) from None

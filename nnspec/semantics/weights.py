@@ -4,6 +4,9 @@ Every weights file is read through :func:`nnspec.data.safety.open_regular` (no f
 the size is checked against the cap and the memory available before it is read). Each array must be
 floating point and finite; with a spec, names and shapes must match it. Problems are
 :class:`WeightsError` naming the file, the tensor and, for a NaN or infinity, its first index.
+
+The weights contract (names, shapes, Keras's layouts) is engine-free, and every engine's ``save``/``load``
+(:mod:`nnspec.backends.base`) as well as checkpoints and interop use this module, so it sits below the engines.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def value_problems(weights: Mapping[str, np.ndarray]) -> list[str]:
 
 
 def weight_differences(graph: Graph, weights: Mapping[str, np.ndarray]) -> list[str]:
-    """Human-readable differences in names and shapes between ``weights`` and what ``graph`` needs (empty when they match)."""
+    """Human-readable differences in names and shapes between ``weights`` and what ``graph`` needs (empty when
+    they match)."""
     want = expected_shapes(graph)
     problems = [f"missing '{k}' (shape {list(s)})" for k, s in want.items() if k not in weights]
     problems += [f"unexpected '{k}' (not a parameter of this spec)" for k in weights if k not in want]
@@ -88,7 +92,8 @@ def load_weights(path: str | os.PathLike, graph: Graph | None = None) -> dict[st
         weights = load(data)
     except KeyError as exc:
         raise WeightsError(
-            f"{where}: a tensor has dtype {exc.args[0]}, which NumPy cannot hold; save the weights as float32 or float64"
+            f"{where}: a tensor has dtype {exc.args[0]}, which NumPy cannot hold; save the weights as float32 or "
+            "float64"
         ) from None
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
         raise WeightsError(f"{where}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None

@@ -68,8 +68,8 @@ class JaxBackend(Backend):
         return gpus()
 
     def capabilities(self) -> Capabilities:
-        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU;
-        data parallel over several devices (``jax.sharding``)."""
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64;
+        CPU and GPU; data parallel over several devices (``jax.sharding``)."""
         from .layers import LOWERINGS
 
         return Capabilities(layers=frozenset(LOWERINGS), devices=("cpu", "gpu"), data_parallel=True)

@@ -25,7 +25,8 @@ def devices() -> list[str]:
 
 
 def device_counts() -> dict[str, int]:
-    """This process's JAX devices of each kind (virtual CPU devices count: ``--xla_force_host_platform_device_count``)."""
+    """This process's JAX devices of each kind (virtual CPU devices count too:
+    ``--xla_force_host_platform_device_count``)."""
     import jax
 
     counts = {"cpu": len(jax.local_devices(backend="cpu"))}
@@ -79,7 +80,8 @@ def mesh_devices(kind: str, local: int) -> list[Any]:
     short = {p: len(ds) for p, ds in by_process.items() if len(ds) < local}
     if short:
         raise BackendError(
-            f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have {min(short.values())}"
+            f"train.devices asks for {local} {kind.upper()} devices in each process; process(es) {sorted(short)} have "
+            f"{min(short.values())}"
         )
     return [d for p in sorted(by_process) for d in by_process[p][:local]]
 

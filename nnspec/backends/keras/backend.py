@@ -21,10 +21,16 @@ from .engine import configured_engine
 #: Keras engines nnspec's Keras backend can train on (it needs the engine's own gradient).
 TRAINABLE_ENGINES: tuple[str, ...] = ("jax", "tensorflow")
 
-FLOAT64_ON_JAX = "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 model would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
+FLOAT64_ON_JAX = (
+    "Keras 3 on JAX promotes 64-bit dtypes to 32-bit in keras.ops (keras.backend.result_type), so a float64 model "
+    "would silently compute partly in float32; use KERAS_BACKEND=tensorflow for float64"
+)
 
 
-DATA_PARALLEL_ON_TF = "Keras 3's distribution API (keras.distribution) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
+DATA_PARALLEL_ON_TF = (
+    "Keras 3's distribution API (keras.distribution) runs on its JAX backend only; use KERAS_BACKEND=jax, "
+    "or the tensorflow backend"
+)
 
 
 class KerasBackend(Backend):
@@ -118,7 +124,8 @@ class KerasBackend(Backend):
         caps = self.capabilities()
         if dtype not in caps.dtypes and dtype in caps.gaps:
             raise BackendError(
-                f"dtype '{dtype}' is not supported by backend '{self.name}' on {configured_engine()}: {caps.gaps[dtype]}"
+                f"dtype '{dtype}' is not supported by backend '{self.name}' on {configured_engine()}: "
+                f"{caps.gaps[dtype]}"
             )
         super().check(graph, dtype)
 

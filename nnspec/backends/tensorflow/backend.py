@@ -69,8 +69,8 @@ class TensorFlowBackend(Backend):
         return gpus()
 
     def capabilities(self) -> Capabilities:
-        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64; CPU and GPU;
-        data parallel over several devices and workers (``tf.distribute``).
+        """The layers it has lowerings for (every layer), every activation and optimiser; float32 and float64;
+        CPU and GPU; data parallel over several devices and workers (``tf.distribute``).
 
         ``devices`` says what it supports; :meth:`devices` says what is on this machine.
         """

@@ -196,8 +196,10 @@ def replica_strategy(device: str, local: int, processes: int) -> Any:
         strategy = start_multi_worker()
         if strategy.num_replicas_in_sync != local * processes:
             raise BackendError(
-                f"TensorFlow's multi-worker strategy has {strategy.num_replicas_in_sync} replicas, not {local * processes} "
-                f"({local} devices in each of {processes} processes): on CPUs a worker has one replica (train.devices: 1), on GPUs every local GPU (train.devices: all)"
+                f"TensorFlow's multi-worker strategy has {strategy.num_replicas_in_sync} replicas, not "
+                f"{local * processes} "
+                f"({local} devices in each of {processes} processes): on CPUs a worker has one replica "
+                "(train.devices: 1), on GPUs every local GPU (train.devices: all)"
             )
         return strategy
     names = [d.name for d in tf.config.list_logical_devices("GPU" if device == "gpu" else "CPU")][:local]

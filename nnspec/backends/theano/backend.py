@@ -86,8 +86,14 @@ class TheanoBackend(Backend):
         if base == "c":
             base_text = f"C linker with BLAS {info.blas_ldflags} ({info.blas_source})"
         else:
-            base_text = "Numba linker: no system BLAS found for the C linker (install OpenBLAS, e.g. apt-get install libopenblas-dev, for the faster C path)"
-        return f"PyTensor: JAX linker (XLA) for float32 models on CPU but tiny MLPs; {base_text} for float64 and tiny MLPs; cache {config.cache_dir()}"
+            base_text = (
+                "Numba linker: no system BLAS found for the C linker (install OpenBLAS, e.g. apt-get install "
+                "libopenblas-dev, for the faster C path)"
+            )
+        return (
+            f"PyTensor: JAX linker (XLA) for float32 models on CPU but tiny MLPs; {base_text} for float64 and tiny "
+            f"MLPs; cache {config.cache_dir()}"
+        )
 
     def execution_notes(self) -> dict[str, str]:
         """The linker rule and the base linker, BLAS and compile cache here (for ``nnspec backends``)."""
@@ -101,7 +107,10 @@ class TheanoBackend(Backend):
         from .layers import LOWERINGS
 
         gaps = {"gpu": "through PyTensor's JAX linker only, in float32 (float64 there needs jax_enable_x64)"}
-        no_mixed = "PyTensor has no bfloat16 type and no control over matrix-product precision; use the jax or tensorflow backend"
+        no_mixed = (
+            "PyTensor has no bfloat16 type and no control over matrix-product precision; use the jax or tensorflow "
+            "backend"
+        )
         gaps.update({name: no_mixed for name in ("tf32", "mixed_bfloat16", "mixed_float16")})
         gaps["data_parallel"] = "PyTensor has no multi-device execution"
         return Capabilities(
@@ -116,13 +125,15 @@ class TheanoBackend(Backend):
         mode = choice.mode
         if device == "gpu" and mode != "jax":
             raise BackendError(
-                f"backend 'theano' runs on the GPU only through PyTensor's JAX linker; {config.MODE_ENV}={mode} is CPU-only"
+                f"backend 'theano' runs on the GPU only through PyTensor's JAX linker; {config.MODE_ENV}={mode} is "
+                "CPU-only"
             )
         if mode == "jax" and dtype == "float64":
             import jax
 
             if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
                 raise BackendError(
-                    "backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype float32 or the c/numba linker"
+                    "backend 'theano' with the JAX linker computes in float32 only (jax_enable_x64 is off); use dtype "
+                    "float32 or the c/numba linker"
                 )
         return TheanoModel(graph, self, device, dtype, weights, mode, choice.why)

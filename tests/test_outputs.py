@@ -23,7 +23,8 @@ def test_check_output_file_refuses_each_unusable_path(tmp_path: Path) -> None:
         "": "(empty): cannot write the chart: not a usable path",
         str(tmp_path / "dir"): f"cannot write the chart: it is a folder; give the name of the file to write, e.g. "
         f"{tmp_path / 'dir' / 'c.png'}",
-        str(tmp_path / "missing" / "c.png"): f"cannot write the chart: the folder {tmp_path / 'missing'} does not exist",
+        str(tmp_path / "missing" / "c.png"): "cannot write the chart: the folder "
+        f"{tmp_path / 'missing'} does not exist",
         "/dev/null": "cannot write the chart: it exists and is not a regular file",
     }
     for path, says in cases.items():

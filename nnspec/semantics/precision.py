@@ -17,6 +17,9 @@ policy             weights     compute     notes
 ``float64``        float64     float64     the model's dtype becomes float64
 =================  ==========  ==========  =================================================================
 
+Which ops compute in the storage type under a mixed policy is a fact of the op table (``OpDef.wide``:
+:data:`WIDE_OPS`, the normalisation layers); their weights are not cast (:func:`wide_keys`).
+
 Loss scaling (``mixed_float16``): the loss is multiplied by a scale before differentiation and the
 gradients divided by it. The scale starts at 2**15; a step whose gradients are not all finite changes
 no weight, slot or statistic and halves the scale; after 2000 consecutive finite steps it doubles. The

@@ -1,9 +1,9 @@
 """The backend contract: what every engine offers nnspec, and the parts written once for all of them.
 
 A :class:`Backend` compiles a :class:`~nnspec.compiler.ir.Graph` into a :class:`CompiledModel`. An
-engine implements the small set of abstract methods of ``CompiledModel`` (one epoch on the device,
-evaluation, prediction, weights in and out, and the comparison hooks); training loops, saving and
-loading are shared here and in :mod:`nnspec.runtime`.
+engine implements the small set of abstract methods of ``CompiledModel`` (an epoch's batches on the device,
+evaluation, prediction, weights in and out, and the comparison hooks); the epoch template, saving and loading
+are shared here, the training loop over epochs is :mod:`nnspec.runtime.loop`.
 
 Batches: an epoch visits ``steps = n // batch_size`` full batches in the order given by the epoch's
 permutation; the last ``n % batch_size`` examples of the permutation are not visited that epoch (a
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -47,7 +47,8 @@ class Capabilities:
     dtypes: tuple[str, ...] = ("float32", "float64")
     #: ``train.precision`` policies (see :mod:`nnspec.semantics.precision`); reasons for the others in ``gaps``
     precisions: tuple[str, ...] = PRECISIONS
-    #: whether a batch can be split over several devices (``train.devices`` > 1); the reason in ``gaps['data_parallel']`` when not
+    #: whether a batch can be split over several devices (``train.devices`` > 1); when not, the reason is in
+    #: ``gaps['data_parallel']``
     data_parallel: bool = False
     gaps: Mapping[str, str] = field(default_factory=dict)
 
@@ -138,12 +139,15 @@ class Backend(abc.ABC):
             if gap:
                 where = f"train.devices: {requested}" if processes == 1 else f"{processes} processes"
                 raise BackendError(
-                    f"backend '{self.name}' cannot split batches over several devices ({where}): {gap}; use train.devices: 1 (or --devices 1), or the jax or tensorflow backend"
+                    f"backend '{self.name}' cannot split batches over several devices ({where}): {gap}; use "
+                    "train.devices: 1 (or --devices 1), or the jax or tensorflow backend"
                 )
         if local > have:
             raise BackendError(
-                f"train.devices: {requested} asks for {local} {device.upper()} devices, but backend '{self.name}' sees {have} here; "
-                f"use --devices {have} (or all){' or --device gpu' if device == 'cpu' and 'gpu' in self.devices() else ''}"
+                f"train.devices: {requested} asks for {local} {device.upper()} devices, but backend '{self.name}' "
+                f"sees {have} here; "
+                f"use --devices {have} (or "
+                f"all){' or --device gpu' if device == 'cpu' and 'gpu' in self.devices() else ''}"
             )
         for size in (graph.train.batch_size, *batch_sizes):
             check_batch_split(int(size), total, processes)
@@ -163,7 +167,8 @@ class Backend(abc.ABC):
             raise BackendError(f"unknown device {device!r}; expected auto, cpu or gpu")
         if device not in have:
             raise BackendError(
-                f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); nnspec never falls back silently: use --device cpu or --device auto"
+                f"backend '{self.name}' sees no {device.upper()} on this machine (devices: {', '.join(have)}); nnspec "
+                "never falls back silently: use --device cpu or --device auto"
             )
         return device
 
@@ -194,7 +199,8 @@ class Backend(abc.ABC):
         if policy not in caps.precisions:
             reason = caps.gaps.get(policy, "not implemented")
             problems.append(
-                f"train.precision '{policy}' is not supported by backend '{self.name}': {reason} (supported: {', '.join(caps.precisions)})"
+                f"train.precision '{policy}' is not supported by backend '{self.name}': {reason} (supported: "
+                f"{', '.join(caps.precisions)})"
             )
         if problems:
             raise BackendError("\n".join(problems))
@@ -234,7 +240,8 @@ def check_batch_split(batch_size: int, replicas: int, processes: int = 1) -> Non
         )
         hint = f"{lower} or {upper}" if lower else f"{upper}"
         raise BackendError(
-            f"batch size {batch_size} does not split evenly over {over}: set train.batch_size to a multiple of {replicas} (such as {hint}), or use a device count that divides {batch_size}"
+            f"batch size {batch_size} does not split evenly over {over}: set train.batch_size to a multiple of "
+            f"{replicas} (such as {hint}), or use a device count that divides {batch_size}"
         )
 
 
@@ -242,7 +249,8 @@ class CompiledModel(abc.ABC):
     """A model compiled for one engine.
 
     The engine implements the abstract methods: where arrays live (:meth:`put`, :meth:`read_arrays`,
-    :meth:`write_arrays`), how an epoch runs (:meth:`run_epoch`: one fused program, or one per step), and
+    :meth:`write_arrays`), how an epoch's batches run (:meth:`train_batches`: one fused program, or one per
+    step; :meth:`run_epoch` is the template around it), and
     the programs for one evaluation chunk, one prediction chunk, per-layer outputs, gradients and one
     training step. All of them compute through the shared :class:`~nnspec.semantics.recipe.TrainingRecipe`;
     what is the same for every engine (weights and training state in and out, chunked evaluation and
@@ -252,12 +260,12 @@ class CompiledModel(abc.ABC):
     (non-trainable: running statistics) and ``slots`` (optimiser slots, keyed ``<weight>/<slot>``).
 
     Divergence guard: while :attr:`guard_divergence` is true (``train.on_divergence: stop``; it may be
-    changed after compiling), :meth:`run_epoch` runs the recipe's guarded step inside its compiled
+    changed after compiling), :meth:`train_batches` runs the recipe's guarded step inside its compiled
     programs. A step whose loss is not finite, and every later step of that epoch, changes nothing; the
     epoch then reports it in :attr:`diverged_step` and :attr:`diverged_loss`.
 
     Data parallelism: :attr:`replicas` devices each take an equal, consecutive share of every batch
-    (:meth:`check_batch_size` is called by each engine's :meth:`run_epoch`); the arrays read and written
+    (:meth:`check_batch_size`, called by :meth:`run_epoch`); the arrays read and written
     here are host copies of the replicated weights, the same whatever the device count, so training state
     from a run on N devices continues on M.
     """
@@ -303,12 +311,13 @@ class CompiledModel(abc.ABC):
         """Replace one group of arrays (same keys and shapes as :meth:`read_arrays` gives)."""
 
     @abc.abstractmethod
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train over ``len(order) // batch_size`` batches taken from ``order`` (device data from :meth:`put`).
+    def train_batches(self, x: Any, y: Any, batches: np.ndarray) -> Sequence[float]:
+        """Train over the rows of ``batches`` (``(steps, batch_size)`` int32 indices into device data ``x``, ``y``),
+        the first from optimiser step :attr:`step`, in the engine's own loop (fused where it can be).
 
-        Returns the mean training loss and accuracy of the epoch's batches (dropout on), read back once.
-        Advances :attr:`step` by the number of batches. Under the divergence guard, a step with a
-        non-finite loss ends the epoch's effect there (see :meth:`_end_epoch`).
+        Returns the host sums over the steps, read back once: ``(loss_sum, correct_sum)``, and under the
+        divergence guard ``(loss_sum, correct_sum, kept_steps, first_nonfinite_loss)`` (see :meth:`_end_epoch`).
+        Leaves :attr:`step` to :meth:`run_epoch`.
         """
 
     @abc.abstractmethod
@@ -331,12 +340,31 @@ class CompiledModel(abc.ABC):
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser step on the given host batch; returns its loss and advances :attr:`step`."""
 
+    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """Train over ``len(order) // batch_size`` batches taken from ``order`` (device data from :meth:`put`).
+
+        The one epoch template of every engine: a ``batch_size`` larger than the data is clipped to it and
+        checked against the devices (:meth:`check_batch_size`); the epoch's full batches are the rows of
+        ``order[: steps * batch_size].reshape(steps, batch_size)`` (int32), which the engine trains over
+        (:meth:`train_batches`). Returns the mean training loss and accuracy of the epoch's batches (dropout
+        on) and advances :attr:`step` by the number of batches; NaN, NaN when ``order`` holds no full batch.
+        Under the divergence guard, a step with a non-finite loss ends the epoch's effect there.
+        """
+        self._start_epoch()
+        batch_size = max(1, min(int(batch_size), len(order)))
+        self.check_batch_size(batch_size)
+        steps = len(order) // batch_size
+        if steps == 0:
+            return float("nan"), float("nan")
+        batches = np.asarray(order[: steps * batch_size], dtype=np.int32).reshape(steps, batch_size)
+        return self._end_epoch(steps, batch_size, *self.train_batches(x, y, batches))
+
     def check_batch_size(self, batch_size: int) -> None:
         """Raise :class:`BackendError` unless ``batch_size`` splits evenly over :attr:`replicas` devices."""
         check_batch_split(int(batch_size), self.replicas, self.processes)
 
     def _start_epoch(self) -> None:
-        """Clear the divergence record; every :meth:`run_epoch` calls it first."""
+        """Clear the divergence record (:meth:`run_epoch` does it first)."""
         self.diverged_step = None
         self.diverged_loss = float("nan")
 
@@ -349,7 +377,7 @@ class CompiledModel(abc.ABC):
         kept: float | None = None,
         last_loss: float = float("nan"),
     ) -> tuple[float, float]:
-        """Close an epoch of ``steps`` batches, ``kept`` of them kept (all when None), with host sums over the kept ones.
+        """Close an epoch of ``steps`` batches, ``kept`` of them kept (all when None), with host sums over the kept.
 
         Advances :attr:`step` by the steps kept; when fewer than ``steps`` were kept, records the first
         one that was not (:attr:`diverged_step`) and its loss ``last_loss`` (:attr:`diverged_loss`).

@@ -13,16 +13,13 @@ compile time is measured apart from the step time, in :attr:`compile_seconds`):
 Both read metrics back once per epoch. Under the divergence guard (:attr:`guard_divergence`) each mode
 has a guarded twin (``epoch_scan_guarded``, ``epoch_step_guarded``) that runs the recipe's guarded step
 and carries its :class:`~nnspec.semantics.recipe.Guard` with the sums, read back with them. The scan keeps
-the update under ``lax.cond`` (``lazy``), the step program selects each array with ``where``: measured on
-the 784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch,
-guard on vs off, median of 4 to 7): scan with ``cond`` -1 to +3 % (``where``: +7 to +8 %), step with
-``where`` 0 to +2 % (``cond``: +13 to +17 %). On a GPU the scan selects with ``where`` too: XLA's GPU
-conditional reads its predicate back to the host at every step. The step itself is the shared recipe
-(:class:`nnspec.semantics.recipe.TrainingRecipe`); JAX supplies its lowerings, ``jax.value_and_grad``,
-``jit`` and device placement. The rule (:func:`fused_epoch`, with the measurements behind it):
-on a GPU always ``scan``; on the CPU ``scan`` for models without convolution or pooling (an MLP epoch:
-0.41 s CPU fused vs 0.59 s per step) and ``step`` for the others (a convnet step: 61 ms CPU per step vs
-565 ms inside a scan, where XLA's CPU backend takes a slow path for convolutions).
+the update under ``lax.cond`` (``lazy``), the step program selects each array with ``where`` (the faster of
+the two for each, docs/benchmarks.md, "Measurements behind design choices"). On a GPU the scan selects with
+``where`` too: XLA's GPU conditional reads its predicate back to the host at every step. The step itself is
+the shared recipe (:class:`nnspec.semantics.recipe.TrainingRecipe`); JAX supplies its lowerings,
+``jax.value_and_grad``, ``jit`` and device placement. The rule (:func:`fused_epoch`): on a GPU always
+``scan``; on the CPU ``scan`` for models without convolution or pooling and ``step`` for the others, where
+XLA's CPU backend takes a slow path for convolutions inside a loop.
 :attr:`JaxModel.epoch_mode` may be set to ``'scan'`` or ``'step'`` to override it (benchmarks, tests).
 Evaluation and prediction run one program per fixed-size chunk (the last chunk padded and masked).
 
@@ -43,7 +40,7 @@ both scoped to this model's calls, so models of either precision coexist in one 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,17 +65,8 @@ def fused_epoch(graph: Graph, device: str) -> bool:
 
     Rule: always fuse on a GPU (there a step of a small model costs less than dispatching it); on the CPU,
     fuse only models without convolution or pooling, because XLA's CPU backend runs a convolution inside a
-    ``while`` loop (what a scan becomes) through a much slower code path.
-
-    Measured with JAX 0.10.2 on this project's 2-core CPU (shared, so CPU seconds are the steadier figure),
-    Fashion-MNIST-shaped random data (60000x28x28x1), batch 128, Adam, best of 3 epochs after compiling:
-
-    * MLP flatten-dense128(relu)-dense10-softmax, 468 steps: fused 0.55 s wall / 0.41 s CPU per epoch,
-      per step 0.58 s wall / 0.59 s CPU (fused about 1.4x less CPU);
-    * convnet conv32(3x3, relu)-maxpool2-conv64(3x3, relu)-maxpool2-flatten-dropout(0.5)-dense10-softmax,
-      with the tiled max pool of :func:`nnspec.backends.jax.layers.tiled_max_pool`, 20 to 50 steps, CPU
-      seconds a step: per step 61 ms (about 29 s CPU a 468-step epoch), fused 565 ms: fused about 9x
-      slower. (With ``reduce_window`` pooling: per step 128 to 133 ms, fused 660 to 750 ms.)
+    ``while`` loop (what a scan becomes) through a much slower code path. The measurements are in
+    docs/benchmarks.md ("Measurements behind design choices").
     """
     if device == "gpu":
         return True
@@ -296,25 +284,16 @@ class JaxModel(CompiledModel):
         with self._scope():
             self._arrays = {**self._arrays, group: self._to_device({k: arrays[k] for k in self._arrays[group]})}
 
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train one epoch over the full batches of ``order``; returns its mean loss and accuracy.
-
-        Under the divergence guard the guarded programs run and the guard comes back with the sums.
-        """
+    def train_batches(self, x: Any, y: Any, batches: np.ndarray) -> Sequence[float]:
+        """The epoch's batches as one ``lax.scan`` program or one program per step; the sums (and guard) read once."""
         import jax
 
-        self._start_epoch()
-        batch_size = min(int(batch_size), len(order))
-        self.check_batch_size(batch_size)
-        steps = len(order) // batch_size
-        if steps == 0:
-            return float("nan"), float("nan")
-        idx = np.asarray(order[: steps * batch_size], dtype=np.int32).reshape(steps, batch_size)
+        steps = len(batches)
         params, slots, state = self._trainable
         guarded = self.guard_divergence
         suffix = "_guarded" if guarded else ""
         with self._scope():
-            idx_dev = self._place(idx, self._index_sharding)
+            idx_dev = self._place(batches, self._index_sharding)
             if self.epoch_mode == "scan":
                 out = self._run("epoch_scan" + suffix, params, slots, state, self._int(self.step), x, y, idx_dev)
                 params, slots, state, sums = out[0], out[1], out[2], out[3:]
@@ -331,9 +310,9 @@ class JaxModel(CompiledModel):
             sums = jax.device_get(sums)
         if not guarded:
             loss_sum, correct = sums
-            return self._end_epoch(steps, batch_size, loss_sum, correct)
+            return float(loss_sum), float(correct)
         loss_sum, correct, guard = sums
-        return self._end_epoch(steps, batch_size, loss_sum, correct, float(guard.kept), float(guard.loss))
+        return float(loss_sum), float(correct), float(guard.kept), float(guard.loss)
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and hits of ``start:start+size``, computed on a chunk of fixed size (padded, masked)."""

@@ -15,9 +15,8 @@ shared definitions over ``keras.ops``. What is Keras's own is the engine seam:
   epoch's loss and accuracy are summed there and read back once. Under the divergence guard
   (:attr:`guard_divergence`) the step is the recipe's guarded step, its
   :class:`~nnspec.semantics.recipe.Guard` carried from call to call and read back with the sums; the update
-  runs under ``tf.cond`` on Keras-TensorFlow and is selected array by array on Keras-JAX (measured on the
-  784-512-10 MLP, 20000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch, guard
-  on vs off: TensorFlow ``cond`` +7 %, select +12 %; JAX select +1 %, ``cond`` +9 %).
+  runs under ``tf.cond`` on Keras-TensorFlow and is selected array by array on Keras-JAX (the faster on
+  each, docs/benchmarks.md).
 
 Data parallelism (``train.devices`` > 1, Keras on JAX only): Keras 3's distribution API. A
 ``keras.distribution.DataParallel`` over the devices gives the mesh and the layouts: weights, state, slots
@@ -146,7 +145,8 @@ class KerasModel(CompiledModel):
         """``keras.distribution.DataParallel`` over the first local devices of the model's kind of each process."""
         if self.engine != "jax":
             raise BackendError(
-                "Keras 3's distribution API (keras.distribution.DataParallel) runs on its JAX backend only; use KERAS_BACKEND=jax, or the tensorflow backend"
+                "Keras 3's distribution API (keras.distribution.DataParallel) runs on its JAX backend only; use "
+                "KERAS_BACKEND=jax, or the tensorflow backend"
             )
         from keras import distribution
 
@@ -282,15 +282,10 @@ class KerasModel(CompiledModel):
         with self._scope():
             return float(K.convert_to_numpy(value))
 
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train one epoch over the full batches of ``order``, one compiled call per step; metrics (and the guard) read once."""
-        self._start_epoch()
-        batch_size = max(1, min(batch_size, len(order)))  # a batch larger than the data is clipped to it
-        self.check_batch_size(batch_size)
-        steps = len(order) // batch_size
-        if steps == 0:
-            return float("nan"), float("nan")
-        batches = self.put(np.asarray(order[: steps * batch_size], dtype=np.int32).reshape(steps, batch_size))
+    def train_batches(self, x: Any, y: Any, batches: np.ndarray) -> Sequence[float]:
+        """The epoch's batches, one compiled call per step; the sums (and guard) read once."""
+        steps = len(batches)
+        rows = self.put(batches)
         a = self._arrays
         params, slots, state = a["params"], a["slots"], a["state"]
         with self._scope():
@@ -299,17 +294,17 @@ class KerasModel(CompiledModel):
                 guard = self.recipe.guard_start()
                 for i in range(steps):
                     params, slots, state, sums, guard = self._guarded_epoch_step(
-                        params, slots, state, sums, guard, x, y, batches, self._int(i), self._int(self.step + i)
+                        params, slots, state, sums, guard, x, y, rows, self._int(i), self._int(self.step + i)
                     )
                 sums = K.concatenate([sums, K.stack([K.cast(guard.kept, self.dtype), K.cast(guard.loss, self.dtype)])])
             else:
                 for i in range(steps):
                     params, slots, state, sums = self._epoch_step(
-                        params, slots, state, sums, x, y, batches, self._int(i), self._int(self.step + i)
+                        params, slots, state, sums, x, y, rows, self._int(i), self._int(self.step + i)
                     )
             self._arrays = {"params": dict(params), "slots": dict(slots), "state": dict(state)}
             totals = K.convert_to_numpy(sums)
-        return self._end_epoch(steps, batch_size, *(float(v) for v in totals))
+        return [float(v) for v in totals]
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and correct count of examples ``start:start+size`` (device values)."""

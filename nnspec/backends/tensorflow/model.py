@@ -14,25 +14,20 @@ permutation, the variables read and assigned in each iteration); otherwise one `
 batch, the Python loop feeding only the batch number. ``jit`` compiles the training program with XLA.
 The rule (:func:`default_plan`):
 
-* CPU, a graph with a convolution or pooling layer: one fused epoch, no XLA. Measured on Keras's MNIST
-  convnet at Fashion-MNIST size (60000 x 28 x 28 x 1, batch 128, 2 cores shared with another process,
-  load 3-3.5), process CPU ms per step over full epochs: fused 27.3-28.0, per-step 27.8-29.0 (the
-  hand-written ``tf.function`` epoch 26.5, per-step 28.3); with XLA far slower (per-step XLA 79-86 s an
-  epoch, fused XLA 810-920 s: XLA's CPU convolution inside a loop).
-* CPU, dense-only graphs: one fused epoch with XLA. Measured on the 784-128-10 MLP: fused XLA 0.43-0.91 s,
-  fused 1.1-1.5 s, per-step XLA 1.7-2.3 s, per-step 2.2-2.5 s.
-* GPU: one fused epoch with XLA, following the design notes' measurement (no GPU was available to measure
-  this backend on). :meth:`TensorFlowModel.set_plan` switches plans, for benchmarks.
+* CPU, a graph with a convolution or pooling layer: one fused epoch, no XLA (XLA's CPU convolution inside a
+  loop is far slower);
+* CPU, dense-only graphs: one fused epoch with XLA;
+* GPU: one fused epoch with XLA.
+
+The measurements behind the rule are in docs/benchmarks.md ("Measurements behind design choices").
+:meth:`TensorFlowModel.set_plan` switches plans, for benchmarks.
 
 Under the divergence guard (:attr:`guard_divergence`, keyed into the traced programs) each step runs the
 recipe's guarded step and assigns its selected values; the fused epoch carries the
 :class:`~nnspec.semantics.recipe.Guard` as loop variables and leaves the loop after the first step that is not
 kept, the per-batch plan passes it from call to call; it is read back once, with the sums. The fused XLA
-epoch selects each array with ``where``; every other plan runs the update under ``tf.cond``. Measured on the
-784-512-10 MLP (60000 examples, batch 128, Adam, 2 shared CPU cores, process CPU seconds an epoch, guard
-on vs off, median of 5): fused XLA ``where`` +5 to +9 %, ``tf.cond`` +12 to +16 % (arrays carried as loop
-variables instead of assigned each step: no better); fused without XLA ``tf.cond`` -1 %, ``where`` +15 %;
-per batch without XLA ``tf.cond`` +3 %, ``where`` +15 %; per batch with XLA ``tf.cond`` +0 %, ``where`` +5 %.
+epoch selects each array with ``where``; every other plan runs the update under ``tf.cond`` (the faster for
+each plan, docs/benchmarks.md).
 
 Data parallelism (``train.devices`` > 1, :attr:`replicas`): a ``tf.distribute.MirroredStrategy`` over
 the first N local devices of the model's kind (GPUs, or logical CPU devices configured before TensorFlow
@@ -59,7 +54,7 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -308,7 +303,7 @@ class TensorFlowModel(CompiledModel):
         return tf.stack([loss_sum, correct_sum])
 
     def _guarded_epoch_program(self, x: Any, y: Any, batches: Any, step0: Any) -> Any:
-        """A whole guarded epoch, left after the first step that is not kept; ``[loss_sum, correct_sum, kept, loss]``."""
+        """A whole guarded epoch, left after the first step not kept: ``[loss_sum, correct_sum, kept, loss]``."""
         self.trace_counts["epoch"] += 1
         steps = tf.shape(batches)[0]
         zero = tf.zeros((), self.tf_dtype)
@@ -405,43 +400,31 @@ class TensorFlowModel(CompiledModel):
         for k, var in self._vars[group].items():
             var.assign(np.asarray(arrays[k], dtype=self.dtype))
 
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train over ``len(order) // batch_size`` batches of device data; mean loss and accuracy, read once.
-
-        Under the divergence guard the guard comes back with the sums (see :meth:`CompiledModel._end_epoch`).
-        """
-        self._start_epoch()
-        order = np.asarray(order)
-        batch_size = max(1, min(int(batch_size), len(order)))
-        self.check_batch_size(batch_size)
-        steps = len(order) // batch_size
-        if steps == 0:
-            return float("nan"), float("nan")
+    def train_batches(self, x: Any, y: Any, batches: np.ndarray) -> Sequence[float]:
+        """The epoch's batches in one ``tf.function`` (fused plan) or one call per step; sums (and guard) read once."""
+        steps, batch_size = batches.shape
         guarded = self.guard_divergence
         program = self._training_program(batch_size, guarded)
         with self._device_scope():
-            batches = tf.identity(
-                tf.convert_to_tensor(order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32))
-            )
+            rows = tf.identity(tf.convert_to_tensor(batches))
             step0 = self.step
             if self.plan.fused:
-                totals = program(x, y, batches, tf.constant(step0, tf.int64))
+                totals = program(x, y, rows, tf.constant(step0, tf.int64))
             elif guarded:
                 guard, parts = tuple(self.recipe.guard_start()), []
                 for i in range(steps):
                     part, *guard = program(
-                        x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64), *guard
+                        x, y, rows, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64), *guard
                     )
                     parts.append(part)
                 totals = tf.concat([tf.add_n(parts), tf.stack(guard[1:])], axis=0)
             else:
                 parts = [
-                    program(x, y, batches, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64))
+                    program(x, y, rows, tf.constant(i, tf.int32), tf.constant(step0 + i, tf.int64))
                     for i in range(steps)
                 ]
                 totals = tf.add_n(parts)
-            values = [float(v) for v in totals.numpy()]
-        return self._end_epoch(steps, batch_size, *values)
+            return [float(v) for v in totals.numpy()]
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and correct count (device scalars) of examples ``start:start+size`` of device arrays."""

@@ -12,8 +12,7 @@ back; the two sums are read once at the end. PyTensor supplies only its lowering
 
 Under the divergence guard (:attr:`guard_divergence`, part of the compiled function's key) the step is the
 recipe's guarded step: each shared variable's update is a switch between its new and its current value on
-one boolean (measured on the 784-512-10 MLP, 20000 examples, batch 128, Adam, 2 CPU cores under a load
-of 5: guard on and off within the noise, as was ``ifelse``), and the :class:`~nnspec.semantics.recipe.Guard`
+one boolean (its cost: docs/benchmarks.md), and the :class:`~nnspec.semantics.recipe.Guard`
 lives in three more shared variables, read back once with the sums; a step that is not kept leaves every
 array in place as it was.
 
@@ -30,7 +29,7 @@ Functions are compiled lazily, once per kind and batch size, and cached; the sec
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -280,19 +279,16 @@ class TheanoModel(CompiledModel):
             notes["blas"] = info.blas_ldflags or "none"
         return notes
 
-    def run_epoch(self, x: Any, y: Any, order: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Train one epoch: one call of the compiled step per batch, the sums (and the guard) read back once."""
-        self._start_epoch()
-        batch = min(int(batch_size), len(order))
-        steps = len(order) // batch if batch else 0
-        if steps == 0:
-            return float("nan"), float("nan")
+    def train_batches(self, x: Any, y: Any, batches: np.ndarray) -> Sequence[float]:
+        """The epoch's batches, one call of the compiled step per batch; the sums (and the guard) read back once."""
+        steps, batch = batches.shape
         guarded = self.guard_divergence
         fn = self._train_fn(batch, guarded)
         self._load_slots(x, y)
+        order = batches.reshape(-1)
         self._order.set_value(np.asarray(order, dtype=np.int64))
         if self.mode == "jax":  # once per epoch, not a host-to-device copy of the order in every call
-            self._order.container.storage[0] = self.put(np.asarray(order))
+            self._order.container.storage[0] = self.put(order)
         self._step.set_value(np.int64(self.step))
         self._loss_sum.set_value(np.asarray(0.0, dtype=self.dtype))
         self._correct_sum.set_value(np.asarray(0.0, dtype=self.dtype))
@@ -304,7 +300,7 @@ class TheanoModel(CompiledModel):
             sums += self._guard[1:]
         for i in range(steps):
             fn(i)
-        return self._end_epoch(steps, batch, *(float(np.asarray(v.get_value())) for v in sums))
+        return [float(np.asarray(v.get_value())) for v in sums]
 
     def eval_chunk(self, x: Any, y: Any, start: int, size: int) -> tuple[Any, Any]:
         """Summed loss and hits of ``start:start+size``, gathered from the data slots (one function per size)."""

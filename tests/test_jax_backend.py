@@ -139,15 +139,16 @@ def test_max_pool_values_and_gradients_on_ties(name: str, dtype: str) -> None:
     import jax.numpy as jnp
     from jax import lax
 
-    from nnspec.backends.jax.layers import LOWERINGS, Context, tiled_window
+    from nnspec.backends.jax.layers import LOWERINGS, Context
     from nnspec.backends.jax.ops import JaxOps
+    from nnspec.backends.jax.windows import tiles_input
     from nnspec.compiler.shapes import padding_pairs
     from nnspec.reference.backward import _RULES
     from nnspec.reference.forward import LayerRecord
 
     shape, attrs, tiled = POOLS[name]
     node = make_graph(shape, [("max_pool2d", attrs)]).nodes[0]
-    assert (tiled_window(node) is not None) == tiled
+    assert tiles_input(node.attrs["size"], node.attrs["strides"], padding_pairs(node)) == tiled
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(4, *shape)).astype(dtype)  # many ties
     x[0, 0, 0, 0] = np.nan
@@ -195,7 +196,8 @@ def test_patch_convolution_matches_xla_convolution_and_the_reference(name: str, 
     import jax.numpy as jnp
     from jax import lax
 
-    from nnspec.backends.jax.layers import LOWERINGS, Context, _direct_conv2d, _padded_patch_conv2d
+    from nnspec.backends.jax.layers import LOWERINGS, Context
+    from nnspec.backends.jax.windows import _direct_conv, _padded_patch_conv
     from nnspec.backends.jax.ops import JaxOps
     from nnspec.compiler.shapes import padding_pairs
     from nnspec.reference.backward import _RULES
@@ -207,12 +209,19 @@ def test_patch_convolution_matches_xla_convolution_and_the_reference(name: str, 
     x = rng.standard_normal((3, *shape)).astype(dtype)
     kernel = rng.standard_normal(node.params[0].shape).astype(dtype)
     dy = rng.standard_normal((3, *node.output_shape)).astype(dtype)
-    args = {"strides": tuple(node.attrs["strides"]), "padding": padding_pairs(node), "precision": lax.Precision.HIGHEST}
+    args = {
+        "strides": tuple(node.attrs["strides"]),
+        "padding": padding_pairs(node),
+        "dilation": (1, 1),
+        "precision": lax.Precision.HIGHEST,
+    }
     rtol = 1e-5 if dtype == "float32" else 1e-12
     with jax.enable_x64(dtype == "float64"):
         ys, grads = [], []
-        for form in (_padded_patch_conv2d, _direct_conv2d):
-            y, vjp = jax.vjp(lambda v, k, form=form: form(v, k, **args), jnp.asarray(x), jnp.asarray(kernel))
+        for form, extra in ((_padded_patch_conv, {}), (_direct_conv, {"groups": 1})):
+            y, vjp = jax.vjp(
+                lambda v, k, form=form, extra=extra: form(v, k, **args, **extra), jnp.asarray(x), jnp.asarray(kernel)
+            )
             ys.append(np.asarray(y))
             grads.append([np.asarray(g) for g in vjp(jnp.asarray(dy))])
         lowered = LOWERINGS["conv2d"](
@@ -238,20 +247,22 @@ def test_patch_convolution_keeps_bfloat16_and_cpu_programs_use_it() -> None:
     import jax.numpy as jnp
     from jax import lax
 
-    from nnspec.backends.jax.layers import SERIAL_CPU_CONVOLUTION, _padded_patch_conv2d, conv2d
+    from nnspec.backends.jax.windows import SERIAL_CPU_CONVOLUTION, _padded_patch_conv, conv
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), dtype=jnp.bfloat16)
     kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), dtype=jnp.bfloat16)
-    args = ((1, 1), ((1, 1), (1, 1)), lax.Precision.DEFAULT)
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1, lax.Precision.DEFAULT)
     y, vjp = jax.vjp(
-        lambda v, k: _padded_patch_conv2d(v, k, strides=args[0], padding=args[1], precision=args[2]), x, kernel
+        lambda v, k: _padded_patch_conv(v, k, strides=args[0], padding=args[1], dilation=args[2], precision=args[4]),
+        x,
+        kernel,
     )
     dx, dk = vjp(jnp.ones_like(y))
     assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
 
     def loss(v, k):
-        return jnp.sum(conv2d(v, k, *args).astype(jnp.float32) ** 2)
+        return jnp.sum(conv(v, k, *args).astype(jnp.float32) ** 2)
 
     x, kernel = jax.device_put((x, kernel), jax.devices("cpu")[0])  # the CPU's program, on any machine
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile().as_text()

@@ -33,10 +33,13 @@ __all__ = [
     "make_graph",
     "make_node",
     "output_length",
+    "dilation_of",
     "padding_pairs",
     "pool_window_counts",
     "resolve_reshape_target",
     "same_padding",
+    "window_of",
+    "window_rank",
 ]
 
 #: Defaults of every optional attribute, per op, in canonical form (from the opset).
@@ -62,32 +65,53 @@ def infer(
     return OPS[op].rule(attrs, tuple(input_shape))  # type: ignore[arg-type]
 
 
-def padding_pairs(node: Node) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Explicit ((top, bottom), (left, right)) padding of a conv or pool node."""
-    window = node.attrs["kernel"] if node.op == "conv2d" else node.attrs["size"]
-    if node.attrs["padding"] == "valid":
-        return (0, 0), (0, 0)
-    h, w = node.input_shape[0], node.input_shape[1]
-    return (
-        same_padding(h, window[0], node.attrs["strides"][0]),
-        same_padding(w, window[1], node.attrs["strides"][1]),
-    )
+def window_rank(op: str) -> int:
+    """How many spatial axes the window of ``op`` slides over: the length of its default strides or size (2 if none)."""
+    defaults = DEFAULTS[op]
+    window = defaults.get("strides", defaults.get("size"))
+    return len(window) if isinstance(window, tuple) else 2
+
+
+def window_of(node: Node) -> tuple[int, ...]:
+    """The window of a conv or pool node: its ``kernel`` or its ``size``, one length per spatial axis."""
+    return tuple(node.attrs["kernel"] if "kernel" in node.attrs else node.attrs["size"])
+
+
+def dilation_of(node: Node) -> tuple[int, ...]:
+    """The spacing of a conv or pool node's window taps (1 on every axis unless it has ``dilation``)."""
+    return tuple(node.attrs.get("dilation", (1,) * len(window_of(node))))
+
+
+def padding_pairs(node: Node) -> tuple[tuple[int, int], ...]:
+    """Explicit (before, after) padding of a conv or pool node, one pair per spatial axis.
+
+    ``valid``: none; ``same``: TensorFlow's rule (the odd element after); ``causal``: all of it before.
+    """
+    window, dilation = window_of(node), dilation_of(node)
+    spans = [d * (k - 1) + 1 for k, d in zip(window, dilation)]
+    mode = node.attrs["padding"]
+    if mode == "valid":
+        return tuple((0, 0) for _ in window)
+    if mode == "causal":
+        return tuple((span - 1, 0) for span in spans)
+    return tuple(same_padding(n, span, s) for n, span, s in zip(node.input_shape, spans, node.attrs["strides"]))
 
 
 def pool_window_counts(node: Node) -> "np.ndarray":
-    """How many in-image elements each output position of a pool covers, shape (oh, ow, 1), float64.
+    """How many in-image elements each output position of a pool covers, shape (*out, 1), float64.
 
     ``avg_pool2d`` divides its window sums by these counts, so that ``same`` padding is not averaged in.
     """
     import numpy as np
 
-    (ph, pw), (sh, sw) = node.attrs["size"], node.attrs["strides"]
-    (top, _), (left, _) = padding_pairs(node)
-    h, w = node.input_shape[0], node.input_shape[1]
-    oh, ow = node.output_shape[0], node.output_shape[1]
-    rows = np.array([min(i * sh - top + ph, h) - max(i * sh - top, 0) for i in range(oh)])
-    cols = np.array([min(j * sw - left + pw, w) - max(j * sw - left, 0) for j in range(ow)])
-    return (rows[:, None] * cols[None, :])[:, :, None].astype(np.float64)
+    window, strides = window_of(node), node.attrs["strides"]
+    axes = []
+    for n, k, s, (before, _), o in zip(node.input_shape, window, strides, padding_pairs(node), node.output_shape):
+        axes.append(np.array([min(i * s - before + k, n) - max(i * s - before, 0) for i in range(o)]))
+    counts = axes[0]
+    for axis in axes[1:]:
+        counts = np.multiply.outer(counts, axis)
+    return counts[..., None].astype(np.float64)
 
 
 def resolve_reshape_target(target: Sequence[int], input_shape: Shape) -> Shape:
@@ -128,12 +152,13 @@ def make_node(
     shapes: tuple[Shape, ...] = tuple(tuple(s) for s in input_shape) if op in MERGE_OPS else (tuple(input_shape),)  # type: ignore[misc, arg-type]
     input_shape = shapes[0] if shapes else ()
     full = {**DEFAULTS[op], **attrs}
-    for key in ("kernel", "strides", "size"):
+    rank = window_rank(op)
+    for key in ("kernel", "strides", "size", "dilation"):
         if key in full and isinstance(full[key], int):
-            full[key] = (full[key], full[key])
+            full[key] = (full[key],) * rank
         elif key in full:
             full[key] = tuple(full[key])
-    if op in ("max_pool2d", "avg_pool2d") and "strides" not in full:
+    if "size" in full and "strides" not in full:
         full["strides"] = tuple(full["size"])
     if op == "reshape":
         full["shape"] = resolve_reshape_target(full["shape"], input_shape)

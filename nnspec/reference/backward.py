@@ -12,9 +12,9 @@ respect to it are summed.
 Conventions where the derivative is not unique (the engines must agree with them, see docs/backends.md):
 
 * ``relu``: derivative 0 at 0 (``z > 0``).
-* ``max_pool2d``: when several elements of a window share the maximum, the first one in row-major
+* max pools: when several elements of a window share the maximum, the first one in row-major
   window order receives the gradient; ``global_max_pool2d``: the first maximum in row-major ``(h, w)``
-  order, per example and channel.
+  order, per example and channel; ``global_max_pool1d``: the first maximum over the steps.
 * ``dropout``: the mask of ``(train.seed, layer index, step)`` from :mod:`nnspec.semantics.dropout`.
 * ``batch_norm`` in training: the gradient flows through the batch mean and (biased) variance; in
   inference the layer is an affine map of the moving statistics.
@@ -30,10 +30,11 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 
 from ..compiler.ir import INPUT, Graph, Node
-from ..compiler.shapes import padding_pairs
+from ..compiler.shapes import dilation_of, padding_pairs, window_of
+from ..semantics import numpy_windows as win
 from ..semantics.losses import loss_from_head
 from ..semantics.numpy_ops import NumpyOps
-from .forward import LayerRecord, run_trace, split_weights, windows
+from .forward import LayerRecord, run_trace, split_weights
 
 Grads = dict[str, np.ndarray]
 InputGrads = Union[np.ndarray, Sequence[np.ndarray]]
@@ -53,31 +54,14 @@ def backward_rule(op: str) -> Callable[[BackwardRule], BackwardRule]:
     return register
 
 
-# ---- windows (conv2d and the pools) --------------------------------------------------------------------
-
-
-def _window_of(node: Node) -> tuple[int, int]:
-    return tuple(node.attrs["kernel"] if node.op == "conv2d" else node.attrs["size"])  # type: ignore[return-value]
+# ---- windows (convolutions and pools) ---------------------------------------------------------------------
 
 
 def node_windows(node: Node, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """The windows of a conv/pool node over its input ``x``: shape (B, OH, OW, KH, KW, C), a view."""
-    return windows(x, _window_of(node), node.attrs["strides"], padding_pairs(node), fill).transpose(0, 1, 2, 4, 5, 3)
-
-
-def scatter_windows(node: Node, d_windows: np.ndarray, batch: int) -> np.ndarray:
-    """Adjoint of :func:`node_windows`: add window gradients (B, OH, OW, KH, KW, C) back into the padded
-    input, then crop the padding away. Returns the gradient of the (B, H, W, C) input."""
-    (top, bottom), (left, right) = padding_pairs(node)
-    h, w, c = node.input_shape
-    kh, kw = _window_of(node)
-    sh, sw = node.attrs["strides"]
-    oh, ow = d_windows.shape[1:3]
-    dp = np.zeros((batch, h + top + bottom, w + left + right, c), dtype=d_windows.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :] += d_windows[:, :, :, i, j, :]
-    return dp[:, top : top + h, left : left + w, :]
+    """The windows of a conv/pool node over its input ``x``: shape (B, *out, *window, C), a view."""
+    view = win.windows(x, window_of(node), node.attrs["strides"], padding_pairs(node), dilation_of(node), fill)
+    n = len(window_of(node))
+    return np.moveaxis(view, n + 1, -1)
 
 
 # ---- activations ---------------------------------------------------------------------------------------
@@ -118,46 +102,42 @@ def _dense(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tup
     node = rec.node
     kernel = w[node.key("kernel")]
     dz = _through_activation(rec, dy)
-    grads = {node.key("kernel"): rec.input.T @ dz}
+    rows, dz_rows = rec.input.reshape(-1, kernel.shape[0]), dz.reshape(-1, kernel.shape[1])
+    grads = {node.key("kernel"): rows.T @ dz_rows}
     if node.attrs["use_bias"]:
-        grads[node.key("bias")] = dz.sum(axis=0)
+        grads[node.key("bias")] = dz_rows.sum(axis=0)
     return dz @ kernel.T, grads
 
 
+@backward_rule("conv1d")
 @backward_rule("conv2d")
-def _conv2d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+def _conv(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
     node = rec.node
     kernel = w[node.key("kernel")]
-    kh, kw, cin, cout = kernel.shape
-    patches = node_windows(node, rec.input)
-    b, oh, ow = patches.shape[:3]
-    cols = patches.reshape(b * oh * ow, kh * kw * cin)
-    flat_kernel = kernel.reshape(kh * kw * cin, cout)
-    dz = _through_activation(rec, dy).reshape(-1, cout)
-    grads = {node.key("kernel"): (cols.T @ dz).reshape(kernel.shape)}
+    strides, pads, dilation = tuple(node.attrs["strides"]), padding_pairs(node), dilation_of(node)
+    groups = int(node.attrs.get("groups", 1))
+    dz = _through_activation(rec, dy)
+    dk = win.conv_kernel_gradient(rec.input, dz, window_of(node), strides, pads, dilation, groups)
+    grads = {node.key("kernel"): dk}
     if node.attrs["use_bias"]:
-        grads[node.key("bias")] = dz.sum(axis=0)
-    d_windows = (dz @ flat_kernel.T).reshape(b, oh, ow, kh, kw, cin)
-    return scatter_windows(node, d_windows, b), grads
+        grads[node.key("bias")] = dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+    spatial = tuple(node.input_shape[:-1])
+    return win.conv_transpose(dz, kernel, spatial, strides, pads, dilation, groups), grads
 
 
+@backward_rule("max_pool1d")
 @backward_rule("max_pool2d")
 def _max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
     node = rec.node
-    win = node_windows(node, rec.input, fill=-np.inf)
-    b, oh, ow, ph, pw, c = win.shape
-    flat = win.transpose(0, 1, 2, 5, 3, 4).reshape(b, oh, ow, c, ph * pw)
-    first = np.argmax(flat, axis=-1)  # the first maximum in row-major window order
-    routed = (np.arange(ph * pw) == first[..., None]) * dy[..., None]
-    return scatter_windows(node, routed.reshape(b, oh, ow, c, ph, pw).transpose(0, 1, 2, 4, 5, 3), b), {}
+    return win.max_pool_backward(rec.input, dy, window_of(node), node.attrs["strides"], padding_pairs(node)), {}
 
 
+@backward_rule("avg_pool1d")
 @backward_rule("avg_pool2d")
 def _avg_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
     node = rec.node
-    inside = node_windows(node, np.ones((1,) + tuple(node.input_shape[:2]) + (1,)))  # 0 on padding
-    count = inside.sum(axis=(3, 4))  # (1, OH, OW, 1): padding is not counted
-    return scatter_windows(node, (dy / count)[:, :, :, None, None, :] * inside, dy.shape[0]), {}
+    spatial = tuple(node.input_shape[:-1])
+    return win.avg_pool_backward(dy, spatial, window_of(node), node.attrs["strides"], padding_pairs(node)), {}
 
 
 @backward_rule("flatten")
@@ -249,6 +229,19 @@ def _global_max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarr
     first = np.argmax(rec.input.reshape(b, h * wd, c), axis=1)  # the first maximum in row-major (h, w) order
     routed = (np.arange(h * wd)[None, :, None] == first[:, None, :]) * dy[:, None, :]
     return routed.reshape(b, h, wd, c), {}
+
+
+@backward_rule("global_avg_pool1d")
+def _global_avg_pool1d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    b, steps, c = rec.input.shape
+    return np.broadcast_to(dy[:, None, :] / steps, (b, steps, c)).copy(), {}
+
+
+@backward_rule("global_max_pool1d")
+def _global_max_pool1d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
+    first = np.argmax(rec.input, axis=1)  # the first maximum over the steps
+    routed = (np.arange(rec.input.shape[1])[None, :, None] == first[:, None, :]) * dy[:, None, :]
+    return routed, {}
 
 
 # ---- loss ----------------------------------------------------------------------------------------------

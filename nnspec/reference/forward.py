@@ -2,9 +2,10 @@
 
 It computes in float64 by default (``dtype='float32'`` is allowed, for checking rounding), follows the
 contracts of docs/architecture.md literally (padding pairs from :func:`nnspec.compiler.shapes.padding_pairs`,
-``avg_pool2d`` averaging over in-image elements only, ``max_pool2d`` padding with -inf) and uses the shared
-definitions of :mod:`nnspec.runtime` (activations, dropout masks, normalisation, merges, global pools)
-through :class:`~nnspec.semantics.numpy_ops.NumpyOps`.
+average pools averaging over in-image elements only, max pools padding with -inf: the N-d windows of
+:mod:`nnspec.semantics.numpy_windows`) and uses the shared definitions of :mod:`nnspec.semantics`
+(activations, dropout masks, normalisation, merges, global pools) through
+:class:`~nnspec.semantics.numpy_ops.NumpyOps`.
 
 Each op has one lowering with the signature every engine uses, ``fn(ctx, node, inputs) -> value``,
 registered in :data:`FORWARD`; the graph is walked by the shared
@@ -25,8 +26,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..compiler.ir import INPUT, Graph, Node
-from ..compiler.shapes import padding_pairs
+from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from ..semantics import normalization as norm
+from ..semantics import numpy_windows as win
 from ..semantics.activations import activate
 from ..semantics.dropout import apply_dropout, numpy_keep_mask, scale
 from ..semantics.losses import correct_count, loss_from_head
@@ -34,7 +36,6 @@ from ..semantics.lowering import LoweringContext, OpRegistry, run_graph
 from ..semantics.numpy_ops import NumpyOps
 
 Weights = Mapping[str, np.ndarray]
-Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -103,39 +104,6 @@ class Trace:
         return self.values[out.name if out is not None else INPUT]
 
 
-# ---- building blocks (also used by the backward pass) ---------------------------------------------
-def windows(
-    x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], pads: Pads, fill: float = 0.0
-) -> np.ndarray:
-    """Sliding windows of a padded (B, H, W, C) batch: shape (B, oh, ow, C, kh, kw), a read-only view."""
-    padded = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
-    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=(1, 2))
-    return view[:, :: strides[0], :: strides[1]]
-
-
-def conv2d(x: np.ndarray, kernel: np.ndarray, strides: tuple[int, int], pads: Pads) -> np.ndarray:
-    """Cross-correlation of (B, H, W, C) with a [kh, kw, C, O] kernel (no bias), channels last."""
-    patches = windows(x, kernel.shape[:2], strides, pads)
-    return np.einsum("bhwcij,ijco->bhwo", patches, kernel, optimize=True)
-
-
-def max_pool2d(x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], pads: Pads) -> np.ndarray:
-    """Max over each window; padding takes no part (it is -inf)."""
-    return windows(x, size, strides, pads, fill=-np.inf).max(axis=(4, 5))
-
-
-def pool_counts(shape: tuple[int, ...], size: tuple[int, int], strides: tuple[int, int], pads: Pads) -> np.ndarray:
-    """Number of in-image elements in each window of a (H, W, ...) input: shape (oh, ow, 1)."""
-    ones = np.ones((1, shape[0], shape[1], 1))
-    return windows(ones, size, strides, pads).sum(axis=(4, 5))[0]
-
-
-def avg_pool2d(x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], pads: Pads) -> np.ndarray:
-    """Mean over the in-image elements of each window (padding is not counted)."""
-    total = windows(x, size, strides, pads).sum(axis=(4, 5))
-    return total / pool_counts(x.shape[1:], size, strides, pads).astype(x.dtype)
-
-
 # ---- one lowering per op ----------------------------------------------------------------------------
 FORWARD: OpRegistry = OpRegistry("reference")
 forward_op = FORWARD.register
@@ -156,24 +124,23 @@ def _dense(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     return _finish(ctx, node, inputs[0], inputs[0] @ ctx.param(node, "kernel"))
 
 
-@forward_op("conv2d")
-def _conv2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    z = conv2d(inputs[0], ctx.param(node, "kernel"), node.attrs["strides"], padding_pairs(node))
+@forward_op("conv1d", "conv2d")
+def _conv(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    strides, groups = tuple(node.attrs["strides"]), int(node.attrs.get("groups", 1))
+    z = win.conv(inputs[0], ctx.param(node, "kernel"), strides, padding_pairs(node), dilation_of(node), groups)
     return _finish(ctx, node, inputs[0], z)
 
 
-@forward_op("max_pool2d")
+@forward_op("max_pool1d", "max_pool2d")
 def _max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(
-        node, inputs, max_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node))
-    )
+    y = win.max_pool(inputs[0], window_of(node), node.attrs["strides"], padding_pairs(node))
+    return ctx.keep_record(node, inputs, y)
 
 
-@forward_op("avg_pool2d")
+@forward_op("avg_pool1d", "avg_pool2d")
 def _avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(
-        node, inputs, avg_pool2d(inputs[0], node.attrs["size"], node.attrs["strides"], padding_pairs(node))
-    )
+    y = win.avg_pool(inputs[0], window_of(node), node.attrs["strides"], padding_pairs(node))
+    return ctx.keep_record(node, inputs, y)
 
 
 @forward_op("flatten")
@@ -255,6 +222,16 @@ def _global_avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndar
 @forward_op("global_max_pool2d")
 def _global_max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     return ctx.keep_record(node, inputs, norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape))  # type: ignore[arg-type]
+
+
+@forward_op("global_avg_pool1d")
+def _global_avg_pool1d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, np.mean(inputs[0], axis=1))
+
+
+@forward_op("global_max_pool1d")
+def _global_max_pool1d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, np.max(inputs[0], axis=1))
 
 
 # ---- weights and state ------------------------------------------------------------------------------

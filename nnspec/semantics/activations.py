@@ -7,7 +7,8 @@ The kinks are written so that every engine's automatic differentiation gives the
 engines disagree on the gradient of ``maximum``/``minimum`` at a tie (JAX splits it, TensorFlow gives it
 to the first argument, PyTensor to both), and exact ties are common (a zero input patch with a zero bias
 gives a pre-activation of exactly 0). So only ``where`` (whose gradient follows the condition) and ``abs``
-(``sign(0) = 0`` everywhere) are used at a kink: ``relu'(0) = 0``, ``elu'(0) = 1``, ``softplus'(0) = 1/2``,
+(``sign(0) = 0`` everywhere) are used at a kink (``Ops.relu`` is ``where(x > 0, x, 0)``, or an engine's own relu
+with that derivative): ``relu'(0) = 0``, ``elu'(0) = 1``, ``softplus'(0) = 1/2``,
 the values of :mod:`nnspec.reference.backward`. The forward values are the same as with max/min.
 """
 
@@ -22,7 +23,7 @@ Activation = Callable[[Ops, Any], Any]
 
 
 def _relu(ops: Ops, x: Any) -> Any:
-    return ops.where(x > ops.constant(0.0), x, ops.constant(0.0))
+    return ops.relu(x)
 
 
 def _sigmoid(ops: Ops, x: Any) -> Any:

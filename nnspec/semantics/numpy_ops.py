@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from . import numpy_windows as win
+
 
 class NumpyOps:
     """Array operations in NumPy, for a given float dtype (float32 or float64)."""
@@ -113,6 +115,26 @@ class NumpyOps:
 
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         return np.reshape(x, shape)
+
+    def relu(self, x: Any) -> Any:
+        return np.where(x > self.constant(0.0), x, self.constant(0.0))
+
+    def bias_add(self, x: Any, bias: Any) -> Any:
+        return x + bias
+
+    def conv(self, x: Any, kernel: Any, strides: Any, padding: Any, dilation: Any, groups: int) -> Any:
+        return win.conv(x, kernel, strides, padding, dilation, groups)
+
+    def conv_transpose(
+        self, y: Any, kernel: Any, input_shape: Any, strides: Any, padding: Any, dilation: Any, groups: int
+    ) -> Any:
+        return win.conv_transpose(y, kernel, input_shape, strides, padding, dilation, groups)
+
+    def max_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return win.max_pool(x, window, strides, padding)
+
+    def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return win.avg_pool(x, window, strides, padding)
 
     def u32(self, value: Any) -> np.ndarray:
         return np.asarray(np.asarray(value, dtype=np.int64) & 0xFFFFFFFF, dtype=np.uint32)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Protocol
 
 Array = Any
 U32 = Any
+#: Explicit padding, one (before, after) pair per spatial axis.
+Pads = tuple[tuple[int, int], ...]
 
 
 class Ops(Protocol):
@@ -92,6 +94,48 @@ class Ops(Protocol):
 
     def matmul(self, x: Array, y: Array) -> Array: ...
     def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...
+    def relu(self, x: Array) -> Array:
+        """``x`` where ``x > 0``, else 0; derivative 0 at 0 (see :mod:`nnspec.semantics.activations`)."""
+
+    def bias_add(self, x: Array, bias: Array) -> Array:
+        """``x + bias``, the bias broadcast over the last axis."""
+
+    # --- windows: convolution and pooling, channels last, N spatial axes -----------------------
+    def conv(
+        self, x: Array, kernel: Array, strides: tuple[int, ...], padding: Pads, dilation: tuple[int, ...], groups: int
+    ) -> Array:
+        """N-d cross-correlation of ``x`` (B, *spatial, C) with ``kernel`` (*k, C / groups, O), no bias.
+
+        ``padding`` is zero padding, one (before, after) pair per spatial axis; ``dilation`` spaces the
+        kernel's taps; ``groups`` splits the channels into that many independent convolutions (O divisible
+        by ``groups``). Output (B, *out, O) with ``out = (n + before + after - dilation * (k - 1) - 1) // s + 1``.
+        """
+
+    def conv_transpose(
+        self,
+        y: Array,
+        kernel: Array,
+        input_shape: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: Pads,
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Array:
+        """The adjoint of :meth:`conv` in its input: the input gradient of ``conv`` for output gradient ``y``.
+
+        ``input_shape`` is the per-example spatial shape of the convolution's input (the result's spatial
+        shape); the other arguments are the convolution's. Result (B, *input_shape, C).
+        """
+
+    def max_pool(self, x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Pads) -> Array:
+        """The maximum of each window of ``x`` (B, *spatial, C), per channel; padding takes no part (-inf).
+
+        Its gradient goes to the first maximum of each window in row-major window order (the reference's
+        rule on ties); a NaN counts as the maximum, as ``numpy.argmax`` counts it.
+        """
+
+    def avg_pool(self, x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Pads) -> Array:
+        """The mean of each window of ``x`` (B, *spatial, C) over its in-image elements (padding not counted)."""
 
     # --- unsigned 32-bit integers, for the dropout-mask hash -----------------------------------
     def u32(self, value: Array) -> U32:

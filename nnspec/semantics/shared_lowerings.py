@@ -1,9 +1,10 @@
 """Lowerings that are the same on every engine, written once over the engine's :class:`Ops`.
 
-An op whose meaning is fully expressed by the shared definitions of :mod:`nnspec.runtime` (activations,
-dropout masks, normalisation, merges, global pools, reshapes) is lowered here; each engine's registry
-starts from these (:func:`engine_registry`) and adds what needs the engine's own primitives (convolution,
-pooling windows), or replaces one where measurement found a faster form with the same numbers.
+An op whose meaning is expressed by the :class:`~nnspec.semantics.ops.Ops` primitives and the shared
+definitions of :mod:`nnspec.semantics` (dense, convolutions and pools over the window primitives,
+activations, dropout masks, normalisation, merges, global pools, reshapes) is lowered here; each engine's
+registry starts from these (:func:`engine_registry`) and may replace one where measurement found a faster
+form with the same numbers (TensorFlow's dropout).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from typing import Any
 
 from ..compiler.ir import Node
+from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from . import normalization as norm
 from .activations import activate
 from .dropout import apply_dropout
@@ -32,14 +34,44 @@ def engine_registry(engine: str) -> OpRegistry[Lowering]:
 def bias_activation(ctx: Context, node: Node, z: Any) -> Any:
     """``activation(z + bias)`` (no bias when ``use_bias`` is false)."""
     if node.attrs["use_bias"]:
-        z = z + ctx.param(node, "bias")
+        z = ctx.ops.bias_add(z, ctx.param(node, "bias"))
     return activate(ctx.ops, node.attrs["activation"], z)
 
 
 @shared("dense")
 def dense(ctx: Context, node: Node, inputs: list) -> Any:
-    """``activation(x @ kernel + bias)``."""
-    return bias_activation(ctx, node, ctx.ops.matmul(inputs[0], ctx.param(node, "kernel")))
+    """``activation(x @ kernel + bias)`` on the last axis; an input of higher rank is one matrix product of its rows."""
+    x, kernel = inputs[0], ctx.param(node, "kernel")
+    if len(node.input_shape) == 1:
+        return bias_activation(ctx, node, ctx.ops.matmul(x, kernel))
+    z = ctx.ops.matmul(ctx.ops.reshape(x, (-1, node.input_shape[-1])), kernel)
+    return bias_activation(ctx, node, ctx.ops.reshape(z, (-1, *node.output_shape)))
+
+
+@shared("conv1d", "conv2d")
+def conv(ctx: Context, node: Node, inputs: list) -> Any:
+    """``activation(conv(x, kernel) + bias)`` over the node's window, strides, dilation and padding."""
+    z = ctx.ops.conv(
+        inputs[0],
+        ctx.param(node, "kernel"),
+        tuple(node.attrs["strides"]),
+        padding_pairs(node),
+        dilation_of(node),
+        int(node.attrs.get("groups", 1)),
+    )
+    return bias_activation(ctx, node, z)
+
+
+@shared("max_pool1d", "max_pool2d")
+def max_pool(ctx: Context, node: Node, inputs: list) -> Any:
+    """The maximum of each window (padding takes no part; ties: the first maximum gets the gradient)."""
+    return ctx.ops.max_pool(inputs[0], window_of(node), tuple(node.attrs["strides"]), padding_pairs(node))
+
+
+@shared("avg_pool1d", "avg_pool2d")
+def avg_pool(ctx: Context, node: Node, inputs: list) -> Any:
+    """The mean of each window over its in-image elements."""
+    return ctx.ops.avg_pool(inputs[0], window_of(node), tuple(node.attrs["strides"]), padding_pairs(node))
 
 
 @shared("flatten")
@@ -139,3 +171,15 @@ def global_avg_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
 def global_max_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
     """Maximum over height and width."""
     return norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape)  # type: ignore[arg-type]
+
+
+@shared("global_avg_pool1d")
+def global_avg_pool1d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Mean over the steps of (N, steps, C)."""
+    return ctx.ops.reshape(ctx.ops.mean_over(inputs[0], (1,)), (-1, node.output_shape[0]))
+
+
+@shared("global_max_pool1d")
+def global_max_pool1d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Maximum over the steps of (N, steps, C); the gradient goes to the first maximum (``Ops.first_max``)."""
+    return ctx.ops.first_max(inputs[0])

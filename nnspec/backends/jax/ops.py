@@ -1,6 +1,6 @@
 """JAX implementation of :class:`nnspec.semantics.ops.Ops` (imports JAX: load it only from inside the backend).
 
-Matrix products (and convolutions, in :mod:`.layers`) run at :attr:`JaxOps.precision`: ``Precision.HIGHEST``
+Matrix products (and convolutions, in :mod:`.windows`) run at :attr:`JaxOps.precision`: ``Precision.HIGHEST``
 by default, so that a GPU never silently uses TF32 for float32 work; ``Precision.DEFAULT`` under the
 ``tf32`` and mixed precision policies (XLA then uses TF32 or the low type's tensor cores). On the CPU it changes nothing: XLA computes float32 in float32 there
 either way, and it costs nothing measurable (benchmark convnet step, JAX 0.10.2, 2 cores: 132 to 139 ms CPU
@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from . import windows
 
 HIGHEST = lax.Precision.HIGHEST
 
@@ -124,6 +126,28 @@ class JaxOps:
 
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         return jnp.reshape(x, shape)
+
+    def relu(self, x: Any) -> Any:
+        return jnp.where(x > self.constant(0.0), x, self.constant(0.0))
+
+    def bias_add(self, x: Any, bias: Any) -> Any:
+        return x + bias
+
+    def conv(self, x: Any, kernel: Any, strides: Any, padding: Any, dilation: Any, groups: int) -> Any:
+        return windows.conv(x, kernel, tuple(strides), padding, tuple(dilation), groups, self.precision)
+
+    def conv_transpose(
+        self, y: Any, kernel: Any, input_shape: Any, strides: Any, padding: Any, dilation: Any, groups: int
+    ) -> Any:
+        return windows.conv_transpose(
+            y, kernel, tuple(input_shape), tuple(strides), padding, tuple(dilation), groups, self.precision
+        )
+
+    def max_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.max_pool(x, tuple(window), tuple(strides), padding)
+
+    def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.avg_pool(x, tuple(window), tuple(strides), padding)
 
     def u32(self, value: Any) -> Any:
         if isinstance(value, int):

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import ops as K
 
+from ...semantics.numpy_windows import window_counts
+
 
 class KerasOps:
     """Array operations in ``keras.ops`` for one float dtype (``float32`` or ``float64``)."""
@@ -93,6 +95,10 @@ class KerasOps:
     def max_over(self, x: Any, axes: tuple[int, ...]) -> Any:
         return K.max(x, axis=axes, keepdims=True)
 
+    def first_max(self, x: Any) -> Any:
+        idx = K.expand_dims(K.argmax(x, axis=1), 1)
+        return K.take_along_axis(x, idx, axis=1)[:, 0, :]
+
     def concat(self, xs: list[Any], axis: int) -> Any:
         return K.concatenate(list(xs), axis=axis)
 
@@ -120,6 +126,60 @@ class KerasOps:
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         return K.reshape(x, shape)
 
+    def relu(self, x: Any) -> Any:
+        return K.where(x > self.constant(0.0), x, self.constant(0.0))
+
+    def bias_add(self, x: Any, bias: Any) -> Any:
+        return x + bias
+
+    # --- windows: keras.ops's, with ``valid`` after an explicit pad where the padding is not ``same`` ----
+    def conv(self, x: Any, kernel: Any, strides: Any, padding: Any, dilation: Any, groups: int) -> Any:
+        n = len(strides)
+        span = [d * (k - 1) + 1 for k, d in zip(kernel.shape[:n], dilation)]
+        name = _padding_name(x.shape[1:-1], span, strides, padding)
+        if name is None:
+            x, name = _pad(x, padding, 0.0), "valid"
+        args = {"strides": tuple(strides), "padding": name, "dilation_rate": tuple(dilation)}
+        if groups == 1:
+            return K.conv(x, kernel, data_format="channels_last", **args)
+        xs, ks = K.split(x, groups, axis=-1), K.split(kernel, groups, axis=-1)
+        return K.concatenate([K.conv(a, k, data_format="channels_last", **args) for a, k in zip(xs, ks)], axis=-1)
+
+    def conv_transpose(
+        self, y: Any, kernel: Any, input_shape: Any, strides: Any, padding: Any, dilation: Any, groups: int
+    ) -> Any:
+        """The convolution's adjoint as a convolution: ``y`` spread out by the strides (zeros between), padded
+        by the kernel's span less one, correlated with the kernel flipped and its channel axes swapped."""
+        n = len(strides)
+        window, out = tuple(kernel.shape[:n]), tuple(y.shape[1:-1])
+        spread = _spread(y, strides)
+        padded = [size + a + b for size, (a, b) in zip(input_shape, padding)]
+        pads = [(d * (k - 1), p - (o - 1) * s - 1) for k, d, p, o, s in zip(window, dilation, padded, out, strides)]
+        flipped = K.swapaxes(K.flip(kernel, axis=tuple(range(n))), n, n + 1)  # (*k, O, C)
+        if groups == 1:
+            full = self.conv(spread, flipped, (1,) * n, pads, dilation, 1)
+        else:
+            parts = zip(K.split(spread, groups, axis=-1), K.split(flipped, groups, axis=-2))
+            full = K.concatenate([self.conv(g, k, (1,) * n, pads, dilation, 1) for g, k in parts], axis=-1)
+        crop = tuple(slice(a, a + size) for size, (a, _) in zip(input_shape, padding))
+        return full[_spatial_index(crop)]
+
+    def max_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        name = _padding_name(x.shape[1:-1], window, strides, padding)
+        if name is None:
+            x, name = _pad(x, padding, -np.inf), "valid"
+        return K.max_pool(x, tuple(window), tuple(strides), name, data_format="channels_last")
+
+    def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        name = _padding_name(x.shape[1:-1], window, strides, padding)
+        if name is not None:
+            return K.average_pool(x, tuple(window), tuple(strides), name, data_format="channels_last")
+        mean = K.average_pool(
+            _pad(x, padding, 0.0), tuple(window), tuple(strides), "valid", data_format="channels_last"
+        )
+        scale = math.prod(window) / window_counts(tuple(x.shape[1:-1]), window, strides, padding)
+        return mean * K.convert_to_tensor(scale.astype(self.float_dtype))
+
     # --- unsigned 32-bit integers -----------------------------------------------------------------
     def u32(self, value: Any) -> Any:
         if isinstance(value, (int, np.integer)):
@@ -140,6 +200,45 @@ class KerasOps:
 
     def u32_ge(self, a: Any, constant: int) -> Any:
         return K.greater_equal(a, _u32_constant(constant))
+
+
+def _spatial_index(parts: Any) -> tuple[Any, ...]:
+    """An index of a (B, *spatial, C) array: every example and channel, ``parts`` on the spatial axes."""
+    return (slice(None), *parts, slice(None))
+
+
+def _spread(y: Any, strides: Any) -> Any:
+    """``y`` (B, *out, C) with ``stride - 1`` zeros between its elements on each spatial axis."""
+    for axis, s in enumerate(strides, start=1):
+        if s == 1:
+            continue
+        length = int(y.shape[axis])
+        stacked = K.stack([y] + [K.zeros_like(y)] * (s - 1), axis=axis + 1)
+        merged = [-1, *(int(d) for d in y.shape[1:])]
+        merged[axis] = length * s
+        y = K.reshape(stacked, merged)
+        y = y[
+            _spatial_index(
+                slice(None, (length - 1) * s + 1) if i == axis else slice(None) for i in range(1, y.ndim - 1)
+            )
+        ]
+    return y
+
+
+def _padding_name(spatial: Any, span: Any, strides: Any, padding: Any) -> str | None:
+    """``valid`` or ``same`` when explicit ``padding`` is Keras's padding of that name, else None."""
+    pads = [tuple(p) for p in padding]
+    if not any(a or b for a, b in pads):
+        return "valid"
+    same = []
+    for n, k, s in zip(spatial, span, strides):
+        total = max((-(-int(n) // s) - 1) * s + k - int(n), 0)
+        same.append((total // 2, total - total // 2))
+    return "same" if pads == same else None
+
+
+def _pad(x: Any, padding: Any, value: float) -> Any:
+    return K.pad(x, [(0, 0), *[tuple(p) for p in padding], (0, 0)], constant_values=value)
 
 
 def _u32_constant(value: int) -> Any:

@@ -4,12 +4,20 @@ U32 values are ``tf.uint32`` tensors: TensorFlow multiplies, shifts, XORs and co
 wrap-around both eagerly and under XLA, bit for bit as NumPy does (checked by the tests against
 :func:`nnspec.semantics.dropout.numpy_keep_mask`). Integer scalars such as a traced ``int64`` step are
 reduced modulo 2**32 in int64 before the cast, so the conversion never depends on a narrowing cast's rules.
+
+The bias is ``tf.nn.bias_add`` and ``relu`` is ``tf.nn.relu``, not ``x + b`` and the shared
+``where(x > 0, x, 0)``: the same values for every non-NaN input and the same derivative everywhere (0 at
+exactly 0), and grappler fuses the product or convolution, the bias and the relu into one kernel, which is
+differentiated with one ``ReluGrad`` instead of a select, a zeros tensor and a second select (docs/benchmarks.md,
+"Measurements behind design choices"). A NaN pre-activation stays NaN instead of becoming 0; training has
+diverged by then either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import windows
 from .engine import load_tensorflow
 
 tf = load_tensorflow()
@@ -138,6 +146,30 @@ class TensorFlowOps:
 
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         return tf.reshape(x, shape)
+
+    def relu(self, x: Any) -> Any:
+        """``tf.nn.relu``: the shared ``where(x > 0, x, 0)``'s values for every non-NaN input and its derivative
+        (0 at 0: ``ReluGrad`` passes the gradient where the output is > 0); grappler fuses it (module docstring)."""
+        return tf.nn.relu(x)
+
+    def bias_add(self, x: Any, bias: Any) -> Any:
+        """``tf.nn.bias_add``, which grappler fuses with the product or convolution before it."""
+        return tf.nn.bias_add(x, bias)
+
+    # --- windows (:mod:`.windows`) ---------------------------------------------------------------
+    def conv(self, x: Any, kernel: Any, strides: Any, padding: Any, dilation: Any, groups: int) -> Any:
+        return windows.conv(x, kernel, strides, padding, dilation, groups)
+
+    def conv_transpose(
+        self, y: Any, kernel: Any, input_shape: Any, strides: Any, padding: Any, dilation: Any, groups: int
+    ) -> Any:
+        return windows.conv_transpose(y, kernel, input_shape, strides, padding, dilation, groups)
+
+    def max_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.max_pool(x, window, strides, padding)
+
+    def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.avg_pool(x, window, strides, padding)
 
     # --- unsigned 32-bit integers ------------------------------------------------------------------
     def u32(self, value: Any) -> Any:

@@ -23,6 +23,8 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import zero_grad
 
+from . import windows
+
 _MASK32 = 0xFFFFFFFF
 
 
@@ -174,6 +176,27 @@ class PyTensorOps:
 
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         return pt.reshape(x, shape)
+
+    def relu(self, x: Any) -> Any:
+        return pt.switch(x > self.constant(0.0), x, self.constant(0.0))
+
+    def bias_add(self, x: Any, bias: Any) -> Any:
+        return x + bias
+
+    # --- windows (:mod:`.windows`) ---------------------------------------------------------------
+    def conv(self, x: Any, kernel: Any, strides: Any, padding: Any, dilation: Any, groups: int) -> Any:
+        return windows.conv(x, kernel, strides, padding, dilation, groups)
+
+    def conv_transpose(
+        self, y: Any, kernel: Any, input_shape: Any, strides: Any, padding: Any, dilation: Any, groups: int
+    ) -> Any:
+        return windows.conv_transpose(y, kernel, input_shape, strides, padding, dilation, groups)
+
+    def max_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.max_pool(x, window, strides, padding)
+
+    def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
+        return windows.avg_pool(x, window, strides, padding, self.constant)
 
     # --- unsigned 32-bit integers held in uint64 -----------------------------------------------
     def u32(self, value: Any) -> Any:

@@ -197,8 +197,8 @@ def test_patch_convolution_matches_xla_convolution_and_the_reference(name: str, 
     from jax import lax
 
     from nnspec.backends.jax.layers import LOWERINGS, Context
-    from nnspec.backends.jax.windows import _direct_conv, _padded_patch_conv
     from nnspec.backends.jax.ops import JaxOps
+    from nnspec.backends.jax.windows import _direct_conv, _padded_patch_conv
     from nnspec.compiler.shapes import padding_pairs
     from nnspec.reference.backward import _RULES
     from nnspec.reference.forward import LayerRecord

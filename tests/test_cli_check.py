@@ -78,7 +78,7 @@ def test_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_summary_of_invalid_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", str(INVALID / "dense_needs_flatten.yaml")]) == 2
-    assert "error[E0301]" in capsys.readouterr().err
+    assert "error[E0304]" in capsys.readouterr().err
 
 
 def test_missing_file_is_a_clear_error_without_traceback() -> None:

@@ -304,7 +304,7 @@ def test_spec_error_lists_warnings_too() -> None:
 def test_opset_is_the_one_source_of_the_vocabulary() -> None:
     assert opset.LAYER_TYPES == tuple(schema.LAYER_FIELDS) == tuple(shapes.DEFAULTS)
     assert shapes.MERGE_OPS == opset.MERGE_OPS == {"add", "concat"}
-    assert opset.SPATIAL_OPS == {"conv2d", "max_pool2d", "avg_pool2d"}
+    assert opset.SPATIAL_OPS == {"conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d"}
     assert opset.STATEFUL_OPS == {"batch_norm"}
     assert opset.WIDE_OPS == {"batch_norm", "layer_norm"}
     assert schema.LAYER_SHORTHAND == {"reshape": "shape", "dropout": "rate", "activation": "activation"}

@@ -148,7 +148,9 @@ def test_failed_layer_does_not_cascade() -> None:
     from nnspec.compiler.frontend import diagnose_text
 
     found = diagnose_text(
-        model("[28, 28, 1]", "- dense: {units: 64}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n")
+        model(
+            "[28, 28, 1]", "- conv1d: {filters: 4, kernel: 3}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n"
+        )
     )
     assert [d.code for d in found] == ["E0301"]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from . import rules
 from .ir import ACTIVATIONS, INITIALIZERS, Initializer
-from .loader import YMap, YNode, YScalar
+from .loader import YMap, YNode, YScalar, YSeq
 from .values import (
     Field,
     Invalid,
@@ -233,11 +233,42 @@ def _pool(name: str, doc: str) -> OpDef:
     )
 
 
+def _single(key: str, example: int) -> Callable[[YNode], tuple[int]]:
+    """A reader of a 1-D window field: a positive int ``n`` or a one-item list ``[n]``, as ``(n,)``."""
+
+    def read(node: YNode) -> tuple[int]:
+        items = node.items if isinstance(node, YSeq) and len(node.items) == 1 else [node]
+        try:
+            return (read_int(items[0], 1),)
+        except Invalid:
+            raise Invalid(
+                f"must be a positive int or [n]; got {describe(node)}", f"use {key}: {example}", node
+            ) from None
+
+    return read
+
+
+def _pool1d(name: str, doc: str) -> OpDef:
+    return OpDef(
+        name,
+        rules.pool1d,
+        doc,
+        {
+            "size": Field(_single("size", 2), doc="Window length: n or [n]."),
+            "strides": Field(_single("strides", 2), doc="Step between windows: n or [n]. Default: the size."),
+            "padding": _WINDOWED["padding"],
+        },
+        {"size": (2,), "padding": "valid"},
+        spatial=True,
+        since="1.2",
+    )
+
+
 _OPS: tuple[OpDef, ...] = (
     OpDef(
         "dense",
         rules.dense,
-        "fully connected: activation(x @ kernel + bias); needs a rank-1 input",
+        "fully connected on the last axis: activation(x @ kernel + bias), as Keras's Dense (any input rank)",
         {"units": Field(_positive_int, required=True, doc="Output size."), **_DENSE_LIKE},
         _DENSE_LIKE_DEFAULTS,
         since="1",
@@ -358,6 +389,39 @@ _OPS: tuple[OpDef, ...] = (
         rules.global_pool2d,
         "the maximum over (H, W), per channel: (H, W, C) -> (C,)",
         since="1.1",
+    ),
+    # sequences (steps, channels), Keras's Conv1D, MaxPooling1D, AveragePooling1D and global pools
+    OpDef(
+        "conv1d",
+        rules.conv1d,
+        "1-D cross-correlation over (steps, C): activation(conv(x, kernel) + bias), as Keras's Conv1D",
+        {
+            "filters": Field(_positive_int, required=True, doc="Output channels."),
+            "kernel": Field(_single("kernel", 3), required=True, doc="Kernel length: n or [n]."),
+            "strides": Field(_single("strides", 1), doc="Step between windows: n or [n]."),
+            "padding": Field(
+                choice_reader(("valid", "same", "causal"), "padding"),
+                doc="valid: no padding; same: output ceil(n / s), padded as TensorFlow pads (the odd element at "
+                "the end); causal: dilation * (kernel - 1) zeros before the first step, so that no output step "
+                "sees a later input step.",
+            ),
+            "dilation": Field(
+                _single("dilation", 2),
+                doc="Spacing of the kernel's taps (Keras's dilation_rate); strides and dilation cannot both exceed 1.",
+            ),
+            **_DENSE_LIKE,
+        },
+        {"strides": (1,), "padding": "valid", "dilation": (1,), **_DENSE_LIKE_DEFAULTS},
+        spatial=True,
+        since="1.2",
+    ),
+    _pool1d("max_pool1d", "the maximum of each window of steps, per channel"),
+    _pool1d("avg_pool1d", "the mean of each window of steps, per channel (same padding is not averaged in)"),
+    OpDef(
+        "global_avg_pool1d", rules.global_pool1d, "the mean over steps, per channel: (steps, C) -> (C,)", since="1.2"
+    ),
+    OpDef(
+        "global_max_pool1d", rules.global_pool1d, "the maximum over steps, per channel: (steps, C) -> (C,)", since="1.2"
     ),
 )
 

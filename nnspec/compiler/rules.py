@@ -5,9 +5,11 @@ of all its inputs and the names of the layers they come from) and returns what i
 the layer, or raises :class:`ShapeProblem` with a message and a hint. The front end turns a
 ``ShapeProblem`` into a positioned diagnostic.
 
-Padding and rounding (the same on every backend): ``valid`` gives ``floor((n - k) / s) + 1``;
-``same`` gives ``ceil(n / s)`` and pads ``max((out - 1) * s + k - n, 0)`` in all, ``total // 2`` before
-and the rest (the odd pixel) after, which is TensorFlow's rule.
+Padding and rounding (the same on every backend), for a window spanning ``k = dilation * (size - 1) + 1``:
+``valid`` gives ``floor((n - k) / s) + 1``; ``same`` gives ``ceil(n / s)`` and pads
+``max((out - 1) * s + k - n, 0)`` in all, ``total // 2`` before and the rest (the odd pixel) after, which is
+TensorFlow's rule; ``causal`` (``conv1d``) pads ``k - 1`` before and nothing after, so that an output step
+sees no later input step, and gives ``ceil(n / s)``.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def check_sizes(inferred: Inferred) -> None:
 
 
 def output_length(n: int, k: int, s: int, padding: str) -> int:
-    """Length of one spatial axis after a window of size ``k`` and stride ``s`` (see module docstring)."""
-    if padding == "same":
+    """Length of one spatial axis after a window spanning ``k`` with stride ``s`` (see module docstring)."""
+    if padding in ("same", "causal"):
         return -(-n // s)
     return (n - k) // s + 1
 
@@ -92,16 +94,23 @@ def _needs_rank(shape: Shape, rank: int, what: str, hint: str) -> None:
         raise ShapeProblem(f"needs {what}; got {shape}", hint)
 
 
-def _spatial(attrs: Mapping[str, Any], shape: Shape, window: tuple[int, int], label: str) -> tuple[int, int]:
-    (h, w), (kh, kw), (sh, sw) = shape[:2], window, attrs["strides"]
+def _spatial(
+    attrs: Mapping[str, Any], shape: Shape, window: tuple[int, ...], label: str, dilation: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """The output's spatial shape for a window over the spatial axes of ``shape`` (all but the channels)."""
+    spatial = shape[:-1]
+    dilation = dilation or (1,) * len(window)
+    spans = tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
     padding = attrs["padding"]
-    if padding == "valid" and (kh > h or kw > w):
+    if padding == "valid" and any(span > n for span, n in zip(spans, spatial)):
+        dilated = "" if spans == tuple(window) else f" (spanning {'x'.join(map(str, spans))} dilated)"
         raise ShapeProblem(
-            f"{label} {window[0]}x{window[1]} is larger than its input {h}x{w} with padding 'valid'",
+            f"{label} {'x'.join(map(str, window))}{dilated} is larger than its input {'x'.join(map(str, spatial))} "
+            "with padding 'valid'",
             f"use a smaller {label}, or padding: same",
             code="E0302",
         )
-    return output_length(h, kh, sh, padding), output_length(w, kw, sw, padding)
+    return tuple(output_length(n, span, s, padding) for n, span, s in zip(spatial, spans, attrs["strides"]))
 
 
 def _activation_flops(name: str, n: int) -> int:
@@ -109,14 +118,48 @@ def _activation_flops(name: str, n: int) -> int:
 
 
 def dense(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
-    """``dense``: a rank-1 input; kernel ``[in, units]`` and bias ``[units]``."""
-    _needs_rank(shape, 1, "a rank-1 input per example", "insert `- flatten` before it")
-    n_in, units = shape[0], attrs["units"]
+    """``dense`` on the last axis of an input of any rank (as Keras's Dense);
+    kernel ``[in, units]``, bias ``[units]``."""
+    if not shape:
+        raise ShapeProblem("needs an input with a feature axis; got a scalar per example", "add a `reshape` before it")
+    n_in, units = shape[-1], attrs["units"]
     params = [ParamSpec("kernel", (n_in, units), attrs["kernel_init"], n_in, units)]
     if attrs["use_bias"]:
         params.append(ParamSpec("bias", (units,), attrs["bias_init"], n_in, units))
-    flops = 2 * n_in * units + (units if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], units)
-    return Inferred((units,), tuple(params), flops)
+    rows = _size(shape[:-1])
+    flops = rows * (
+        2 * n_in * units + (units if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], units)
+    )
+    return Inferred((*shape[:-1], units), tuple(params), flops)
+
+
+def _conv(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """A convolution over every axis of ``shape`` but the last: kernel ``[*k, in, filters]``, bias ``[filters]``."""
+    window = tuple(attrs["kernel"])
+    dilation = tuple(attrs.get("dilation", (1,) * len(window)))
+    if any(d > 1 for d in dilation) and any(s > 1 for s in attrs["strides"]):
+        raise ShapeProblem(
+            f"strides {list(attrs['strides'])} and dilation {list(dilation)} cannot both exceed 1 (as in Keras)",
+            "use strides: 1 with a dilation, or dilation: 1 with strides",
+            code="E0302",
+        )
+    out = _spatial(attrs, shape, window, "kernel", dilation)
+    taps, cin, cout = math.prod(window), shape[-1], attrs["filters"]
+    fan_in, fan_out = taps * cin, taps * cout
+    params = [ParamSpec("kernel", (*window, cin, cout), attrs["kernel_init"], fan_in, fan_out)]
+    if attrs["use_bias"]:
+        params.append(ParamSpec("bias", (cout,), attrs["bias_init"], fan_in, fan_out))
+    size = _size(out) * cout
+    flops = 2 * taps * cin * size + (size if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], size)
+    return Inferred((*out, cout), tuple(params), flops)
+
+
+def conv1d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``conv1d``: a rank-2 input (steps, channels); kernel ``[k, in, filters]`` and bias ``[filters]``."""
+    _needs_rank(
+        shape, 2, "a rank-2 input (steps, channels) per example", "give input.shape as [steps, C], or add a `reshape`"
+    )
+    return _conv(attrs, shape)
 
 
 def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
@@ -127,16 +170,21 @@ def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
         "a rank-3 input (height, width, channels) per example",
         "give input.shape as [H, W, C], or add a `reshape` before it",
     )
-    kh, kw = attrs["kernel"]
-    oh, ow = _spatial(attrs, shape, (kh, kw), "kernel")
-    cin, cout = shape[2], attrs["filters"]
-    fan_in, fan_out = kh * kw * cin, kh * kw * cout
-    params = [ParamSpec("kernel", (kh, kw, cin, cout), attrs["kernel_init"], fan_in, fan_out)]
-    if attrs["use_bias"]:
-        params.append(ParamSpec("bias", (cout,), attrs["bias_init"], fan_in, fan_out))
-    out = oh * ow * cout
-    flops = 2 * kh * kw * cin * out + (out if attrs["use_bias"] else 0) + _activation_flops(attrs["activation"], out)
-    return Inferred((oh, ow, cout), tuple(params), flops)
+    return _conv(attrs, shape)
+
+
+def _pool(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    window = tuple(attrs["size"])
+    out = _spatial(attrs, shape, window, "pool size")
+    return Inferred((*out, shape[-1]), (), math.prod(window) * _size(out) * shape[-1])
+
+
+def pool1d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``max_pool1d`` and ``avg_pool1d``: a rank-2 input (steps, channels); the channels are kept."""
+    _needs_rank(
+        shape, 2, "a rank-2 input (steps, channels) per example", "pool only after a conv1d or a reshape to [steps, C]"
+    )
+    return _pool(attrs, shape)
 
 
 def pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
@@ -147,9 +195,7 @@ def pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
         "a rank-3 input (height, width, channels) per example",
         "pool only after a conv2d or a reshape to [H, W, C]",
     )
-    ph, pw = attrs["size"]
-    oh, ow = _spatial(attrs, shape, (ph, pw), "pool size")
-    return Inferred((oh, ow, shape[2]), (), ph * pw * oh * ow * shape[2])
+    return _pool(attrs, shape)
 
 
 def flatten(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
@@ -269,3 +315,11 @@ def global_pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
         "pool only after a conv2d or a reshape to [H, W, C]",
     )
     return Inferred((shape[2],), (), _size(shape))
+
+
+def global_pool1d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
+    """``global_avg_pool1d`` and ``global_max_pool1d``: (steps, C) -> (C,)."""
+    _needs_rank(
+        shape, 2, "a rank-2 input (steps, channels) per example", "pool only after a conv1d or a reshape to [steps, C]"
+    )
+    return Inferred((shape[1],), (), _size(shape))

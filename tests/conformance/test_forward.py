@@ -65,6 +65,49 @@ CASES: dict[str, tuple[tuple[int, ...], list]] = {
         ],
     ),
 }
+
+
+def _conv1d(kernel, strides=1, padding="valid", **extra):
+    return ("conv1d", {"filters": 3, "kernel": kernel, "strides": strides, "padding": padding, **extra})
+
+
+# sequences (steps, channels): conv1d with same/causal padding and dilation, the 1-D pools, dense on any rank
+CASES.update(
+    {
+        "conv1d-k3-valid": ((9, 2), [_conv1d(3)]),
+        "conv1d-k3-s2-same-odd": ((9, 2), [_conv1d(3, strides=2, padding="same", activation="relu")]),
+        "conv1d-k2-same-even": ((8, 3), [_conv1d(2, padding="same", activation="tanh", use_bias=False)]),
+        "conv1d-k3-causal-d2": ((9, 2), [_conv1d(3, padding="causal", dilation=2, activation="elu")]),
+        "conv1d-k4-s2-causal": ((9, 2), [_conv1d(4, strides=2, padding="causal")]),
+        "conv1d-k2-same-d3": ((10, 2), [_conv1d(2, padding="same", dilation=3, activation="sigmoid")]),
+        "conv1d-k3-valid-d2": ((9, 1), [_conv1d(3, dilation=2)]),
+        "maxpool1d-2-valid-odd": ((7, 2), [_pool("max_pool1d", 2)]),
+        "maxpool1d-3-s2-same": ((8, 2), [_pool("max_pool1d", 3, 2, "same")]),
+        "maxpool1d-2-same-odd": ((5, 2), [_pool("max_pool1d", 2, padding="same")]),
+        "avgpool1d-2-valid-odd": ((7, 2), [_pool("avg_pool1d", 2)]),
+        "avgpool1d-3-s1-same": ((7, 2), [_pool("avg_pool1d", 3, 1, "same")]),
+        "avgpool1d-2-same-odd": ((5, 1), [_pool("avg_pool1d", 2, padding="same")]),
+        "global-avg-pool1d": ((5, 3), ["global_avg_pool1d"]),
+        "global-max-pool1d": ((5, 3), ["global_max_pool1d"]),
+        "dense-rank2-softmax": ((4, 5), [("dense", {"units": 3}), "softmax"]),
+        "dense-rank3-relu-nobias": ((3, 4, 5), [("dense", {"units": 3, "activation": "relu", "use_bias": False})]),
+        "seqnet": (
+            (12, 3),
+            [
+                _conv1d(3, padding="same", activation="relu"),
+                _pool("max_pool1d", 2),
+                _conv1d(3, padding="causal", dilation=2, activation="gelu"),
+                _pool("avg_pool1d", 2, padding="same"),
+                ("dense", {"units": 4, "activation": "tanh"}),
+                "flatten",
+                ("dropout", {"rate": 0.3}),
+                ("dense", {"units": 4}),
+                "softmax",
+            ],
+        ),
+    }
+)
+
 # every activation, as a layer and inside dense; the dense layers between mix signs again for the next one
 CASES["activations"] = (
     (6,),

@@ -60,6 +60,30 @@ MODELS: dict[str, tuple[tuple[int, ...], list, str]] = {
         ],
         "mse",
     ),
+    "conv1d-causal-pools": (
+        (8, 2),
+        [
+            ("conv1d", {"filters": 2, "kernel": 3, "padding": "causal", "dilation": 2, "activation": "tanh"}),
+            ("max_pool1d", {"size": 2, "padding": "same"}),
+            ("conv1d", {"filters": 2, "kernel": 2, "strides": 2, "padding": "same", "activation": "elu"}),
+            ("avg_pool1d", {"size": 2, "strides": 1, "padding": "same"}),
+            "flatten",
+            ("dense", {"units": 3}),
+        ],
+        "cross_entropy",
+    ),
+    "dense-rank2-global-pools": (
+        (4, 3),
+        [
+            ("dense", {"name": "h", "units": 3, "activation": "softplus"}),
+            ("global_max_pool1d", {"name": "m"}),
+            ("global_avg_pool1d", {"name": "a", "inputs": ["h"]}),
+            ("concat", {"inputs": ["m", "a"]}),
+            ("dense", {"units": 3}),
+            "softmax",
+        ],
+        "cross_entropy",
+    ),
 }
 
 

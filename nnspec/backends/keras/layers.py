@@ -4,7 +4,10 @@ Every op maps to a standard Keras 3 layer with the contract's layouts (channels 
 ``[in, out]``, conv kernel ``[kh, kw, in, out]``), so nnspec's NumPy weights load unchanged: ``add`` is
 ``Add``, ``concat`` is ``Concatenate(axis=axis + 1)`` (the IR's axis is per example), ``batch_norm`` is
 ``BatchNormalization(axis=-1)``, ``layer_norm`` is ``LayerNormalization(axis=-1)``, the global pools are
-``GlobalAveragePooling2D`` / ``GlobalMaxPooling2D``. Each layer is called on the outputs of the layers its
+``GlobalAveragePooling1D/2D`` / ``GlobalMaxPooling1D/2D``, ``conv1d`` is ``Conv1D`` (kernel ``[k, in, out]``) and
+the 1-D pools ``MaxPooling1D`` / ``AveragePooling1D``; ``dense`` on an input of any rank is ``Dense`` (the last axis).
+Keras runs these layers itself; :class:`~nnspec.backends.keras.ops.KerasOps` still offers the window
+primitives over ``keras.ops`` for the shared definitions. Each layer is called on the outputs of the layers its
 ``Node.inputs`` names (a list of them for the merges). Keras's variables have nnspec's names: ``kernel``,
 ``bias``, ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``.
 The one exception is ``dropout`` while training: :class:`CounterDropout` applies nnspec's counter-based mask
@@ -187,6 +190,40 @@ def _avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
         name=node.name,
         dtype=opts.dtype,
     )
+
+
+@builds("conv1d")
+def _conv1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    return keras.layers.Conv1D(
+        a["filters"],
+        tuple(a["kernel"]),
+        strides=tuple(a["strides"]),
+        padding=a["padding"],
+        dilation_rate=tuple(a["dilation"]),
+        data_format="channels_last",
+        **_weighted_layer_options(node, opts),
+    )
+
+
+@builds("max_pool1d", "avg_pool1d")
+def _pool1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    layer = keras.layers.MaxPooling1D if node.op == "max_pool1d" else keras.layers.AveragePooling1D
+    return layer(
+        tuple(a["size"]),
+        strides=tuple(a["strides"]),
+        padding=a["padding"],
+        data_format="channels_last",
+        name=node.name,
+        dtype=opts.dtype,
+    )
+
+
+@builds("global_avg_pool1d", "global_max_pool1d")
+def _global_pool1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    layer = keras.layers.GlobalAveragePooling1D if node.op == "global_avg_pool1d" else keras.layers.GlobalMaxPooling1D
+    return layer(data_format="channels_last", name=node.name, dtype=opts.dtype)
 
 
 @builds("flatten")

@@ -168,6 +168,7 @@ def run_worker(*args: str, timeout: float = 600) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("spec", ["mlp", "resnet"])
 @pytest.mark.parametrize("engine", ["jax", "tensorflow"])
@@ -180,6 +181,7 @@ def test_devices_agree_with_one_device(engine: str, spec: str, dtype: str) -> No
     assert max(diffs["2"], diffs["4"]) <= TOLERANCE[dtype], diffs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["mlp", "resnet"])
 def test_keras_jax_devices_agree_with_one_device(spec: str) -> None:
     """Keras on JAX with keras.distribution.DataParallel over 1, 2 and 4 devices (float32: Keras-JAX's only dtype)."""
@@ -220,6 +222,7 @@ def refusals() -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_impossible_device_requests_are_clear_errors() -> None:
     """A batch size that does not divide, or more devices than the machine has, is a BackendError naming both numbers."""
     found = run_worker("refusals")
@@ -280,6 +283,7 @@ def resume_across(engine: str, spec: str, dtype: str) -> dict[str, float]:
         }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["jax", "tensorflow", "keras"])
 def test_unguarded_epochs_and_train_step_agree(engine: str) -> None:
     """The programs without the divergence guard (``train.on_divergence: continue``) and the ``train_step``
@@ -290,6 +294,7 @@ def test_unguarded_epochs_and_train_step_agree(engine: str) -> None:
     assert diffs["2"] <= TOLERANCE[dtype], diffs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["jax", "tensorflow"])
 def test_checkpoint_from_two_devices_resumes_on_one(engine: str) -> None:
     """Training state saved by a 2-device run continues on 1 device; after the second epoch it agrees with a
@@ -338,6 +343,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("engine", ["jax", "tensorflow"])
 def test_two_processes_agree_with_one(tmp_path: Path, engine: str, dtype: str) -> None:

@@ -7,7 +7,8 @@
 
 Batches are 8 examples of the spec's training data in the seeded epoch order, or seeded random inputs of
 the spec's input shape when its data set is not installed (nothing is downloaded). A backend that
-declares it cannot run a spec (a documented gap) is skipped with its reason, never silently.
+declares it cannot run a spec (a documented gap) is skipped with its reason, never silently. One comparison
+per (spec, dtype) runs every backend of the test run, so the reference is computed once, not once per backend.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import nnspec
+from nnspec.backends import available_backends
 from nnspec.compare import ComparisonData, compare, load_data, render
 from nnspec.compare.core import AGREE, UNSUPPORTED, CompareResult
 from nnspec.compare.parity import compare_gradients, compute_reference
@@ -55,46 +57,60 @@ def _data(spec: Path) -> ComparisonData:
             os.environ["NNSPEC_OFFLINE"] = old
 
 
-def _check(result: CompareResult, backend: str) -> None:
-    status = result.status(backend)
-    if status == UNSUPPORTED:
-        pytest.skip(f"declared gap: {result.summary.iloc[0]['message']}")
-    assert status == AGREE, "\n" + render(result)
+@pytest.fixture(scope="module")
+def selected_backends(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The backends this run's tests of this module ask for (every available one unless ``-k`` selects)."""
+    asked = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if getattr(item, "module", None) is request.module and "backend_name" in params:
+            asked.add(params["backend_name"])
+    return tuple(name for name in available_backends() if name in asked)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
-def test_float64_forward_and_gradients(spec: Path, backend_name: str) -> None:
-    result = compare(
+@functools.lru_cache(maxsize=None)
+def _comparison(spec: Path, dtype: str, backends: tuple[str, ...]) -> CompareResult:
+    """One comparison of ``spec`` in ``dtype`` on every backend of the run: the reference (forward, loss,
+    gradients, trajectory) is computed once and each backend's test reads its own status."""
+    parts = ("forward", "gradients") if dtype == "float64" else ("forward", "trajectory")
+    return compare(
         _graph(spec),
-        [backend_name],
-        dtype="float64",
-        batch=BATCH,
-        data=_data(spec),
-        timing=False,
-        parts=("forward", "gradients"),
-        device=DEVICE,
-    )
-    assert result.tolerances.forward == 1e-10
-    _check(result, backend_name)
-    assert set(result.forward["layer"]) == {n.name for n in _graph(spec).nodes}
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
-def test_float32_forward_and_training_trajectory(spec: Path, backend_name: str) -> None:
-    result = compare(
-        _graph(spec),
-        [backend_name],
-        dtype="float32",
+        list(backends),
+        dtype=dtype,
         steps=STEPS,
         batch=BATCH,
         data=_data(spec),
         timing=False,
-        parts=("forward", "trajectory"),
+        parts=parts,
         device=DEVICE,
     )
+
+
+def _check(result: CompareResult, backend: str) -> None:
+    status = result.status(backend)
+    if status == UNSUPPORTED:
+        row = result.summary[result.summary["backend"] == backend].iloc[0]
+        pytest.skip(f"declared gap: {row['message']}")
+    assert status == AGREE, "\n" + render(result)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_float64_forward_and_gradients(spec: Path, backend_name: str, selected_backends: tuple[str, ...]) -> None:
+    result = _comparison(spec, "float64", selected_backends)
+    assert result.tolerances.forward == 1e-10
+    _check(result, backend_name)
+    forward = result.forward[result.forward["backend"] == backend_name]
+    assert set(forward["layer"]) == {n.name for n in _graph(spec).nodes}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_float32_forward_and_training_trajectory(
+    spec: Path, backend_name: str, selected_backends: tuple[str, ...]
+) -> None:
+    result = _comparison(spec, "float32", selected_backends)
     assert (result.tolerances.forward, result.tolerances.trajectory) == (1e-5, 1e-4)
     _check(result, backend_name)
-    assert len(result.trajectory) == STEPS
+    assert len(result.trajectory[result.trajectory["backend"] == backend_name]) == STEPS
 
 
 def test_max_pool_ties_route_the_gradient_to_one_element(backend_name: str) -> None:

@@ -279,6 +279,7 @@ def straight_run(slow: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return out, time.monotonic() - start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_and_exits_then_resume_matches(
     signum: int, code: int, slow: Path, straight_run: tuple[Path, float], tmp_path: Path
@@ -301,6 +302,7 @@ def test_signal_saves_and_exits_then_resume_matches(
         assert np.array_equal(got[key], want[key]), key
 
 
+@pytest.mark.slow
 def test_second_signal_exits_at_once(slow: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     # Keras steps from Python, so a handler runs between two steps, in the middle of an epoch
@@ -338,6 +340,7 @@ def _check_killed_run(out: Path) -> str:
     return status
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_leaves_a_corrupt_run(
     slow: Path, straight_run: tuple[Path, float], tmp_path: Path
 ) -> None:

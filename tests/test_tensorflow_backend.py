@@ -1,5 +1,6 @@
 """TensorFlow-specific tests: quiet lazy import, dropout masks bit for bit, no retracing, exact evaluation,
-the execution plans agreeing with each other and with the NumPy reference, and parity with JAX."""
+the execution plans agreeing with each other and with the NumPy reference (a graph with running statistics
+included), the registry's own lowerings, and parity with JAX."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def test_import_nnspec_does_not_import_tensorflow() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_is_quiet() -> None:
     result = _run_python(
         "import numpy as np, nnspec\n"
@@ -304,3 +306,62 @@ def test_one_epoch_matches_jax_in_float32_with_dropout(layers: list) -> None:
     for key, value in weights["tensorflow"].items():
         assert np.abs(value - start[key]).max() > 1e-3  # it really trained
         np.testing.assert_allclose(value, weights["jax"][key], rtol=0, atol=1e-4)
+
+
+def test_registry_adds_only_tensorflow_forms_to_the_shared_lowerings() -> None:
+    from nnspec.backends.tensorflow.layers import LOWERINGS
+    from nnspec.semantics.shared_lowerings import SHARED
+
+    own = {op for op, fn in LOWERINGS.items() if SHARED.get(op) is not fn}
+    assert own == {"conv2d", "max_pool2d", "avg_pool2d", "dense", "activation", "dropout"}
+    caps = get_backend("tensorflow").capabilities()
+    assert caps.layers == frozenset(LOWERINGS)
+    assert {"batch_norm", "layer_norm", "add", "concat", "global_avg_pool2d", "global_max_pool2d"} <= caps.layers
+
+
+#: conv -> bn -> relu -> conv -> bn -> + shortcut -> relu -> global avg pool -> dropout -> dense -> softmax.
+RESIDUAL = [
+    ("conv2d", {"name": "conv1", "filters": 4, "kernel": 3, "padding": "same", "use_bias": False}),
+    ("batch_norm", {"name": "bn1"}),
+    ("activation", {"name": "relu1", "activation": "relu"}),
+    ("conv2d", {"name": "conv2", "filters": 4, "kernel": 3, "padding": "same", "use_bias": False}),
+    ("batch_norm", {"name": "bn2", "momentum": 0.9}),
+    ("add", {"name": "residual", "inputs": ["bn2", "relu1"]}),
+    ("activation", {"name": "relu2", "activation": "relu"}),
+    ("global_avg_pool2d", {"name": "gap"}),
+    ("dropout", {"name": "drop", "rate": 0.25}),
+    ("dense", {"name": "fc", "units": 5}),
+    ("softmax", {"name": "probs"}),
+]
+
+
+def test_fit_runs_in_every_plan_and_moves_the_batch_statistics() -> None:
+    """A graph with running statistics trains in every execution plan (one trace each) and the plans agree."""
+    from nnspec.backends.tensorflow.model import ExecutionPlan
+    from nnspec.data.dataset import Dataset
+
+    graph = make_graph((6, 6, 2), RESIDUAL, train=TrainConfig(batch_size=8, optimizer=ADAM, seed=5), dtype="float32")
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(80, 6, 6, 2)).astype(np.float32), rng.integers(0, 5, 80).astype(np.int32)
+    dataset = Dataset("random", x[:64], y[:64], x[64:], y[64:], x[64:], y[64:], 5)
+    start = initial_weights(graph, dtype="float32")
+    results = {}
+    for plan in (
+        ExecutionPlan(fused=True, jit=False),
+        ExecutionPlan(fused=False, jit=False),
+        ExecutionPlan(fused=True, jit=True),
+    ):
+        model = get_backend("tensorflow").compile(graph, start, device="cpu", dtype="float32")
+        model.set_plan(plan)
+        history = model.fit(dataset, epochs=1, progress=False)
+        assert len(history) == 1 and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+        assert model.step == 64 // 8
+        assert model.trace_counts[("epoch" if plan.fused else "step")] == 1
+        weights = model.get_weights()
+        for key, _, _ in graph.state_specs():
+            assert not np.allclose(weights[key], start[key]), f"{key} did not move under {plan}"
+        results[plan] = weights
+    first, *others = results.values()
+    for other in others:
+        for key, value in first.items():
+            np.testing.assert_allclose(other[key], value, rtol=1e-4, atol=1e-5, err_msg=key)

@@ -145,6 +145,7 @@ def test_jax_linker_trains_like_the_c_linker(monkeypatch: pytest.MonkeyPatch) ->
         np.testing.assert_allclose(results["jax"][1][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed")
 def test_env_json_records_the_linker(tmp_path: Path) -> None:
     """``nnspec run`` of the digits convnet writes the model's linker and its reason into env.json."""

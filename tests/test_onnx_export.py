@@ -81,6 +81,25 @@ layers:
   - dense: {units: 6}
 """
 
+# Version 1.2: the 1-D layers (same, causal and dilated convolutions, both pools, both global pools) and
+# dense on every step of a sequence (MatMul on the last axis, with and without a bias).
+SEQUENCE = """\
+nnspec: 1.2
+name: onnx_sequence
+input: {shape: [11, 3]}
+layers:
+  - conv1d: {filters: 4, kernel: 3, padding: causal, dilation: 2, activation: relu, name: c1}  # (11, 4)
+  - max_pool1d: {size: 2, padding: same}                                                       # (6, 4)
+  - conv1d: {filters: 5, kernel: 2, strides: 2, padding: same, use_bias: false}                # (3, 5)
+  - avg_pool1d: {size: 2, strides: 1, padding: same}                                           # (3, 5)
+  - dense: {units: 4, activation: tanh, name: steps}                                           # (3, 4)
+  - dense: {units: 4, use_bias: false, name: steps2}
+  - global_max_pool1d: {name: gmax}
+  - global_avg_pool1d: {inputs: c1, name: gavg}
+  - concat: {inputs: [gmax, gavg]}
+  - dense: {units: 3}
+"""
+
 
 def _load(tmp_path: Path, text: str, name: str = "spec.yaml", overrides: list[str] | None = None) -> Graph:
     path = tmp_path / name
@@ -160,11 +179,12 @@ def test_every_spec_gives_nnspecs_logits(spec: Path) -> None:
 def test_every_op_and_activation_matches_nnspec(tmp_path: Path) -> None:
     graph = _load(tmp_path, EVERY_OP)
     chain = _load(tmp_path, CHAIN, "chain.yaml")
-    covered = {n.op for g in (graph, chain) for n in g.nodes}
+    sequence = _load(tmp_path, SEQUENCE, "sequence.yaml")
+    covered = {n.op for g in (graph, chain, sequence) for n in g.nodes}
     assert covered == set(LAYER_TYPES)
     activations = {n.attrs.get("activation") for g in (graph, chain) for n in g.nodes} - {None}
     assert activations == set(ACTIVATIONS)
-    for g in (graph, chain):
+    for g in (graph, chain, sequence):
         weights = _nontrivial(g, seed=4)
         _, got, want = _check_and_run(g, weights, _inputs(g, seed=5) * 4.0 - 2.0)
         assert _error(got, want) < TOL * max(1.0, float(np.max(np.abs(want)))), g.name

@@ -229,6 +229,15 @@ def _pair(layer: KerasLayer, key: str, default: Any = None) -> Any:
     return values[0] if values[0] == values[1] else values
 
 
+def _single(layer: KerasLayer, key: str, default: Any = None) -> int:
+    """A 1-D size, stride or dilation option (a positive int, or a list of one) as the spec writes it."""
+    value = layer.config.get(key, default) if default is not None else layer.config[key]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) != 1 or not _is_dim(values[0]):
+        raise _unsupported(layer, key, value, f"expected one positive int of at most {MAX_DIM:,}")
+    return values[0]
+
+
 def _positive(layer: KerasLayer, key: str) -> int:
     value = layer.config[key]
     if not _is_dim(value):
@@ -322,6 +331,43 @@ def _pool(layer: KerasLayer) -> list[SpecLayer]:
     if padding != "valid":
         params["padding"] = padding
     op = "max_pool2d" if layer.class_name == "MaxPooling2D" else "avg_pool2d"
+    return [SpecLayer(op, params, layer.name, layer)]
+
+
+@maps("Conv1D")
+def _conv1d(layer: KerasLayer) -> list[SpecLayer]:
+    cfg = layer.config
+    _channels_last(layer)
+    _require_default(layer, "groups", 1, "nnspec's conv1d has no grouped convolution")
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same", "causal"):
+        raise _unsupported(layer, "padding", padding, "nnspec's conv1d pads 'valid', 'same' or 'causal'")
+    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _single(layer, "kernel_size")}
+    if _single(layer, "strides", 1) != 1:
+        params["strides"] = _single(layer, "strides")
+    if padding != "valid":
+        params["padding"] = padding
+    if _single(layer, "dilation_rate", 1) != 1:
+        params["dilation"] = _single(layer, "dilation_rate")
+    notes = _weights_options(layer, params)
+    return _with_activation(layer, "conv1d", params, notes)
+
+
+@maps("MaxPooling1D", "AveragePooling1D")
+def _pool1d(layer: KerasLayer) -> list[SpecLayer]:
+    cfg = layer.config
+    _channels_last(layer)
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same"):
+        raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
+    size = _single(layer, "pool_size", 2)
+    params: dict[str, Any] = {"size": size}
+    strides = _single(layer, "strides") if cfg.get("strides") is not None else size
+    if strides != size:
+        params["strides"] = strides
+    if padding != "valid":
+        params["padding"] = padding
+    op = "max_pool1d" if layer.class_name == "MaxPooling1D" else "avg_pool1d"
     return [SpecLayer(op, params, layer.name, layer)]
 
 
@@ -483,10 +529,17 @@ def _layer_norm(layer: KerasLayer) -> list[SpecLayer]:
     ]
 
 
-@maps("GlobalAveragePooling2D", "GlobalMaxPooling2D")
+_GLOBAL_POOLS = {
+    "GlobalAveragePooling1D": "global_avg_pool1d",
+    "GlobalMaxPooling1D": "global_max_pool1d",
+    "GlobalAveragePooling2D": "global_avg_pool2d",
+    "GlobalMaxPooling2D": "global_max_pool2d",
+}
+
+
+@maps(*_GLOBAL_POOLS)
 def _global_pool(layer: KerasLayer) -> list[SpecLayer]:
     _channels_last(layer)
     if layer.config.get("keepdims"):
         raise _unsupported(layer, "keepdims", True, "nnspec's global pools give (channels,); add a Reshape after it")
-    op = "global_avg_pool2d" if layer.class_name == "GlobalAveragePooling2D" else "global_max_pool2d"
-    return [SpecLayer(op, {}, layer.name, layer)]
+    return [SpecLayer(_GLOBAL_POOLS[layer.class_name], {}, layer.name, layer)]

@@ -3,10 +3,12 @@
 Each converter takes the :class:`GraphBuilder`, the layer, its input values and the layer's weights, emits
 ONNX nodes and returns the layer's output value. Every nnspec op has an exact ONNX counterpart:
 
-* ``dense``: ``Gemm`` (kernel ``[in, out]`` as is), then the activation.
-* ``conv2d``: ``Conv`` on channels-first data, kernel transposed to ``[out, in, kh, kw]``; ``same``
-  padding becomes explicit pads (TensorFlow's rule: the odd element at the bottom and right).
-* ``max_pool2d``: ``MaxPool`` (padding takes no part); ``avg_pool2d``: ``AveragePool`` with
+* ``dense``: ``Gemm`` (kernel ``[in, out]`` as is) on a rank-1 input, ``MatMul`` (and ``Add`` for the bias) on
+  the last axis of a channels-last input of higher rank; then the activation.
+* ``conv1d`` and ``conv2d``: ``Conv`` on channels-first data, kernel transposed to ``[out, in, *k]``;
+  ``same`` and ``causal`` padding become explicit pads (``same``: TensorFlow's rule, the odd element at the
+  end; ``causal``: all of it before), a dilation becomes ``dilations``.
+* max pools: ``MaxPool`` (padding takes no part); average pools: ``AveragePool`` with
   ``count_include_pad=0`` (nnspec averages over the in-image elements only).
 * ``flatten`` and ``reshape``: on channels-last data, so that the order is nnspec's row-major (H, W, C).
 * ``dropout`` and the ``linear`` activation: ``Identity`` (dropout is the identity at inference).
@@ -17,7 +19,7 @@ ONNX nodes and returns the layer's output value. Every nnspec op has an exact ON
 * ``batch_norm``: ``BatchNormalization`` in inference mode with the moving statistics (ones and zeros
   stand in for ``gamma`` and ``beta`` when ``scale`` or ``center`` is false).
 * ``layer_norm``: ``LayerNormalization`` over the last axis.
-* global pools: ``ReduceMean`` / ``ReduceMax`` over the spatial axes.
+* global pools (1-D and 2-D): ``ReduceMean`` / ``ReduceMax`` over the spatial axes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..compiler.ir import Node
-from ..compiler.shapes import padding_pairs
+from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from ..errors import NnspecError
 from .onnx_graph import GraphBuilder, Value
 
@@ -102,36 +104,60 @@ def _bias(builder: GraphBuilder, node: Node, weights: Weights) -> list[str]:
 
 
 def _pads(node: Node) -> list[int]:
-    (top, bottom), (left, right) = padding_pairs(node)
-    return [top, left, bottom, right]
+    """ONNX's pads: every axis's padding before, then every axis's padding after."""
+    pairs = padding_pairs(node)
+    return [before for before, _ in pairs] + [after for _, after in pairs]
+
+
+def _window_attrs(node: Node) -> dict[str, object]:
+    attrs: dict[str, object] = {
+        "kernel_shape": list(window_of(node)),
+        "strides": list(node.attrs["strides"]),
+        "pads": _pads(node),
+    }
+    if any(d != 1 for d in dilation_of(node)):
+        attrs["dilations"] = list(dilation_of(node))
+    return attrs
 
 
 @converter("dense")
 def _dense(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     kernel = builder.constant(node.key("kernel"), weights[node.key("kernel")])
-    return _then_activation(builder, node, "Gemm", [inputs[0].name, kernel, *_bias(builder, node, weights)], 1, False)
+    if len(node.input_shape) == 1:
+        return _then_activation(
+            builder, node, "Gemm", [inputs[0].name, kernel, *_bias(builder, node, weights)], 1, False
+        )
+    x = builder.in_layout(inputs[0], False)  # the last axis is the feature axis
+    rank = len(node.output_shape)
+    bias = _bias(builder, node, weights)
+    if not bias:
+        return _then_activation(builder, node, "MatMul", [x.name, kernel], rank, False)
+    product = builder.fresh(node, "matmul")
+    builder.emit("MatMul", [x.name, kernel], product, name=product)
+    return _then_activation(builder, node, "Add", [product, *bias], rank, False)
 
 
-@converter("conv2d")
-def _conv2d(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
+@converter("conv1d", "conv2d")
+def _conv(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = builder.in_layout(inputs[0], True)
-    kernel = builder.constant(node.key("kernel"), np.transpose(weights[node.key("kernel")], (3, 2, 0, 1)))
-    attrs = {"kernel_shape": list(node.attrs["kernel"]), "strides": list(node.attrs["strides"]), "pads": _pads(node)}
-    return _then_activation(builder, node, "Conv", [x.name, kernel, *_bias(builder, node, weights)], 3, True, **attrs)
+    n = len(window_of(node))
+    to_onnx = (n + 1, n, *range(n))  # [*k, in, out] -> [out, in, *k]
+    kernel = builder.constant(node.key("kernel"), np.transpose(weights[node.key("kernel")], to_onnx))
+    rank = len(node.output_shape)
+    ins = [x.name, kernel, *_bias(builder, node, weights)]
+    return _then_activation(builder, node, "Conv", ins, rank, True, **_window_attrs(node))
 
 
-@converter("max_pool2d", "avg_pool2d")
+@converter("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
 def _pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = builder.in_layout(inputs[0], True)
-    attrs: dict[str, object] = {
-        "kernel_shape": list(node.attrs["size"]),
-        "strides": list(node.attrs["strides"]),
-        "pads": _pads(node),
-    }
-    if node.op == "avg_pool2d":
+    attrs = _window_attrs(node)
+    average = node.op.startswith("avg_")
+    if average:
         attrs["count_include_pad"] = 0
-    op = "MaxPool" if node.op == "max_pool2d" else "AveragePool"
-    return Value(builder.emit(op, [x.name], builder.tensor_name(node), name=node.name, **attrs), 3, True)
+    op = "AveragePool" if average else "MaxPool"
+    rank = len(node.output_shape)
+    return Value(builder.emit(op, [x.name], builder.tensor_name(node), name=node.name, **attrs), rank, True)
 
 
 @converter("flatten")
@@ -235,10 +261,10 @@ def _layer_norm(builder: GraphBuilder, node: Node, inputs: list[Value], weights:
     return Value(out, x.rank, False)
 
 
-@converter("global_avg_pool2d", "global_max_pool2d")
+@converter("global_avg_pool1d", "global_max_pool1d", "global_avg_pool2d", "global_max_pool2d")
 def _global_pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
     x = inputs[0]
-    spatial = [2, 3] if x.channels_first else [1, 2]
+    spatial = list(range(2, x.rank + 1)) if x.channels_first else list(range(1, x.rank))
     axes = builder.constant(builder.fresh(node, "axes"), np.array(spatial), dtype=np.int64)
-    op = "ReduceMean" if node.op == "global_avg_pool2d" else "ReduceMax"
+    op = "ReduceMean" if node.op.startswith("global_avg") else "ReduceMax"
     return Value(builder.emit(op, [x.name, axes], builder.tensor_name(node), name=node.name, keepdims=0), 1)

@@ -1,10 +1,9 @@
 """JAX implementation of :class:`nnspec.semantics.ops.Ops` (imports JAX: load it only from inside the backend).
 
-Matrix products (and convolutions, in :mod:`.windows`) run at :attr:`JaxOps.precision`: ``Precision.HIGHEST``
-by default, so that a GPU never silently uses TF32 for float32 work; ``Precision.DEFAULT`` under the
-``tf32`` and mixed precision policies (XLA then uses TF32 or the low type's tensor cores). On the CPU it changes nothing: XLA computes float32 in float32 there
-either way, and it costs nothing measurable (benchmark convnet step, JAX 0.10.2, 2 cores: 132 to 139 ms CPU
-with ``HIGHEST``, 131 to 136 ms with the default precision), so it is set on every device.
+Matrix products and convolutions (:mod:`.windows`) run at :attr:`JaxOps.precision`: ``Precision.HIGHEST``
+by default, so that a GPU never silently uses TF32 for float32 work; ``Precision.DEFAULT`` under the ``tf32``
+and mixed precision policies (XLA then uses TF32 or the low type's tensor cores). On the CPU it changes
+nothing and costs nothing measurable (docs/benchmarks.md, "Measurements behind design choices").
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def _dropout(ctx: Context, node: Node, inputs: list) -> Any:
     batch = ctx.batch if ctx.batch is not None else x.shape[0]
     if batch is None:
         raise BackendError(
-            f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; got shape {tuple(x.shape)}"
+            f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; "
+            f"got shape {tuple(x.shape)}"
         )
     keep = compiled_keep_mask(ctx.seed, node.index, (int(batch), *node.input_shape), rate)(tf.cast(ctx.step, tf.int64))
     return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))

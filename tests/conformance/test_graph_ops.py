@@ -1,24 +1,36 @@
 """Graph models and the layers with state, on every backend, against the NumPy reference.
 
-The merge layers (``add``, ``concat``), ``batch_norm`` (batch statistics and the moving-average update in
-training, moving statistics in inference), ``layer_norm`` and the global pools: forward per layer in both
-modes, loss and gradients (summed where a value fans out), and a 10-step trajectory whose running
-statistics are compared too. float64 to 1e-10, float32 to the suite's float32 tolerance (forward) and
-1e-4 after 10 steps. Convolutions right before a batch norm have no bias, as in real residual networks: its
-gradient is zero up to rounding, which Adam would scale up to full-size steps in float32.
+The merge layers (``add``, ``concat``, a merge that reads the graph's input), ``batch_norm`` (batch statistics
+and the moving-average update in training, moving statistics in inference), ``layer_norm`` (before and after
+a global pool) and the global pools: forward per layer in both modes, loss and gradients (summed where a value
+fans out), a 10-step trajectory whose running statistics, optimiser slots and evaluation after training are
+compared too, one ``fit`` epoch, and a training state that continues bit for bit. float64 to 1e-10, float32 to
+the suite's float32 tolerance (forward) and 1e-4 after 10 steps. Convolutions right before a batch norm have
+no bias, as in real residual networks: its gradient is zero up to rounding, which Adam would scale up to
+full-size steps in float32.
+
+The reference side of each check is computed once per (case, dtype) and shared by every engine.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
-from conformance_support import adam, assert_close, compile_model, graph, random_batch
+from conformance_support import adam, assert_close, compile_model, random_batch
 
 from nnspec import reference
 from nnspec.compiler.init import initial_weights
-from nnspec.compiler.ir import Graph
+from nnspec.compiler.ir import Graph, TrainConfig
+from nnspec.compiler.shapes import make_graph
+from nnspec.data.dataset import Dataset
 from nnspec.reference.backward import loss_and_gradients as reference_loss_and_gradients
-from nnspec.reference.train import reference_trajectory
+from nnspec.reference.train import ReferenceTrainer
+from nnspec.runtime.loop import epoch_order
+from nnspec.semantics.training_state import from_tensors, to_tensors
 
 
 def _conv(name: str, filters: int, **extra):
@@ -37,7 +49,7 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
             ("batch_norm", {"name": "bn1", "momentum": 0.9}),
             ("activation", {"name": "r1", "activation": "tanh"}),
             _conv("c2", 4, use_bias=False),
-            ("batch_norm", {"name": "bn2", "center": False}),
+            ("batch_norm", {"name": "bn2", "center": False, "epsilon": 1e-2}),
             ("add", {"name": "sum", "inputs": ["bn2", "r0"]}),
             ("activation", {"name": "out", "activation": "elu"}),
             ("global_avg_pool2d", {"name": "gap"}),
@@ -62,6 +74,25 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
         ],
         None,
     ),
+    # a concat along the width that reads the graph's input, layer norm right before a global max pool,
+    # a skip connection concatenated on features, a layer norm without scale
+    "concat-width-norm-then-max": (
+        (5, 6, 3),
+        [
+            _conv("a", 3, activation="tanh"),
+            ("conv2d", {"name": "b", "filters": 3, "kernel": 1, "inputs": ["input"]}),
+            ("concat", {"name": "wide", "axis": 1, "inputs": ["a", "b", "input"]}),
+            ("layer_norm", {"name": "ln1"}),
+            ("global_max_pool2d", {"name": "gmp"}),
+            ("dense", {"name": "hidden", "units": 5, "activation": "tanh"}),
+            ("concat", {"name": "skip", "inputs": ["gmp", "hidden"]}),
+            ("layer_norm", {"name": "ln2", "scale": False, "epsilon": 1e-2}),
+            ("dropout", {"name": "drop", "rate": 0.2}),
+            ("dense", {"name": "logits", "units": 3}),
+            "softmax",
+        ],
+        None,
+    ),
     "fan-out-dense": (
         (7,),
         [
@@ -70,7 +101,7 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
             ("dense", {"name": "v", "units": 6, "inputs": ["h"]}),
             ("add", {"name": "s", "inputs": ["u", "v", "h"]}),
             ("layer_norm", {"name": "ln", "center": False}),
-            ("batch_norm", {"name": "bn"}),
+            ("batch_norm", {"name": "bn", "scale": False, "momentum": 0.5}),
             ("concat", {"name": "c", "inputs": ["bn", "h"], "axis": 0}),
             ("dense", {"name": "out", "units": 3}),
         ],
@@ -87,12 +118,12 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
         "d",
     ),
 }
+#: The cases trained for ten steps (those with running statistics or a layer norm).
+TRAINED = ["concat-width-norm-then-max", "fan-out-dense", "inception-concat", "residual-bn"]
+STEPS = 10
 
 
 def _graph(case: str, **train) -> Graph:
-    from nnspec.compiler.ir import TrainConfig
-    from nnspec.compiler.shapes import make_graph
-
     shape, layers, output = CASES[case]
     return make_graph(shape, layers, train=TrainConfig(**{"seed": 5, **train}), output=output)
 
@@ -109,24 +140,39 @@ def _weights(g: Graph, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: v.astype(dtype) for k, v in weights.items()}
 
 
+def _frozen(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` made read-only: the cached reference is shared by every engine's test."""
+    for value in arrays.values():
+        value.flags.writeable = False
+    return arrays
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_reference(case: str, training: bool, dtype: str) -> tuple[Graph, dict, np.ndarray, list, np.ndarray]:
+    """(graph, weights, inputs, per-layer reference outputs, reference prediction) of one forward check."""
+    g = _graph(case)
+    weights = _frozen(_weights(g, dtype))
+    x, _ = random_batch(g, 6)
+    x = x.astype(dtype)
+    expected = reference.layer_outputs(g, weights, x, training=training, step=3)
+    return g, weights, x, expected, reference.predict(g, weights, x)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_graph_forward_matches_reference(backend_name: str, case: str, training: bool, dtype: str) -> None:
-    g = _graph(case)
-    weights = _weights(g, dtype)
-    x, _ = random_batch(g, 6)
-    x = x.astype(dtype)
+    g, weights, x, expected, predicted = _forward_reference(case, training, dtype)
     model = compile_model(backend_name, g, weights, dtype=dtype)
     outputs = model.layer_outputs(x, training=training, step=3)
-    expected = reference.layer_outputs(g, weights, x, training=training, step=3)
     assert len(outputs) == len(g.nodes)
     for node, out, ref in zip(g.nodes, outputs, expected):
         assert out.shape == (6, *node.output_shape), (
             f"{node.name}: engine shape {out.shape}, inferred {node.output_shape}"
         )
+        assert np.asarray(out).dtype == np.dtype(dtype), f"{node.name}: computed in {out.dtype}, asked for {dtype}"
         assert_close(out, ref, dtype, f"{case} ({'training' if training else 'inference'}): layer '{node.name}'")
-    assert_close(model.predict(x), reference.predict(g, weights, x), dtype, f"{case}: predict")
+    assert_close(model.predict(x), predicted, dtype, f"{case}: predict")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -143,49 +189,89 @@ def test_graph_gradients_match_reference(backend_name: str, case: str) -> None:
         assert_close(grads[key], ref, "float64", f"{case}: gradient of {key}")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", ["residual-bn", "inception-concat", "fan-out-dense"])
-def test_ten_steps_with_running_statistics_match_reference(backend_name: str, case: str, dtype: str) -> None:
+@dataclass(frozen=True)
+class _Trained:
+    """A reference training run shared by every engine: its start, its batches and where it ended."""
+
+    graph: Graph
+    start: dict[str, np.ndarray]
+    batches: list[tuple[np.ndarray, np.ndarray]]
+    losses: list[float]
+    end: ReferenceTrainer
+
+
+@functools.lru_cache(maxsize=None)
+def _ten_steps(case: str, dtype: str) -> _Trained:
     g = _graph(case, optimizer=adam(learning_rate=0.01))
-    weights = _weights(g, dtype, seed=2)
-    batches = [tuple(random_batch(g, 8, seed=10 + k)) for k in range(10)]
+    start = _frozen(_weights(g, dtype, seed=2))
+    batches = [tuple(random_batch(g, 8, seed=10 + k)) for k in range(STEPS)]
     batches = [(bx.astype(dtype), by) for bx, by in batches]
-    model = compile_model(backend_name, g, weights, dtype=dtype)
-    losses = [model.train_step(bx, by) for bx, by in batches]
-    traj = reference_trajectory(
-        g, {k: v.astype(np.float64) for k, v in weights.items()}, [(bx.astype(np.float64), by) for bx, by in batches]
-    )
-    tol = 1e-10 if dtype == "float64" else 1e-4
-    np.testing.assert_allclose(losses, traj.losses, rtol=tol)
-    got, expected = model.get_weights(), traj.weights[-1]
-    assert set(got) == set(expected) == set(g.weight_keys())
+    trainer = ReferenceTrainer.start(g, start)
+    losses = [trainer.train_step(bx.astype(np.float64), by) for bx, by in batches]
+    return _Trained(g, start, batches, losses, trainer)
+
+
+def _assert_arrays_close(got: dict, expected: dict, tol: float, what: str) -> None:
+    assert set(got) == set(expected), what
     for key in expected:
         scale = max(float(np.max(np.abs(expected[key]))), 1e-3)
-        np.testing.assert_allclose(
-            got[key], expected[key], rtol=tol, atol=tol * scale, err_msg=f"{case}: {key} after 10 steps"
-        )
-    moved = [k for k, _, _ in g.state_specs() if not np.allclose(expected[k], weights[k])]
+        np.testing.assert_allclose(got[key], expected[key], rtol=tol, atol=tol * scale, err_msg=f"{what}: {key}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", TRAINED)
+def test_ten_steps_with_running_statistics_match_reference(backend_name: str, case: str, dtype: str) -> None:
+    run = _ten_steps(case, dtype)
+    g = run.graph
+    model = compile_model(backend_name, g, run.start, dtype=dtype)
+    losses = [model.train_step(bx, by) for bx, by in run.batches]
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(losses, run.losses, rtol=tol)
+    assert model.step == STEPS
+    assert set(run.end.weights) == set(g.weight_keys())
+    _assert_arrays_close(model.get_weights(), run.end.weights, tol, f"{case}: after {STEPS} steps")
+    if dtype == "float64":  # float32 slots hold gradient sums that cancel: compared where rounding cannot hide
+        _assert_arrays_close(model.optimizer_state(), run.end.slots, tol, f"{case}: optimiser slot after {STEPS} steps")
+    moved = [k for k, _, _ in g.state_specs() if not np.allclose(run.end.state[k], run.start[k])]
     assert moved == [k for k, _, _ in g.state_specs()], "every running statistic moved in training"
+    # inference after training reads the moved statistics
+    x = np.concatenate([bx for bx, _ in run.batches])
+    y = np.concatenate([by for _, by in run.batches])
+    loss, accuracy = model.evaluate_arrays(model.put(x), model.put(y))
+    ref_loss, ref_accuracy = reference.evaluate(g, run.end.weights, x.astype(np.float64), y)
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    if dtype == "float64":
+        assert accuracy == ref_accuracy
+    assert_close(model.predict(x), reference.predict(g, run.end.weights, x.astype(np.float64)), dtype, "predict")
 
 
 def test_training_state_round_trip_continues_bit_identically(backend_name: str) -> None:
+    """A training state taken after two steps, through the checkpoint's tensors and JSON, into a model
+    compiled from other weights: two more steps and an epoch give what the uninterrupted model gives."""
     g = _graph("residual-bn", optimizer=adam(learning_rate=0.01))
     weights = _weights(g, "float32", seed=3)
     batches = [tuple(random_batch(g, 8, seed=20 + k)) for k in range(4)]
     batches = [(bx.astype("float32"), by) for bx, by in batches]
+    x = np.concatenate([bx for bx, _ in batches])
+    y = np.concatenate([by for _, by in batches])
+    order = np.random.default_rng(0).permutation(len(x))
     straight = compile_model(backend_name, g, weights, dtype="float32")
-    for bx, by in batches:
-        straight.train_step(bx, by)
-    first = compile_model(backend_name, g, weights, dtype="float32")
     for bx, by in batches[:2]:
-        first.train_step(bx, by)
-    saved = first.get_training_state()
+        straight.train_step(bx, by)
+    arrays, meta = to_tensors(straight.get_training_state())
+    saved = from_tensors(arrays, json.loads(json.dumps(meta)))
     assert saved.step == 2 and set(saved.state) == {k for k, _, _ in g.state_specs()}
     assert all(key.count(".") == 2 for key in saved.slots), "slots are keyed <layer>.<param>.<slot>"
     resumed = compile_model(backend_name, g, initial_weights(g, dtype="float32"), dtype="float32")
     resumed.set_training_state(saved)
+    assert resumed.step == 2
+    back, _ = to_tensors(resumed.get_training_state())
+    assert set(back) == set(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
     for bx, by in batches[2:]:
-        resumed.train_step(bx, by)
+        assert resumed.train_step(bx, by) == straight.train_step(bx, by)
+    for model in (straight, resumed):
+        model.run_epoch(model.put(x), model.put(y), order, 8)
+    assert resumed.step == straight.step == 8
     for key, value in straight.get_weights().items():
         np.testing.assert_array_equal(resumed.get_weights()[key], value, err_msg=key)
     for key, value in straight.optimizer_state().items():
@@ -205,3 +291,25 @@ def test_epoch_updates_running_statistics_like_the_steps(backend_name: str) -> N
         stepped.train_step(x[batch], y[batch])
     for key, value in stepped.get_weights().items():
         np.testing.assert_allclose(fused.get_weights()[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_fit_trains_like_the_reference_and_moves_the_statistics(backend_name: str) -> None:
+    """One ``fit`` epoch (the run loop: device data, chunks, validation) against the reference's steps in the
+    epoch's order: weights and moving statistics, the training loss and the validation metrics."""
+    g = _graph("residual-bn", optimizer=adam(learning_rate=0.01), batch_size=8)
+    weights = _weights(g, "float64", seed=6)
+    x, y = random_batch(g, 44, seed=40)
+    data = Dataset("random", x[:36], y[:36], x[36:], y[36:], x[36:], y[36:], g.output_shape[-1])
+    model = compile_model(backend_name, g, weights)
+    history = model.fit(data, epochs=1, progress=False)
+    trainer = ReferenceTrainer.start(g, weights)
+    order = epoch_order(g.train.seed, 0, 36)
+    losses = [trainer.train_step(x[order[i * 8 : (i + 1) * 8]], y[order[i * 8 : (i + 1) * 8]]) for i in range(4)]
+    assert model.step == 36 // 8 and len(history) == 1
+    _assert_arrays_close(model.get_weights(), trainer.weights, 1e-9, "after fit")
+    for key, _, _ in g.state_specs():
+        assert not np.allclose(trainer.weights[key], weights[key]), f"{key} did not move"
+    assert float(history["loss"].iloc[0]) == pytest.approx(np.mean(losses), rel=1e-9)
+    val_loss, val_accuracy = reference.evaluate(g, trainer.weights, x[36:], y[36:])
+    assert float(history["val_loss"].iloc[0]) == pytest.approx(val_loss, rel=1e-9)
+    assert float(history["val_accuracy"].iloc[0]) == val_accuracy

@@ -5,11 +5,14 @@ Dropout is on (training mode) with the masks of a fixed step, so gradients flow 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from conformance_support import compile_model, graph, random_batch, random_weights
 
 from nnspec import reference
+from nnspec.compiler.ir import Graph
 
 EPS = 1e-6
 
@@ -103,17 +106,29 @@ def _finite_differences(g, weights, x, y, step):
     return grads
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_gradients_match_finite_differences(backend_name: str, name: str) -> None:
+STEP = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name: str) -> tuple[Graph, dict, np.ndarray, np.ndarray, float, dict]:
+    """(graph, weights, x, y, reference loss, finite-difference gradients) of model ``name``: computed once
+    and shared by every backend (read-only, so that no test can change what the next one compares with)."""
     shape, layers, loss = MODELS[name]
     g = graph(shape, layers, loss=loss, seed=5)
     weights = random_weights(g, seed=2)
     x, y = random_batch(g, 4, seed=3)
-    step = 3
+    expected = _finite_differences(g, weights, x, y, STEP)
+    for array in (x, y, *weights.values(), *expected.values()):
+        array.flags.writeable = False
+    return g, weights, x, y, reference.loss(g, weights, x, y, step=STEP), expected
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradients_match_finite_differences(backend_name: str, name: str) -> None:
+    g, weights, x, y, ref_loss, expected = _reference(name)
     model = compile_model(backend_name, g, weights)
-    value, grads = model.loss_and_gradients(x, y, step=step)
-    assert value == pytest.approx(reference.loss(g, weights, x, y, step=step), rel=1e-10)
-    expected = _finite_differences(g, weights, x, y, step)
+    value, grads = model.loss_and_gradients(x, y, step=STEP)
+    assert value == pytest.approx(ref_loss, rel=1e-10)
     assert set(grads) == set(expected)
     for key in expected:
         assert grads[key].shape == expected[key].shape, key

@@ -13,5 +13,6 @@ from nnspec.backends import BUILTIN, backend_class
 def test_builtin_backend_is_available(name: str) -> None:
     ok, why = backend_class(name).availability()
     assert ok, (
-        f"backend '{name}' is not available here: {why}. Install every engine (see README: pip install -e '.[all,dev]')."
+        f"backend '{name}' is not available here: {why}. Install every engine (see README: pip install -e "
+        "'.[all,dev]')."
     )

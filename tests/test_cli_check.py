@@ -42,7 +42,8 @@ def test_invalid_spec_exits_2_with_diagnostics_on_stderr(capsys: pytest.CaptureF
     assert len(lines) == 6
     assert (
         lines[0]
-        == f"{bad}:5:35: error[E0203]: layers[0] 'conv2d_1' (conv2d): kernel must be a positive int or [kh, kw]; got [3, 0]"
+        == f"{bad}:5:35: error[E0203]: layers[0] 'conv2d_1' (conv2d): "
+        "kernel must be a positive int or [kh, kw]; got [3, 0]"
     )
     assert "  hint: use kernel: 3 or kernel: [3, 3]" in out.err
 
@@ -86,7 +87,8 @@ def test_missing_file_is_a_clear_error_without_traceback() -> None:
     assert result.returncode == 2
     assert (
         result.stderr
-        == "no/such/spec.yaml: error[E0101]: cannot read spec 'no/such/spec.yaml': no such file\n  hint: check the path\n"
+        == "no/such/spec.yaml: error[E0101]: cannot read spec 'no/such/spec.yaml': no such file\n"
+        "  hint: check the path\n"
     )
     result = run_cli("summary", "no/such/spec.yaml")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "E0101" in result.stderr

@@ -224,7 +224,8 @@ def refusals() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_impossible_device_requests_are_clear_errors() -> None:
-    """A batch size that does not divide, or more devices than the machine has, is a BackendError naming both numbers."""
+    """A batch size that does not divide, or more devices than the machine has, is a BackendError naming both
+    numbers."""
     found = run_worker("refusals")
     assert "batch size 30" in found["batch"] and "4 devices" in found["batch"] and "multiple of 4" in found["batch"], (
         found
@@ -239,7 +240,8 @@ def test_impossible_device_requests_are_clear_errors() -> None:
     "engine, reason", [("theano", "PyTensor has no multi-device execution"), ("keras", "runs on its JAX backend only")]
 )
 def test_engines_without_data_parallelism_refuse(tmp_path: Path, engine: str, reason: str) -> None:
-    """Theano, and Keras on TensorFlow (this suite's Keras engine), refuse train.devices: 2 at compile time, saying why."""
+    """Theano, and Keras on TensorFlow (this suite's Keras engine), refuse train.devices: 2 at compile time,
+    saying why."""
     from nnspec.backends import get_backend
     from nnspec.compare.matrix import capability_matrix
     from nnspec.errors import BackendError
@@ -424,7 +426,8 @@ def test_cluster_from_flags_environment_and_slurm() -> None:
 
 
 def test_cli_devices_flag_refused_by_theano(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``nnspec run --devices 2`` overrides train.devices; a backend that cannot split batches says why, without a traceback."""
+    """``nnspec run --devices 2`` overrides train.devices; a backend that cannot split batches says why, without
+    a traceback."""
     from nnspec.cli import main as cli
 
     (tmp_path / "mlp.yaml").write_text(MLP)

@@ -162,13 +162,15 @@ def test_inception_style_concat() -> None:
 def test_concat_on_a_spatial_axis_and_normalised_axis() -> None:
     graph = check_text(
         spec(
-            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- conv2d: {filters: 4, kernel: 1, name: b, inputs: a}\n- concat: {inputs: [a, b], axis: 0}\n- global_avg_pool2d\n- dense: {units: 2}\n"
+            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- conv2d: {filters: 4, kernel: 1, name: b, "
+            "inputs: a}\n- concat: {inputs: [a, b], axis: 0}\n- global_avg_pool2d\n- dense: {units: 2}\n"
         )
     )
     assert graph.node("concat_1").output_shape == (16, 8, 4) and graph.node("concat_1").attrs["axis"] == 0
     graph = check_text(
         spec(
-            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- concat: {inputs: [a, input], axis: -1}\n- global_avg_pool2d\n- dense: {units: 2}\n"
+            "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- concat: {inputs: [a, input], axis: -1}\n- "
+            "global_avg_pool2d\n- dense: {units: 2}\n"
         )
     )
     assert graph.node("concat_1").output_shape == (8, 8, 5) and graph.node("concat_1").attrs["axis"] == 2
@@ -177,7 +179,8 @@ def test_concat_on_a_spatial_axis_and_normalised_axis() -> None:
 def test_normalisation_options_choose_the_parameters() -> None:
     graph = check_text(
         spec(
-            "- flatten\n- dense: {units: 6}\n- batch_norm: {center: false}\n- layer_norm: {scale: false, epsilon: 1e-5}\n- dense: {units: 2}\n"
+            "- flatten\n- dense: {units: 6}\n- batch_norm: {center: false}\n- layer_norm: {scale: false, epsilon: "
+            "1e-5}\n- dense: {units: 2}\n"
         )
     )
     bn, ln = graph.node("batch_norm_1"), graph.node("layer_norm_1")
@@ -201,7 +204,8 @@ def test_every_version_1_example_spec_is_a_chain(path: Path) -> None:
 def test_inputs_may_be_one_name_or_the_model_input() -> None:
     graph = check_text(
         spec(
-            "- flatten: {name: flat}\n- dense: {units: 4, name: a}\n- dense: {units: 4, inputs: flat}\n- flatten: {inputs: input}\n- dense: {units: 4}\n- add: {inputs: [a, dense_2, dense_3]}\n"
+            "- flatten: {name: flat}\n- dense: {units: 4, name: a}\n- dense: {units: 4, inputs: flat}\n- flatten: "
+            "{inputs: input}\n- dense: {units: 4}\n- add: {inputs: [a, dense_2, dense_3]}\n"
         )
     )
     assert graph.node("dense_2").inputs == ("flat",)
@@ -211,7 +215,8 @@ def test_inputs_may_be_one_name_or_the_model_input() -> None:
 
 def test_unused_layer_is_a_warning_and_left_out() -> None:
     text = spec(
-        "- flatten\n- dense: {units: 32, name: hidden}\n- dropout: {rate: 0.5, name: spare}\n- dense: {units: 10, inputs: hidden}\n- softmax\n"
+        "- flatten\n- dense: {units: 32, name: hidden}\n- dropout: {rate: 0.5, name: spare}\n- dense: {units: 10, "
+        "inputs: hidden}\n- softmax\n"
     )
     diagnostics = diagnose_text(text, "unused.yaml")
     assert [(d.severity, d.code, d.line, d.column) for d in diagnostics] == [("warning", "W0701", 6, 5)]
@@ -274,12 +279,15 @@ def diagnose_text_graph(text: str):
 
 def test_one_wiring_mistake_does_not_cascade() -> None:
     text = spec(
-        "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- add: {inputs: [a, b]}\n- conv2d: {filters: 4, kernel: 3, name: b}\n- dense: {units: 2}\n"
+        "- conv2d: {filters: 4, kernel: 3, padding: same, name: a}\n- add: {inputs: [a, b]}\n- conv2d: {filters: 4, "
+        "kernel: 3, name: b}\n- dense: {units: 2}\n"
     )
     assert [d.code for d in diagnose_text(text)] == ["E0702"]  # no E0301 for the dense, no warning for 'b'
 
 
-@pytest.mark.parametrize("version, ok", [("1", True), ("1.1", True), ("1.2", True), ("1.3", False), ("2", False), ('"1.1"', False)])
+@pytest.mark.parametrize(
+    "version, ok", [("1", True), ("1.1", True), ("1.2", True), ("1.3", False), ("2", False), ('"1.1"', False)]
+)
 def test_language_versions(version: str, ok: bool) -> None:
     codes = [d.code for d in diagnose_text(spec("- flatten\n- dense: {units: 2}\n", version=version))]
     assert codes == ([] if ok else ["E0608" if version.startswith('"') else "E0603"])

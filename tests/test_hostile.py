@@ -125,7 +125,11 @@ def test_hostile_layer_names_are_refused(name: str) -> None:
 
 
 def test_dataset_and_layer_names_resolve_only_through_the_registry() -> None:
-    text = "nnspec: 1\ninput: {shape: [8]}\nlayers:\n  - os.system: {units: 1}\n  - dense: {units: 10, activation: os.system}\ntrain: {optimizer: subprocess.run}\ndata: {dataset: builtins.eval}\n"
+    text = (
+        "nnspec: 1\ninput: {shape: [8]}\nlayers:\n  - os.system: {units: 1}\n"
+        "  - dense: {units: 10, activation: os.system}\n"
+        "train: {optimizer: subprocess.run}\ndata: {dataset: builtins.eval}\n"
+    )
     assert sorted(d.code for d in diagnose_text(text)) == ["E0201", "E0206", "E0404", "E0503"]
 
 
@@ -138,7 +142,10 @@ def test_binary_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_huge_numbers_are_diagnostics_not_crashes() -> None:
-    text = f"nnspec: 1\ninput: {{shape: [8]}}\nlayers:\n  - dense: {{units: {10**40}}}\ntrain: {{epochs: 1e400, seed: -1}}\n"
+    text = (
+        f"nnspec: 1\ninput: {{shape: [8]}}\nlayers:\n  - dense: {{units: {10**40}}}\n"
+        "train: {epochs: 1e400, seed: -1}\n"
+    )
     assert sorted(d.code for d in diagnose_text(text)) == ["E0203", "E0402", "E0402"]
 
 

@@ -329,7 +329,8 @@ def _reads(config: dict, layer: int, *names: str) -> dict:
         (lambda c: _reads(c, 1, "logits"), "form a cycle: 'hidden' -> 'bn' -> 'logits' -> 'hidden'"),
         (
             lambda c: _reads(c, 2, "ghost"),
-            "config.layers[2].inbound_nodes: Keras layer 'bn' (BatchNormalization) reads a layer 'ghost' that the model's config does not define",
+            "config.layers[2].inbound_nodes: Keras layer 'bn' (BatchNormalization) reads a layer 'ghost' that the "
+            "model's config does not define",
         ),
         (
             lambda c: {**c, "config": {**c["config"], "output_layers": [["ghost", 0, 0]]}},
@@ -416,19 +417,22 @@ def test_a_model_too_large_to_build_is_refused_before_keras_builds_it(base, tmp_
             HIDDEN_KERNEL,
             np.nan,
             None,
-            "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) holds a non-finite value: hidden.kernel[0, 1] = nan",
+            "weight 'hidden.kernel' (model.weights.h5: layers/dense/vars/0) holds a non-finite value: "
+            "hidden.kernel[0, 1] = nan",
         ),
         (
             BN_VARIANCE,
             np.inf,
             None,
-            "weight 'bn.moving_variance' (model.weights.h5: layers/batch_normalization/vars/3) holds a non-finite value: bn.moving_variance[1] = inf",
+            "weight 'bn.moving_variance' (model.weights.h5: layers/batch_normalization/vars/3) holds a non-finite "
+            "value: bn.moving_variance[1] = inf",
         ),
         (
             LOGITS_KERNEL,
             None,
             "int32",
-            "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype int32; weights must be floating point",
+            "weight 'logits.kernel' (model.weights.h5: layers/dense_1/vars/0) has dtype int32; weights must be "
+            "floating point",
         ),
         (
             LOGITS_KERNEL,

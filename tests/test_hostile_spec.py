@@ -49,7 +49,8 @@ def write(folder: Path, text: str | bytes, name: str = "spec.yaml") -> Path:
         (HEAD + f"layers: [{{reshape: [{DIGITS}, -1]}}]\n", "E0203", 3),
         (
             HEAD
-            + f"layers: [{{dense: {{units: 3, name: a}}}}, {{dense: {{units: 3, name: b, inputs: input}}}}, {{concat: {{inputs: [a, b], axis: -{DIGITS}}}}}]\n",
+            + f"layers: [{{dense: {{units: 3, name: a}}}}, {{dense: {{units: 3, name: b, inputs: input}}}}, "
+              f"{{concat: {{inputs: [a, b], axis: -{DIGITS}}}}}]\n",
             "E0203",
             3,
         ),

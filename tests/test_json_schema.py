@@ -298,7 +298,9 @@ GRAPH_SPECS = {
           - activation: tanh
           - dense: {units: 10}
           - softmax:
-        train: {loss: mse, optimizer: rmsprop, schedule: constant, weight_decay: 5e-4, metrics: [accuracy], on_divergence: continue, seed: 3}
+        train:
+          {loss: mse, optimizer: rmsprop, schedule: constant, weight_decay: 5e-4, metrics: [accuracy],
+           on_divergence: continue, seed: 3}
         data: {dataset: csv, path: table.csv, label: digit, normalize: standardize, test_split: 0}
     """,
 }

@@ -1,7 +1,7 @@
 """The Keras 3 backend: lazy import, masks bit for bit, forward, gradients and training against the NumPy reference.
 
-Keras runs on the engine KERAS_BACKEND names (tests/conftest.py sets tensorflow, Keras's own default, when unset); one test runs the
-same checks in a subprocess on the other trainable engine, so both are covered in every run.
+Keras runs on the engine KERAS_BACKEND names (tests/conftest.py sets tensorflow, Keras's own default, when unset);
+one test (slow tier) runs the same checks in a subprocess on the other trainable engine, so CI covers both.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_importing_the_backend_module_imports_no_keras() -> None:
-    code = "import sys, nnspec.backends.keras.backend as b; ok, why = b.KerasBackend.availability(); print(ok, 'keras' in sys.modules, 'jax' in sys.modules)"
+    code = (
+        "import sys, nnspec.backends.keras.backend as b; ok, why = b.KerasBackend.availability(); "
+        "print(ok, 'keras' in sys.modules, 'jax' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ))
     assert out.stdout.split() == ["True", "False", "False"]
 
@@ -264,7 +267,8 @@ _OTHER_ENGINE_SCRIPT = textwrap.dedent(
         x, y = _batch(g, 8)
         x = x.astype(dtype)
         tol = 1e-5 if dtype == "float32" else 1e-10
-        for out, ref in zip(model.layer_outputs(x, training=True, step=2), reference.layer_outputs(g, model.get_weights(), x, training=True, step=2)):
+        expected = reference.layer_outputs(g, model.get_weights(), x, training=True, step=2)
+        for out, ref in zip(model.layer_outputs(x, training=True, step=2), expected):
             assert out.dtype == np.dtype(dtype) and _max_rel(out, ref) < tol
         trainer = ReferenceTrainer.start(g, model.get_weights())
         for _ in range(2):

@@ -105,7 +105,8 @@ def test_exported_file_loads_in_plain_keras_without_nnspec(exported) -> None:
     code = (
         "import sys, numpy as np, keras\n"
         f"m = keras.saving.load_model({out!r}, safe_mode=True)\n"
-        "print(m.predict(np.zeros((1, 9, 9, 2), 'float32'), verbose=0).shape, any(k.startswith('nnspec') for k in sys.modules))\n"
+        "print(m.predict(np.zeros((1, 9, 9, 2), 'float32'), verbose=0).shape, any(k.startswith('nnspec') for k in "
+        "sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

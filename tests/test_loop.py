@@ -54,7 +54,9 @@ class Recorder:
             self.evaluations.append(result)
             return result
 
-        model.put, model.run_epoch, model.evaluate_arrays = recording_put, recording_run_epoch, recording_evaluate  # type: ignore[method-assign]
+        model.put = recording_put  # type: ignore[method-assign]
+        model.run_epoch = recording_run_epoch  # type: ignore[method-assign]
+        model.evaluate_arrays = recording_evaluate  # type: ignore[method-assign]
 
 
 def recorded(g: Any) -> Recorder:

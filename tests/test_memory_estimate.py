@@ -29,12 +29,16 @@ from nnspec.compiler.memory import (
 from nnspec.errors import NnspecError
 
 ROOT = Path(__file__).parent.parent
-HUGE = "nnspec: 1\ninput: {shape: [28, 28, 1]}\nlayers:\n  - flatten\n  - dense: {units: 1000000000}\n  - dense: {units: 10}\n"
+HUGE = (
+    "nnspec: 1\ninput: {shape: [28, 28, 1]}\nlayers:\n  - flatten\n  - dense: {units: 1000000000}\n"
+    "  - dense: {units: 10}\n"
+)
 
 
 def mlp(train: str = "", dtype: str = "float32") -> str:
     return (
-        f"nnspec: 1\ninput: {{shape: [8, 8, 1], dtype: {dtype}}}\nlayers: [flatten, {{dense: {{units: 128}}}}, {{dense: {{units: 10}}}}, softmax]\n"
+        f"nnspec: 1\ninput: {{shape: [8, 8, 1], dtype: {dtype}}}\nlayers: [flatten, {{dense: {{units: 128}}}}, "
+        f"{{dense: {{units: 10}}}}, softmax]\n"
         + (f"train: {train}\n" if train else "")
     )
 

@@ -25,8 +25,18 @@ SPEC = """\
 nnspec: 1
 name: chunky
 input: {{shape: [8, 8, 1]}}
-layers: [flatten, {{dense: {{units: 24, activation: relu}}}}, {{dropout: {{rate: 0.2}}}}, {{dense: {{units: 10}}}}, softmax]
-train: {{epochs: 2, batch_size: 32, seed: 5, optimizer: {{sgd: {{learning_rate: {lr}, momentum: 0.5}}}}, schedule: {{exponential: {{decay_steps: 7}}}}}}
+layers:
+  - flatten
+  - dense: {{units: 24, activation: relu}}
+  - dropout: {{rate: 0.2}}
+  - dense: {{units: 10}}
+  - softmax
+train:
+  epochs: 2
+  batch_size: 32
+  seed: 5
+  optimizer: {{sgd: {{learning_rate: {lr}, momentum: 0.5}}}}
+  schedule: {{exponential: {{decay_steps: 7}}}}
 data: {{dataset: digits, validation_split: 0.1}}
 """
 

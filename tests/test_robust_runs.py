@@ -46,7 +46,13 @@ SLOW = """\
 nnspec: 1
 name: slow
 input: {shape: [8, 8, 1]}
-layers: [flatten, {dense: {units: 512, activation: relu}}, {dropout: 0.2}, {dense: {units: 512, activation: relu}}, {dense: {units: 10}}, softmax]
+layers:
+  - flatten
+  - dense: {units: 512, activation: relu}
+  - dropout: 0.2
+  - dense: {units: 512, activation: relu}
+  - dense: {units: 10}
+  - softmax
 train: {epochs: 30, batch_size: 4, seed: 2, optimizer: {sgd: {learning_rate: 0.01}}}
 data: {dataset: digits}
 """

@@ -70,7 +70,8 @@ def test_conv_output_lengths(n: int, k: int, s: int, padding: str, expected: int
     graph = check_text(
         model(
             f"[{n}, {n}, 2]",
-            f"- conv2d: {{filters: 4, kernel: {k}, strides: {s}, padding: {padding}}}\n- flatten\n- dense: {{units: 2}}\n",
+            f"- conv2d: {{filters: 4, kernel: {k}, strides: {s}, padding: {padding}}}\n- flatten\n- dense: "
+            f"{{units: 2}}\n",
         )
     )
     assert graph.nodes[0].output_shape == (expected, expected, 4)
@@ -106,7 +107,8 @@ def test_pool_strides_default_to_size_and_size_to_two() -> None:
     graph = check_text(
         model(
             "[9, 9, 4]",
-            "- max_pool2d\n- avg_pool2d: {size: 3, strides: 1, padding: same}\n- max_pool2d: {size: [2, 1]}\n- flatten\n- dense: {units: 2}\n",
+            "- max_pool2d\n- avg_pool2d: {size: 3, strides: 1, padding: same}\n- max_pool2d: {size: [2, 1]}\n- "
+            "flatten\n- dense: {units: 2}\n",
         )
     )
     first, second, third = graph.nodes[:3]
@@ -149,7 +151,8 @@ def test_failed_layer_does_not_cascade() -> None:
 
     found = diagnose_text(
         model(
-            "[28, 28, 1]", "- conv1d: {filters: 4, kernel: 3}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n"
+            "[28, 28, 1]",
+            "- conv1d: {filters: 4, kernel: 3}\n- dense: {units: 32}\n- reshape: [3, 3]\n- dense: {units: 10}\n",
         )
     )
     assert [d.code for d in found] == ["E0301"]

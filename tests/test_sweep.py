@@ -175,7 +175,8 @@ def test_results_table(swept: tuple[Path, int, str, str]) -> None:
     markdown = (out / "results.md").read_text()
     assert "- `lr` = `train.optimizer.adam.learning_rate`: 0.01, 0.05" in markdown
     assert (
-        "| run | backend | lr | bs | epochs | loss | accuracy | val_loss | val_accuracy | test_loss | test_accuracy | train_seconds | status | error |"
+        "| run | backend | lr | bs | epochs | loss | accuracy | val_loss | val_accuracy | test_loss | test_accuracy | "
+        "train_seconds | status | error |"
         in markdown
     )
     best = table[table["status"] == "complete"].sort_values("val_accuracy").iloc[-1]

@@ -7,7 +7,8 @@ Runs the spec through :func:`nnspec.runtime.training_run.train_in_directory` (th
 uses) twice per engine: ``train.checkpoint.every: 1`` and ``every: 0``. Reports the median epoch time
 (the ``seconds`` column), the median time of the per-epoch work of a run (``metrics.csv`` and
 ``run.json`` rewritten, and with checkpoints on: state to the host, safetensors, fsync, rename, prune),
-and the whole training wall time of both runs; the overhead is that per-epoch work over the epoch time. The first epoch (compilation) is left out of the medians. Run it on a quiet machine.
+and the whole training wall time of both runs; the overhead is that per-epoch work over the epoch time.
+The first epoch (compilation) is left out of the medians. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -69,13 +70,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(
-        "| engine | epoch (median) | per-epoch work with checkpoint (median) | without | overhead | training wall, every 1 | training wall, every 0 |"
+        "| engine | epoch (median) | per-epoch work with checkpoint (median) | without | overhead | "
+        "training wall, every 1 | training wall, every 0 |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.backends.split(","):
         r = measure(args.spec, name, args.epochs, args.units or None)
         print(
-            f"| {name} | {r['epoch_s_every1']:.3f} s | {r['hook_s_every1'] * 1000:.1f} ms | {r['hook_s_every0'] * 1000:.1f} ms | {100 * r['overhead']:.1f} % | "
+            f"| {name} | {r['epoch_s_every1']:.3f} s | {r['hook_s_every1'] * 1000:.1f} ms | "
+            f"{r['hook_s_every0'] * 1000:.1f} ms | {100 * r['overhead']:.1f} % | "
             f"{r['wall_s_every1']:.2f} s | {r['wall_s_every0']:.2f} s |"
         )
 

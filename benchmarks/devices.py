@@ -96,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if proc.returncode != 0:
                 print(
-                    f"{engine:<12}{count:>8}  failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+                    f"{engine:<12}{count:>8}  failed: "
+                    f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
                 )
                 continue
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             base = base or result["median_s"]
             print(f"{engine:<12}{count:>8}{result['median_s']:>10.3f}{result['median_s'] / base:>8.2f}")
     print(
-        f"\nOn a machine with several GPUs: python -m benchmarks.devices --device gpu --counts 1,2,4,8 --engines {args.engines}"
+        "\nOn a machine with several GPUs: python -m benchmarks.devices --device gpu --counts 1,2,4,8 "
+        f"--engines {args.engines}"
     )
     return 0
 

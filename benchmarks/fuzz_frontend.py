@@ -33,7 +33,15 @@ if REPO_ROOT not in sys.path:
 
 import nnspec  # noqa: E402
 from nnspec.compiler.frontend import analyse_text, diagnose  # noqa: E402
-from nnspec.compiler.ir import ACTIVATIONS, DATASETS, INITIALIZERS, LOSSES, MONITORS, OPTIMIZERS, SCHEDULES  # noqa: E402
+from nnspec.compiler.ir import (  # noqa: E402
+    ACTIVATIONS,
+    DATASETS,
+    INITIALIZERS,
+    LOSSES,
+    MONITORS,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 from nnspec.compiler.memory import estimate, memory_diagnostic  # noqa: E402
 from nnspec.compiler.opset import OPS  # noqa: E402
 from nnspec.compiler.summary import format_summary  # noqa: E402
@@ -275,7 +283,10 @@ EXTENDS: tuple[str, ...] = (
     "'" + "a/" * 3000 + "b'",
 )
 
-BASE = "nnspec: 1\ninput: {shape: [8, 8, 1]}\nlayers: [flatten, {dense: {units: 10}}, softmax]\ntrain: {epochs: 1}\ndata: {dataset: digits}\n"
+BASE = (
+    "nnspec: 1\ninput: {shape: [8, 8, 1]}\nlayers: [flatten, {dense: {units: 10}}, softmax]\n"
+    "train: {epochs: 1}\ndata: {dataset: digits}\n"
+)
 
 
 def prepare_workdir(folder: str) -> str:
@@ -689,7 +700,8 @@ def _selfish() -> list[Any]:
 
 
 def overrides_for(tree: Tree, rng: random.Random, always: bool = False) -> Any:
-    """None (unless ``always``), ``key=value`` strings, or a dict of Python values, addressing paths of ``tree`` and junk ones."""
+    """None (unless ``always``), ``key=value`` strings, or a dict of Python values, addressing paths of ``tree``
+    and junk ones."""
     pick = rng.uniform(0.45, 1.0) if always else rng.random()
     if pick < 0.45:
         return None
@@ -807,7 +819,8 @@ def fuzz(
     seconds: float | None = None,
     on_crash: Callable[[Case, BaseException], None] | None = None,
 ) -> tuple[int, Counter[str]]:
-    """Run up to ``count`` cases (or until ``seconds`` have passed); returns (cases tried, crashes by kind and place)."""
+    """Run up to ``count`` cases (or until ``seconds`` have passed); returns (cases tried, crashes by kind and
+    place)."""
     import warnings
 
     crashes: Counter[str] = Counter()

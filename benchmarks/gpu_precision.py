@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 print(
-                    f"| {model} | {engine} | {precision} | {cell('compile_s', '{:.2f}')} | {cell('first_epoch_s')} | {cell('epoch_s')} | {cell('loss')} | {r.get('note', '')} |",
+                    f"| {model} | {engine} | {precision} | {cell('compile_s', '{:.2f}')} | {cell('first_epoch_s')} | "
+                    f"{cell('epoch_s')} | {cell('loss')} | {r.get('note', '')} |",
                     flush=True,
                 )
     return 0

@@ -90,7 +90,8 @@ def _train_step(model: str, seed: int, state: tuple, xb: Any, yb: Any) -> tuple[
 
 
 def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, device: str = "cpu") -> Measurement:
-    """Train ``model`` with the hand-written JAX ``variant`` on ``device`` (``cpu`` or ``gpu``) at ``config.precision``."""
+    """Train ``model`` with the hand-written JAX ``variant`` on ``device`` (``cpu`` or ``gpu``) at
+    ``config.precision``."""
     import jax
 
     if config.precision not in PRECISIONS:

@@ -6,8 +6,9 @@ through ``givens``; Python loops over the batches. PyTensor has no fast convolut
 more, so the convnet's convolutions are written as im2col (nine shifted slices concatenated) plus one
 ``dot``, and max pooling as reshape + max. Three compile modes:
 
-* ``C``: the C virtual machine (mode ``CVM``; PyTensor 3's default ``FAST_RUN`` is Numba), whose ``dot`` calls the BLAS named by ``blas__ldflags``
-  (the harness sets ``-lopenblas`` where Debian's OpenBLAS is installed, see :func:`configure_env`);
+* ``C``: the C virtual machine (mode ``CVM``; PyTensor 3's default ``FAST_RUN`` is Numba), whose ``dot``
+  calls the BLAS named by ``blas__ldflags`` (the harness sets ``-lopenblas`` where Debian's OpenBLAS is
+  installed, see :func:`configure_env`);
 * ``Numba``: PyTensor's Numba linker;
 * ``JAX``: PyTensor's JAX linker (the graph run by XLA), the fastest of the three in float32 on the CPU
   (measured; see nnspec/backends/theano/config.py). The shared data and each epoch's order are held as
@@ -113,7 +114,8 @@ def _logits(
 def _build(
     model: str, variant: str, data: BenchData, config: BenchConfig, with_predict: bool = True
 ) -> tuple[Any, Any, Any, Any, float]:
-    """Graph and compiled functions; returns (train_fn, perm_shared, predict_fn, params, seconds to compile train_fn)."""
+    """Graph and compiled functions; returns (train_fn, perm_shared, predict_fn, params, seconds to compile
+    train_fn)."""
     import pytensor
     import pytensor.tensor as pt
     from pytensor.tensor.special import log_softmax

@@ -88,7 +88,8 @@ class _Trainer:
 
 
 def run(model: str, variant: str, data: BenchData, config: BenchConfig, *, device: str = "cpu") -> Measurement:
-    """Train ``model`` with the hand-written TensorFlow ``variant`` on ``device`` at ``config.precision`` and measure it.
+    """Train ``model`` with the hand-written TensorFlow ``variant`` on ``device`` at ``config.precision`` and
+    measure it.
 
     ``float32`` turns TensorFlow's TF32 off (its default allows TF32 on a GPU that has it), ``tf32`` turns
     it on; the switch is process-wide, so it is restored afterwards. Other precisions are refused.

@@ -111,7 +111,9 @@ def assign_by_name(model: Any, weights: dict[str, Any]) -> None:
     variables = {f"{layer.name}.{v.name}": v for layer in model.layers for v in layer.weights}
     if set(variables) != set(weights):
         raise ValueError(
-            f"Keras variables and nnspec weights do not match by name: only in Keras {sorted(set(variables) - set(weights))}, only in nnspec {sorted(set(weights) - set(variables))}"
+            "Keras variables and nnspec weights do not match by name: "
+            f"only in Keras {sorted(set(variables) - set(weights))}, "
+            f"only in nnspec {sorted(set(weights) - set(variables))}"
         )
     for key, variable in variables.items():
         if tuple(variable.shape) != tuple(weights[key].shape):
@@ -163,7 +165,8 @@ def run(
 
     if keras.backend.backend() != engine:
         raise RuntimeError(
-            f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: set KERAS_BACKEND={engine} before starting"
+            f"Keras runs on {keras.backend.backend()!r}, expected {engine!r}: "
+            f"set KERAS_BACKEND={engine} before starting"
         )
     config = BenchConfig(epochs=epochs, batch_size=batch_size, seed=seed, limit=limit)
     data = load_fashion_mnist().limited(limit, test_limit)

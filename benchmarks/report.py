@@ -97,7 +97,8 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def _median(
     frame: pd.DataFrame, model: str, engine: str | None, implementation: str, precision: str = "float32"
 ) -> tuple[str, float] | None:
-    """(implementation, median epoch) for a name of :data:`TARGETS` at ``precision``, or None when it was not measured."""
+    """(implementation, median epoch) for a name of :data:`TARGETS` at ``precision``, or None when it was not
+    measured."""
     ok = frame[(frame["model"] == model) & frame["median_epoch_s"].notna()]
     if "precision" in ok.columns:
         ok = ok[ok["precision"] == precision]
@@ -176,7 +177,8 @@ def ratios_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def targets_frame(frame: pd.DataFrame, device: str) -> pd.DataFrame:
-    """The issues' figures, all float32: measured ratio, the limit, and whether it holds (only for this run's device)."""
+    """The issues' figures, all float32: measured ratio, the limit, and whether it holds (only for this run's
+    device)."""
     out = []
     for label, model, engine, num, den, limit, target_device in TARGETS:
         a = _median(frame, model, engine, num) if not frame.empty else None
@@ -204,4 +206,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def markdown_report(info: dict[str, Any], results: pd.DataFrame, ratios: pd.DataFrame, targets: pd.DataFrame) -> str:
     """The whole report as markdown, for docs/benchmarks.md."""
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
-    return f"### Machine\n\n{machine}\n\n### Results\n\n{markdown_table(results)}\n\n### Ratios (median epoch)\n\n{markdown_table(ratios)}\n\n### Targets\n\n{markdown_table(targets)}\n"
+    return (
+        f"### Machine\n\n{machine}\n\n"
+        f"### Results\n\n{markdown_table(results)}\n\n"
+        f"### Ratios (median epoch)\n\n{markdown_table(ratios)}\n\n"
+        f"### Targets\n\n{markdown_table(targets)}\n"
+    )

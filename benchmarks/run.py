@@ -8,8 +8,9 @@ Everything but Keras ``fit`` runs in this process, one implementation after anot
 once per model, Keras backend and precision in a child process (``python -m benchmarks.keras_fit``), because
 Keras fixes its backend per process. nnspec's cold and warm compile times (time to the first finished step)
 come from one more child per nnspec row (``python -m benchmarks.nnspec_impl``). Each nnspec engine runs at
-every ``--precision`` (the graph's ``train.precision``); an engine that declines one shows a refused row. The ``resnet`` has no hand-written engine baselines: it is compared with
-Keras ``fit`` and across nnspec's engines only. See docs/benchmarks.md for what is measured and how.
+every ``--precision`` (the graph's ``train.precision``); an engine that declines one shows a refused row.
+The ``resnet`` has no hand-written engine baselines: it is compared with Keras ``fit`` and across nnspec's
+engines only. See docs/benchmarks.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ Runner = Callable[[], Measurement]
 #: Variants left out by default (``--slow-variants`` runs them): (model, device, "engine:implementation") -> why.
 SLOW_VARIANTS: dict[tuple[str, str, str], str] = {
     ("cnn", "cpu", "tensorflow:hand: tf.function epoch (XLA)"): (
-        "XLA's CPU backend runs a convolution inside a loop slowly (1.25 s a step vs 0.07 s for 'tf.function epoch', 10-step run on 2 shared cores); --slow-variants runs it"
+        "XLA's CPU backend runs a convolution inside a loop slowly (1.25 s a step vs 0.07 s for "
+        "'tf.function epoch', 10-step run on 2 shared cores); --slow-variants runs it"
     ),
 }
 
@@ -261,7 +263,8 @@ def _progress(row: dict[str, Any], seconds: float) -> None:
         print(f"[bench] {what} {row['notes']}", file=sys.stderr, flush=True)
     else:
         print(
-            f"[bench] {what} median epoch {row['median_epoch_s']:.4f} s, compile {row['compile_s']:.2f} s (took {seconds:.0f} s)",
+            f"[bench] {what} median epoch {row['median_epoch_s']:.4f} s, compile {row['compile_s']:.2f} s "
+            f"(took {seconds:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
@@ -305,14 +308,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device",
         choices=["cpu", "gpu"],
         default="cpu",
-        help="device of every implementation: nnspec (theano: PyTensor's JAX linker on gpu), hand-written JAX and TensorFlow, Keras fit",
+        help="device of every implementation: nnspec (theano: PyTensor's JAX linker on gpu), "
+        "hand-written JAX and TensorFlow, Keras fit",
     )
     p.add_argument(
         "--precision",
         type=_csv_list(PRECISIONS),
         default=["float32"],
-        help="comma-separated train.precision list, each nnspec engine measured at each: float32,tf32,mixed_bfloat16,mixed_float16,float64 "
-        "(baselines run those they support: hand-written JAX/TF float32,tf32; Keras fit float32,tf32,mixed_*; else float32)",
+        help="comma-separated train.precision list, each nnspec engine measured at each: "
+        "float32,tf32,mixed_bfloat16,mixed_float16,float64 "
+        "(baselines run those they support: hand-written JAX/TF float32,tf32; "
+        "Keras fit float32,tf32,mixed_*; else float32)",
     )
     p.add_argument(
         "--keras-backend",
@@ -325,7 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="skip implementations whose 'engine:implementation' contains PATTERN (repeatable), e.g. 'tensorflow:hand: tf.function step (XLA)'",
+        help="skip implementations whose 'engine:implementation' contains PATTERN (repeatable), "
+        "e.g. 'tensorflow:hand: tf.function step (XLA)'",
     )
     p.add_argument(
         "--pytensor-cold",
@@ -336,7 +343,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-compile-times",
         dest="compile_times",
         action="store_false",
-        help="skip the child processes that measure nnspec's cold and warm time to the first step (compile_cold_s, compile_warm_s)",
+        help="skip the child processes that measure nnspec's cold and warm time to the first step "
+        "(compile_cold_s, compile_warm_s)",
     )
     p.add_argument(
         "--slow-variants",

@@ -273,13 +273,15 @@ def choose_linker(device: str, dtype: str = "float32", graph: "Graph | None" = N
     if windowed:
         return LinkerChoice(
             "jax",
-            f"float32 {'/'.join(windowed)}: XLA measured 1.25x faster than the C linker on im2col convolutions (1.8x on a small convnet)",
+            f"float32 {'/'.join(windowed)}: XLA measured 1.25x faster than the C linker on im2col "
+            "convolutions (1.8x on a small convnet)",
         )
     step_flops = graph.flops * graph.train.batch_size
     if step_flops < JAX_MIN_STEP_FLOPS:
         return LinkerChoice(
             base,
-            f"small step ({step_flops / 1e6:.2f} MFLOP forward, under {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP): the JAX linker's per-call cost outweighs XLA's gain, so {_base_why(base)}",
+            f"small step ({step_flops / 1e6:.2f} MFLOP forward, under {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP): "
+            f"the JAX linker's per-call cost outweighs XLA's gain, so {_base_why(base)}",
         )
     return LinkerChoice(
         "jax",
@@ -288,13 +290,15 @@ def choose_linker(device: str, dtype: str = "float32", graph: "Graph | None" = N
 
 
 def rule_notes() -> dict[str, str]:
-    """The rule of ``auto`` and the base linker here, for ``nnspec backends`` (:meth:`TheanoBackend.execution_notes`)."""
+    """The rule of ``auto`` and the base linker here, for ``nnspec backends``
+    (:meth:`TheanoBackend.execution_notes`)."""
     info = setup()
     requested = _requested()
     base = default_mode("cpu")
     notes = {
         "linker": requested if requested != "auto" else "auto",
-        "rule": f"{MODE_ENV} if set; GPU: jax; CPU float32 with JAX installed: jax for convolution/pooling or at least {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP per step, else {base}; float64: {base}",
+        "rule": f"{MODE_ENV} if set; GPU: jax; CPU float32 with JAX installed: jax for convolution/pooling or "
+        f"at least {JAX_MIN_STEP_FLOPS / 1e6:g} MFLOP per step, else {base}; float64: {base}",
         "base_linker": base,
         "blas": f"{info.blas_ldflags} ({info.blas_source})" if info.blas_ldflags else f"none ({info.blas_source})",
         "compile_cache": str(cache_dir()),

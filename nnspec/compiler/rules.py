@@ -57,11 +57,13 @@ def _size(shape: Sequence[int]) -> int:
 
 
 def check_sizes(inferred: Inferred) -> None:
-    """Raise :class:`ShapeProblem` (``E0306``) when the output or a weight would hold more than :data:`MAX_ELEMENTS` values."""
+    """Raise :class:`ShapeProblem` (``E0306``) when the output or a weight would hold more than
+    :data:`MAX_ELEMENTS` values."""
     size = _size(inferred.output_shape)
     if size > MAX_ELEMENTS:
         raise ShapeProblem(
-            f"its output would hold {size:,} values per example, more than {MAX_ELEMENTS:,} (2^48); no machine can hold it",
+            f"its output would hold {size:,} values per example, more than {MAX_ELEMENTS:,} (2^48); "
+            "no machine can hold it",
             "use fewer units or filters, larger strides, or a smaller input",
             code="E0306",
         )
@@ -69,7 +71,8 @@ def check_sizes(inferred: Inferred) -> None:
         size = _size(param.shape)
         if size > MAX_ELEMENTS:
             raise ShapeProblem(
-                f"its {param.name} {param.shape} would hold {size:,} values, more than {MAX_ELEMENTS:,} (2^48); no machine can hold it",
+                f"its {param.name} {param.shape} would hold {size:,} values, more than {MAX_ELEMENTS:,} (2^48); "
+                "no machine can hold it",
                 "use fewer units or filters, or a smaller kernel",
                 code="E0306",
             )
@@ -236,7 +239,8 @@ def add(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, .
         if shape != shapes[0]:
             raise ShapeProblem(
                 f"cannot add {names[0]!r} {shapes[0]} and {name!r} {shape}: add needs inputs of one shape",
-                "make both branches produce the same shape (for example a 1x1 conv2d on the shortcut, or padding: same)",
+                "make both branches produce the same shape (for example a 1x1 conv2d on the shortcut, "
+                "or padding: same)",
                 code="E0305",
             )
     return Inferred(shapes[0], (), (len(shapes) - 1) * _size(shapes[0]))
@@ -263,7 +267,8 @@ def concat(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str
     for shape, name in zip(shapes[1:], names[1:]):
         if any(a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
             raise ShapeProblem(
-                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape} on axis {axis}: the other axes differ",
+                f"cannot concatenate {names[0]!r} {shapes[0]} and {name!r} {shape} on axis {axis}: "
+                "the other axes differ",
                 "the inputs must agree on every axis but the concatenation axis",
                 code="E0305",
             )

@@ -149,7 +149,8 @@ def make_node(
     ``input_shape`` is the input's shape, or for a merge op (``add``, ``concat``) the list of its inputs'
     shapes; ``inputs`` names the nodes (or ``input``) the node reads.
     """
-    shapes: tuple[Shape, ...] = tuple(tuple(s) for s in input_shape) if op in MERGE_OPS else (tuple(input_shape),)  # type: ignore[misc, arg-type]
+    given: Any = input_shape
+    shapes: tuple[Shape, ...] = tuple(tuple(s) for s in given) if op in MERGE_OPS else (tuple(given),)
     input_shape = shapes[0] if shapes else ()
     full = {**DEFAULTS[op], **attrs}
     rank = window_rank(op)

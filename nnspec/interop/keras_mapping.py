@@ -104,7 +104,8 @@ def map_layer(layer: KerasLayer) -> list[SpecLayer]:
 
 
 def clean_float(value: Any) -> float:
-    """A float from a Keras config in its shortest float32 form when that is what it is (0.0010000000474974513 -> 0.001)."""
+    """A float from a Keras config in its shortest float32 form when that is what it is
+    (0.0010000000474974513 -> 0.001)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, got {short(value)}")
     exact = float(value)
@@ -116,7 +117,8 @@ def clean_float(value: Any) -> float:
 def _number(
     layer: KerasLayer, key: str, default: Any = None, within: dict[str, Any] | None = None, where: str | None = None
 ) -> float:
-    """The number at ``key`` of the layer's config (or of ``within``, found at config path ``where``), as :func:`clean_float` gives it."""
+    """The number at ``key`` of the layer's config (or of ``within``, found at config path ``where``), as
+    :func:`clean_float` gives it."""
     source = layer.config if within is None else within
     value = source.get(key, default)
     try:
@@ -164,7 +166,8 @@ def _no_extras(layer: KerasLayer, keys: tuple[str, ...]) -> None:
 def _activation(layer: KerasLayer, value: Any) -> str:
     if isinstance(value, dict):
         raise KerasImportError(
-            f"{layer.label}: activation {short(value.get('config', value))} is a custom function; nnspec knows {', '.join(ACTIVATIONS)}, softmax",
+            f"{layer.label}: activation {short(value.get('config', value))} is a custom function; "
+            f"nnspec knows {', '.join(ACTIVATIONS)}, softmax",
             where=layer.at("activation"),
         )
     if value is not None and not isinstance(value, str):
@@ -172,7 +175,8 @@ def _activation(layer: KerasLayer, value: Any) -> str:
     name = value or "linear"
     if name != "softmax" and name not in ACTIVATIONS:
         raise KerasImportError(
-            f"{layer.label}: activation '{short(name)[1:-1]}' has no nnspec equivalent (nnspec knows {', '.join(ACTIVATIONS)}, softmax)",
+            f"{layer.label}: activation '{short(name)[1:-1]}' has no nnspec equivalent "
+            f"(nnspec knows {', '.join(ACTIVATIONS)}, softmax)",
             where=layer.at("activation"),
         )
     return name
@@ -187,7 +191,8 @@ def _initializer(layer: KerasLayer, key: str, default: str) -> tuple[Any, list[s
         if isinstance(init, str) and init in _INITIALIZERS.values():
             return init, []
         return None, [
-            f"{layer.label}: {key} {short(init)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+            f"{layer.label}: {key} {short(init)} has no nnspec equivalent; the spec uses {default} "
+            "(imported weights are unaffected)"
         ]
     cls, cfg = init.get("class_name"), init.get("config") or {}
     if not isinstance(cfg, dict):
@@ -210,7 +215,8 @@ def _initializer(layer: KerasLayer, key: str, default: str) -> tuple[Any, list[s
             }
         }, []
     return None, [
-        f"{layer.label}: {key} {short(cls)} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+        f"{layer.label}: {key} {short(cls)} has no nnspec equivalent; the spec uses {default} "
+        "(imported weights are unaffected)"
     ]
 
 
@@ -475,7 +481,8 @@ def _norm_options(
         name = init.get("class_name") if isinstance(init, dict) else init
         if name is not None and _INITIALIZERS.get(str(name), str(name)) != default:
             notes.append(
-                f"{layer.label}: {key} {name} has no nnspec equivalent; the spec uses {default} (imported weights are unaffected)"
+                f"{layer.label}: {key} {name} has no nnspec equivalent; the spec uses {default} "
+                "(imported weights are unaffected)"
             )
     return params, notes
 

@@ -221,7 +221,8 @@ def _global_avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndar
 
 @forward_op("global_max_pool2d")
 def _global_max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape))  # type: ignore[arg-type]
+    shape: Any = node.input_shape
+    return ctx.keep_record(node, inputs, norm.global_max_pool2d(ctx.ops, inputs[0], shape))
 
 
 @forward_op("global_avg_pool1d")

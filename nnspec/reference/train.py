@@ -97,7 +97,8 @@ class Trajectory:
 def reference_trajectory(
     graph: Graph, weights: Mapping[str, np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]]
 ) -> Trajectory:
-    """Train the reference from ``weights`` (which may hold state) over ``batches`` (one optimiser step each), from step 0."""
+    """Train the reference from ``weights`` (which may hold state) over ``batches`` (one optimiser step each),
+    from step 0."""
     trainer = ReferenceTrainer.start(graph, weights)
     losses: list[float] = []
     snapshots: list[dict[str, np.ndarray]] = []

@@ -164,14 +164,16 @@ def kink_flips(
                 found.append(
                     f"{node.name} {int(flipped.sum())} ReLU flip(s) at {worst:.0e}{'' if ok else ', NOT rounding'}"
                 )
-        elif node.op == "max_pool2d":
+        elif node.op.startswith("max_pool"):  # max_pool1d, max_pool2d: windows (B, *out, *window, C)
+            d = len(node.attrs["size"])
             win_r = node_windows(node, rec.input, fill=-np.inf)
-            win_r = win_r.reshape(win_r.shape[:3] + (-1, win_r.shape[-1]))
+            win_r = win_r.reshape(win_r.shape[: 1 + d] + (-1, win_r.shape[-1]))
             win_e = node_windows(node, np.asarray(in_e, dtype=np.float64), fill=-np.inf)
-            at_e = np.argmax(win_e.reshape(win_e.shape[:3] + (-1, win_e.shape[-1])), axis=3)
-            moved = at_e != np.argmax(win_r, axis=3)
+            at_e = np.argmax(win_e.reshape(win_e.shape[: 1 + d] + (-1, win_e.shape[-1])), axis=1 + d)
+            moved = at_e != np.argmax(win_r, axis=1 + d)
             if moved.any():
-                gap = win_r.max(axis=3) - np.take_along_axis(win_r, at_e[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+                chosen = np.take_along_axis(win_r, np.expand_dims(at_e, 1 + d), axis=1 + d)
+                gap = win_r.max(axis=1 + d) - np.squeeze(chosen, axis=1 + d)
                 worst = float(gap[moved].max() / max(np.abs(rec.input).max(), 1e-300))
                 ok = worst <= threshold
                 explained &= ok

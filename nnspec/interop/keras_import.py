@@ -179,11 +179,6 @@ def _graph(net: KerasNetwork, layers: list[SpecLayer], output: str) -> Graph:
             )
         except ShapeProblem as exc:
             hint = f" ({exc.hint})" if exc.hint else ""
-            if layer.op == "dense":
-                hint = (
-                    " (Keras's Dense acts on the last axis of any input; nnspec's dense needs a rank-1 input: add "
-                    "Flatten before it)"
-                )
             raise KerasImportError(f"{layer.source.label}: nnspec's {layer.op} {exc.message}{hint}") from None
         shapes[layer.name] = node.output_shape
         done.append((layer.op, {**attrs, "name": layer.name, "inputs": list(layer.inputs)}))

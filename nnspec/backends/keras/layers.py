@@ -166,32 +166,6 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     )
 
 
-@builds("max_pool2d")
-def _max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    a = node.attrs
-    return keras.layers.MaxPooling2D(
-        tuple(a["size"]),
-        strides=tuple(a["strides"]),
-        padding=a["padding"],
-        data_format="channels_last",
-        name=node.name,
-        dtype=opts.dtype,
-    )
-
-
-@builds("avg_pool2d")
-def _avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    a = node.attrs
-    return keras.layers.AveragePooling2D(
-        tuple(a["size"]),
-        strides=tuple(a["strides"]),
-        padding=a["padding"],
-        data_format="channels_last",
-        name=node.name,
-        dtype=opts.dtype,
-    )
-
-
 @builds("conv1d")
 def _conv1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
@@ -206,11 +180,18 @@ def _conv1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     )
 
 
-@builds("max_pool1d", "avg_pool1d")
-def _pool1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+def _pool_class(node: Node, kind: str) -> type:
+    """Keras's layer for a max or average pool op of rank 1 or 2: ``kind`` ``""`` gives ``MaxPooling2D`` and
+    the like, ``"Global"`` ``GlobalAveragePooling1D`` and the like."""
+    reduction = "Max" if "max_pool" in node.op else "Average"
+    rank = 1 if node.op.endswith("1d") else 2
+    return getattr(keras.layers, f"{kind}{reduction}Pooling{rank}D")
+
+
+@builds("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
+def _pool(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     a = node.attrs
-    layer = keras.layers.MaxPooling1D if node.op == "max_pool1d" else keras.layers.AveragePooling1D
-    return layer(
+    return _pool_class(node, "")(
         tuple(a["size"]),
         strides=tuple(a["strides"]),
         padding=a["padding"],
@@ -220,10 +201,9 @@ def _pool1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     )
 
 
-@builds("global_avg_pool1d", "global_max_pool1d")
-def _global_pool1d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    layer = keras.layers.GlobalAveragePooling1D if node.op == "global_avg_pool1d" else keras.layers.GlobalMaxPooling1D
-    return layer(data_format="channels_last", name=node.name, dtype=opts.dtype)
+@builds("global_avg_pool1d", "global_max_pool1d", "global_avg_pool2d", "global_max_pool2d")
+def _global_pool(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return _pool_class(node, "Global")(data_format="channels_last", name=node.name, dtype=opts.dtype)
 
 
 @builds("flatten")
@@ -289,16 +269,6 @@ def _layer_norm(node: Node, opts: BuildOptions) -> keras.layers.Layer:
         name=node.name,
         dtype=opts.dtype,
     )
-
-
-@builds("global_avg_pool2d")
-def _global_avg_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return keras.layers.GlobalAveragePooling2D(data_format="channels_last", name=node.name, dtype=opts.dtype)
-
-
-@builds("global_max_pool2d")
-def _global_max_pool2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return keras.layers.GlobalMaxPooling2D(data_format="channels_last", name=node.name, dtype=opts.dtype)
 
 
 def build_layer(node: Node, opts: BuildOptions) -> keras.layers.Layer:

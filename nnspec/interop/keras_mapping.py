@@ -322,21 +322,23 @@ def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
     return _with_activation(layer, "conv2d", params, notes)
 
 
-@maps("MaxPooling2D", "AveragePooling2D")
+@maps("MaxPooling1D", "AveragePooling1D", "MaxPooling2D", "AveragePooling2D")
 def _pool(layer: KerasLayer) -> list[SpecLayer]:
     cfg = layer.config
     _channels_last(layer)
     padding = str(cfg.get("padding", "valid")).lower()
     if padding not in ("valid", "same"):
         raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    size = _pair(layer, "pool_size", 2)
+    rank = 1 if layer.class_name.endswith("1D") else 2
+    window = _single if rank == 1 else _pair
+    size = window(layer, "pool_size", 2)
     params: dict[str, Any] = {"size": size}
-    strides = _pair(layer, "strides") if cfg.get("strides") is not None else size
+    strides = window(layer, "strides") if cfg.get("strides") is not None else size
     if strides != size:
         params["strides"] = strides
     if padding != "valid":
         params["padding"] = padding
-    op = "max_pool2d" if layer.class_name == "MaxPooling2D" else "avg_pool2d"
+    op = f"{'max' if layer.class_name.startswith('Max') else 'avg'}_pool{rank}d"
     return [SpecLayer(op, params, layer.name, layer)]
 
 
@@ -357,24 +359,6 @@ def _conv1d(layer: KerasLayer) -> list[SpecLayer]:
         params["dilation"] = _single(layer, "dilation_rate")
     notes = _weights_options(layer, params)
     return _with_activation(layer, "conv1d", params, notes)
-
-
-@maps("MaxPooling1D", "AveragePooling1D")
-def _pool1d(layer: KerasLayer) -> list[SpecLayer]:
-    cfg = layer.config
-    _channels_last(layer)
-    padding = str(cfg.get("padding", "valid")).lower()
-    if padding not in ("valid", "same"):
-        raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    size = _single(layer, "pool_size", 2)
-    params: dict[str, Any] = {"size": size}
-    strides = _single(layer, "strides") if cfg.get("strides") is not None else size
-    if strides != size:
-        params["strides"] = strides
-    if padding != "valid":
-        params["padding"] = padding
-    op = "max_pool1d" if layer.class_name == "MaxPooling1D" else "avg_pool1d"
-    return [SpecLayer(op, params, layer.name, layer)]
 
 
 @maps("Flatten")

@@ -55,8 +55,8 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> P
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.stem}-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, _MODE)
         write(tmp)
+        os.chmod(tmp, _MODE)  # after the writer, which may have made the file anew (safetensors does, mode 0o600)
         _fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
@@ -85,8 +85,8 @@ def atomic_write_all(jobs: Sequence[tuple[str | os.PathLike, Callable[[str], Any
             fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.stem}-", suffix=target.suffix, dir=target.parent)
             os.close(fd)
             temps.append((tmp, target))
-            os.chmod(tmp, _MODE)
             write(tmp)
+            os.chmod(tmp, _MODE)
             _fsync_file(tmp)
         for tmp, target in temps:
             os.replace(tmp, target)
@@ -119,6 +119,7 @@ def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
     fill(tmp)
     for entry in tmp.iterdir():
         if entry.is_file():
+            os.chmod(entry, _MODE)
             _fsync_file(entry)
     fsync_dir(tmp)
     if final.exists():

@@ -77,15 +77,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escaping_output() -> list[tuple[object, str]]:
+    """Make stdout and stderr print what their encoding cannot hold (an undecodable byte of a path, non-ASCII
+    text under an ASCII locale) as backslash escapes instead of failing; returns what to restore."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        if errors and errors != "backslashreplace" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError, AttributeError):  # a closed or unusual stream: leave it
+                continue
+            changed.append((stream, errors))
+    return changed
+
+
+def _restore_output(changed: list[tuple[object, str]]) -> None:
+    for stream, errors in changed:
+        try:
+            stream.reconfigure(errors=errors)  # type: ignore[attr-defined]
+        except (ValueError, OSError, AttributeError):
+            pass
+
+
+def _undecodable(exc: UnicodeEncodeError) -> str | None:
+    """For text that holds undecodable bytes of a file name (lone surrogates), the text around them, escaped."""
+    text = exc.object if isinstance(exc.object, str) else ""
+    if not any(0xDC80 <= ord(c) <= 0xDCFF for c in text[exc.start : exc.end]):
+        return None
+    around = text[max(exc.start - 60, 0) : exc.end + 60]
+    return around.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    from .runtime.env import TRUE_WORDS
+
+    return bool(args.debug) or os.environ.get("NNSPEC_DEBUG", "").strip().lower() in TRUE_WORDS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnspec`` console script."""
+    changed = _escaping_output()
+    try:
+        return _main(argv)
+    finally:
+        _restore_output(changed)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from .runtime.env import check_environment
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    debug = bool(args.debug or os.environ.get("NNSPEC_DEBUG"))
+    debug = _debug_requested(args)
     try:
+        check_environment()
         return int(args._run(args) or 0)
     except SpecError as exc:
         for d in exc.diagnostics:
@@ -105,15 +154,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"nnspec {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback unless asked
+    except MemoryError:
         if debug:
             traceback.print_exc()
         print(
-            f"nnspec {args.command}: internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it, with "
-            "the traceback that `nnspec --debug ...` (or NNSPEC_DEBUG=1) prints",
+            f"nnspec {args.command}: error: out of memory: the model or data is too big for this machine's memory "
+            "(or for a limit on it, such as ulimit -v); use a smaller model or train.batch_size",
             file=sys.stderr,
         )
         return EXIT_ERROR
+    except UnicodeEncodeError as exc:
+        if debug:
+            traceback.print_exc()
+        around = _undecodable(exc)
+        if around is None:
+            return _internal(args, exc)
+        print(
+            f"nnspec {args.command}: error: a path or name holds bytes that are not valid UTF-8 (shown escaped: "
+            f"{around}), and it must be written where only UTF-8 is allowed; use a path of valid UTF-8",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback unless asked
+        if debug:
+            traceback.print_exc()
+        return _internal(args, exc)
+
+
+def _internal(args: argparse.Namespace, exc: BaseException) -> int:
+    """Report an unexpected exception in one line (an internal error); exit 1."""
+    print(
+        f"nnspec {args.command}: internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it, with "
+        "the traceback that `nnspec --debug ...` (or NNSPEC_DEBUG=1) prints",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

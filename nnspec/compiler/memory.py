@@ -11,8 +11,9 @@ For one batch (``train.batch_size``) in the model's float type, training holds:
 
 The estimate is a floor, not a measure: engines add workspace and fuse or rematerialise some outputs. It
 is computed with Python integers from shapes alone (never an array), so it works for any model a spec can
-describe. :func:`memory_limit` is the memory available now (``MemAvailable`` of ``/proc/meminfo``, a
-cgroup limit when lower, else ``os.sysconf``), or ``NNSPEC_MEMORY_LIMIT`` when set. ``nnspec check`` and
+describe. :func:`memory_limit` is the memory available now (``MemAvailable`` of ``/proc/meminfo``, else
+``os.sysconf``; a cgroup limit or a process limit, ``ulimit -v`` / ``ulimit -d``, when lower), or
+``NNSPEC_MEMORY_LIMIT`` when set. ``nnspec check`` and
 ``nnspec summary`` warn (:func:`memory_diagnostic`) and ``nnspec run`` refuses (:func:`require_fits`) a
 model whose estimate exceeds it, naming the biggest layers.
 """
@@ -180,26 +181,74 @@ def parse_size(text: str) -> int:
 
 
 def available_memory() -> tuple[int | None, str]:
-    """``(bytes, where from)``: the memory available now, or ``(None, reason)`` when it cannot be read."""
-    found: int | None = None
-    source = "unknown"
+    """``(bytes, where from)``: the memory available now, or ``(None, reason)`` when it cannot be read.
+
+    The smallest of: ``MemAvailable`` of ``/proc/meminfo`` (else ``os.sysconf``), the room left under a cgroup
+    memory limit, and the room left under this process's address-space or data limit (``ulimit -v``, ``ulimit -d``;
+    ``RLIMIT_AS`` / ``RLIMIT_DATA`` less what the process already maps).
+    """
+    found, source = _system_available()
+    for room, what in (_cgroup_room(), "the cgroup memory limit"), *_rlimit_rooms():
+        if room is not None and (found is None or room < found):
+            found, source = room, what
+    if found is None:
+        return None, "the available memory could not be read"
+    return found, source
+
+
+def _system_available() -> tuple[int | None, str]:
+    """``MemAvailable`` of ``/proc/meminfo``, else free pages from ``os.sysconf``; ``(None, ...)`` when neither."""
     try:
         with open("/proc/meminfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    found, source = int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
-                    break
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
     except (OSError, ValueError, IndexError):
         pass
-    if found is None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "os.sysconf"
+    except (OSError, ValueError, AttributeError):
+        return None, "unknown"
+
+
+#: Process limits the memory check reads: (``resource`` name, the ``/proc/self/status`` line of what counts, words).
+_RLIMITS: tuple[tuple[str, str, str], ...] = (
+    ("RLIMIT_AS", "VmSize:", "the address-space limit (ulimit -v)"),
+    ("RLIMIT_DATA", "VmData:", "the data-segment limit (ulimit -d)"),
+)
+
+
+def _rlimit_rooms() -> list[tuple[int | None, str]]:
+    """``[(room, words)]``: bytes left under each finite process limit of :data:`_RLIMITS` (limit less use)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return []
+    rooms: list[tuple[int | None, str]] = []
+    for name, status_line, words in _RLIMITS:
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
         try:
-            found, source = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "os.sysconf"
-        except (OSError, ValueError, AttributeError):
-            return None, "the available memory could not be read"
-    cgroup = _cgroup_room()
-    if cgroup is not None and cgroup < found:
-        return cgroup, "the cgroup memory limit"
-    return found, source
+            soft = resource.getrlimit(which)[0]
+        except (OSError, ValueError):
+            continue
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        rooms.append((max(soft - _process_usage(status_line), 0), words))
+    return rooms
+
+
+def _process_usage(status_line: str) -> int:
+    """Bytes on ``status_line`` (``VmSize:``, ``VmData:``) of ``/proc/self/status``; 0 when it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(status_line):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _cgroup_room() -> int | None:

@@ -153,8 +153,11 @@ def sha256_file(path: str) -> str:
 
 
 def download_allowed() -> bool:
-    """False when ``$NNSPEC_OFFLINE`` is set to anything but ``0``/empty."""
-    return os.environ.get("NNSPEC_OFFLINE", "") in ("", "0")
+    """False when ``$NNSPEC_OFFLINE`` is on (``1``, ``true``, ``yes``, ``on``); a value that is neither on nor off
+    (``0``, ``false``, ``no``, ``off``, empty) is refused naming the variable."""
+    from ..runtime.env import env_flag
+
+    return not env_flag("NNSPEC_OFFLINE")
 
 
 def _fetch(url: str, target: str, sha256: str, timeout: float) -> None:

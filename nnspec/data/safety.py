@@ -54,34 +54,21 @@ def human_bytes(n: int) -> str:
 
 
 def max_bytes() -> int:
-    """The cap on declared sizes: ``$NNSPEC_MAX_DATA_BYTES`` when it is a positive integer, else 4 GiB."""
-    value = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if value.isdigit() and len(value) <= 20 and int(value) > 0:
-        return int(value)
-    return DEFAULT_MAX_BYTES
+    """The cap on declared sizes: ``$NNSPEC_MAX_DATA_BYTES`` (bytes, or a size such as ``8G``), else 4 GiB.
+
+    Raises :class:`~nnspec.runtime.env.EnvironmentSettingError` naming the variable when it is not a positive size.
+    """
+    from ..runtime.env import env_size
+
+    return env_size(MAX_BYTES_ENV, DEFAULT_MAX_BYTES) or DEFAULT_MAX_BYTES
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this process can still get (``MemAvailable``, bounded by a cgroup limit); None if unknown."""
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
-            used = int(f.read().strip())
-        if limit.isdigit():
-            found.append(max(int(limit) - used, 0))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
+    """Bytes of memory this process can still get (see :func:`nnspec.compiler.memory.available_memory`: the
+    available memory, bounded by a cgroup limit and by ``ulimit -v``/``-d``); None if unknown."""
+    from ..compiler.memory import available_memory as room
+
+    return room()[0]
 
 
 def check_size(nbytes: int, path: str, what: str, error: ErrorType = DataError) -> None:

@@ -41,11 +41,11 @@ _CHUNK = 1 << 20
 
 
 def byte_cap(env: str, default: int) -> int:
-    """A size cap: ``$env`` when it is a positive integer of bytes, else ``default``."""
-    value = os.environ.get(env, "").strip()
-    if value.isdigit() and len(value) <= 20 and int(value) > 0:
-        return int(value)
-    return default
+    """A size cap: ``$env`` (bytes, or a size such as ``2G``) when set, else ``default``; a value that is not a
+    positive size is refused naming the variable (:class:`~nnspec.runtime.env.EnvironmentSettingError`)."""
+    from ..runtime.env import env_size
+
+    return env_size(env, default) or default
 
 
 def _over_cap(path: str, member: str, size: int, cap: int, env: str) -> KerasImportError:

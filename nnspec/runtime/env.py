@@ -1,11 +1,16 @@
-"""What a run ran on: nnspec, engine and Python versions, device, backend, seed (``env.json``)."""
+"""What a run ran on (``env.json``: nnspec, engine and Python versions, device, backend, seed), and the settings
+nspec reads from environment variables, checked (:func:`check_environment`)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
+import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..errors import NnspecError
 
 if TYPE_CHECKING:
     from ..backends.base import CompiledModel
@@ -43,3 +48,174 @@ def environment(model: "CompiledModel", compile_seconds: float | None = None) ->
         "argv": list(sys.argv),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+# ---- settings read from the environment ---------------------------------------------------------------
+#
+# Every environment variable nnspec reads as a setting is listed in :data:`SETTINGS` with what it takes;
+# :func:`check_environment` (run by the command line before any command) refuses a malformed value,
+# naming the variable, instead of ignoring it. The readers below use the same checks, so a program that
+# calls nnspec directly gets the same message.
+
+#: Values a yes/no variable takes (case-insensitive); empty counts as unset.
+TRUE_WORDS: tuple[str, ...] = ("1", "true", "yes", "on")
+FALSE_WORDS: tuple[str, ...] = ("0", "false", "no", "off")
+#: Thread counts of the numerical libraries nnspec's engines load (a positive whole number each).
+THREAD_VARIABLES: tuple[str, ...] = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+#: Most threads a thread-count variable may ask for (more is a typo, not a machine).
+MAX_THREADS = 1 << 16
+_MAX_SHOWN = 60
+_DIGITS = re.compile("[0-9]+")
+
+
+class EnvironmentSettingError(NnspecError, ValueError):
+    """An environment variable holds a value nnspec cannot use; the message names the variable."""
+
+
+def shown_value(value: str) -> str:
+    """``value`` quoted for a message: cut when long, control characters and undecodable bytes escaped."""
+    text = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
+    return repr(text)
+
+
+def _problem(name: str, value: str, expected: str) -> EnvironmentSettingError:
+    return EnvironmentSettingError(f"environment variable {name}={shown_value(value)} is {expected}")
+
+
+def _size_problem(value: str) -> str | None:
+    from ..compiler.memory import parse_size
+
+    try:
+        ok = parse_size(value) > 0
+    except ValueError:
+        ok = False
+    return None if ok else "not a memory size; give bytes (8000000000) or a size such as 8G, 512MiB or 2GB"
+
+
+def _flag_problem(value: str) -> str | None:
+    if value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return None
+    return f"neither on nor off; give {', '.join(TRUE_WORDS)} (on) or {', '.join(FALSE_WORDS)} (off)"
+
+
+def _whole(text: str, digits: int) -> int | None:
+    """``text`` as a whole number of at most ``digits`` ASCII digits, else None."""
+    text = text.strip()
+    return int(text) if _DIGITS.fullmatch(text) and len(text) <= digits else None
+
+
+def _threads_problem(value: str) -> str | None:
+    for part in value.split(","):  # OMP_NUM_THREADS may list one count per nesting level
+        count = _whole(part, 6)
+        if count is None or not 0 < count <= MAX_THREADS:
+            return f"not a thread count; give a positive whole number (at most {MAX_THREADS})"
+    return None
+
+
+def _count_problem(value: str) -> str | None:
+    return None if _whole(value, 9) is not None else "not a whole number; give 0 or more"
+
+
+def _theano_mode_problem(value: str) -> str | None:
+    if value.strip().lower() in ("", "auto", "c", "numba", "jax"):
+        return None
+    return "not a PyTensor linker nnspec knows; give auto, c, numba or jax"
+
+
+def _blas_problem(value: str) -> str | None:
+    from ..backends.theano.config import blas_flags_problem
+
+    problem = blas_flags_problem(value)
+    return None if problem is None else f"not BLAS linker flags: {problem}"
+
+
+def _folder_problem(value: str) -> str | None:
+    if "\0" in value:
+        return "not a path: it holds a NUL byte"
+    path = os.path.expanduser(value)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "not a folder: it names something else that exists"
+    return None
+
+
+#: Each setting nnspec reads from the environment -> the check of a non-empty value (None: fine).
+SETTINGS: dict[str, Callable[[str], str | None]] = {
+    "NNSPEC_DEBUG": _flag_problem,
+    "NNSPEC_OFFLINE": _flag_problem,
+    "NNSPEC_MEMORY_LIMIT": _size_problem,
+    "NNSPEC_MAX_DATA_BYTES": _size_problem,
+    "NNSPEC_MAX_KERAS_CONFIG_BYTES": _size_problem,
+    "NNSPEC_MAX_KERAS_WEIGHTS_BYTES": _size_problem,
+    "NNSPEC_THEANO_MODE": _theano_mode_problem,
+    "NNSPEC_BLAS_LDFLAGS": _blas_problem,
+    "NNSPEC_PYTENSOR_CACHE": _folder_problem,
+    "NNSPEC_DATA": _folder_problem,
+    "NNSPEC_NUM_PROCESSES": _count_problem,
+    "NNSPEC_PROCESS_ID": _count_problem,
+    **{name: _threads_problem for name in THREAD_VARIABLES},
+}
+#: Settings whose empty value means something (NNSPEC_BLAS_LDFLAGS= turns BLAS off); others treat empty as unset.
+_EMPTY_MEANS: frozenset[str] = frozenset({"NNSPEC_BLAS_LDFLAGS"})
+
+
+def setting_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the value of environment setting ``name`` (None when it can, or ``name`` is not
+    one nnspec reads)."""
+    check = SETTINGS.get(name)
+    if check is None or (not value.strip() and name not in _EMPTY_MEANS):
+        return None
+    return check(value)
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a malformed value of any environment setting nnspec reads (:data:`SETTINGS`).
+
+    Raises :class:`EnvironmentSettingError` naming every bad variable, its value and what it takes.
+    """
+    env = os.environ if environ is None else environ
+    problems = []
+    for name in SETTINGS:
+        value = env.get(name)
+        if value is None:
+            continue
+        problem = setting_problem(name, value)
+        if problem:
+            problems.append(f"environment variable {name}={shown_value(value)} is {problem}")
+    if problems:
+        raise EnvironmentSettingError("; ".join(problems))
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether yes/no variable ``name`` is on (unset or empty: off); raises :class:`EnvironmentSettingError` when
+    it is neither yes nor no."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    if not value.strip():
+        return False
+    problem = _flag_problem(value)
+    if problem:
+        raise _problem(name, value, problem)
+    return value.strip().lower() in TRUE_WORDS
+
+
+def env_size(name: str, default: int | None, environ: Mapping[str, str] | None = None) -> int | None:
+    """The size in bytes variable ``name`` sets (``default`` when unset or empty); raises
+    :class:`EnvironmentSettingError` when it is not a positive size."""
+    from ..compiler.memory import parse_size
+
+    value = (os.environ if environ is None else environ).get(name, "")
+    if not value.strip():
+        return default
+    problem = _size_problem(value)
+    if problem:
+        raise _problem(name, value, problem)
+    return parse_size(value)

@@ -10,6 +10,8 @@ from ..compiler.ir import INPUT, Graph, Initializer, Node
 
 
 def _plain(value: Any) -> Any:
+    if callable(getattr(value, "spec_form", None)):  # an activation with arguments, in its spec form
+        return _plain(value.spec_form())
     if isinstance(value, Initializer):
         return value.name if not value.args else {value.name: {k: float(v) for k, v in value.args}}
     if isinstance(value, (tuple, list)):
@@ -82,10 +84,16 @@ def graph_to_spec(graph: Graph) -> dict[str, Any]:
 
 
 def dump_spec(graph: Graph, header: str | None = None) -> str:
-    """YAML text of :func:`graph_to_spec`, one line per layer; ``header`` becomes a leading comment."""
+    """YAML text of :func:`graph_to_spec`, one line per layer; ``header`` becomes a leading comment.
+
+    Undecodable bytes of a file name in the header (lone surrogates) are written escaped (``\\udce9``), so the
+    text is always valid UTF-8.
+    """
     import yaml
 
     spec = graph_to_spec(graph)
+    if header:
+        header = header.encode("utf-8", "backslashreplace").decode("utf-8")
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     top = {k: v for k, v in spec.items() if k != "layers"}
     head = yaml.safe_dump(

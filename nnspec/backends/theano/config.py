@@ -45,9 +45,14 @@ JAX backend, whose convolution is XLA's own, ran the convnet slower than the im2
 so the Theano lowering keeps im2col under every linker. Numba was slower than the C linker on the MLP in
 docs/benchmarks.md's run and takes minutes to compile the convnet, so ``auto`` picks it only without a BLAS.
 
-Flags the user gives in ``PYTENSOR_FLAGS`` win over nnspec's. ``NNSPEC_BLAS_LDFLAGS`` sets the BLAS flags
-explicitly (an empty value turns BLAS off). The compile cache lives in ``$NNSPEC_PYTENSOR_CACHE``, default
-``$XDG_CACHE_HOME/nnspec/pytensor`` (``~/.cache/nnspec/pytensor``).
+Flags the user gives in ``PYTENSOR_FLAGS`` (or ``THEANO_FLAGS``, Theano's name, read too; ``PYTENSOR_FLAGS``
+wins on a key both set) win over nnspec's; an item that is not ``KEY=VALUE``, a setting PyTensor does not know
+or refuses is an error naming the variable (PyTensor alone would skip it with a warning). ``NNSPEC_BLAS_LDFLAGS``
+sets the BLAS flags explicitly (an empty value turns BLAS off); explicit flags must look like linker flags
+(:func:`blas_flags_problem`) and link a program calling BLAS. nnspec writes the merged flags back with every
+value quoted (:func:`flags_string`), so no value can add a setting. The compile cache lives in
+``$NNSPEC_PYTENSOR_CACHE``, default ``$XDG_CACHE_HOME/nnspec/pytensor`` (``~/.cache/nnspec/pytensor``); one
+nnspec cannot write in is refused, naming it.
 
 PyTensor's JAX dispatch module switches JAX's global ``jax_enable_x64`` on import (on when floatX is
 float64, off otherwise); :func:`import_jax_linker` imports it with the user's setting saved and restored,
@@ -61,7 +66,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import shlex
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,13 +118,133 @@ def cache_dir() -> Path:
     return Path(base) / "nnspec" / "pytensor"
 
 
-def _user_flags() -> dict[str, str]:
+#: The variables PyTensor flags are read from, in order of precedence (a key in the first wins).
+FLAG_VARIABLES: tuple[str, ...] = ("PYTENSOR_FLAGS", "THEANO_FLAGS")
+_FLAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_BAD_FLAG_CHARS = re.compile(r"[\x00-\x1f\x7f'\"`\\$;|&<>]")
+
+
+def _error(message: str) -> Exception:
+    from ...errors import BackendError
+
+    return BackendError(message)
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:80] + "...")
+
+
+def parse_flags(text: str, variable: str = "PYTENSOR_FLAGS") -> dict[str, str]:
+    """``KEY=VALUE`` items of a PyTensor flags string, split as PyTensor splits them (commas, shell quoting).
+
+    Raises :class:`~nnspec.errors.BackendError` naming ``variable`` for an item that is not ``KEY=VALUE``, a key
+    that is not a setting name, or unbalanced quotes; PyTensor itself would skip such an item with a warning.
+    """
+    splitter = shlex.shlex(text, posix=True)
+    splitter.whitespace = ","
+    splitter.whitespace_split = True
+    try:
+        items = [item.strip() for item in splitter]
+    except ValueError as exc:
+        raise _error(f"{variable}={_shown(text)} cannot be read: {exc}") from None
     flags: dict[str, str] = {}
-    for item in os.environ.get("PYTENSOR_FLAGS", "").split(","):
+    for item in filter(None, items):
         key, sep, value = item.partition("=")
-        if sep:
-            flags[key.strip()] = value.strip()
+        key = key.strip()
+        if not sep or not _FLAG_KEY.fullmatch(key):
+            raise _error(
+                f"{variable}={_shown(text)}: {_shown(item)} is not a PyTensor setting; write KEY=VALUE items "
+                "separated by commas, e.g. floatX=float32,linker=cvm"
+            )
+        flags[key] = value.strip()
     return flags
+
+
+def _user_flags() -> dict[str, tuple[str, str]]:
+    """The user's PyTensor flags, ``key -> (value, variable)``: ``PYTENSOR_FLAGS`` over ``THEANO_FLAGS``."""
+    flags: dict[str, tuple[str, str]] = {}
+    for variable in reversed(FLAG_VARIABLES):
+        text = os.environ.get(variable, "")
+        if text.strip():
+            flags.update({k: (v, variable) for k, v in parse_flags(text, variable).items()})
+    return flags
+
+
+def flags_string(flags: dict[str, str]) -> str:
+    """``flags`` as a ``PYTENSOR_FLAGS`` value: every value quoted, so that a comma, ``=`` or quote in it stays
+    part of that value and can never add another setting."""
+    for key in flags:
+        if not _FLAG_KEY.fullmatch(key):
+            raise ValueError(f"not a PyTensor setting name: {key!r}")
+    return ",".join(f"{k}='" + v.replace("'", "'\"'\"'") + "'" for k, v in flags.items())
+
+
+def blas_flags_problem(flags: str) -> str | None:
+    """Why ``flags`` are not linker flags for a BLAS (None when they look right; empty means no BLAS).
+
+    Each whitespace-separated flag starts with ``-`` (``-lopenblas``, ``-L/opt/lib``, ``-Wl,-rpath,/opt/lib``)
+    or is the absolute path of a library; commas and ``=`` belong only in ``-Wl,`` options; no quotes, control
+    characters or shell syntax.
+    """
+    bad = _BAD_FLAG_CHARS.search(flags)
+    if bad:
+        return f"linker flags cannot hold {bad.group()!r} (quotes, control characters and shell syntax are not flags)"
+    for word in flags.split():
+        if not (word.startswith("-") or word.startswith("/")) or word in ("-", "--"):
+            return f"{word!r} is not a linker flag; write e.g. -lopenblas, -L/opt/lib -lopenblas or /path/libblas.so"
+        if ("," in word or "=" in word) and not word.startswith("-Wl,"):
+            return f"{word!r}: a comma or '=' belongs only in a -Wl, option (e.g. -Wl,-rpath,/opt/lib)"
+    return None
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (created when missing); None when a file could be created there."""
+    if folder.exists() and not folder.is_dir():
+        return "it exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"it cannot be created ({exc.strerror or exc})"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nnspec-probe-", dir=folder)
+    except OSError as exc:
+        return f"nothing can be written in it ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _check_cache(user: dict[str, tuple[str, str]]) -> None:
+    """Refuse a compile cache PyTensor could not write in, naming the variable that chose it."""
+    if "compiledir" in user:
+        value, variable = user["compiledir"]
+        where, how = Path(value).expanduser(), f"compiledir in {variable}"
+    elif "base_compiledir" in user:
+        value, variable = user["base_compiledir"]
+        where, how = Path(value).expanduser(), f"base_compiledir in {variable}"
+    else:
+        where = cache_dir()
+        how = f"{CACHE_ENV}" if os.environ.get(CACHE_ENV) else f"the default; {CACHE_ENV} moves it"
+    problem = folder_problem(where)
+    if problem:
+        raise _error(
+            f"PyTensor's compile cache {_shown(os.fspath(where))} ({how}) cannot be used: {problem}; point "
+            f"{CACHE_ENV} at a writable folder"
+        )
+
+
+def _explicit_blas(user: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """BLAS flags the user set (``blas__ldflags`` in the flags, else ``NNSPEC_BLAS_LDFLAGS``) and where; checked."""
+    if "blas__ldflags" in user:
+        flags, variable = user["blas__ldflags"]
+    elif BLAS_ENV in os.environ:
+        flags, variable = os.environ[BLAS_ENV].strip(), BLAS_ENV
+    else:
+        return None
+    problem = blas_flags_problem(flags)
+    if problem:
+        raise _error(f"{variable}: BLAS flags {_shown(flags)} are not valid: {problem}")
+    return flags, variable
 
 
 def _library_files(name: str) -> list[Path]:
@@ -178,32 +306,63 @@ def _check_flags(flags: str, cache: Path) -> bool:
     return ok
 
 
+def _import_pytensor(user: dict[str, tuple[str, str]]) -> Any:
+    """Import PyTensor; a setting it refuses or does not know becomes a :class:`BackendError` naming the variable."""
+    import warnings
+
+    sources = sorted({variable for _, variable in user.values()}) or ["nnspec's settings"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import pytensor
+        except Exception as exc:  # PyTensor checks every setting while it imports
+            raise _error(f"PyTensor refused its settings (from {', '.join(sources)}): {exc}") from None
+    unknown = [
+        str(w.message).rsplit(":", 1)[-1].strip() for w in caught if "does not recognise this flag" in str(w.message)
+    ]
+    if unknown:
+        names = ", ".join(f"{k} (in {user[k][1]})" if k in user else k for k in unknown)
+        raise _error(f"PyTensor has no setting {names}; remove it, or check its spelling")
+    return pytensor
+
+
+def _check_blas(flags: str, variable: str, cache: Path) -> None:
+    """Refuse explicit BLAS flags that do not link a program calling BLAS (when a C compiler is there to try)."""
+    import pytensor
+
+    if not flags or not getattr(pytensor.config, "cxx", ""):
+        return
+    if not _check_flags(flags, cache):
+        raise _error(
+            f"{variable}: BLAS flags {_shown(flags)} do not link: a small program calling BLAS failed to build with "
+            f"them; fix them, or unset {variable} to let nnspec find a BLAS ({BLAS_ENV}= with no value turns BLAS off)"
+        )
+
+
 def setup() -> Setup:
-    """Configure and import PyTensor once (idempotent); returns the BLAS decision."""
+    """Configure and import PyTensor once (idempotent); returns the BLAS decision.
+
+    Raises :class:`~nnspec.errors.BackendError` naming the variable for malformed ``PYTENSOR_FLAGS`` /
+    ``THEANO_FLAGS`` or ``NNSPEC_BLAS_LDFLAGS``, a setting PyTensor refuses or does not know, BLAS flags that
+    do not link, and a compile cache that cannot be written.
+    """
     global _setup
     if _setup is not None:
         return _setup
     cache = cache_dir()
     user = _user_flags()
+    explicit = _explicit_blas(user)
     if "pytensor" not in sys.modules:
-        ours = {"floatX": "float32", "base_compiledir": str(cache), "warn_float64": "ignore"}
-        if "blas__ldflags" not in user and BLAS_ENV in os.environ:
-            ours["blas__ldflags"] = os.environ[BLAS_ENV]
-        elif "blas__ldflags" not in user:
-            ours["blas__ldflags"] = ""  # decided below; keeps PyTensor from its own slow, failing search
-        merged = {**ours, **user}
-        os.environ["PYTENSOR_FLAGS"] = ",".join(f"{k}={v}" for k, v in merged.items())
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pytensor
-
+        _check_cache(user)
+        ours = {"floatX": "float32", "base_compiledir": str(cache), "warn_float64": "ignore", "blas__ldflags": ""}
+        if explicit is not None:  # else decided below; "" keeps PyTensor from its own slow, failing search
+            ours["blas__ldflags"] = explicit[0]
+        os.environ["PYTENSOR_FLAGS"] = flags_string({**ours, **{k: v for k, (v, _) in user.items()}})
+    pytensor = _import_pytensor(user)
     compiledir = str(pytensor.config.compiledir)
-    if "blas__ldflags" in user:
-        _setup = Setup(user["blas__ldflags"], "PYTENSOR_FLAGS", compiledir)
-    elif BLAS_ENV in os.environ:
-        _setup = Setup(os.environ[BLAS_ENV], BLAS_ENV, compiledir)
+    if explicit is not None:
+        _check_blas(*explicit, cache)
+        _setup = Setup(explicit[0], explicit[1], compiledir)
     else:
         chosen = ""
         for flags in blas_candidates():

@@ -3,7 +3,9 @@
 ``extends`` names a base spec relative to the extending file; the base is loaded with the same safe
 loader. The top-level sections ``input``, ``train`` and ``data`` merge key by key (the extending file
 wins); every other value, ``layers`` and ``train.optimizer`` included, is replaced as a whole. Chains
-are allowed up to :data:`MAX_EXTENDS` files; a cycle is an error.
+are allowed up to :data:`MAX_EXTENDS` files; a cycle is an error. ``extends`` given as an override
+(``--set extends=base.yaml``) takes the place of the file's own ``extends`` (:func:`take_extends`) and is
+resolved the same way, a relative path from the current directory; a missing base is the same ``E0110`` error.
 
 Overrides address the mapping by dotted paths (``train.epochs``, ``layers.0.dense.units`` or
 ``layers[0].dense.units``); values given as text are read as YAML (``3``, ``1e-3``, ``[28, 28, 1]``,
@@ -39,12 +41,14 @@ MAX_PATH_CHARS = 256
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
-def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, ...] = ()) -> YMap:
+def apply_extends(
+    root: YMap, base_dir: str, report: Report, chain: tuple[str, ...] = (), relative_to: str = "the extending file"
+) -> YMap:
     """Resolve ``extends`` in ``root`` (recursively); returns the merged mapping without ``extends``.
 
     A base that cannot be used (missing, unreadable, invalid YAML, a cycle) stops the check: the
     :class:`SpecError` raised lists what was found so far, so that the keys the base would have
-    provided are not reported as missing.
+    provided are not reported as missing. ``relative_to`` says in a hint what ``base_dir`` is.
     """
     entry = root.items.get("extends")
     if entry is None:
@@ -80,9 +84,9 @@ def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, .
     if not os.path.lexists(path):
         _stop(
             report,
-            f"extends: base spec {shown!r} not found (looked for {shorten(path, 200)})",
+            f"extends: base spec {shown!r} not found (looked for {shorten(os.path.abspath(path), 200)})",
             value,
-            "paths in extends are relative to the extending file",
+            f"paths in extends are relative to {relative_to}",
         )
     try:
         base = parse(read_text(path), path)
@@ -93,6 +97,58 @@ def apply_extends(root: YMap, base_dir: str, report: Report, chain: tuple[str, .
         _stop(report, f"extends: base spec {value.text!r} is not a mapping of sections", value)
     base = apply_extends(base, os.path.dirname(path), report, chain + (real,))
     return merge(base, rest)
+
+
+def _override_key(item: Any) -> str | None:
+    """The dotted path an override sets (``key`` of ``key=value``), or None when it has none."""
+    if isinstance(item, str) and "=" in item:
+        return item.split("=", 1)[0].strip()
+    return None
+
+
+def take_extends(
+    overrides: Mapping[str, Any] | Sequence[str] | None, report: Report
+) -> tuple[YNode | None, Mapping[str, Any] | Sequence[str] | None]:
+    """Split an ``extends`` override from the others: ``(its value node or None, the other overrides)``.
+
+    The value node is labelled by its override (``--set extends=base.yaml``) for diagnostics; the last of several
+    wins. A path below ``extends`` (``extends.x``) is reported as ``E0111``: ``extends`` holds one path.
+    """
+    if not overrides:
+        return None, overrides
+    if isinstance(overrides, Mapping):
+        keys = {k: (k.strip() if isinstance(k, str) else k) for k in overrides}
+        chosen: Any = {k: v for k, v in overrides.items() if keys[k] == "extends"}
+        rest: Any = {k: v for k, v in overrides.items() if keys[k] != "extends"}
+        below = [k for k in rest if isinstance(keys[k], str) and _below_extends(keys[k])]
+        rest = {k: v for k, v in rest.items() if k not in below}
+        chosen = dict(list(chosen.items())[-1:])
+    else:
+        items = [overrides] if isinstance(overrides, str) else list(overrides)
+        chosen = [i for i in items if _override_key(i) == "extends"][-1:]
+        below = [i for i in items if _below_extends(_override_key(i))]
+        rest = [i for i in items if _override_key(i) != "extends" and i not in below]
+    for item in below:
+        label = _label(item if isinstance(item, str) else f"{item}=...")
+        report.diagnostics.append(
+            _plain(label, "E0111", "extends holds the path of one base spec; it has no keys below it", _EXTENDS_HINT)
+        )
+    found = normalize_overrides(chosen, report) if chosen else []
+    return (found[-1][2] if found else None), rest
+
+
+_EXTENDS_HINT = "write --set extends=base.yaml (a path from the current directory)"
+
+
+def _below_extends(key: str | None) -> bool:
+    return key is not None and key.startswith(("extends.", "extends["))
+
+
+def with_extends(root: YMap, value: YNode) -> YMap:
+    """``root`` with its ``extends`` set to ``value`` (an override's node), replacing the file's own."""
+    key = YScalar("extends", True, value.file, None, None)
+    items = {k: v for k, v in root.items.items() if k != "extends"}
+    return YMap({"extends": (key, value), **items}, root.file, root.line, root.column)
 
 
 def _stop(report: Report, message: str, node: YNode, hint: str | None = None) -> NoReturn:

@@ -1,12 +1,70 @@
-"""Writing a resolved :class:`~nnspec.compiler.ir.Graph` back in the spec language (every default filled
-in, every layer named), as ``spec.yaml`` of a run directory. Loading the text again gives the same graph."""
+"""Spec files of the command line: loading one with its ``--set`` overrides (``extends`` included,
+:func:`load_spec_file`, :func:`absolute_extends`), and writing a resolved :class:`~nnspec.compiler.ir.Graph` back in
+the spec language (every default filled in, every layer named), as ``spec.yaml`` of a run directory. Loading the
+text again gives the same graph."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+import os
+from typing import Any, Sequence
 
-from ..compiler.ir import INPUT, Graph, Initializer, Node
+from ..compiler.ir import INPUT, Activation, Graph, Initializer, Node
+
+
+def load_spec_file(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Graph:
+    """The graph of spec file ``path`` with ``--set`` style ``overrides`` (``key=value`` strings).
+
+    ``extends=BASE`` among them takes the place of the file's own ``extends`` (a relative path is taken from the
+    current directory; see :mod:`nnspec.compiler.compose`). Raises :class:`~nnspec.errors.SpecError` listing
+    every problem, a missing base file named (``E0110``).
+    """
+    from ..compiler.frontend import load_spec
+
+    return load_spec(path, list(overrides))
+
+
+def absolute_extends(overrides: Sequence[str], cwd: str | None = None) -> list[str]:
+    """``overrides`` with the path of each ``extends=PATH`` made absolute (from ``cwd``, default the current
+    directory), so that a process started elsewhere finds the same base.
+
+    Raises :class:`~nnspec.errors.SpecError` (``E0110``, naming the path looked for) when the base does not
+    exist, and (``E0110``/``E0111``) when the value is not a path.
+    """
+    from ..compiler.compose import normalize_overrides
+    from ..compiler.loader import YScalar
+    from ..compiler.report import Report
+    from ..errors import Diagnostic, SpecError
+
+    result = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or key.strip() != "extends":
+            result.append(item)
+            continue
+        report = Report("<overrides>")
+        found = normalize_overrides([item], report)
+        node = found[0][2] if found else None
+        label = f"--set {item[:80]}"
+        if not isinstance(node, YScalar) or not node.text.strip() or (node.plain and node.kind != "str"):
+            raise SpecError(
+                report.diagnostics or [Diagnostic("E0110", "extends must be the path of a base spec", label)]
+            )
+        path = os.path.abspath(os.path.join(cwd or os.getcwd(), node.text))
+        if not os.path.lexists(path):
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "E0110",
+                        f"extends: base spec {node.text!r} not found (looked for {path})",
+                        label,
+                        hint="a path given with --set extends= is relative to the current directory",
+                    )
+                ]
+            )
+        result.append("extends=" + json.dumps(path, ensure_ascii=False))
+    return result
 
 
 def _plain(value: Any) -> Any:
@@ -14,6 +72,8 @@ def _plain(value: Any) -> Any:
         return _plain(value.spec_form())
     if isinstance(value, Initializer):
         return value.name if not value.args else {value.name: {k: float(v) for k, v in value.args}}
+    if isinstance(value, Activation):
+        return value.spec_form()
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -102,9 +102,9 @@ def test_cli_prints_and_writes_the_schema(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_cli_refuses_an_unusable_output_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["schema", "-o", str(tmp_path / "missing" / "s.json")]) == 4
+    assert main(["schema", "-o", str(tmp_path / "missing" / "s.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["schema", "-o", str(tmp_path)]) == 4
+    assert main(["schema", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "is a folder" in err and "Traceback" not in err
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from nnspec.cli import main
-from nnspec.errors import OutputError
-from nnspec.outputs import check_output_file, check_output_folder
+from nnspec.outputs import OutputPathError, check_output_file, check_output_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = str(ROOT / "specs" / "digits_mlp.yaml")
@@ -28,29 +27,31 @@ def test_check_output_file_refuses_each_unusable_path(tmp_path: Path) -> None:
         "/dev/null": "cannot write the chart: it exists and is not a regular file",
     }
     for path, says in cases.items():
-        with pytest.raises(OutputError) as refused:
+        with pytest.raises(OutputPathError) as refused:
             check_output_file(path, "chart", example="c.png")
         assert says in str(refused.value) and "\0" not in str(refused.value), path
-    with pytest.raises(OutputError, match="the chart must end in .png"):
+    with pytest.raises(OutputPathError, match="the chart must end in .png"):
         check_output_file(tmp_path / "c.svg", "chart", suffix=".png")
     assert check_output_file(tmp_path / "c.png", "chart", suffix=".png") == str(tmp_path / "c.png")
 
 
-def test_a_link_is_judged_by_what_it_names_and_a_kept_file_is_refused(tmp_path: Path) -> None:
+def test_a_link_is_refused_whatever_it_names_and_a_kept_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     os.symlink(tmp_path / "dir", tmp_path / "link")
-    with pytest.raises(OutputError, match="it is a folder"):
+    with pytest.raises(OutputPathError, match="it is a symbolic link to .*dir; nnspec never writes through a link"):
         check_output_file(tmp_path / "link", "spec")
     model = tmp_path / "model.keras"
     model.write_bytes(b"x")
     os.symlink(model, tmp_path / "alias.keras")
-    with pytest.raises(OutputError, match="the spec would overwrite the model being imported"):
+    with pytest.raises(OutputPathError, match="it is a symbolic link"):
         check_output_file(tmp_path / "alias.keras", "spec", keep=(model, "the model being imported"))
+    with pytest.raises(OutputPathError, match="the spec would overwrite the model being imported"):
+        check_output_file(model, "spec", keep=(tmp_path / "model.keras", "the model being imported"))
 
 
 def test_check_output_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="cannot use the sweep folder: it exists and is not a folder"):
+    with pytest.raises(OutputPathError, match="cannot use the sweep folder: it exists and is not a folder"):
         check_output_folder(tmp_path / "file", "sweep folder")
     assert check_output_folder(tmp_path / "new", "sweep folder") == str(tmp_path / "new")
 

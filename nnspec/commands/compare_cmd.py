@@ -103,9 +103,12 @@ def run(args: argparse.Namespace) -> int:
     """Compare, print the report, write the files; return 0 when all agree, 3 otherwise."""
     from .. import load
     from ..compare import compare, load_data, render, write_report
+    from ..compare.report import check_report_folder
     from ..runtime.rundir import default_run_dir
 
     graph = load(args.spec, overrides=args.overrides)
+    out_dir = args.out or default_run_dir(graph, "compare")
+    check_report_folder(out_dir)
     backends = [b for b in args.backends.split(",") if b.strip()] if args.backends else None
     data = load_data(graph, random=args.random_data)
     if data.detail:
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         epoch_examples=args.epoch_examples,
     )
     print(render(result), end="")
-    out = write_report(result, args.out or default_run_dir(graph, "compare"))
+    out = write_report(result, out_dir)
     print(f"report: {out['compare.md'].parent}/ ({', '.join(sorted(out))})")
     for row in result.summary.itertuples():
         if getattr(row, "traceback", None) and isinstance(row.traceback, str):

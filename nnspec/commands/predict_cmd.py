@@ -6,20 +6,19 @@ the channel axis. X must be a numeric ``.npy`` array (no pickles, no 0-d array) 
 
 ``--output P.npy`` is written to exactly that path (no ``.npy`` is appended). Its folder must already
 exist: a missing folder is refused (not created, so a typo does not scatter files), as is a path that
-is a folder or a folder that cannot be written; all of this is checked before the model is compiled.
-The file is written atomically: to a temporary file in the same folder, then renamed over ``P.npy``,
-so an interrupted run never leaves a partial file.
+is a folder, a symbolic link, a FIFO or a device, or a folder that cannot be written; all of this is checked
+before the model is compiled. The file is written atomically (:func:`nnspec.outputs.write_output`): to a
+temporary file in the same folder, then renamed over ``P.npy``, so an interrupted run never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 from ..errors import DataError, NnspecError
-from ..outputs import check_output_file
+from ..outputs import check_output_file, write_outputs
 from .model_options import add_spec_arguments, load_graph
 
 SHOWN = 20
@@ -66,19 +65,14 @@ def read_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def write_output(path: str, outputs: np.ndarray, shown_as: str | None = None) -> None:
-    """Write ``outputs`` to exactly ``path`` as .npy, atomically (:func:`nnspec.runtime.atomic.atomic_write_with`)."""
-    from ..data.safety import shown
-    from ..runtime.atomic import atomic_write_with
+def write_output(path: str, outputs: np.ndarray) -> None:
+    """Write ``outputs`` to exactly ``path`` as .npy, whole or not at all (:func:`nnspec.outputs.write_outputs`)."""
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a name without it
             np.save(f, outputs, allow_pickle=False)
 
-    try:
-        atomic_write_with(path, save)
-    except OSError as exc:
-        raise NnspecError(f"{shown(shown_as or path)}: cannot write the outputs ({exc.strerror or exc})") from None
+    write_outputs([(path, save)], "outputs", error=NnspecError)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,17 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
     graph = load_graph(args)
     target = None
-    if args.output:  # a symbolic link is followed: the file it names is written
-        target = os.path.realpath(
-            check_output_file(args.output, "outputs", error=NnspecError, example="predictions.npy")
-        )
+    if args.output:
+        target = check_output_file(args.output, "outputs", error=NnspecError, example="predictions.npy")
     x = read_input(args.input, tuple(graph.input_shape))
     weights = load_weights(args.weights, graph)
     model = get_backend(args.backend).compile(graph, weights, device=args.device, dtype=graph.dtype)
     outputs = np.asarray(model.predict(x))
     classes = outputs.argmax(axis=-1)
     if target is not None:
-        write_output(target, outputs, args.output)
+        write_output(target, outputs)
         print(f"wrote {args.output}: outputs of shape {list(outputs.shape)}")
     for i in range(min(len(classes), SHOWN)):
         print(f"{i}: class {int(classes[i])}  (output {float(outputs[i, classes[i]]):.4f})")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import BackendError, OutputError
-from ..outputs import check_output_file
+from ..errors import BackendError
+
+#: The chart written when ``--plot`` names a folder.
+DEFAULT_CHART = "profile.png"
 
 
 def _positive(text: str) -> int:
@@ -56,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot",
         default=None,
         metavar="FILE.png",
-        help="also draw the bar chart (forward and backward per layer per engine) to this PNG",
+        help="also draw the bar chart (forward and backward per layer per engine) to this image; its suffix picks "
+        f"the format (.png, .pdf, .svg, ...); a folder means {DEFAULT_CHART} in it",
     )
     add("--format", choices=("text", "md", "csv"), default="text", help="table format on stdout (default: text)")
     add(
@@ -95,14 +98,20 @@ def backend_list(text: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Profile, print the table (engine progress on stderr, and the notes too for CSV) and draw the chart when asked."""
-    from ..runtime.profiling import EngineProfile, notes, plot_profile, profile_spec, render
+    """Profile, print the table (engine progress on stderr, and the notes too for CSV) and draw the chart when asked.
+
+    The chart's path and the memory one batch needs are checked before any engine is started."""
+    from ..outputs import write_outputs
+    from ..runtime.plots import figure_target
+    from ..runtime.profiling import EngineProfile, check_memory, notes, plot_profile, profile_spec, render
     from .model_options import load_graph
 
     backends = backend_list(args.backends)
-    if args.plot:
-        check_output_file(args.plot, "chart", example="profile.png")
+    chart = figure_target(args.plot, "chart", DEFAULT_CHART) if args.plot is not None else None
+    if chart is not None and chart.note:
+        print(f"profile: {chart.note}", file=sys.stderr)
     graph = load_graph(args)
+    check_memory(graph, args.batch)
 
     def report(engine: EngineProfile) -> None:
         done = (
@@ -130,10 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "csv":  # the text and Markdown tables carry their notes; CSV stays a bare table
         for line in notes(profile):
             print(f"profile: note: {line}", file=sys.stderr)
-    if args.plot:
-        try:
-            plot_profile(profile, args.plot)
-        except OSError as exc:
-            raise OutputError(f"{args.plot}: cannot write the chart: {exc.strerror or exc}") from None
-        print(f"profile: chart written to {args.plot}", file=sys.stderr)
+    if chart is not None:
+        write_outputs([(chart.path, lambda tmp: plot_profile(profile, tmp, chart.format))], "chart")
+        print(f"profile: chart written to {chart.path} ({chart.format.upper()})", file=sys.stderr)
     return 0

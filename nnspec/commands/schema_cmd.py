@@ -11,8 +11,7 @@ import argparse
 import sys
 
 from ..compiler.json_schema import schema_text
-from ..errors import OutputError
-from ..outputs import check_output_file
+from ..outputs import check_output_file, write_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,23 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the schema, or write it to ``--output`` and say so on stderr."""
-    text = schema_text()
+    """Print the schema, or write it to ``--output`` (checked first) and say so on stderr."""
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(schema_text())
         return 0
+    check_output_file(args.output, "schema", example="nnspec.schema.json")
+    text = schema_text()
     write_schema(args.output, text)
     print(f"wrote {args.output} ({len(text.encode()):,} bytes)", file=sys.stderr)
     return 0
 
 
 def write_schema(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically; an unusable path is an :class:`OutputError` naming it."""
-    from ..data.safety import shown
-    from ..runtime.atomic import atomic_write
-
-    check_output_file(path, "schema", example="nnspec.schema.json")
-    try:
-        atomic_write(path, text)
-    except OSError as exc:
-        raise OutputError(f"{shown(path)}: cannot write the schema: {exc.strerror or exc}") from None
+    """Write ``text`` to ``path`` whole or not at all (:func:`nnspec.outputs.write_output`: never through a link,
+    never over a device or FIFO); an unusable path is an :class:`~nnspec.outputs.OutputPathError` naming it."""
+    write_output(path, text, "schema", example="nnspec.schema.json")

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace):
-    """The :class:`~nnspec.tools.sweep_record.Sweep` the arguments describe (checked)."""
+    """The :class:`~nnspec.tools.sweep_record.Sweep` the arguments describe (checked, ``extends`` values
+    included)."""
     from ..backends import canonical_name
     from ..errors import NnspecError
     from ..tools.sweep_plan import default_out, parse_grid
@@ -78,7 +79,7 @@ def _sweep(args: argparse.Namespace):
         raise NnspecError("--backends needs at least one backend, e.g. --backends jax,tensorflow")
     backends = tuple(dict.fromkeys(canonical_name(b) for b in names))
     out = Path(args.out) if args.out else default_out(spec)
-    return Sweep(
+    sweep = Sweep(
         spec=spec.resolve(),
         out=out.resolve(),
         axes=parse_grid(args.grid),
@@ -90,22 +91,31 @@ def _sweep(args: argparse.Namespace):
         device=args.device,
         jobs=args.jobs,
     )
+    sweep.check_extends()
+    return sweep
 
 
 def run(args: argparse.Namespace) -> int:
     """Plan, check, run what is not finished, write the results; 0 when every run completed, 1 when
     one did not, 130 / 143 when a signal stopped the sweep."""
     from ..errors import NnspecError
-    from ..outputs import check_output_folder
-    from ..runtime.atomic import atomic_write
+    from ..outputs import check_output_folder, write_output
     from ..strict_json import json_text
     from ..tables import print_tables
     from ..tools.sweep_record import RECORD_FILE, check_same_sweep, read_record, spec_fingerprint
-    from ..tools.sweep_results import PLOT_FILE, RESULTS_CSV, RESULTS_MD, results_table, write_results
+    from ..tools.sweep_results import (
+        PLOT_FILE,
+        RESULTS_CSV,
+        RESULTS_MD,
+        check_result_files,
+        results_table,
+        write_results,
+    )
     from ..tools.sweep_runner import SweepRunner, check_runs
 
     sweep = _sweep(args)
     check_output_folder(sweep.out, "sweep folder (--out)", error=NnspecError)
+    check_result_files(sweep.out)
 
     def say(line: str) -> None:
         if not args.quiet:
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise NnspecError(f"{sweep.out}: holds files but no {RECORD_FILE}; choose a new or empty folder for --out")
     sweep.out.mkdir(parents=True, exist_ok=True)
     if old is None:
-        atomic_write(sweep.out / RECORD_FILE, json_text(record))
+        write_output(sweep.out / RECORD_FILE, json_text(record), "sweep record", error=NnspecError)
     say(
         f"nnspec sweep: {len(runs)} runs of {sweep.spec.name} ({len(invalid)} invalid) in {sweep.out}, {sweep.jobs} at "
         "a time"

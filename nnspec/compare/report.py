@@ -210,16 +210,41 @@ def plot_trajectory(result: "CompareResult", path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+#: The files of a compare report, in the report's folder.
+REPORT_FILES: tuple[str, ...] = ("compare.csv", "summary.csv", "compare.md", "trajectory.png")
+
+
+def check_report_folder(out_dir: str | os.PathLike) -> Path:
+    """Refuse, before comparing, a report folder that is not a folder, or where a report file's place holds a link,
+    a FIFO, a device or a folder (:mod:`nnspec.outputs`); returns the folder."""
+    from ..outputs import check_output_file, check_output_folder
+
+    out = Path(check_output_folder(out_dir, "report folder (--out)"))
+    if out.is_dir():
+        for name in REPORT_FILES:
+            check_output_file(out / name, "report")
+    return out
+
+
 def write_report(result: "CompareResult", out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``compare.csv`` (every row, long format), ``summary.csv``, ``compare.md`` and ``trajectory.png``."""
-    out = Path(out_dir)
+    """Write ``compare.csv`` (every row, long format), ``summary.csv``, ``compare.md`` and ``trajectory.png``, all or
+    none, never through a link or over a device (:func:`nnspec.outputs.write_outputs`)."""
+    from ..outputs import Content, write_outputs
+
+    out = check_report_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("compare.csv", "summary.csv", "compare.md", "trajectory.png")}
-    result.to_frame().to_csv(paths["compare.csv"], index=False)
-    result.summary.drop(columns=["traceback"], errors="ignore").to_csv(paths["summary.csv"], index=False)
-    paths["compare.md"].write_text(render(result, markdown=True))
+    paths = {name: out / name for name in REPORT_FILES}
+    jobs: list[tuple[Path, Content]] = [
+        (paths["compare.csv"], lambda tmp: result.to_frame().to_csv(tmp, index=False)),
+        (
+            paths["summary.csv"],
+            lambda tmp: result.summary.drop(columns=["traceback"], errors="ignore").to_csv(tmp, index=False),
+        ),
+        (paths["compare.md"], render(result, markdown=True)),
+    ]
     if len(result.trajectory):
-        plot_trajectory(result, paths["trajectory.png"])
+        jobs.append((paths["trajectory.png"], lambda tmp: plot_trajectory(result, tmp)))
     else:
         del paths["trajectory.png"]
+    write_outputs(jobs, "report")
     return paths

@@ -19,7 +19,7 @@ import numpy as np
 from ..compiler.ir import Graph
 from ..compiler.training_defaults import OPTIMIZER_DEFAULTS, SCHEDULE_DEFAULTS
 from ..errors import NnspecError
-from ..outputs import check_output_file
+from ..outputs import check_output_file, write_outputs
 from ..semantics.weights import check_weights
 
 
@@ -135,14 +135,10 @@ def export_keras(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os
     file in the same folder, renamed into place); returns the Keras model."""
     path = check_export_path(path)
     model = build_keras_model(graph, weights)
-    from ..runtime.atomic import atomic_write_with
 
     def save(tmp: str) -> None:
         with _dtype_scope(graph.dtype):
             model.save(tmp)
 
-    try:
-        atomic_write_with(path, save)
-    except OSError as exc:
-        raise KerasExportError(f"{path}: cannot write the file ({exc.strerror or exc}); nothing was written") from None
+    write_outputs([(path, save)], "Keras 3 model file", error=KerasExportError)
     return model

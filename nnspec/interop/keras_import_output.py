@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..outputs import check_output_file
+from ..outputs import check_output_file, write_outputs
 from .errors import KerasImportError
 from .keras_import import ImportedModel, checked_graph, spec_text
 
@@ -51,12 +51,6 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _write_all(jobs: list[tuple[str, Callable[[str], Any]]]) -> None:
-    """Write every ``(target, write)`` to a temporary file beside its target, then rename them all into place."""
-    from ..runtime.atomic import atomic_write_all
-
-    try:
-        atomic_write_all(jobs)
-    except OSError as exc:
-        raise KerasImportError(
-            f"{exc.filename}: cannot write the import's output ({exc.strerror or exc}); nothing was written"
-        ) from None
+    """Write every ``(target, write)`` to a temporary file beside its target, then put them all in place
+    (:func:`nnspec.outputs.write_outputs`: never through a link, never over a device or FIFO)."""
+    write_outputs(jobs, "import's output", error=KerasImportError)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..compiler.ir import Graph
-from ..outputs import check_output_file
+from ..outputs import check_output_file, write_outputs
 from ..semantics.weights import check_weights
 from .onnx_graph import GraphBuilder
 from .onnx_ops import OnnxExportError, convert
@@ -100,16 +100,11 @@ def check_onnx_path(path: str | os.PathLike[str]) -> str:
 def export_onnx(graph: Graph, weights: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Any:
     """Write ``graph`` with ``weights`` to the ``.onnx`` file ``path``, whole or not at all; returns the
     ``onnx.ModelProto``."""
-    from ..runtime.atomic import atomic_write
-
     path = check_onnx_path(path)
     model = build_onnx_model(graph, weights)
     try:
         data = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GiB
         raise OnnxExportError(f"{path}: the model is too large for one ONNX file ({exc})") from None
-    try:
-        atomic_write(path, data)
-    except OSError as exc:
-        raise OnnxExportError(f"{path}: cannot write the file ({exc.strerror or exc}); nothing was written") from None
+    write_outputs([(path, data)], "ONNX model file", error=OnnxExportError)
     return model

@@ -243,6 +243,19 @@ def profile_engine(name: str, graph: Graph, *, batch: int, warmup: int, repeats:
     return result
 
 
+def check_memory(graph: Graph, batch: int | None = None) -> None:
+    """Refuse, before anything is allocated, a batch whose training memory (the estimate ``nnspec run`` checks,
+    :func:`nnspec.compiler.memory.require_fits`, at ``batch``, default ``train.batch_size``) exceeds the memory
+    available: a :class:`~nnspec.compiler.memory.ModelTooLarge` naming the biggest layers."""
+    from dataclasses import replace
+
+    from ..compiler.memory import require_fits
+
+    if batch is not None and batch != graph.train.batch_size:
+        graph = graph.replace(train=replace(graph.train, batch_size=int(batch)))
+    require_fits(graph)
+
+
 def profile_spec(
     graph: Graph,
     backends: Sequence[str],
@@ -261,6 +274,7 @@ def profile_spec(
     if repeats < 1 or warmup < 0:
         raise BackendError(f"profile: repeats must be at least 1 and warm-up at least 0 (got {repeats} and {warmup})")
     batch = int(batch or graph.train.batch_size)
+    check_memory(graph, batch)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     engines = []
     for name in backends:
@@ -413,8 +427,9 @@ def render(profile: Profile, fmt: str = "text") -> str:
 
 
 # ---- the chart --------------------------------------------------------------------------------------
-def plot_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
-    """Grouped bars: for each layer one bar per engine, forward (solid) with backward (hatched) stacked on it."""
+def plot_profile(profile: Profile, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+    """Grouped bars: for each layer one bar per engine, forward (solid) with backward (hatched) stacked on it;
+    ``fmt`` is the image format (default: from the file's suffix)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -455,4 +470,4 @@ def plot_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
         Patch(facecolor="white", edgecolor="black", hatch="//", label="backward"),
     ]
     ax.legend(handles=handles, fontsize="small")
-    fig.savefig(os.fspath(path), dpi=100)
+    fig.savefig(os.fspath(path), dpi=100, format=fmt)

@@ -14,6 +14,8 @@ import hashlib
 import math
 import random
 import re
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +140,39 @@ def _safe(text: str) -> str:
 
 
 def combinations(axes: Sequence[GridAxis], sample: int | None = None, seed: int = 0) -> list[tuple[str, ...]]:
-    """Every combination of the axes' values in grid order, or a seeded sample of ``sample`` of them (in grid order)."""
+    """Every combination of the axes' values in grid order, or a seeded sample of ``sample`` of them (in grid order).
+
+    Bounded: more than :data:`MAX_RUNS` combinations, or a sample larger than that, is an error saying so (nothing is
+    enumerated first, however large the grid)."""
     sizes = [len(a.values) for a in axes]
     total = math.prod(sizes)
     if sample is not None and sample < total:
-        chosen: Sequence[int] = sorted(random.Random(seed).sample(range(total), sample))
+        if sample > MAX_RUNS:
+            raise NnspecError(
+                f"--random {sample:,}: a sweep runs at most {MAX_RUNS:,} runs (the grid has {total:,} combinations); "
+                "ask for a smaller sample"
+            )
+        chosen: Sequence[int] = sorted(sample_indices(total, sample, seed))
     elif total > MAX_RUNS:
-        raise NnspecError(f"the grid has {total:,} combinations; run a sample of them with --random N")
+        raise NnspecError(
+            f"the grid has {total:,} combinations, more than a sweep runs ({MAX_RUNS:,}); run a sample of them with "
+            "--random N"
+        )
     else:
         chosen = range(total)
     return [_combination(axes, sizes, i) for i in chosen]
+
+
+def sample_indices(total: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct indices below ``total``, seeded (``random.sample``; for a grid too large for it to index,
+    seeded draws until ``count`` distinct ones are found, quick as ``count`` is far below ``total`` there)."""
+    rng = random.Random(seed)
+    if total <= sys.maxsize:
+        return rng.sample(range(total), count)
+    picked: dict[int, None] = {}
+    while len(picked) < count:
+        picked.setdefault(rng.randrange(total))
+    return list(picked)
 
 
 def _combination(axes: Sequence[GridAxis], sizes: Sequence[int], index: int) -> tuple[str, ...]:
@@ -172,17 +197,18 @@ def plan_runs(
     combos = combinations(axes, sample, seed)
     if len(combos) * len(backends) > MAX_RUNS:
         raise NnspecError(
-            f"the sweep would start {len(combos) * len(backends):,} runs (at most {MAX_RUNS:,}); use --random N"
+            f"the sweep would start {len(combos) * len(backends):,} runs ({len(combos):,} combinations on "
+            f"{len(backends)} backends), more than a sweep runs ({MAX_RUNS:,}); use --random N with a smaller N"
         )
     runs = [
         PlannedRun(run_name(axes, values, b), b, tuple((a.key, v) for a, v in zip(axes, values)))
         for values in combos
         for b in backends
     ]
-    names = [r.name for r in runs]
+    counts = Counter(r.name for r in runs)
     unique = []
     for r in runs:
-        if len(r.name) > MAX_NAME or names.count(r.name) > 1:
+        if len(r.name) > MAX_NAME or counts[r.name] > 1:
             digest = hashlib.sha1(repr(r.settings).encode()).hexdigest()[:8]
             head = r.name[: MAX_NAME - len(r.backend) - 10].rstrip("_.-")
             r = PlannedRun(f"{head}-{digest}-{r.backend}", r.backend, r.settings)

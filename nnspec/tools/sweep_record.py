@@ -20,6 +20,8 @@ from ..errors import NnspecError
 from .sweep_plan import GridAxis, PlannedRun, plan_runs
 
 RECORD_FILE = "sweep.json"
+#: Largest ``sweep.json`` read (a record of the most runs a sweep plans is about 1 MiB).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: Record fields that may differ between two starts of one sweep.
 _FREE_FIELDS = ("nnspec", "command", "jobs", "created", "runs")
 
@@ -46,6 +48,23 @@ class Sweep:
     def fixed_overrides(self) -> list[str]:
         """The ``--set`` values every run gets (``--epochs`` included), before its grid settings."""
         return [*self.overrides, *([f"train.epochs={self.epochs}"] if self.epochs is not None else [])]
+
+    def run_overrides(self, run: PlannedRun) -> list[str]:
+        """Every ``--set`` value of one run, fixed ones first, with ``extends`` made absolute
+        (:func:`resolve_extends`): what its spec is checked with and what its worker gets."""
+        folder = self.spec.parent
+        fixed = [resolve_extends(o, folder, "--set") for o in self.fixed_overrides()]
+        return [*fixed, *(resolve_extends(o, folder, "--grid") for o in run.overrides)]
+
+    def check_extends(self) -> None:
+        """Refuse, before anything is planned, an ``extends`` value (``--set`` or ``--grid``) that names no base
+        spec file (see :func:`resolve_extends`)."""
+        folder = self.spec.parent
+        for setting in self.overrides:
+            resolve_extends(setting, folder, "--set")
+        for axis in self.axes:
+            for value in axis.values:
+                resolve_extends(f"{axis.key}={value}", folder, "--grid")
 
     def command(self) -> str:
         """The ``nnspec sweep`` command line that starts (or continues) this sweep."""
@@ -86,6 +105,50 @@ class Sweep:
         }
 
 
+def _extends_path(text: str) -> str | None:
+    """The path an ``extends`` value names (its YAML read: ``base.yaml``, ``"a b.yaml"``); None when it is not a
+    path (the spec check then says what is wrong with it)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, str) and value.strip() and "\0" not in value else None
+
+
+def resolve_extends(setting: str, spec_folder: Path, flag: str) -> str:
+    """``setting`` (``KEY=VALUE``) as given, unless KEY is ``extends``: then ``extends="<absolute path>"`` of the
+    base spec, so that every worker reads the same file wherever it starts.
+
+    A relative path is looked up in the spec's folder (the rule for ``extends:`` in a file) and, failing that, in
+    the current folder; a path found in both as different files is ambiguous, and one found in neither, or that is
+    not a file, is refused: an :class:`NnspecError` naming it and where it was looked for."""
+    key, sep, text = setting.partition("=")
+    if not sep or key.strip() != "extends":
+        return setting
+    value = _extends_path(text)
+    if value is None:
+        return setting
+    given = Path(value).expanduser()
+    candidates = [given] if given.is_absolute() else [spec_folder / given, Path.cwd() / given]
+    found = list(dict.fromkeys(c.resolve() for c in candidates if c.exists()))
+    if len(found) > 1:
+        raise NnspecError(
+            f"{flag} extends={value}: ambiguous: both {found[0]} (beside the spec) and {found[1]} (in the current "
+            "folder) exist; give the base spec's absolute path"
+        )
+    looked = " and ".join(str(c) for c in candidates)
+    if not found:
+        raise NnspecError(
+            f"{flag} extends={value}: base spec not found (looked for {looked}); a relative path is read from the "
+            "spec's folder, then from the current folder"
+        )
+    if not found[0].is_file():
+        raise NnspecError(f"{flag} extends={value}: {found[0]} is not a file; extends names a base spec file")
+    return f"extends={json.dumps(str(found[0]))}"
+
+
 def spec_fingerprint(graph: Any) -> str:
     """SHA-256 of a resolved spec (every default filled in; the sweep's first valid run), short: an edit
     of the spec, or of a base it extends, changes it."""
@@ -98,11 +161,17 @@ def spec_fingerprint(graph: Any) -> str:
 def read_record(folder: Path) -> dict[str, Any] | None:
     """The ``sweep.json`` in ``folder``, None when there is none; an unreadable one is an error naming it."""
     path = folder / RECORD_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    if path.is_symlink() or not path.is_file():  # a link, or a FIFO that reading would wait on: not nnspec's
+        raise NnspecError(
+            f"{path}: not a regular file, so not a sweep record nnspec wrote; remove it, or choose another --out"
+        )
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise NnspecError(f"{path}: larger than a sweep record can be ({MAX_RECORD_BYTES:,} bytes); remove it")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise NnspecError(
             f"{path}: cannot read this sweep record ({exc}); remove it to start the sweep afresh"
         ) from None

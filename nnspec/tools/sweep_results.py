@@ -47,9 +47,11 @@ def _history(folder: Path) -> pd.DataFrame | None:
 
 
 def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():  # nothing, or a FIFO or device that reading would wait on
+        return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -188,12 +190,29 @@ def plot_val_accuracy(sweep: Sweep, results: Sequence[RunResult], path: str | os
     return drawn
 
 
+def check_result_files(folder: Path) -> None:
+    """Refuse, before any run starts, a sweep folder where a results file's place holds a link, a FIFO, a device
+    or a folder (:func:`nnspec.outputs.check_output_file`)."""
+    from ..errors import NnspecError
+    from ..outputs import check_output_file
+
+    if folder.is_dir():
+        for name in (RESULTS_CSV, RESULTS_MD, PLOT_FILE):
+            check_output_file(folder / name, "sweep results", error=NnspecError)
+
+
 def write_results(sweep: Sweep, results: Sequence[RunResult]) -> pd.DataFrame:
-    """Write ``results.csv``, ``results.md`` and ``val_accuracy.png`` into the sweep's folder, each atomically."""
-    from ..runtime.atomic import atomic_write, atomic_write_with
+    """Write ``results.csv``, ``results.md`` and ``val_accuracy.png`` into the sweep's folder, each whole or not at
+    all, never through a link or over a device (:func:`nnspec.outputs.write_outputs`)."""
+    from ..errors import NnspecError
+    from ..outputs import Content, write_outputs
 
     frame = results_frame(sweep, results)
-    atomic_write_with(sweep.out / RESULTS_CSV, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
-    atomic_write(sweep.out / RESULTS_MD, markdown_report(sweep, frame))
-    atomic_write_with(sweep.out / PLOT_FILE, lambda tmp: plot_val_accuracy(sweep, results, tmp))
+    write: list[tuple[Path, Content]] = [
+        (sweep.out / RESULTS_CSV, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g")),
+        (sweep.out / RESULTS_MD, markdown_report(sweep, frame)),
+        (sweep.out / PLOT_FILE, lambda tmp: plot_val_accuracy(sweep, results, tmp)),
+    ]
+    for path, fill in write:
+        write_outputs([(path, fill)], "sweep results", error=NnspecError)
     return frame

@@ -1,7 +1,9 @@
 """Running a sweep's runs as ordinary ``nnspec run`` processes, J at a time, surviving restarts and signals.
 
-Each run is ``python -m nnspec.cli run SPEC --set ... --backend B --out DIR/<name> --quiet`` in a process
-of its own (engines stay isolated), its output in ``DIR/logs/<name>.log``. Before anything starts, every
+Each run is ``python -m nnspec.tools.sweep_worker run SPEC --set ... --backend B --out DIR/<name> --quiet``
+(``nnspec run`` tied to the sweep: :mod:`nnspec.tools.sweep_worker`) in a process of its own (engines stay
+isolated), its output in ``DIR/logs/<name>.log`` (a regular file: a link or a FIFO there is refused before any
+run starts). Before anything starts, every
 run's spec is checked here (no engine needed): a combination the spec language refuses is recorded as
 failed at once. What a run directory already holds decides what a start does with it:
 
@@ -12,13 +14,18 @@ failed at once. What a run directory already holds decides what a start does wit
 
 The workers run in sessions of their own, so a Ctrl-C at the terminal reaches only the sweep, which
 passes each signal on to every worker: at the first, workers finish their epoch, save and exit 130,
-and no new run starts; at the second, they exit at once.
+and no new run starts; at the second, they exit at once. SIGHUP (the terminal closed) is passed on as SIGTERM.
+No worker outlives the sweep: should the sweep stop on an error, it stops its workers (SIGTERM, then SIGKILL
+after :data:`STOP_GRACE_SECONDS`) before it exits, and a sweep killed outright makes them stop on their own
+(:mod:`nnspec.tools.sweep_worker`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -29,13 +36,22 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from ..errors import EXIT_DIVERGED, SpecError
+from ..errors import EXIT_DIVERGED, NnspecError, SpecError
 from ..runtime.interrupts import EXIT_CODES
 from .sweep_plan import PlannedRun
 from .sweep_record import Sweep
+from .sweep_worker import PARENT_ENV
 
 LOG_DIR = "logs"
 _POLL_SECONDS = 0.2
+#: How long a sweep that stops on an error gives its workers to exit after SIGTERM before it kills them.
+STOP_GRACE_SECONDS = 10.0
+#: The signals the sweep passes on to its workers, and as what (SIGHUP: the terminal closed).
+_FORWARDED: dict[int, int] = {
+    signal.SIGINT: signal.SIGINT,
+    signal.SIGTERM: signal.SIGTERM,
+    **({signal.SIGHUP: signal.SIGTERM} if hasattr(signal, "SIGHUP") else {}),
+}
 _ACTIONS = {"new": "new run", "resume": "resuming it", "restart": "starting it again"}
 
 
@@ -76,7 +92,7 @@ def check_runs(sweep: Sweep, runs: list[PlannedRun]) -> tuple[dict[str, str], An
     graph = None
     for run in runs:
         try:
-            loaded = load(str(sweep.spec), overrides=[*sweep.fixed_overrides(), *run.overrides])
+            loaded = load(str(sweep.spec), overrides=sweep.run_overrides(run))
         except SpecError as exc:
             first = first or exc
             errors[run.name] = exc.diagnostics[0].format().splitlines()[0] if exc.diagnostics else str(exc)
@@ -105,12 +121,12 @@ def worker_command(sweep: Sweep, run: PlannedRun, action: str) -> list[str]:
     folder = str(sweep.out / run.name)
     common = ["--backend", run.backend, "--device", sweep.device, "--quiet"]
     if action == "resume":
-        return [sys.executable, "-m", "nnspec.cli", "run", "--resume", folder, *common]
-    sets = [w for o in [*sweep.fixed_overrides(), *run.overrides] for w in ("--set", o)]
+        return [sys.executable, "-m", "nnspec.tools.sweep_worker", "run", "--resume", folder, *common]
+    sets = [w for o in sweep.run_overrides(run) for w in ("--set", o)]
     return [
         sys.executable,
         "-m",
-        "nnspec.cli",
+        "nnspec.tools.sweep_worker",
         "run",
         str(sweep.spec),
         *sets,
@@ -128,6 +144,7 @@ def _worker_env(jobs: int) -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(nnspec.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    env[PARENT_ENV] = str(os.getpid())
     if jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
@@ -135,7 +152,8 @@ def _worker_env(jobs: int) -> dict[str, str]:
 
 
 class _Signals:
-    """SIGINT / SIGTERM while the sweep runs: remembered, and passed on to every live worker."""
+    """SIGINT / SIGTERM / SIGHUP while the sweep runs: remembered, and passed on to every live worker (see
+    :data:`_FORWARDED`)."""
 
     def __init__(self, forward: Callable[[int], None]):
         self.forward = forward
@@ -147,6 +165,7 @@ class _Signals:
         self.count += 1
         self.requested = self.requested or signum
         name = signal.Signals(signum).name
+        self.forward(_FORWARDED.get(signum, signum))
         if self.count == 1:
             message = (
                 f"{name} received: no new runs start; the runs in progress save their state and stop (send it again "
@@ -154,12 +173,14 @@ class _Signals:
             )
         else:
             message = f"{name} again: stopping the runs in progress at once"
-        print(f"\nnnspec sweep: {message}", file=sys.stderr, flush=True)
-        self.forward(signum)
+        try:
+            print(f"\nnnspec sweep: {message}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr gone (the terminal closed): the signal is passed on all the same
+            pass
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
-            for signum in EXIT_CODES:
+            for signum in _FORWARDED:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -210,6 +231,35 @@ def _signal(job: _Job, signum: int) -> None:
             pass
 
 
+def check_logs(folder: Path, logs: list[Path]) -> None:
+    """Make the logs folder and refuse, before any worker starts, a logs folder that is a link or not a folder, or a
+    log whose place holds a link, a FIFO, a device or a folder (:func:`nnspec.outputs.check_output_file`)."""
+    from ..outputs import check_output_file, check_output_folder
+
+    if folder.is_symlink():
+        raise NnspecError(f"{folder}: cannot use the sweep's logs folder: it is a symbolic link; remove it")
+    check_output_folder(folder, "sweep's logs folder", error=NnspecError)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in logs:
+        check_output_file(path, "run's log", error=NnspecError)
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a worker's log for appending: never through a link, never a FIFO or device (an :class:`NnspecError`
+    naming it; the open does not wait on a FIFO)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise NnspecError(f"{path}: cannot write the run's log: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NnspecError(f"{path}: cannot write the run's log: it is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
+
+
 class SweepRunner:
     """Runs a sweep's planned runs (see the module docstring); ``say`` prints progress lines."""
 
@@ -222,7 +272,21 @@ class SweepRunner:
             _signal(job, signum)
 
     def run(self, runs: list[PlannedRun], invalid: dict[str, str]) -> tuple[list[RunResult], int]:
-        """Run what is not finished yet; returns every run's result and the signal's exit code (0 if none came)."""
+        """Run what is not finished yet; returns every run's result and the signal's exit code (0 if none came).
+
+        Should anything here fail while workers run, they are stopped before the error goes on (:meth:`stop_all`)."""
+        results, queue = self._plan(runs, invalid)
+        skipped = sum(1 for r in results if r.action == "skip")
+        if skipped:
+            self.say(f"nnspec sweep: {skipped} of {len(runs)} runs already done: skipped")
+        check_logs(self.sweep.out / LOG_DIR, [self._log_path(job.result.run) for job in queue])
+        try:
+            return results, self._loop(queue)
+        finally:
+            self.stop_all()
+
+    def _plan(self, runs: list[PlannedRun], invalid: dict[str, str]) -> tuple[list[RunResult], list[_Job]]:
+        """Every run's result so far (the invalid and skipped ones settled) and the jobs to start, in order."""
         from ..runtime.run_status import read_record, read_status
 
         results: list[RunResult] = []
@@ -243,11 +307,11 @@ class SweepRunner:
                     result.error = "another process is running it"
                 continue
             queue.append(_Job(result, folder, worker_command(self.sweep, run, action)))
-        skipped = sum(1 for r in results if r.action == "skip")
-        if skipped:
-            self.say(f"nnspec sweep: {skipped} of {len(runs)} runs already done: skipped")
+        return results, queue
+
+    def _loop(self, queue: list[_Job]) -> int:
+        """Start the jobs, J at a time, until all are done or a signal stopped them; the signal's exit code."""
         total = len(queue)
-        (self.sweep.out / LOG_DIR).mkdir(parents=True, exist_ok=True)
         env = _worker_env(self.sweep.jobs)
         done = 0
         with _Signals(self._forward) as signals:
@@ -256,7 +320,7 @@ class SweepRunner:
                     job = queue.pop(0)
                     self._start(job, env)
                     if signals.requested is not None:  # the signal came while it was starting
-                        _signal(job, signals.requested)
+                        _signal(job, _FORWARDED.get(signals.requested, signals.requested))
                     self.say(f"start {job.result.run.name} ({_ACTIONS[job.result.action]})")
                 for job in list(self.running):
                     code = job.process.poll() if job.process else 0
@@ -272,7 +336,25 @@ class SweepRunner:
                 if signals.requested is not None and not self.running:
                     break
                 time.sleep(_POLL_SECONDS)
-        return results, signals.exit_code
+        return signals.exit_code
+
+    def stop_all(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop every worker still running: SIGTERM (a run saves and exits), then SIGKILL after ``grace`` seconds."""
+        live = [job for job in self.running if job.process is not None and job.process.poll() is None]
+        for job in live:
+            _signal(job, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for job in live:
+            assert job.process is not None
+            try:
+                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+        for job in self.running:
+            if job.log is not None:
+                job.log.close()
+        self.running.clear()
 
     def _log_path(self, run: PlannedRun) -> Path:
         return self.sweep.out / LOG_DIR / f"{run.name}.log"
@@ -280,8 +362,7 @@ class SweepRunner:
     def _start(self, job: _Job, env: dict[str, str]) -> None:
         import shlex
 
-        path = self._log_path(job.result.run)
-        job.log = open(path, "ab")
+        job.log = open_log(self._log_path(job.result.run))
         job.log.write(
             f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.result.action}: {shlex.join(job.command)}\n".encode()
         )

@@ -146,12 +146,12 @@ def combinations(axes: Sequence[GridAxis], sample: int | None = None, seed: int 
     enumerated first, however large the grid)."""
     sizes = [len(a.values) for a in axes]
     total = math.prod(sizes)
+    if sample is not None and min(sample, total) > MAX_RUNS:
+        raise NnspecError(
+            f"--random {sample:,}: a sweep runs at most {MAX_RUNS:,} runs (the grid has {total:,} combinations); "
+            "ask for a smaller sample"
+        )
     if sample is not None and sample < total:
-        if sample > MAX_RUNS:
-            raise NnspecError(
-                f"--random {sample:,}: a sweep runs at most {MAX_RUNS:,} runs (the grid has {total:,} combinations); "
-                "ask for a smaller sample"
-            )
         chosen: Sequence[int] = sorted(sample_indices(total, sample, seed))
     elif total > MAX_RUNS:
         raise NnspecError(

@@ -12,7 +12,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +52,17 @@ class Sweep:
     def run_overrides(self, run: PlannedRun) -> list[str]:
         """Every ``--set`` value of one run, fixed ones first, with ``extends`` made absolute
         (:func:`resolve_extends`): what its spec is checked with and what its worker gets."""
-        folder = self.spec.parent
-        fixed = [resolve_extends(o, folder, "--set") for o in self.fixed_overrides()]
-        return [*fixed, *(resolve_extends(o, folder, "--grid") for o in run.overrides)]
+        fixed = [resolve_extends(o, "--set") for o in self.fixed_overrides()]
+        return [*fixed, *(resolve_extends(o, "--grid") for o in run.overrides)]
 
     def check_extends(self) -> None:
         """Refuse, before anything is planned, an ``extends`` value (``--set`` or ``--grid``) that names no base
-        spec file (see :func:`resolve_extends`)."""
-        folder = self.spec.parent
+        spec file (see :func:`resolve_extends`): the whole sweep stops, exit 2, as a spec error would."""
         for setting in self.overrides:
-            resolve_extends(setting, folder, "--set")
+            resolve_extends(setting, "--set")
         for axis in self.axes:
             for value in axis.values:
-                resolve_extends(f"{axis.key}={value}", folder, "--grid")
+                resolve_extends(f"{axis.key}={value}", "--grid")
 
     def command(self) -> str:
         """The ``nnspec sweep`` command line that starts (or continues) this sweep."""
@@ -105,48 +103,28 @@ class Sweep:
         }
 
 
-def _extends_path(text: str) -> str | None:
-    """The path an ``extends`` value names (its YAML read: ``base.yaml``, ``"a b.yaml"``); None when it is not a
-    path (the spec check then says what is wrong with it)."""
-    import yaml
+def resolve_extends(setting: str, flag: str = "--set") -> str:
+    """``setting`` (``KEY=VALUE``) as given, unless KEY is ``extends``: then ``extends="<absolute path>"`` of the base
+    spec, found as ``nnspec run --set extends=`` finds it (from the current directory:
+    :func:`nnspec.runtime.specfile.absolute_extends`), so that every worker reads the same file wherever it starts.
+
+    A base that does not exist, or a value that is not a path, is a :class:`~nnspec.errors.SpecError` (``E0110``)
+    labelled with ``flag`` (``--grid`` or ``--set``) and the setting."""
+    from ..errors import SpecError
+    from ..runtime.specfile import absolute_extends
 
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    return value if isinstance(value, str) and value.strip() and "\0" not in value else None
+        return absolute_extends([setting])[0]
+    except SpecError as exc:
+        if flag == "--set":
+            raise
+        raise SpecError([_relabel(d, flag) for d in exc.diagnostics]) from None
 
 
-def resolve_extends(setting: str, spec_folder: Path, flag: str) -> str:
-    """``setting`` (``KEY=VALUE``) as given, unless KEY is ``extends``: then ``extends="<absolute path>"`` of the
-    base spec, so that every worker reads the same file wherever it starts.
-
-    A relative path is looked up in the spec's folder (the rule for ``extends:`` in a file) and, failing that, in
-    the current folder; a path found in both as different files is ambiguous, and one found in neither, or that is
-    not a file, is refused: an :class:`NnspecError` naming it and where it was looked for."""
-    key, sep, text = setting.partition("=")
-    if not sep or key.strip() != "extends":
-        return setting
-    value = _extends_path(text)
-    if value is None:
-        return setting
-    given = Path(value).expanduser()
-    candidates = [given] if given.is_absolute() else [spec_folder / given, Path.cwd() / given]
-    found = list(dict.fromkeys(c.resolve() for c in candidates if c.exists()))
-    if len(found) > 1:
-        raise NnspecError(
-            f"{flag} extends={value}: ambiguous: both {found[0]} (beside the spec) and {found[1]} (in the current "
-            "folder) exist; give the base spec's absolute path"
-        )
-    looked = " and ".join(str(c) for c in candidates)
-    if not found:
-        raise NnspecError(
-            f"{flag} extends={value}: base spec not found (looked for {looked}); a relative path is read from the "
-            "spec's folder, then from the current folder"
-        )
-    if not found[0].is_file():
-        raise NnspecError(f"{flag} extends={value}: {found[0]} is not a file; extends names a base spec file")
-    return f"extends={json.dumps(str(found[0]))}"
+def _relabel(diagnostic: Any, flag: str) -> Any:
+    """A diagnostic labelled ``--set KEY=VALUE`` relabelled ``FLAG KEY=VALUE``."""
+    label = diagnostic.file or ""
+    return replace(diagnostic, file=flag + label[len("--set") :]) if label.startswith("--set") else diagnostic
 
 
 def spec_fingerprint(graph: Any) -> str:

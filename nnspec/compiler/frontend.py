@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from ..errors import Diagnostic, SpecError, SpecWarning
-from .compose import apply_extends, apply_overrides
+from .compose import apply_extends, apply_overrides, take_extends, with_extends
 from .graph import Wiring, wire
 from .ir import INPUT, Graph, Node, Shape, TrainConfig
 from .loader import YMap, YNode, YScalar, YSeq, parse, read_text
@@ -93,9 +93,12 @@ def analyse_text(
             )
             report.raise_if_any()
         assert isinstance(root, YMap)
-        root = apply_extends(
-            root, base_dir or ".", report, (os.path.realpath(filename),) if os.path.exists(filename) else ()
-        )
+        extends, overrides = take_extends(overrides, report)
+        chain = (os.path.realpath(filename),) if os.path.exists(filename) else ()
+        if extends is None:
+            root = apply_extends(root, base_dir or ".", report, chain)
+        else:  # --set extends=PATH: in place of the file's own, from the current directory
+            root = apply_extends(with_extends(root, extends), ".", report, chain, "the current directory")
         root = apply_overrides(root, overrides, report)
         graph = build_graph(root, report, filename)
     except SpecError as exc:

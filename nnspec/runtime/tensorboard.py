@@ -46,8 +46,9 @@ def _use_tensorboard_without_tensorflow() -> None:
 
 
 def _write_errors() -> tuple[type[BaseException], ...]:
-    """What a failed write raises: OSError, or the file layer's error (TensorBoard's stub's or TensorFlow's)."""
-    errors: list[type[BaseException]] = [OSError]
+    """What a failed write raises: OSError, the file layer's error (TensorBoard's stub's or TensorFlow's), or
+    UnicodeEncodeError for a run folder whose path is not valid UTF-8 (TensorBoard's file layer takes UTF-8 only)."""
+    errors: list[type[BaseException]] = [OSError, UnicodeEncodeError]
     stub = sys.modules.get("tensorboard.compat.tensorflow_stub.errors")
     if stub is not None:
         errors.append(stub.OpError)

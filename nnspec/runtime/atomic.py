@@ -109,28 +109,42 @@ def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
     """Write a folder whole: ``fill(tmp)`` writes its files into a temporary folder beside ``path``, every file is
     synced, and the folder is renamed into place in one step (an existing folder there is replaced).
 
-    A process killed at any moment leaves the old folder, the new one, or a stray ``.tmp-*`` folder.
+    A process killed at any moment leaves the old folder, the new one, or a stray ``.tmp-*`` folder. On an
+    error (a full disk: ``OSError``) the temporary folder is removed, the old folder is left as it was, and
+    the error is raised.
     """
     final = Path(path)
     tmp = final.with_name(f"{TEMP_PREFIX}{final.name}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    fill(tmp)
-    for entry in tmp.iterdir():
-        if entry.is_file():
-            os.chmod(entry, _MODE)
-            _fsync_file(entry)
-    fsync_dir(tmp)
-    if final.exists():
-        stale = final.with_name(f"{TEMP_PREFIX}stale-{final.name}-{os.getpid()}")
-        os.rename(final, stale)
-        os.rename(tmp, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    try:
+        fill(tmp)
+        for entry in tmp.iterdir():
+            if entry.is_file():
+                _fsync_file(entry)
+        fsync_dir(tmp)
+        _rename_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     fsync_dir(final.parent)
     return final
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    """Rename the folder ``tmp`` to ``final``; an existing ``final`` is moved aside first, and back on failure."""
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    stale = final.with_name(f"{TEMP_PREFIX}stale-{final.name}-{os.getpid()}")
+    os.rename(final, stale)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(stale, final)
+        raise
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def _fsync_file(path: str | os.PathLike) -> None:

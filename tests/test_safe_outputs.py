@@ -410,25 +410,31 @@ nnspec: 1
 name: long
 input: {shape: [8, 8, 1]}
 layers: [flatten, {dense: {units: 16, activation: relu}}, {dense: {units: 10}}, softmax]
-train: {batch_size: 8, epochs: 400, seed: 0}
+train: {batch_size: 8, epochs: 100000, seed: 0}
 data: {dataset: digits}
 """
 
 
-def _workers_of(sweep_pid: int) -> list[int]:
-    """The pids of the live processes started by the sweep ``sweep_pid`` (their environment names it)."""
+def _children_of(parent: int) -> list[int]:
+    """The pids of the live processes whose parent is ``parent`` (from /proc)."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if f"NNSPEC_SWEEP_PID={sweep_pid}".encode() in environ and state != "Z":
-            found.append(int(entry))
+        if entry.isdigit() and _alive(int(entry)):
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry))
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
@@ -453,15 +459,19 @@ def test_sweep_workers_stop_when_the_sweep_is_killed(tmp_path: Path, how: signal
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    workers: list[int] = []
     try:
-        assert _wait_for(lambda: len(_workers_of(sweep.pid)) == 2, 60), "the workers did not start"
-        workers = _workers_of(sweep.pid)
+        trained = [tmp_path / "sw" / name / "metrics.csv" for name in ("seed=1-jax", "seed=2-jax")]
+        assert _wait_for(lambda: all(m.exists() for m in trained), 120), "the workers did not start training"
+        workers = _children_of(sweep.pid)
+        assert len(workers) == 2
         os.kill(sweep.pid, how)
         sweep.wait(timeout=120)
-        assert _wait_for(lambda: not _workers_of(sweep.pid), 90), f"workers {workers} outlived the sweep ({how.name})"
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 90), f"{workers} outlived the sweep ({how.name})"
     finally:
-        for pid in _workers_of(sweep.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if sweep.poll() is None:
             sweep.kill()
 

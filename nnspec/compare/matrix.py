@@ -125,7 +125,9 @@ def update_document(path: str | Path) -> bool:
     new = matrix_markdown()
     if old == new:
         return False
-    path.write_text(text.replace(old, new))
+    from ..outputs import write_output
+
+    write_output(path, text.replace(old, new), "document")  # whole, never through a link or over a device
     return True
 
 

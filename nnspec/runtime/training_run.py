@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import DataError, OutputError, TrainingDiverged
+from ..errors import NnspecError, OutputError, TrainingDiverged
+from .atomic import atomic_write_with
 from .checkpoints import Checkpoint, find_checkpoint, prune_checkpoints, write_checkpoint
 from .early_stopping import EarlyStopping
 from .history import write_metrics
 from .interrupts import StopRequests
 from .loop import fit
-from .run_manifest import RUN_FILES, write_in_run
 from .run_status import COMPLETE, RunDirectory
 from .tensorboard import RunLog
 
@@ -94,7 +94,7 @@ class _EpochHook:
         if not all(np.isfinite(a).all() for group in (ts.weights, ts.state, ts.slots) for a in group.values()):
             # a finite loss whose update overflowed: no checkpoint of it; the guard stops at the next step
             return self.last_checkpoint
-        self.last_checkpoint = write_checkpoint(self.run.path, ts, self.record())
+        self.last_checkpoint = write_checkpoint(self.run, ts, self.record())
         protect = {self.early.best_epoch} if self.early and self.early.best_epoch else set()
         prune_checkpoints(self.run.path, self.train.checkpoint.keep, protect)
         return self.last_checkpoint
@@ -102,7 +102,7 @@ class _EpochHook:
     def __call__(self, row: dict[str, float]) -> bool:
         epoch = int(row["epoch"])
         history = self.model.history
-        write_in_run(self.run.path, "metrics.csv", lambda tmp: write_metrics(history, tmp))
+        atomic_write_with(self.run.path / "metrics.csv", lambda tmp: write_metrics(history, tmp))
         if self.log is not None:
             self.log.epoch(row, self.model.step)
         improved = stop = False
@@ -124,28 +124,6 @@ def _relative(checkpoint: Checkpoint | None, root: Path) -> str | None:
     return None if checkpoint is None else os.fspath(checkpoint.path.relative_to(root))
 
 
-def resume_early_stopping(
-    model: "CompiledModel", run_path: Path, early_state: Mapping[str, Any] | None, source: Path | None = None
-) -> dict[str, Any] | None:
-    """Check a resumed run's early-stopping state and read the best weights it kept (None when it keeps none).
-
-    Called before anything in the run directory changes, so that a malformed state or a damaged best
-    checkpoint refuses the resume instead of failing after it started. ``source`` (the checkpoint the state
-    comes from) is named in the error.
-    """
-    config = model.graph.train.early_stopping
-    if config is None:
-        return None
-    try:
-        early = EarlyStopping.from_json(config, early_state)
-    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise DataError(f"{source or run_path}: malformed early-stopping state ({exc})") from None
-    if not (config.restore_best and early.best_epoch):
-        return None
-    best = find_checkpoint(run_path, early.best_epoch)
-    return best.read()[0].all_weights() if best is not None else None
-
-
 def train_in_directory(
     model: "CompiledModel",
     dataset: "Dataset",
@@ -157,7 +135,6 @@ def train_in_directory(
     finish: Callable[["pd.DataFrame", Mapping[str, float]], Mapping[str, Any]] | None = None,
     stops: StopRequests | None = None,
     tensorboard: bool = True,
-    best_weights: Mapping[str, Any] | None = None,
 ) -> RunOutcome:
     """Train ``model`` up to ``train.epochs`` epochs in the claimed run directory ``run``; see the module docstring.
 
@@ -166,13 +143,14 @@ def train_in_directory(
     SIGTERM; a caller that installs it over more (compiling, writing) passes its own. ``tensorboard``: log
     the epochs to ``RUN_DIR/tensorboard/`` (:class:`~nnspec.runtime.tensorboard.RunLog`). Raises
     :class:`TrainingDiverged` (run marked ``diverged``) and :class:`OutputError` (the results could not be
-    written; the weights were rescued). ``best_weights``: those :func:`resume_early_stopping` read (else they
-    are read here).
+    written; the weights were rescued).
     """
     train = model.graph.train
     early = EarlyStopping.from_json(train.early_stopping, early_state) if train.early_stopping is not None else None
-    if best_weights is None and early_state:
-        best_weights = resume_early_stopping(model, run.path, early_state)
+    best_weights = None
+    if early is not None and train.early_stopping.restore_best and early.best_epoch:  # type: ignore[union-attr]
+        best = find_checkpoint(run.path, early.best_epoch)
+        best_weights = best.read()[0].all_weights() if best is not None else None
     done = 0 if model.history is None else len(model.history)
     remaining = train.epochs - done
     stops = stops if stops is not None else StopRequests()
@@ -183,7 +161,7 @@ def train_in_directory(
             run,
             stops,
             early,
-            None if best_weights is None else dict(best_weights),
+            best_weights,
             RunLog(run.path, model.graph, done) if tensorboard and will_train else None,
         )
         hook.last_checkpoint = last_checkpoint
@@ -195,6 +173,10 @@ def train_in_directory(
             checkpoint = os.fspath(hook.last_checkpoint.path) if hook.last_checkpoint else None
             run.set_status("diverged", message=str(exc))
             raise TrainingDiverged(exc.epoch, exc.step, exc.global_step, exc.loss, checkpoint) from None
+        except OSError as exc:
+            if isinstance(exc, NnspecError):
+                raise
+            raise _epoch_write_failed(model, run, exc, hook.last_checkpoint) from None
         finally:
             if hook.log is not None:
                 hook.log.close()
@@ -235,7 +217,6 @@ def _write_results(
     from .rundir import write_run
 
     try:
-        run.declare(*RUN_FILES)
         write_run(run.path, model, history, test, env)
     except OSError as exc:
         weights = model.get_weights()
@@ -260,3 +241,37 @@ def _write_results(
             f"{run.path}: could not write the run's files ({exc.strerror or exc}), nor a fallback weights file in "
             f"{tempfile.gettempdir()} or {Path.cwd()}"
         ) from None
+
+
+def _epoch_write_failed(
+    model: "CompiledModel", run: RunDirectory, exc: OSError, last: Checkpoint | None
+) -> OutputError:
+    """A checkpoint or another per-epoch file could not be written (a full disk): the trained weights rescued to a
+    fallback file (as :func:`_write_results` does), the run marked ``failed``; the error to raise (exit 4)."""
+    from ..semantics.weights import save_weights
+
+    done = 0 if model.history is None else len(model.history)
+    what = f"{exc.filename} " if exc.filename else ""
+    kept = f"the last checkpoint, {last.path.name}, is intact" if last is not None else "no checkpoint was kept"
+    problem = f"could not write {what}after epoch {done} ({exc.strerror or exc})"
+    resume = f"free some space and resume with: nnspec run --resume {run.path}"
+    weights = model.get_weights()
+    for target in (
+        rescue_path(model.graph.name, model.backend.name),
+        Path.cwd() / rescue_path(model.graph.name, model.backend.name).name,
+    ):
+        try:
+            save_weights(target, weights, model.graph)
+        except OSError:
+            continue
+        try:
+            run.set_status("failed", message=problem, rescued=os.fspath(target), epochs_done=done)
+        except OSError:
+            pass
+        return OutputError(
+            f"{run.path}: {problem}; the trained weights were saved to {target}; {kept}: {resume}", os.fspath(target)
+        )
+    return OutputError(
+        f"{run.path}: {problem}, nor a fallback weights file in {tempfile.gettempdir()} or {Path.cwd()}; {kept}: "
+        f"{resume}"
+    )

@@ -325,6 +325,20 @@ def test_a_damaged_metrics_csv_is_a_message_naming_it_in_plot_diff_and_the_reade
     assert str(bad) in err
 
 
+def test_other_damaged_run_files_in_diff_and_plot_are_messages_or_ignored(
+    tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "run-other"
+    other.mkdir()
+    (other / "spec.yaml").write_text(SPEC)
+    (other / "metrics.csv").write_text(GOOD_METRICS)
+    os.mkfifo(other / "env.json")  # reading it would wait for a writer: it is not read
+    assert main(["diff", str(run_dir), str(other)]) == 0, capsys.readouterr().err
+    (other / "test.json").write_text("[" * 100_000 + "]" * 100_000)
+    for argv in (["diff", str(run_dir), str(other)], ["plot", str(other), "-o", str(tmp_path / "p.png")]):
+        _refused(capsys, main(argv), f"{other}: a JSON file of this run", "nested too deeply")
+
+
 def test_metrics_nnspec_writes_still_read(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text(HEADER + "1,nan,,,,0.5\n2,inf,0.5,0.7,0.4,0.5\n3, 0.25 ,0.75,,,\n")

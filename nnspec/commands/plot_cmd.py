@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..outputs import write_outputs
     from ..runtime.plots import figure_target, plot_runs
-    from ..runtime.rundir import read_run
+    from ..tools.run_diff import read_run_checked as read_run
 
     target = figure_target(args.output, "figure", DEFAULT_NAME)
     if target.note:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 METRICS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy")
 #: test.json keys compared.
 TEST_METRICS: tuple[str, ...] = ("loss", "accuracy")
+#: Largest env.json read (nnspec writes a few KiB); a bigger one is treated as absent.
+_MAX_ENV_BYTES = 1024 * 1024
 #: env.json keys whose differences can change results.
 ENV_KEYS: tuple[str, ...] = ("backend", "engine", "engine_version", "device", "dtype", "nnspec")
 
@@ -57,21 +59,36 @@ def open_side(path: str | os.PathLike) -> Side:
                 f"{p}: not a run directory (it lacks {' and '.join(missing)}); diff takes two spec files or two run "
                 "directories written by nnspec run"
             )
-        from ..runtime.rundir import read_run
-
-        record = read_run(p)
+        record = read_run_checked(p)
         return Side(p, load(os.fspath(p / "spec.yaml")), record, _read_env(p))
     if not p.exists():
         raise NnspecError(f"{p}: no such file or directory")
     return Side(p, load(os.fspath(p)))
 
 
+def read_run_checked(directory: str | os.PathLike) -> RunRecord:
+    """:func:`nnspec.runtime.rundir.read_run`, with a JSON file of the run nested too deeply to read (Python's
+    decoder recurses) a :class:`~nnspec.errors.DataError` naming the run instead of an internal error."""
+    from ..errors import DataError
+    from ..runtime.rundir import read_run
+
+    try:
+        return read_run(directory)
+    except RecursionError:
+        raise DataError(
+            f"{directory}: a JSON file of this run (test.json, env.json, run.json) is nested too deeply to read"
+        ) from None
+
+
 def _read_env(folder: Path) -> dict[str, Any]:
     import json
 
+    path = folder / "env.json"
+    if not path.is_file() or path.stat().st_size > _MAX_ENV_BYTES:  # absent, a FIFO reading would wait on, or huge
+        return {}
     try:
-        data = json.loads((folder / "env.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -380,6 +380,9 @@ def test_non_utf8_and_non_ascii_paths_under_an_ascii_locale(tmp_path: Path) -> N
     assert code == 2 and "internal error" not in err and "missing-" in err
     code, out, err = _nnspec("summary", raw, env=env, cwd=tmp_path)
     assert code == 0 and "internal error" not in err
+    (tmp_path / "caf\u00e9.yaml").write_text(LINEAR)  # a name stdout's encoding cannot print: escaped
+    code, out, err = _nnspec("check", "caf\u00e9.yaml", env=_bare_env(PYTHONIOENCODING="ascii:strict"), cwd=tmp_path)
+    assert code == 0 and out == "caf\\xe9.yaml: ok (3 layers, 650 parameters)\n", err
 
 
 def test_spec_yaml_header_with_an_undecodable_path_is_utf8() -> None:
@@ -387,6 +390,14 @@ def test_spec_yaml_header_with_an_undecodable_path_is_utf8() -> None:
     text = dump_spec(graph, "from /tmp/sp\udce9c.yaml")
     assert "# from /tmp/sp\\udce9c.yaml" in text
     text.encode("utf-8")
+
+
+def test_text_with_undecodable_bytes_that_cannot_be_written_is_named_escaped() -> None:
+    from nnspec.cli import _undecodable
+
+    exc = UnicodeEncodeError("utf-8", "runs/r\udce9/spec.yaml", 6, 7, "surrogates not allowed")
+    assert _undecodable(exc) == "runs/r\\udce9/spec.yaml"
+    assert _undecodable(UnicodeEncodeError("ascii", "caf\u00e9", 3, 4, "ordinal not in range")) is None
 
 
 @pytest.mark.slow

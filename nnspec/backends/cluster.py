@@ -7,18 +7,26 @@ here (:func:`current_cluster`) to count processes. Nothing here imports an engin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import NnspecError
 
+#: Seconds the processes of a run wait for one another to start, unless told otherwise (docs/distributed.md).
+DEFAULT_START_TIMEOUT = 120.0
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9_.%-]+|[0-9A-Fa-f:]+)$")
+
 
 @dataclass(frozen=True)
 class Cluster:
-    """The processes of one training run: ``num_processes`` of them, this one ``process_id`` (from 0)."""
+    """The processes of one training run: ``num_processes`` of them, this one ``process_id`` (from 0); they wait
+    for one another at most ``start_timeout`` seconds."""
 
     coordinator: str | None = None
     num_processes: int = 1
     process_id: int = 0
+    start_timeout: float = DEFAULT_START_TIMEOUT
 
     @property
     def multi(self) -> bool:
@@ -46,8 +54,13 @@ def set_current_cluster(cluster: Cluster) -> None:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` as ``(host, port)``; a clear error otherwise."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NnspecError(f"--coordinator must be HOST:PORT (for example node01:12355); got {address!r}")
-    return host, int(port)
+    """``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:12355``) as ``(host, port)``, the brackets removed; a clear
+    error naming what is wrong otherwise (a missing or malformed host, a port that is not 1 to 65535)."""
+    host, _, port = address.strip().rpartition(":")
+    if not host or not _HOST.match(host) or (":" in host and not host.startswith("[")):
+        raise NnspecError(
+            f"--coordinator must be HOST:PORT (for example node01:12355, or [::1]:12355 for IPv6); got {address!r}"
+        )
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise NnspecError(f"the coordinator's port must be a number from 1 to 65535; got {port!r} in {address!r}")
+    return host.strip("[]"), int(port)

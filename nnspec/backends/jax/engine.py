@@ -97,10 +97,27 @@ def use_gloo_collectives() -> None:
 
 
 def start_processes(cluster: Cluster) -> None:
-    """``jax.distributed.initialize`` for ``cluster``: every process then sees every process's devices."""
+    """``jax.distributed.initialize`` for ``cluster``: every process then sees every process's devices.
+
+    JAX's own limits (it aborts in native code when one passes) are set past nnspec's start timeout, which ends a
+    start that hangs first, with a message (:func:`nnspec.runtime.distributed.start`).
+    """
     import jax
 
     use_gloo_collectives()
-    jax.distributed.initialize(
-        coordinator_address=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id
-    )
+    jax.distributed.initialize(coordinator_address=cluster.coordinator, **_distributed_options(cluster))
+
+
+def _distributed_options(cluster: Cluster) -> dict[str, Any]:
+    """``jax.distributed.initialize``'s arguments for ``cluster``: the process numbers and JAX's own time limits."""
+    import inspect
+
+    import jax
+
+    slack = int(cluster.start_timeout) + 60
+    options: dict[str, Any] = {"num_processes": cluster.num_processes, "process_id": cluster.process_id}
+    accepted = inspect.signature(jax.distributed.initialize).parameters
+    for name in ("initialization_timeout", "heartbeat_timeout_seconds", "shutdown_timeout_seconds"):
+        if name in accepted:
+            options[name] = max(slack, 100)
+    return options

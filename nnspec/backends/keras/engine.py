@@ -32,14 +32,19 @@ def configured_engine() -> str:
 
 
 def start_processes(cluster: Cluster) -> None:
-    """``keras.distribution.initialize`` for ``cluster`` on Keras's JAX engine; refused on any other."""
+    """``keras.distribution.initialize`` for ``cluster`` on Keras's JAX engine; refused on any other.
+
+    JAX's distributed runtime is started with nnspec's time limits (as for the jax backend), then Keras seeds its
+    random generator across the processes as ``keras.distribution.initialize`` does (which would start JAX with
+    JAX's own limits).
+    """
     if configured_engine() != "jax":
         raise NnspecError("backend 'keras' cannot train in several processes; use the jax or tensorflow backend")
-    from keras import distribution
+    from ..jax.engine import start_processes as start_jax
 
-    from ..jax.engine import use_gloo_collectives
-
-    use_gloo_collectives()
-    distribution.initialize(
-        job_addresses=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id
-    )
+    start_jax(cluster)
+    try:
+        from keras.src.backend.jax.distribution_lib import initialize_rng
+    except ImportError:  # another Keras layout: nnspec seeds every weight and mask itself
+        return
+    initialize_rng()

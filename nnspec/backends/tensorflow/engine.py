@@ -165,12 +165,24 @@ def tf_config(cluster: Cluster, environ: Mapping[str, str] | None = None) -> dic
         workers = listed
     else:
         host, port = split_address(cluster.coordinator or "")
+        if port + cluster.num_processes - 1 > 65535:
+            raise NnspecError(
+                f"{cluster.num_processes} TensorFlow workers on one host take the ports {port} to "
+                f"{port + cluster.num_processes - 1}, past 65535: choose a lower --coordinator port, or list the "
+                f"workers in {ENV_WORKERS}"
+            )
+        host = f"[{host}]" if ":" in host else host
         workers = [f"{host}:{port + i}" for i in range(cluster.num_processes)]
     return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": cluster.process_id}}
 
 
 def start_processes(cluster: Cluster) -> None:
-    """Set ``TF_CONFIG`` for ``cluster`` and create the multi-worker strategy before TensorFlow runs anything."""
+    """Set ``TF_CONFIG`` for ``cluster`` and create the multi-worker strategy before TensorFlow runs anything.
+
+    TensorFlow waits for its workers in native code, holding the interpreter, without a limit: nnspec's start
+    (:func:`nnspec.runtime.distributed.start`) calls this only once every process has checked in, and a watchdog
+    process ends a start that still hangs.
+    """
     os.environ["TF_CONFIG"] = json.dumps(tf_config(cluster))
     start_multi_worker()
 

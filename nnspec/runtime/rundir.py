@@ -2,8 +2,10 @@
 
 A run directory holds ``spec.yaml`` (resolved), ``metrics.csv``, ``test.json``, ``history.png``,
 ``weights.safetensors`` and ``env.json``; the default place is ``runs/<name>/<backend>-<timestamp>/``.
-Beside them, ``run.json`` records the run's status (:mod:`nnspec.runtime.run_status`) and
-``checkpoints/`` its checkpoints (:mod:`nnspec.runtime.checkpoints`). Every file is written atomically.
+Beside them, ``run.json`` records the run's status and manifest (:mod:`nnspec.runtime.run_status`,
+:mod:`nnspec.runtime.run_manifest`) and ``checkpoints/`` its checkpoints (:mod:`nnspec.runtime.checkpoints`).
+Every file is written atomically, its temporary in ``.nnspec-tmp/`` rather than in the run root
+(:func:`~nnspec.runtime.run_manifest.write_in_run`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..errors import DataError
 from ..semantics.weights import save_weights
 from ..strict_json import json_text
-from .atomic import atomic_write, atomic_write_with
+from .atomic import atomic_write_with
 from .history import read_metrics, write_metrics
 from .plots import plot_history
+from .run_manifest import write_in_run
 from .run_status import read_status
 from .specfile import dump_spec
 
@@ -56,8 +59,9 @@ def _absolute_data_path(graph: "Graph") -> "Graph":
     return graph.replace(data=replace(graph.data, path=os.path.abspath(resolve_path(path, graph, None) or path)))
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write(path, json_text(data))
+def _write_json(directory: Path, name: str, data: Mapping[str, Any]) -> None:
+    text = json_text(data).encode("utf-8")
+    write_in_run(directory, name, lambda tmp: Path(tmp).write_bytes(text))
 
 
 def write_spec(directory: str | os.PathLike, graph: "Graph") -> Path:
@@ -66,7 +70,8 @@ def write_spec(directory: str | os.PathLike, graph: "Graph") -> Path:
 
     graph = _absolute_data_path(graph)
     header = f"resolved by nnspec {__version__}" + (f" from {graph.source}" if graph.source else "")
-    return atomic_write(Path(directory) / "spec.yaml", dump_spec(graph, header))
+    text = dump_spec(graph, header).encode("utf-8")
+    return write_in_run(directory, "spec.yaml", lambda tmp: Path(tmp).write_bytes(text))
 
 
 def write_weights(path: str | os.PathLike, weights: Mapping[str, Any], graph: "Graph") -> Path:
@@ -88,14 +93,14 @@ def write_run(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     graph = model.graph
-    write_weights(out / "weights.safetensors", model.get_weights(), graph)
+    weights = model.get_weights()
+    write_in_run(out, "weights.safetensors", lambda tmp: save_weights(tmp, weights, graph))
     write_spec(out, graph)
-    atomic_write_with(out / "metrics.csv", lambda tmp: write_metrics(history, tmp))
-    _write_json(out / "test.json", {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])})
-    atomic_write_with(
-        out / "history.png", lambda tmp: plot_history(history, tmp, f"{graph.name} ({model.backend.name})")
-    )
-    _write_json(out / "env.json", env)
+    write_in_run(out, "metrics.csv", lambda tmp: write_metrics(history, tmp))
+    _write_json(out, "test.json", {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])})
+    title = f"{graph.name} ({model.backend.name})"
+    write_in_run(out, "history.png", lambda tmp: plot_history(history, tmp, title))
+    _write_json(out, "env.json", env)
     return out
 
 

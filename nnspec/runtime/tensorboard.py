@@ -16,6 +16,7 @@ TensorBoard's own loader, and the earlier files are then removed.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -67,9 +68,12 @@ def learning_rate_at(train: "TrainConfig", step: int) -> float:
 
 
 def event_files(folder: str | os.PathLike) -> list[Path]:
-    """The TensorBoard event files in ``folder``, oldest first (none when it does not exist)."""
+    """The TensorBoard event files in ``folder``, oldest first (none when it does not exist; links are no event
+    files: nnspec never reads, merges or removes another run's files through one)."""
     path = Path(folder)
-    return sorted(p for p in path.glob("events.out.tfevents.*") if p.is_file()) if path.is_dir() else []
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.glob("events.out.tfevents.*") if p.is_file() and not p.is_symlink())
 
 
 class TensorBoardLog:
@@ -168,6 +172,8 @@ class RunLog:
         self._guard(lambda: self._open(epochs_done))
 
     def _open(self, epochs_done: int) -> None:
+        if self.folder.is_symlink():
+            raise OSError(errno.ELOOP, "it is a symbolic link; nnspec does not write a run's log through a link")
         earlier = event_files(self.folder)
         self._log = TensorBoardLog(self.folder)
         if not earlier:

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import NnspecError, OutputError, TrainingDiverged
-from .atomic import atomic_write_with
+from ..errors import DataError, NnspecError, OutputError, TrainingDiverged
 from .checkpoints import Checkpoint, find_checkpoint, prune_checkpoints, write_checkpoint
 from .early_stopping import EarlyStopping
 from .history import write_metrics
 from .interrupts import StopRequests
 from .loop import fit
+from .run_manifest import RUN_FILES, write_in_run
 from .run_status import COMPLETE, RunDirectory
 from .tensorboard import RunLog
 
@@ -102,7 +102,7 @@ class _EpochHook:
     def __call__(self, row: dict[str, float]) -> bool:
         epoch = int(row["epoch"])
         history = self.model.history
-        atomic_write_with(self.run.path / "metrics.csv", lambda tmp: write_metrics(history, tmp))
+        write_in_run(self.run.path, "metrics.csv", lambda tmp: write_metrics(history, tmp))
         if self.log is not None:
             self.log.epoch(row, self.model.step)
         improved = stop = False
@@ -124,6 +124,28 @@ def _relative(checkpoint: Checkpoint | None, root: Path) -> str | None:
     return None if checkpoint is None else os.fspath(checkpoint.path.relative_to(root))
 
 
+def resume_early_stopping(
+    model: "CompiledModel", run_path: Path, early_state: Mapping[str, Any] | None, source: Path | None = None
+) -> dict[str, Any] | None:
+    """Check a resumed run's early-stopping state and read the best weights it kept (None when it keeps none).
+
+    Called before anything in the run directory changes, so that a malformed state or a damaged best
+    checkpoint refuses the resume instead of failing after it started. ``source`` (the checkpoint the state
+    comes from) is named in the error.
+    """
+    config = model.graph.train.early_stopping
+    if config is None:
+        return None
+    try:
+        early = EarlyStopping.from_json(config, early_state)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise DataError(f"{source or run_path}: malformed early-stopping state ({exc})") from None
+    if not (config.restore_best and early.best_epoch):
+        return None
+    best = find_checkpoint(run_path, early.best_epoch)
+    return best.read()[0].all_weights() if best is not None else None
+
+
 def train_in_directory(
     model: "CompiledModel",
     dataset: "Dataset",
@@ -135,6 +157,7 @@ def train_in_directory(
     finish: Callable[["pd.DataFrame", Mapping[str, float]], Mapping[str, Any]] | None = None,
     stops: StopRequests | None = None,
     tensorboard: bool = True,
+    best_weights: Mapping[str, Any] | None = None,
 ) -> RunOutcome:
     """Train ``model`` up to ``train.epochs`` epochs in the claimed run directory ``run``; see the module docstring.
 
@@ -143,14 +166,13 @@ def train_in_directory(
     SIGTERM; a caller that installs it over more (compiling, writing) passes its own. ``tensorboard``: log
     the epochs to ``RUN_DIR/tensorboard/`` (:class:`~nnspec.runtime.tensorboard.RunLog`). Raises
     :class:`TrainingDiverged` (run marked ``diverged``) and :class:`OutputError` (the results could not be
-    written; the weights were rescued).
+    written; the weights were rescued). ``best_weights``: those :func:`resume_early_stopping` read (else they
+    are read here).
     """
     train = model.graph.train
     early = EarlyStopping.from_json(train.early_stopping, early_state) if train.early_stopping is not None else None
-    best_weights = None
-    if early is not None and train.early_stopping.restore_best and early.best_epoch:  # type: ignore[union-attr]
-        best = find_checkpoint(run.path, early.best_epoch)
-        best_weights = best.read()[0].all_weights() if best is not None else None
+    if best_weights is None and early_state:
+        best_weights = resume_early_stopping(model, run.path, early_state)
     done = 0 if model.history is None else len(model.history)
     remaining = train.epochs - done
     stops = stops if stops is not None else StopRequests()
@@ -161,7 +183,7 @@ def train_in_directory(
             run,
             stops,
             early,
-            best_weights,
+            None if best_weights is None else dict(best_weights),
             RunLog(run.path, model.graph, done) if tensorboard and will_train else None,
         )
         hook.last_checkpoint = last_checkpoint
@@ -217,6 +239,7 @@ def _write_results(
     from .rundir import write_run
 
     try:
+        run.declare(*RUN_FILES)
         write_run(run.path, model, history, test, env)
     except OSError as exc:
         weights = model.get_weights()

@@ -126,7 +126,10 @@ def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
         "global_avg_pool1d",
         "global_max_pool1d",
     ]
-    assert defs["layer.dense"]["properties"]["activation"]["enum"] == list(ACTIVATIONS)
+    assert defs["layer.dense"]["properties"]["activation"]["$ref"] == "#/$defs/activation"
+    assert defs["activation"]["anyOf"][0]["enum"] == [a for a in ACTIVATIONS if a != "threshold"], "threshold needs args"
+    assert list(defs["activation"]["anyOf"][1]["properties"]) == list(ACTIVATIONS)
+    assert defs["activation"]["anyOf"][1]["properties"]["threshold"]["required"] == ["threshold", "default_value"]
     assert defs["initializer"]["anyOf"][0]["enum"] == list(INITIALIZERS)
     assert train["loss"]["enum"] == list(LOSSES)
     assert list(train["optimizer"]["anyOf"][1]["properties"]) == list(OPTIMIZERS)

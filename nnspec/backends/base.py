@@ -183,7 +183,7 @@ class Backend(abc.ABC):
                     f"layer {node.index} '{node.name}' ({node.op}) is not supported by backend '{self.name}': {reason}"
                 )
             act = node.attrs.get("activation")
-            if act is not None and act not in caps.activations:
+            if act is not None and act.name not in caps.activations:
                 problems.append(
                     f"layer {node.index} '{node.name}': activation '{act}' is not supported by backend '{self.name}'"
                 )

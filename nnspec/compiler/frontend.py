@@ -291,6 +291,14 @@ def _check_head(out: Node, draft: LayerDraft, train: TrainConfig, report: Report
             draft.node,
             "end the model with `- flatten` and `- dense: {units: <classes>}`",
         )
+    elif train.loss == "cross_entropy" and out.op != "activation" and out.attrs.get("activation") == "softmax":
+        report.add(
+            "E0304",
+            f"{draft.label}: loss cross_entropy is computed from the logits, so the output layer's activation must "
+            "not be softmax (it would be applied twice)",
+            draft.node,
+            "write activation: linear and end the model with `- softmax`, which the loss fuses with its logits",
+        )
     elif train.loss == "cross_entropy" and out.output_shape[0] < 2:
         report.add(
             "E0304",

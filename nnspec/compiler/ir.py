@@ -29,7 +29,40 @@ from typing import Any, Iterator, Mapping
 
 #: The name by which ``inputs`` refer to the model's input (no layer may take it).
 INPUT = "input"
-ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "linear")
+#: Keras 3's activations, by the names Keras gives them (``swish`` and ``hard_swish`` are Keras's aliases of
+#: ``silu`` and ``hard_silu``). ``softmax`` and ``log_softmax`` act on the last axis; every other is elementwise.
+ACTIVATIONS: tuple[str, ...] = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "gelu",
+    "softplus",
+    "linear",
+    "relu6",
+    "leaky_relu",
+    "selu",
+    "celu",
+    "silu",
+    "swish",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "softsign",
+    "mish",
+    "exponential",
+    "log_sigmoid",
+    "tanh_shrink",
+    "hard_shrink",
+    "soft_shrink",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "squareplus",
+    "threshold",
+    "softmax",
+    "log_softmax",
+)
 INITIALIZERS: tuple[str, ...] = (
     "glorot_uniform",
     "glorot_normal",
@@ -61,6 +94,45 @@ class Initializer:
     def arg(self, key: str, default: float) -> float:
         """Return argument ``key`` or ``default`` when it was not given."""
         return dict(self.args).get(key, default)
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """An activation by name with its arguments (for example ``relu`` with ``max_value`` 6).
+
+    ``args`` holds only the arguments that differ from Keras's defaults, sorted, so that one function has one
+    value. An activation without arguments equals its name (``Activation("relu") == "relu"``), so code may
+    test for a plain ``relu`` by name; ``relu`` with ``max_value`` is not ``"relu"``.
+    """
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def arg(self, key: str, default: Any) -> Any:
+        """Return argument ``key`` or ``default`` when it was not given."""
+        return dict(self.args).get(key, default)
+
+    def spec_form(self) -> Any:
+        """How the activation reads in a spec: its name, or ``{name: {arg: value}}``."""
+        return self.name if not self.args else {self.name: dict(self.args)}
+
+    def __str__(self) -> str:
+        if not self.args:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in self.args)})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return not self.args and self.name == other
+        if isinstance(other, Activation):
+            return (self.name, self.args) == (other.name, other.args)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name) if not self.args else hash((self.name, self.args))
+
+    def __lt__(self, other: object) -> bool:
+        return str(self) < str(other)
 
 
 @dataclass(frozen=True)
@@ -292,9 +364,11 @@ class Graph:
 
     @property
     def ends_in_softmax(self) -> bool:
-        """True when the output layer is ``softmax``."""
+        """True when the output layer is ``softmax`` (the layer, or an ``activation`` layer of softmax)."""
         out = self.output_node
-        return out is not None and out.op == "softmax"
+        return out is not None and (
+            out.op == "softmax" or (out.op == "activation" and out.attrs["activation"] == "softmax")
+        )
 
     @property
     def loss_from_logits(self) -> bool:

@@ -35,9 +35,28 @@ from typing import Any
 from . import values
 from .compose import MERGED_SECTIONS
 from .frontend import analyse_text
-from .ir import INITIALIZERS, INPUT, OPTIMIZERS, SCHEDULES, Initializer, ScheduleConfig, TrainConfig
+from .ir import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    INPUT,
+    OPTIMIZERS,
+    SCHEDULES,
+    Activation,
+    Initializer,
+    ScheduleConfig,
+    TrainConfig,
+)
 from .loader import YMap, YNode, YScalar, YSeq
-from .opset import COMMON_KEYS, INITIALIZER_ARG_DOCS, INITIALIZER_ARGS, OPS, OpDef, read_initializer
+from .opset import (
+    ACTIVATION_ARGS,
+    COMMON_KEYS,
+    INITIALIZER_ARG_DOCS,
+    INITIALIZER_ARGS,
+    OPS,
+    OpDef,
+    read_activation,
+    read_initializer,
+)
 from .schema import (
     CHECKPOINT_FIELDS,
     DATA_FIELDS,
@@ -71,6 +90,38 @@ NAME_DOCS: dict[str, dict[str, str]] = {
         "step": "lr * factor ** floor(step / every)",
         "exponential": "lr * decay_rate ** (step / decay_steps), the exponent floored when staircase",
         "cosine": "lr * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps)) + alpha)",
+    },
+    "activation": {
+        "relu": "max(x, 0); with negative_slope, max_value and threshold as Keras's ReLU layer.",
+        "sigmoid": "1 / (1 + exp(-x)).",
+        "tanh": "tanh(x).",
+        "elu": "x if x > 0, else alpha (exp(x) - 1).",
+        "gelu": "0.5 x (1 + erf(x / sqrt 2)); the tanh approximation with approximate: true.",
+        "softplus": "log(1 + exp(x)).",
+        "linear": "x (no activation).",
+        "relu6": "min(max(x, 0), 6).",
+        "leaky_relu": "x if x > 0, else negative_slope x.",
+        "selu": "scale * elu(x, alpha), Keras's constants.",
+        "celu": "x if x > 0, else alpha (exp(x / alpha) - 1).",
+        "silu": "x sigmoid(x).",
+        "swish": "x sigmoid(x) (Keras's alias of silu).",
+        "hard_sigmoid": "relu6(x + 3) / 6.",
+        "hard_silu": "x hard_sigmoid(x).",
+        "hard_swish": "x hard_sigmoid(x) (Keras's alias of hard_silu).",
+        "hard_tanh": "min(max(x, -1), 1).",
+        "softsign": "x / (1 + |x|).",
+        "mish": "x tanh(softplus(x)).",
+        "exponential": "exp(x).",
+        "log_sigmoid": "log(sigmoid(x)).",
+        "tanh_shrink": "x - tanh(x).",
+        "hard_shrink": "x if |x| > threshold, else 0.",
+        "soft_shrink": "x - threshold above threshold, x + threshold below -threshold, else 0.",
+        "sparse_plus": "0 up to -1, (x + 1)^2 / 4 on (-1, 1), x from 1.",
+        "sparse_sigmoid": "0 up to -1, (x + 1) / 2 on (-1, 1), 1 from 1.",
+        "squareplus": "(x + sqrt(x^2 + b)) / 2.",
+        "threshold": "x if x > threshold, else default_value.",
+        "softmax": "exp(x) / sum(exp(x)) over the last axis.",
+        "log_softmax": "x - log(sum(exp(x))) over the last axis.",
     },
     "initializer": {
         "glorot_uniform": "Uniform in [-l, l], l = sqrt(6 / (fan_in + fan_out)).",
@@ -336,7 +387,12 @@ def build_schema() -> Schema:
         # A spec that extends another may leave anything to its base; input, train and data merge key by key.
         "if": {"required": ["extends"]},
         "else": full,
-        "$defs": {"layer": _layer_entry(), "initializer": _initializer(), **layer_defs},
+        "$defs": {
+            "layer": _layer_entry(),
+            "initializer": _initializer(),
+            "activation": _activation(),
+            **layer_defs,
+        },
     }
 
 
@@ -424,6 +480,8 @@ def _section(
 def _field_value(field: Field) -> Schema:
     if field.read is read_initializer:
         return {"$ref": "#/$defs/initializer"}
+    if field.read is read_activation:
+        return {"$ref": "#/$defs/activation"}
     if field.read is read_version:
         versions = [json.loads(v) for v in LANGUAGE_VERSIONS]
         if not all(_accepts(read_version, _plain(v)) for v in LANGUAGE_VERSIONS):
@@ -445,6 +503,8 @@ def _json_default(value: Any, schema: Schema) -> Any:
     if isinstance(value, Initializer):
         args = dict(value.args)
         return value.name if args == INITIALIZER_ARGS.get(value.name, {}) else {value.name: args}
+    if isinstance(value, Activation):
+        return value.spec_form()
     if isinstance(value, tuple):
         integer_ok = any(form.get("type") == "integer" for form in schema.get("anyOf", [schema]))
         if len(value) == 2 and value[0] == value[1] and integer_ok:
@@ -610,6 +670,36 @@ def _initializer() -> Schema:
         "additionalProperties": False,
     }
     return {"anyOf": [{"enum": list(INITIALIZERS)}, mapping]}
+
+
+def _activation() -> Schema:
+    """A name, or ``{name: {args}}`` with the arguments of :data:`ACTIVATION_ARGS`."""
+    plain = [name for name in ACTIVATIONS if _accepts(read_activation, _plain(name))]
+    options: Schema = {}
+    for name in ACTIVATIONS:
+        args = ACTIVATION_ARGS.get(name, {})
+        properties = {arg: _described(_activation_arg(name, arg), spec.doc, spec.default) for arg, spec in args.items()}
+        params: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        required = [arg for arg, spec in args.items() if spec.required]
+        if required:
+            params["required"] = required
+        options[name] = _described(
+            params if required else {"anyOf": [params, {"type": "null"}]}, _name_doc("activation", name)
+        )
+    mapping = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": options,
+        "additionalProperties": False,
+    }
+    return {"anyOf": [{"enum": plain}, mapping]}
+
+
+def _activation_arg(name: str, arg: str) -> Schema:
+    """An activation argument's schema, probed with the other required arguments given."""
+    context = {k: _plain("0.0") for k, spec in ACTIVATION_ARGS[name].items() if spec.required and k != arg}
+    return value_schema(lambda node: read_activation(_map({name: _map({**context, arg: node})})))
 
 
 def _initializer_arg_doc(arg: str) -> str:

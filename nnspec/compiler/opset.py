@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from . import rules
-from .ir import ACTIVATIONS, INITIALIZERS, Initializer
+from .ir import ACTIVATIONS, INITIALIZERS, Activation, Initializer
 from .loader import YMap, YNode, YScalar, YSeq
 from .values import (
     Field,
@@ -129,6 +129,114 @@ def read_initializer(node: YNode) -> Initializer:
     return Initializer(name, tuple(sorted(args.items())))
 
 
+@dataclass(frozen=True)
+class ActivationArg:
+    """One argument of a parametrised activation: Keras's default (``None``: none, the argument is left out),
+    how it is read, what it means, and whether a spec must give it."""
+
+    default: Any
+    read: Callable[[YNode], Any]
+    doc: str
+    required: bool = False
+
+
+def _any_float(node: YNode) -> float:
+    return read_float(node)
+
+
+def _non_negative(node: YNode) -> float:
+    return read_float(node, 0.0)
+
+
+#: The arguments each activation takes, with Keras's defaults (Keras's own argument names).
+ACTIVATION_ARGS: dict[str, dict[str, ActivationArg]] = {
+    "relu": {
+        "negative_slope": ActivationArg(0.0, _non_negative, "Slope below the threshold (>= 0)."),
+        "max_value": ActivationArg(None, _non_negative, "Upper bound of the output (>= 0; 6 gives ReLU6)."),
+        "threshold": ActivationArg(0.0, _any_float, "Inputs at or below it are 0 (or on the negative slope)."),
+    },
+    "leaky_relu": {"negative_slope": ActivationArg(0.2, _non_negative, "Slope below 0 (>= 0).")},
+    "elu": {"alpha": ActivationArg(1.0, _any_float, "Scale of the negative part, alpha (exp(x) - 1).")},
+    "celu": {"alpha": ActivationArg(1.0, lambda n: read_float(n, 0.0, min_open=True), "alpha (> 0).")},
+    "gelu": {"approximate": ActivationArg(False, read_bool, "Use the tanh approximation instead of erf.")},
+    "hard_shrink": {"threshold": ActivationArg(0.5, _non_negative, "Inputs with |x| <= threshold become 0.")},
+    "soft_shrink": {"threshold": ActivationArg(0.5, _non_negative, "Shrinks inputs towards 0 by threshold.")},
+    "squareplus": {"b": ActivationArg(4.0, _non_negative, "Smoothness b of (x + sqrt(x^2 + b)) / 2 (>= 0).")},
+    "threshold": {
+        "threshold": ActivationArg(None, _any_float, "Inputs at or below it are replaced.", required=True),
+        "default_value": ActivationArg(None, _any_float, "The value that replaces them.", required=True),
+    },
+}
+
+
+def _activation_args(name: str, args_node: YNode | None) -> tuple[tuple[str, Any], ...]:
+    allowed = ACTIVATION_ARGS.get(name, {})
+    given: dict[str, Any] = {}
+    if args_node is not None and not (isinstance(args_node, YScalar) and args_node.kind == "null"):
+        if not isinstance(args_node, YMap):
+            takes = f"write {{{name}: {{{', '.join(allowed)}: ...}}}}" if allowed else f"write just {name}"
+            raise Invalid(
+                f"arguments of activation {name} must be a mapping; got {describe(args_node)}",
+                takes,
+                args_node,
+                "E0206",
+            )
+        for arg, (arg_key, value) in args_node.items.items():
+            if arg not in allowed:
+                takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
+                raise Invalid(
+                    f"unknown argument {arg!r} of activation {name}{did_you_mean(arg, allowed)}",
+                    takes,
+                    arg_key,
+                    "E0206",
+                )
+            try:
+                given[arg] = allowed[arg].read(value)
+            except Invalid as exc:
+                raise Invalid(f"argument {arg} of activation {name} {exc.message}", exc.hint, value, "E0206") from None
+    missing = [arg for arg, spec in allowed.items() if spec.required and arg not in given]
+    if missing:
+        raise Invalid(
+            f"activation {name} needs {' and '.join(missing)}",
+            f"write {{{name}: {{{', '.join(f'{a}: 0.0' for a in allowed)}}}}}",
+            args_node,
+            "E0206",
+        )
+    return tuple(sorted((k, v) for k, v in given.items() if v != allowed[k].default))
+
+
+def read_activation(node: YNode) -> Activation:
+    """An activation: a name (``relu``) or ``{name: {args}}`` (``{relu: {max_value: 6}}``); arguments equal to
+    Keras's defaults are dropped."""
+    choose = choice_reader(ACTIVATIONS, "activation", "E0206")
+    if not isinstance(node, YMap):
+        name = choose(node)
+        return Activation(name, _activation_args(name, None))
+    entry = single_key(node)
+    if entry is None:
+        raise Invalid(
+            f"must be an activation name or a one-key mapping {{name: {{args}}}}; got {describe(node)}",
+            "write e.g. relu or {relu: {max_value: 6}}",
+            node,
+            "E0206",
+        )
+    key, args_node = entry
+    name = choose(key)
+    return Activation(name, _activation_args(name, args_node))
+
+
+def as_activation(value: Activation | str | Mapping[str, Mapping[str, Any] | None]) -> Activation:
+    """An :class:`Activation` from Python: itself, a name, or ``{name: {args}}`` (arguments equal to Keras's
+    defaults dropped), for graphs built without YAML (:func:`nnspec.compiler.shapes.make_graph`)."""
+    if isinstance(value, Activation):
+        return value
+    if isinstance(value, str):
+        return Activation(value)
+    ((name, args),) = value.items()
+    allowed = ACTIVATION_ARGS.get(name, {})
+    return Activation(name, tuple(sorted((k, v) for k, v in (args or {}).items() if v != allowed[k].default)))
+
+
 def _positive_int(node: YNode) -> int:
     return read_int(node, 1)
 
@@ -137,10 +245,13 @@ def _pair(key: str, example: int) -> Callable[[YNode], tuple[int, int]]:
     return lambda node: read_pair(node, key, example)
 
 
-_ACTIVATION = choice_reader(ACTIVATIONS, "activation", "E0206")
+_ACTIVATION = read_activation
 _EPSILON = Field(lambda n: read_float(n, 0.0, min_open=True), doc="Added to the variance (> 0).")
 _DENSE_LIKE = {
-    "activation": Field(_ACTIVATION, doc="The activation, applied elementwise (after the bias)."),
+    "activation": Field(
+        _ACTIVATION,
+        doc="The activation, applied after the bias: a name (relu) or {name: {args}} ({relu: {max_value: 6}}).",
+    ),
     "use_bias": Field(read_bool, doc="Add a bias vector."),
     "kernel_init": Field(
         read_initializer,
@@ -149,7 +260,7 @@ _DENSE_LIKE = {
     "bias_init": Field(read_initializer, doc="Initialiser of the bias: a name (zeros) or {name: {args}}."),
 }
 _DENSE_LIKE_DEFAULTS = {
-    "activation": "linear",
+    "activation": Activation("linear"),
     "use_bias": True,
     "kernel_init": DEFAULT_KERNEL_INIT,
     "bias_init": DEFAULT_BIAS_INIT,
@@ -324,7 +435,14 @@ _OPS: tuple[OpDef, ...] = (
         "activation",
         rules.activation,
         "an activation applied elementwise",
-        {"activation": Field(_ACTIVATION, required=True, doc="The activation, applied elementwise.")},
+        {
+            "activation": Field(
+                _ACTIVATION,
+                required=True,
+                named_mapping=True,
+                doc="The activation: a name (relu) or {name: {args}} ({leaky_relu: {negative_slope: 0.1}}).",
+            )
+        },
         shorthand="activation",
         since="1",
     ),

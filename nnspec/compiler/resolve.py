@@ -24,7 +24,7 @@ from .ir import (
     TrainConfig,
 )
 from .loader import YMap, YNode, YScalar, YSeq
-from .opset import COMMON_KEYS, LAYER_TYPES, OPS
+from .opset import COMMON_KEYS, LAYER_TYPES, OPS, OpDef
 from .report import Report
 from .schema import (
     CHECKPOINT_FIELDS,
@@ -218,6 +218,15 @@ def _assign_names(entries: list[Any], explicit: dict[int, tuple[str, YNode]], re
     return names
 
 
+def _is_shorthand_mapping(definition: OpDef, params: YMap) -> bool:
+    """Whether ``params`` is the shorthand value itself written as a mapping, as ``- activation: {relu: {...}}``
+    is: a one-key mapping whose key is no key of the layer, for an op whose shorthand value is ``{name: args}``."""
+    if definition.shorthand is None or not definition.fields[definition.shorthand].named_mapping:
+        return False
+    keys = list(params.items)
+    return len(keys) == 1 and keys[0] not in definition.fields and keys[0] not in COMMON_KEYS
+
+
 def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dict[str, Any] | None:
     definition = OPS[draft.op]
     fields = definition.fields
@@ -233,7 +242,7 @@ def _layer_attrs(draft: LayerDraft, params: YNode | None, report: Report) -> dic
                     f"write `- {draft.op}: {{{key}: ...}}`",
                 )
                 return None
-    elif isinstance(params, YMap):
+    elif isinstance(params, YMap) and not _is_shorthand_mapping(definition, params):
         body = YMap(
             {k: v for k, v in params.items.items() if k not in COMMON_KEYS}, params.file, params.line, params.column
         )

@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .ir import INPUT, DataConfig, Graph, Node, Shape, TrainConfig
-from .opset import DEFAULT_BIAS_INIT, DEFAULT_KERNEL_INIT, MERGE_OPS, OPS
+from .opset import DEFAULT_BIAS_INIT, DEFAULT_KERNEL_INIT, MERGE_OPS, OPS, as_activation
 from .rules import MAX_ELEMENTS, Inferred, MergeRule, Rule, ShapeProblem, check_sizes, output_length, same_padding
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ def make_node(
         full["strides"] = tuple(full["size"])
     if op == "reshape":
         full["shape"] = resolve_reshape_target(full["shape"], input_shape)
+    if "activation" in full:
+        full["activation"] = as_activation(full["activation"])
     result = infer(op, full, shapes if op in MERGE_OPS else input_shape, inputs)
     check_sizes(result)
     if op == "concat":

@@ -340,10 +340,12 @@ def single_key(node: YMap) -> tuple[YScalar, YNode] | None:
 class Field:
     """One key of a section: how to read its value, whether it is required, its default, what it means
     (``doc``: the hover text of the JSON Schema) and the language version that introduced it (``since``;
-    None: the version of the op or section it belongs to)."""
+    None: the version of the op or section it belongs to). A ``named_mapping`` value may be written as a
+    one-key mapping ``{name: {args}}`` (an activation, an initialiser)."""
 
     read: Reader
     required: bool = False
     default: Any = None
     doc: str = ""
     since: str | None = None
+    named_mapping: bool = False

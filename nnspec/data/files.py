@@ -155,7 +155,7 @@ def sha256_file(path: str) -> str:
 def download_allowed() -> bool:
     """False when ``$NNSPEC_OFFLINE`` is on (``1``, ``true``, ``yes``, ``on``); a value that is neither on nor off
     (``0``, ``false``, ``no``, ``off``, empty) is refused naming the variable."""
-    from ..runtime.env import env_flag
+    from ..compiler.env_settings import env_flag
 
     return not env_flag("NNSPEC_OFFLINE")
 

@@ -56,9 +56,9 @@ def human_bytes(n: int) -> str:
 def max_bytes() -> int:
     """The cap on declared sizes: ``$NNSPEC_MAX_DATA_BYTES`` (bytes, or a size such as ``8G``), else 4 GiB.
 
-    Raises :class:`~nnspec.runtime.env.EnvironmentSettingError` naming the variable when it is not a positive size.
+    Raises :class:`~nnspec.compiler.env_settings.EnvironmentSettingError` naming the variable when it is not a positive size.
     """
-    from ..runtime.env import env_size
+    from ..compiler.env_settings import env_size
 
     return env_size(MAX_BYTES_ENV, DEFAULT_MAX_BYTES) or DEFAULT_MAX_BYTES
 

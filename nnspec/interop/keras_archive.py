@@ -42,8 +42,8 @@ _CHUNK = 1 << 20
 
 def byte_cap(env: str, default: int) -> int:
     """A size cap: ``$env`` (bytes, or a size such as ``2G``) when set, else ``default``; a value that is not a
-    positive size is refused naming the variable (:class:`~nnspec.runtime.env.EnvironmentSettingError`)."""
-    from ..runtime.env import env_size
+    positive size is refused naming the variable (:class:`~nnspec.compiler.env_settings.EnvironmentSettingError`)."""
+    from ..compiler.env_settings import env_size
 
     return env_size(env, default) or default
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..compiler.ir import ACTIVATIONS
+from ..compiler.opset import ACTIVATION_ARGS
 from .errors import KerasImportError, short
 from .keras_config import MAX_DIM, KerasLayer
 
@@ -163,20 +164,26 @@ def _no_extras(layer: KerasLayer, keys: tuple[str, ...]) -> None:
             )
 
 
+#: The activations a Keras config may name (those without a required argument).
+_NAMED_ACTIVATIONS: tuple[str, ...] = tuple(
+    name for name in ACTIVATIONS if not any(arg.required for arg in ACTIVATION_ARGS.get(name, {}).values())
+)
+
+
 def _activation(layer: KerasLayer, value: Any) -> str:
     if isinstance(value, dict):
         raise KerasImportError(
             f"{layer.label}: activation {short(value.get('config', value))} is a custom function; "
-            f"nnspec knows {', '.join(ACTIVATIONS)}, softmax",
+            f"nnspec knows Keras's named activations ({', '.join(_NAMED_ACTIVATIONS)})",
             where=layer.at("activation"),
         )
     if value is not None and not isinstance(value, str):
         raise KerasImportError(f"{layer.label}: activation {short(value)} is not a name", where=layer.at("activation"))
     name = value or "linear"
-    if name != "softmax" and name not in ACTIVATIONS:
+    if name not in _NAMED_ACTIVATIONS:
         raise KerasImportError(
             f"{layer.label}: activation '{short(name)[1:-1]}' has no nnspec equivalent "
-            f"(nnspec knows {', '.join(ACTIVATIONS)}, softmax)",
+            f"(nnspec knows {', '.join(_NAMED_ACTIVATIONS)})",
             where=layer.at("activation"),
         )
     return name
@@ -403,13 +410,40 @@ def _activation_layer(layer: KerasLayer) -> list[SpecLayer]:
     return [SpecLayer("activation", {"activation": name}, layer.name, layer)]
 
 
+def _parametrised(layer: KerasLayer, name: str, args: dict[str, float | None]) -> list[SpecLayer]:
+    """An ``activation`` layer of ``name`` with the arguments that differ from nnspec's (Keras's) defaults."""
+    defaults = ACTIVATION_ARGS[name]
+    given = {k: v for k, v in args.items() if v is not None and v != defaults[k].default}
+    value: Any = {name: given} if given else name
+    return [SpecLayer("activation", {"activation": value}, layer.name, layer)]
+
+
 @maps("ReLU")
 def _relu(layer: KerasLayer) -> list[SpecLayer]:
-    _require_default(layer, "max_value", None, "nnspec's relu is unbounded")
-    for key in ("negative_slope", "threshold"):
-        if _number(layer, key, 0.0) != 0.0:
-            raise _unsupported(layer, key, layer.config[key], "nnspec's relu is max(x, 0)")
-    return [SpecLayer("activation", {"activation": "relu"}, layer.name, layer)]
+    max_value = layer.config.get("max_value")
+    if max_value is not None:
+        max_value = _number(layer, "max_value")
+        if max_value < 0:
+            raise _unsupported(layer, "max_value", max_value, "it must be >= 0")
+    slope = _number(layer, "negative_slope", 0.0)
+    if slope < 0:
+        raise _unsupported(layer, "negative_slope", slope, "it must be >= 0")
+    args = {"max_value": max_value, "negative_slope": slope, "threshold": _number(layer, "threshold", 0.0)}
+    return _parametrised(layer, "relu", args)
+
+
+@maps("LeakyReLU")
+def _leaky_relu(layer: KerasLayer) -> list[SpecLayer]:
+    key = "negative_slope" if "negative_slope" in layer.config else "alpha"
+    slope = _number(layer, key, 0.3)
+    if slope < 0:
+        raise _unsupported(layer, key, slope, "it must be >= 0")
+    return _parametrised(layer, "leaky_relu", {"negative_slope": slope})
+
+
+@maps("ELU")
+def _elu(layer: KerasLayer) -> list[SpecLayer]:
+    return _parametrised(layer, "elu", {"alpha": _number(layer, "alpha", 1.0)})
 
 
 @maps("Softmax")

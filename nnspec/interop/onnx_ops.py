@@ -12,8 +12,8 @@ ONNX nodes and returns the layer's output value. Every nnspec op has an exact ON
   ``count_include_pad=0`` (nnspec averages over the in-image elements only).
 * ``flatten`` and ``reshape``: on channels-last data, so that the order is nnspec's row-major (H, W, C).
 * ``dropout`` and the ``linear`` activation: ``Identity`` (dropout is the identity at inference).
-* activations: ``Relu``, ``Sigmoid``, ``Tanh``, ``Elu`` (alpha 1), ``Gelu`` (exact, erf form),
-  ``Softplus``.
+* activations: one ONNX operator each where ONNX has one, a few where it has not
+  (:mod:`.onnx_activations`).
 * ``softmax``: ``Softmax`` over the channel axis; ``add``: a left-to-right chain of ``Add``; ``concat``:
   ``Concat`` on the batched axis of the per-example axis.
 * ``batch_norm``: ``BatchNormalization`` in inference mode with the moving statistics (ones and zeros
@@ -28,24 +28,14 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..compiler.ir import Node
+from ..compiler.ir import Activation, Node
 from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from ..errors import NnspecError
+from .onnx_activations import emit_activation
 from .onnx_graph import GraphBuilder, Value
 
 Weights = Mapping[str, np.ndarray]
 Converter = Callable[[GraphBuilder, Node, list[Value], Weights], Value]
-
-#: nnspec activation -> (ONNX op, attributes)
-ACTIVATION_OPS: dict[str, tuple[str, dict[str, object]]] = {
-    "linear": ("Identity", {}),
-    "relu": ("Relu", {}),
-    "sigmoid": ("Sigmoid", {}),
-    "tanh": ("Tanh", {}),
-    "elu": ("Elu", {"alpha": 1.0}),
-    "gelu": ("Gelu", {"approximate": "none"}),
-    "softplus": ("Softplus", {}),
-}
 
 
 class OnnxExportError(NnspecError, ValueError):
@@ -78,13 +68,9 @@ def convert(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Wei
     return CONVERTERS[node.op](builder, node, inputs, weights)
 
 
-def activation(builder: GraphBuilder, node: Node, x: Value, name: str, output: str, node_name: str) -> Value:
-    """Apply activation ``name`` to ``x`` as the tensor ``output``, by the ONNX node ``node_name``."""
-    if name not in ACTIVATION_OPS:
-        raise OnnxExportError(f"{layer_label(node)}: ONNX export has no exact form for activation '{name}'")
-    op, attrs = ACTIVATION_OPS[name]
-    builder.emit(op, [x.name], output, name=node_name, **attrs)
-    return Value(output, x.rank, x.channels_first)
+def activation(builder: GraphBuilder, node: Node, x: Value, act: Activation, output: str, node_name: str) -> Value:
+    """Apply activation ``act`` to ``x`` as the tensor ``output``, the last ONNX node named ``node_name``."""
+    return emit_activation(builder, node, x, act, output, node_name)
 
 
 def _then_activation(
@@ -96,7 +82,7 @@ def _then_activation(
         return Value(builder.emit(op, inputs, out, name=node.name, **attrs), rank, channels_first)
     linear = builder.emit(op, inputs, builder.fresh(node, "linear"), name=node.name, **attrs)
     act = node.attrs["activation"]
-    return activation(builder, node, Value(linear, rank, channels_first), act, out, f"{node.name}/{act}")
+    return activation(builder, node, Value(linear, rank, channels_first), act, out, f"{node.name}/{act.name}")
 
 
 def _bias(builder: GraphBuilder, node: Node, weights: Weights) -> list[str]:

@@ -24,7 +24,6 @@ Conventions where the derivative is not unique (the engines must agree with them
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
@@ -34,7 +33,10 @@ from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from ..semantics import numpy_windows as win
 from ..semantics.losses import loss_from_head
 from ..semantics.numpy_ops import NumpyOps
+from .activation_backward import activation_backward, activation_derivative
 from .forward import LayerRecord, run_trace, split_weights
+
+__all__ = ["activation_derivative", "loss_and_gradients"]
 
 Grads = dict[str, np.ndarray]
 InputGrads = Union[np.ndarray, Sequence[np.ndarray]]
@@ -67,31 +69,9 @@ def node_windows(node: Node, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
 # ---- activations ---------------------------------------------------------------------------------------
 
 
-def activation_derivative(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """d activation(z) / dz, given the pre-activation ``z`` and the activation ``a``."""
-    if name == "linear":
-        return np.ones_like(z)
-    if name == "relu":
-        return (z > 0).astype(z.dtype)
-    if name == "sigmoid":
-        return a * (1.0 - a)
-    if name == "tanh":
-        return 1.0 - a * a
-    if name == "elu":
-        return np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0)))
-    if name == "gelu":
-        cdf = 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(z / math.sqrt(2.0)))
-        return cdf + z * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    if name == "softplus":
-        return 1.0 / (1.0 + np.exp(-z))
-    raise ValueError(f"unknown activation {name!r}")
-
-
 def _through_activation(rec: LayerRecord, dy: np.ndarray) -> np.ndarray:
-    node = rec.node
-    name = node.attrs["activation"]
     assert rec.pre_activation is not None
-    return dy * activation_derivative(name, rec.pre_activation, rec.output)
+    return activation_backward(rec.node.attrs["activation"], rec.pre_activation, rec.output, dy)
 
 
 # ---- rules ---------------------------------------------------------------------------------------------

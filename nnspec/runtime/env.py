@@ -1,5 +1,5 @@
 """What a run ran on (``env.json``: nnspec, engine and Python versions, device, backend, seed), and the settings
-nspec reads from environment variables, checked (:func:`check_environment`)."""
+nnspec reads from environment variables, checked (:func:`check_environment`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..errors import NnspecError
+from ..compiler.env_settings import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    EnvironmentSettingError,
+    env_flag,
+    env_size,
+    flag_problem,
+    shown_value,
+    size_problem,
+)
 
 if TYPE_CHECKING:
     from ..backends.base import CompiledModel
@@ -55,11 +64,22 @@ def environment(model: "CompiledModel", compile_seconds: float | None = None) ->
 # Every environment variable nnspec reads as a setting is listed in :data:`SETTINGS` with what it takes;
 # :func:`check_environment` (run by the command line before any command) refuses a malformed value,
 # naming the variable, instead of ignoring it. The readers below use the same checks, so a program that
-# calls nnspec directly gets the same message.
+# calls nnspec directly gets the same message. The readers and their error live in the compiler's layer
+# (:mod:`nnspec.compiler.env_settings`), so that data and interop modules read settings without importing upwards.
 
-#: Values a yes/no variable takes (case-insensitive); empty counts as unset.
-TRUE_WORDS: tuple[str, ...] = ("1", "true", "yes", "on")
-FALSE_WORDS: tuple[str, ...] = ("0", "false", "no", "off")
+__all__ = [
+    "FALSE_WORDS",
+    "SETTINGS",
+    "TRUE_WORDS",
+    "EnvironmentSettingError",
+    "check_environment",
+    "env_flag",
+    "env_size",
+    "environment",
+    "setting_problem",
+    "shown_value",
+]
+
 #: Thread counts of the numerical libraries nnspec's engines load (a positive whole number each).
 THREAD_VARIABLES: tuple[str, ...] = (
     "OMP_NUM_THREADS",
@@ -74,38 +94,7 @@ THREAD_VARIABLES: tuple[str, ...] = (
 )
 #: Most threads a thread-count variable may ask for (more is a typo, not a machine).
 MAX_THREADS = 1 << 16
-_MAX_SHOWN = 60
 _DIGITS = re.compile("[0-9]+")
-
-
-class EnvironmentSettingError(NnspecError, ValueError):
-    """An environment variable holds a value nnspec cannot use; the message names the variable."""
-
-
-def shown_value(value: str) -> str:
-    """``value`` quoted for a message: cut when long, control characters and undecodable bytes escaped."""
-    text = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
-    return repr(text)
-
-
-def _problem(name: str, value: str, expected: str) -> EnvironmentSettingError:
-    return EnvironmentSettingError(f"environment variable {name}={shown_value(value)} is {expected}")
-
-
-def _size_problem(value: str) -> str | None:
-    from ..compiler.memory import parse_size
-
-    try:
-        ok = parse_size(value) > 0
-    except ValueError:
-        ok = False
-    return None if ok else "not a memory size; give bytes (8000000000) or a size such as 8G, 512MiB or 2GB"
-
-
-def _flag_problem(value: str) -> str | None:
-    if value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return None
-    return f"neither on nor off; give {', '.join(TRUE_WORDS)} (on) or {', '.join(FALSE_WORDS)} (off)"
 
 
 def _whole(text: str, digits: int) -> int | None:
@@ -150,12 +139,12 @@ def _folder_problem(value: str) -> str | None:
 
 #: Each setting nnspec reads from the environment -> the check of a non-empty value (None: fine).
 SETTINGS: dict[str, Callable[[str], str | None]] = {
-    "NNSPEC_DEBUG": _flag_problem,
-    "NNSPEC_OFFLINE": _flag_problem,
-    "NNSPEC_MEMORY_LIMIT": _size_problem,
-    "NNSPEC_MAX_DATA_BYTES": _size_problem,
-    "NNSPEC_MAX_KERAS_CONFIG_BYTES": _size_problem,
-    "NNSPEC_MAX_KERAS_WEIGHTS_BYTES": _size_problem,
+    "NNSPEC_DEBUG": flag_problem,
+    "NNSPEC_OFFLINE": flag_problem,
+    "NNSPEC_MEMORY_LIMIT": size_problem,
+    "NNSPEC_MAX_DATA_BYTES": size_problem,
+    "NNSPEC_MAX_KERAS_CONFIG_BYTES": size_problem,
+    "NNSPEC_MAX_KERAS_WEIGHTS_BYTES": size_problem,
     "NNSPEC_THEANO_MODE": _theano_mode_problem,
     "NNSPEC_BLAS_LDFLAGS": _blas_problem,
     "NNSPEC_PYTENSOR_CACHE": _folder_problem,
@@ -193,29 +182,3 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             problems.append(f"environment variable {name}={shown_value(value)} is {problem}")
     if problems:
         raise EnvironmentSettingError("; ".join(problems))
-
-
-def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether yes/no variable ``name`` is on (unset or empty: off); raises :class:`EnvironmentSettingError` when
-    it is neither yes nor no."""
-    value = (os.environ if environ is None else environ).get(name, "")
-    if not value.strip():
-        return False
-    problem = _flag_problem(value)
-    if problem:
-        raise _problem(name, value, problem)
-    return value.strip().lower() in TRUE_WORDS
-
-
-def env_size(name: str, default: int | None, environ: Mapping[str, str] | None = None) -> int | None:
-    """The size in bytes variable ``name`` sets (``default`` when unset or empty); raises
-    :class:`EnvironmentSettingError` when it is not a positive size."""
-    from ..compiler.memory import parse_size
-
-    value = (os.environ if environ is None else environ).get(name, "")
-    if not value.strip():
-        return default
-    problem = _size_problem(value)
-    if problem:
-        raise _problem(name, value, problem)
-    return parse_size(value)

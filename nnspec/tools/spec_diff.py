@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..compiler.ir import INPUT, Graph, Initializer, Node
+from ..compiler.ir import INPUT, Activation, Graph, Initializer, Node
 
 #: Marks a setting or attribute that one side does not have.
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
@@ -141,6 +141,8 @@ def plain_value(value: Any) -> Any:
     """A value as it reads in a spec: tuples as lists, an initialiser as its name (with arguments)."""
     if isinstance(value, Initializer):
         return value.name if not value.args else {value.name: {k: float(v) for k, v in value.args}}
+    if isinstance(value, Activation):
+        return value.spec_form()
     if isinstance(value, (tuple, list)):
         return [plain_value(v) for v in value]
     if isinstance(value, Mapping):

@@ -48,7 +48,8 @@ def declared_gaps(backend_name: str, g: Graph, dtype: str) -> list[str]:
     caps = get_backend(backend_name).capabilities()
     needs = [("layer", n.op, n.op in caps.layers) for n in g.nodes]
     needs += [
-        ("activation", a, a in caps.activations) for a in sorted({n.attrs.get("activation") for n in g.nodes} - {None})
+        ("activation", a, a in caps.activations)
+        for a in sorted({n.attrs["activation"].name for n in g.nodes if "activation" in n.attrs})
     ]
     needs.append(("optimizer", g.train.optimizer.name, g.train.optimizer.name in caps.optimizers))
     needs.append(("dtype", dtype, dtype in caps.dtypes))

@@ -7,7 +7,6 @@ import pytest
 from conformance_support import assert_close, compile_model, graph, random_batch, random_weights
 
 from nnspec import reference
-from nnspec.compiler.ir import ACTIVATIONS
 
 
 def _conv(kernel, strides=1, padding="valid", **extra):
@@ -108,12 +107,7 @@ CASES.update(
     }
 )
 
-# every activation, as a layer and inside dense; the dense layers between mix signs again for the next one
-CASES["activations"] = (
-    (6,),
-    [layer for name in ACTIVATIONS for layer in (("dense", {"units": 6}), ("activation", {"activation": name}))],
-)
-CASES["dense-activations"] = ((6,), [("dense", {"units": 6, "activation": name}) for name in ACTIVATIONS])
+# every activation is in conformance/test_graph_ops.py ("every-activation"); here one on a rank-3 input
 CASES["activation-rank3"] = ((3, 5), [("activation", {"activation": "gelu"})])
 
 

@@ -24,11 +24,12 @@ from typing import Any, Callable, Mapping
 import keras
 import numpy as np
 
-from ...compiler.ir import INPUT, Graph, Initializer, Node
+from ...compiler.ir import INPUT, Activation, Graph, Initializer, Node
 from ...compiler.opset import MERGE_OPS
 from ...errors import BackendError
 from ...semantics.dropout import apply_dropout
 from ...semantics.lowering import OpRegistry
+from .activations import export_activation_layer, needs_own_layer, training_activation
 from .ops import KerasOps
 
 
@@ -74,16 +75,6 @@ class CounterDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "layer_index": self.layer_index}
 
 
-@keras.saving.register_keras_serializable(package="nnspec", name="exact_gelu")
-def exact_gelu(x: Any) -> Any:
-    """``0.5 x (1 + erf(x / sqrt 2))`` through ``keras.ops.erf``, exact in float64 on every engine.
-
-    Keras's ``gelu`` is the same function, but on TensorFlow it goes through ``tf.math.erfc``, which is only
-    accurate to about 5e-9 in float64; float64 models use this one so that they meet float64 tolerances.
-    """
-    return 0.5 * x * (1.0 + keras.ops.erf(x * (1.0 / np.sqrt(2.0))))
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """How layers are built: the float dtype, the dropout seed, and whether the model is for export."""
@@ -97,11 +88,12 @@ class BuildOptions:
         """The dtype of weights and inputs: ``dtype`` itself, or float32 when ``dtype`` names a mixed policy."""
         return "float32" if self.dtype.startswith("mixed_") else self.dtype
 
-    def activation(self, name: str) -> Any:
-        """The Keras activation of nnspec's ``name``: Keras's own, but exact gelu in float64 models."""
-        if name == "gelu" and self.dtype == "float64" and not self.export:
-            return exact_gelu
-        return name
+    def activation(self, act: Activation) -> Any:
+        """The ``activation`` argument of a Keras layer for nnspec's ``act`` (see :mod:`.activations`); for
+        export, an activation with arguments is a layer of its own after this one, and this one is linear."""
+        if self.export:
+            return "linear" if needs_own_layer(act) else act.name
+        return training_activation(act, self.dtype)
 
 
 LayerBuilder = Callable[[Node, BuildOptions], keras.layers.Layer]
@@ -226,7 +218,18 @@ def _dropout(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 
 @builds("activation")
 def _activation(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return keras.layers.Activation(opts.activation(node.attrs["activation"]), name=node.name, dtype=opts.dtype)
+    act = node.attrs["activation"]
+    if opts.export:
+        return export_activation_layer(act, node.name, opts.dtype, f"layer {node.index} '{node.name}'")
+    return keras.layers.Activation(opts.activation(act), name=node.name, dtype=opts.dtype)
+
+
+def _exported_activation(node: Node, opts: BuildOptions) -> keras.layers.Layer | None:
+    """For export, the Keras layer after a weighted layer whose activation has arguments (else None)."""
+    act = node.attrs.get("activation")
+    if not opts.export or node.op == "activation" or act is None or not needs_own_layer(act):
+        return None
+    return export_activation_layer(act, f"{node.name}_activation", opts.dtype, f"layer {node.index} '{node.name}'")
 
 
 @builds("softmax")
@@ -329,6 +332,9 @@ class KerasGraph:
             args = [self.tensors[name] for name in graph.inputs_of(node)]
             self.tensors[node.name] = layer(args if node.op in MERGE_OPS else args[0])
             self.layers[node.name] = layer
+            after = _exported_activation(node, opts)
+            if after is not None:
+                self.tensors[node.name] = after(self.tensors[node.name])
         out = graph.output_node
         self.model = keras.Model(
             self.input, self.tensors[out.name] if out is not None else self.input, name=_model_name(graph.name)

@@ -106,9 +106,16 @@ def _edit_spec(out: Path) -> list[str]:
     return []
 
 
+def _reshape_spec(out: Path) -> list[str]:
+    spec = out / "spec.yaml"
+    spec.write_text(spec.read_text().replace("units: 16", "units: 24"))  # valid, but the checkpoint does not fit
+    return []
+
+
 #: How a resume can be refused before it starts: (what is done to the run, extra arguments).
 REFUSALS = {
     "edited spec": (_edit_spec, ["--epochs", "3"]),
+    "edited spec, other shapes": (_reshape_spec, ["--epochs", "3"]),
     "absent device": (None, ["--epochs", "3", "--device", "gpu"]),
     "devices the engine lacks": (None, ["--epochs", "3", "--devices", "64"]),
     "unknown backend": (None, ["--epochs", "3", "--backend", "nope"]),
@@ -348,18 +355,26 @@ def _when_locked(proc: subprocess.Popen, folder: Path, timeout: float = 60.0) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signals", [1, 2])
-def test_ctrl_c_while_a_resume_prepares_leaves_the_run_byte_for_byte(signals: int, run: Path) -> None:
+@pytest.mark.parametrize(
+    "how, signum, count",
+    [("resume", signal.SIGINT, 1), ("resume", signal.SIGINT, 2), ("overwrite", signal.SIGTERM, 1)],
+)
+def test_a_signal_while_a_run_prepares_leaves_the_earlier_run_byte_for_byte(
+    how: str, signum: int, count: int, run: Path, spec: Path
+) -> None:
     before = snapshot(run)
-    # the claim is taken before the engine is imported: a signal then reaches the resume before its commit
-    proc = _nnspec("run", "--resume", str(run), "--epochs", "3", "--backend", "tensorflow", "--device", "cpu")
+    # the claim is taken before the engine is imported: a signal then reaches the start before its commit
+    start = (
+        ["--resume", str(run), "--epochs", "3"] if how == "resume" else [str(spec), "--out", str(run), "--overwrite"]
+    )
+    proc = _nnspec("run", *start, "--backend", "tensorflow", "--device", "cpu")
     _when_locked(proc, run)
-    for _ in range(signals):
-        proc.send_signal(signal.SIGINT)
+    for _ in range(count):
+        proc.send_signal(signum)
         time.sleep(0.3)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], err
+    assert "Traceback" not in err and (count > 1 or "was left as it was" in err), err
     assert snapshot(run) == before
     assert read_status(run) == "complete"
 

@@ -110,12 +110,14 @@ def run(args: argparse.Namespace) -> int:
 
     graph = load_graph(args, _overrides(args))
     backend_name = canonical_name(args.backend or "jax")
-    dataset, backend = _prepare(graph, backend_name)
-    _start_cluster(cluster, backend_name, graph, dataset, args)
     if not cluster.primary:
+        dataset, backend = _prepare(graph, backend_name)
+        _start_cluster(cluster, backend_name, graph, dataset, args)
         return _train_elsewhere(args, graph, dataset, backend, _Resume())
-    out = args.out or default_run_dir(graph, backend.name)
+    out = args.out or default_run_dir(graph, backend_name)
     with _stop_requests() as stops, claim(out, overwrite=args.overwrite) as run_dir:
+        dataset, backend = _prepare(graph, backend_name)
+        _start_cluster(cluster, backend_name, graph, dataset, args)
         model, setup_seconds = _compile(args, graph, backend)
         if _stopped_before_start(stops, run_dir):
             return stops.exit_code

@@ -244,7 +244,8 @@ def test_missing_peer_ends_within_the_timeout(tmp_path: Path, engine: str, pid: 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("engine", ["jax", "tensorflow"])
 def test_signal_while_waiting_for_peers(tmp_path: Path, engine: str, signum: int, code: int) -> None:
-    """SIGINT / SIGTERM while a process waits for the others end it at once, with a message and 130 / 143."""
+    """SIGINT / SIGTERM while a process waits for the others end it at once, with a message and 130 / 143, and
+    leave no run directory behind."""
     (tmp_path / "mlp.yaml").write_text(MLP)
     port = _free_port()
     proc = _process(tmp_path, engine, port, 0, "--start-timeout", "300")
@@ -258,6 +259,7 @@ def test_signal_while_waiting_for_peers(tmp_path: Path, engine: str, signum: int
     assert got == code, out
     assert signal.Signals(signum).name in out and "Traceback" not in out
     assert took < 30
+    assert not (tmp_path / "out-0").exists()  # the claimed run directory is rolled back
 
 
 @pytest.mark.slow

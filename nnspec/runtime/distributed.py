@@ -267,7 +267,7 @@ def start(cluster: Cluster, backend: "type[Backend] | Backend", agreed: Mapping[
         backend.start_processes(cluster)  # the default refuses at once, naming the backend
     address = resolve(cluster.coordinator or "", min(RESOLVE_TIMEOUT, cluster.start_timeout))
     agreed = {**(agreed or {}), "processes": str(cluster.num_processes), "backend": repr(backend.name)}
-    with _answering_signals(time.monotonic() + cluster.start_timeout + 1.0, "", "checking in"):
+    with _raising_signals():
         deadline = time.monotonic() + cluster.start_timeout
         if cluster.primary:
             links = host(cluster.num_processes, address[1], agreed, deadline)
@@ -282,6 +282,25 @@ def start(cluster: Cluster, backend: "type[Backend] | Backend", agreed: Mapping[
     with _answering_signals(time.monotonic() + cluster.start_timeout, message, "starting the engine"):
         backend.start_processes(cluster)
     _started.add(backend.engine)
+
+
+@contextlib.contextmanager
+def _raising_signals() -> Iterator[None]:
+    """While the body runs (Python, bounded by its own deadline): SIGINT / SIGTERM raise
+    :class:`StoppedWhileStarting` (exit 130 / 143) in it, so that what the run has claimed is rolled back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise StoppedWhileStarting(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

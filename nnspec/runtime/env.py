@@ -115,6 +115,16 @@ def _count_problem(value: str) -> str | None:
     return None if _whole(value, 9) is not None else "not a whole number; give 0 or more"
 
 
+def _seconds_problem(value: str) -> str | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if 0 < seconds <= 86400:
+        return None
+    return "not a timeout; give seconds above 0 and at most 86400"
+
+
 def _theano_mode_problem(value: str) -> str | None:
     if value.strip().lower() in ("", "auto", "c", "numba", "jax"):
         return None
@@ -151,6 +161,7 @@ SETTINGS: dict[str, Callable[[str], str | None]] = {
     "NNSPEC_DATA": _folder_problem,
     "NNSPEC_NUM_PROCESSES": _count_problem,
     "NNSPEC_PROCESS_ID": _count_problem,
+    "NNSPEC_START_TIMEOUT": _seconds_problem,
     **{name: _threads_problem for name in THREAD_VARIABLES},
 }
 #: Settings whose empty value means something (NNSPEC_BLAS_LDFLAGS= turns BLAS off); others treat empty as unset.

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from ..backends.cluster import DEFAULT_START_TIMEOUT, Cluster, set_current_cluster, split_address
+from ..backends.cluster import DEFAULT_START_TIMEOUT, Cluster, current_cluster, set_current_cluster, split_address
 from ..errors import NnspecError
 from .peers import EXIT_DIFFER, EXIT_PEERS, PeerError, Peers, SettingsDiffer, host, join
 
@@ -259,8 +259,17 @@ def start(cluster: Cluster, backend: "type[Backend] | Backend", agreed: Mapping[
     in several processes refuses with a :class:`~nnspec.errors.NnspecError`. Raises :class:`PeerError` when the
     others do not all check in within ``cluster.start_timeout`` seconds, :class:`SettingsDiffer` when they differ.
     """
-    global _peers
+    previous = current_cluster()
     set_current_cluster(cluster)
+    try:
+        _start(cluster, backend, agreed)
+    except BaseException:
+        set_current_cluster(previous)  # a start that failed leaves this process what it was
+        raise
+
+
+def _start(cluster: Cluster, backend: "type[Backend] | Backend", agreed: Mapping[str, str] | None) -> None:
+    global _peers
     if not cluster.multi or backend.engine in _started:
         return
     if not _overrides_start(backend):

@@ -142,6 +142,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_SPEC
     except NnspecError as exc:
         print(f"nnspec {args.command}: error: {exc}", file=sys.stderr)
+        if exc.exit_code is not None:
+            return exc.exit_code
         if isinstance(exc, TrainingDiverged):
             return EXIT_DIVERGED
         return EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_ERROR

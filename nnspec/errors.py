@@ -57,7 +57,10 @@ class Diagnostic:
 
 
 class NnspecError(Exception):
-    """Base class of every error nnspec reports to a user."""
+    """Base class of every error nnspec reports to a user. ``exit_code``, when set, is the command line's exit
+    code for it (else 1, or the code of its class: :class:`OutputError` 4, :class:`TrainingDiverged` 3)."""
+
+    exit_code: int | None = None
 
 
 class SpecError(NnspecError, ValueError):

@@ -238,15 +238,14 @@ def _import_error(config: dict, tmp_path) -> str:
     "change, expected",
     [
         (
-            lambda b: _with(b, "conv", dilation_rate=[2, 2]),
-            r"'conv' \(Conv2D\): dilation_rate=\[2, 2\] is not supported",
+            lambda b: _with(b, "conv", kernel_constraint={"class_name": "MaxNorm", "config": {"max_value": 2}}),
+            r"'conv' \(Conv2D\): kernel_constraint",
         ),
-        (lambda b: _with(b, "conv", groups=2), r"'conv' \(Conv2D\): groups=2 is not supported"),
         (
             lambda b: _with(b, "conv", data_format="channels_first"),
             r"'conv' \(Conv2D\): data_format='channels_first'.*channels-last",
         ),
-        (lambda b: _with(b, "out", activation="selu"), r"'out' \(Dense\): activation 'selu' has no nnspec equivalent"),
+        (lambda b: _with(b, "out", activation="glu"), r"'out' \(Dense\): activation 'glu' has no nnspec equivalent"),
         (
             lambda b: _with(b, "out", kernel_regularizer={"class_name": "L2", "config": {"l2": 0.01}}),
             r"'out' \(Dense\): kernel_regularizer",
@@ -275,6 +274,23 @@ def test_import_errors_name_the_keras_layer(base_config, tmp_path, change, expec
 
     message = _import_error(change(base_config), tmp_path)
     assert re.search(expected, message), message
+
+
+def test_import_reports_every_layer_it_cannot_import_in_one_pass(base_config, tmp_path, capsys) -> None:
+    config = _with(base_config, "out", activation="glu")
+    config = _replace(config, "flat", "GroupNormalization", {})
+    config = _with(config, "conv", kernel_regularizer={"class_name": "L2", "config": {"l2": 0.01}})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["import", str(path), "-o", str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "3 of " in err and "layers cannot be imported (3 problems)" in err, err
+    lines = [line.strip() for line in err.splitlines()]
+    assert any(line.startswith("config.layers[") and "'conv' (Conv2D): kernel_regularizer" in line for line in lines)
+    assert any(line.endswith(".class_name: Keras layer 'flat' (GroupNormalization) has no nnspec equivalent") for line in lines)
+    assert any("'out' (Dense): activation 'glu' has no nnspec equivalent" in line for line in lines)
+    assert any(line.startswith("hint: nnspec imports ") and "Conv2D" in line for line in lines)
+    assert not (tmp_path / "m.yaml").exists()
 
 
 def test_lambda_in_a_keras_archive_is_refused_before_keras_loads_it(tmp_path, monkeypatch) -> None:

@@ -42,10 +42,30 @@ class KerasImportError(NnspecError, ValueError):
     and ``file`` the model file, when known. ``str()`` gives ``file: where: message``.
     """
 
-    def __init__(self, message: str, where: str | None = None, file: str | None = None):
-        self.message, self.where, self.file = message, where, file
+    def __init__(self, message: str, where: str | None = None, file: str | None = None, layer: str | None = None):
+        self.message, self.where, self.file, self.layer = message, where, file, layer
         super().__init__(": ".join(part for part in (file, where, message) if part))
 
     def in_file(self, file: str) -> "KerasImportError":
         """This error with ``file`` named (unless it already names one)."""
-        return self if self.file else KerasImportError(self.message, self.where, file)
+        return self if self.file else KerasImportError(self.message, self.where, file, self.layer)
+
+
+class UnsupportedLayers(KerasImportError):
+    """Every layer or option of a Keras model that nnspec cannot import, found in one pass (exit code 2, as a spec
+    error): one line per problem, ``where: message``, and what nnspec imports."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[KerasImportError], total: int, known: list[str], file: str | None = None):
+        self.problems, self.total, self.known = problems, total, known
+        lines = [": ".join(part for part in (p.where, p.message) if part) for p in problems]
+        layers = len({p.layer for p in problems if p.layer} or lines)
+        head = f"{layers} of {total} layers cannot be imported ({len(problems)} problem{'s' * (len(problems) != 1)}):"
+        unknown = any((p.where or "").endswith(".class_name") for p in problems)
+        hint = f"\n  hint: nnspec imports {', '.join(known)}" if unknown else ""
+        super().__init__(head + "".join(f"\n  {line}" for line in lines) + hint, None, file)
+
+    def in_file(self, file: str) -> "KerasImportError":
+        """This error with ``file`` named (unless it already names one)."""
+        return self if self.file else UnsupportedLayers(self.problems, self.total, self.known, file)

@@ -28,10 +28,10 @@ import numpy as np
 from ..compiler.ir import INPUT, Graph, Shape
 from ..compiler.shapes import MERGE_OPS, ShapeProblem, make_graph, make_node
 from ..compiler.versions import version_needed
-from .errors import KerasImportError, short
+from .errors import KerasImportError, UnsupportedLayers, short
 from .keras_archive import read_config
 from .keras_config import KerasLayer, KerasNetwork, model_network
-from .keras_mapping import SpecLayer, map_layer
+from .keras_mapping import SpecLayer, known_classes, map_layer
 from .keras_training import train_section
 from .keras_weights import read_weights
 
@@ -62,7 +62,7 @@ def import_keras(path: str) -> ImportedModel:
             raise KerasImportError(
                 f"the model's input dtype is {short(net.input_dtype)}; nnspec reads float32 or float64 inputs"
             )
-        groups = [(layer, map_layer(layer)) for layer in net.layers]
+        groups = _map_layers(net)
         layers = [spec_layer for _, specs in groups for spec_layer in specs]
         notes = [note for layer in layers for note in layer.notes]
         notes += _assign_names(layers)
@@ -80,6 +80,20 @@ def import_keras(path: str) -> ImportedModel:
     if has_weights:
         imported.weights = read_weights(path, config, layers, imported.graph)
     return imported
+
+
+def _map_layers(net: KerasNetwork) -> list[tuple[KerasLayer, list[SpecLayer]]]:
+    """Every Keras layer's spec layers; every layer that cannot be imported is found before one is reported
+    (:class:`UnsupportedLayers`, naming each with its config path, class and name)."""
+    groups, problems = [], []
+    for layer in net.layers:
+        try:
+            groups.append((layer, map_layer(layer)))
+        except KerasImportError as exc:
+            problems.append(KerasImportError(exc.message, exc.where, exc.file, exc.layer or layer.name))
+    if problems:
+        raise UnsupportedLayers(problems, len(net.layers), known_classes())
+    return groups
 
 
 def checked_graph(text: str) -> Graph:

@@ -432,7 +432,8 @@ def _code_of(exc: BaseException) -> int:
         return 3
     if isinstance(exc, OutputError):
         return 4
-    return int(getattr(exc, "exit_code", 1))
+    code = getattr(exc, "exit_code", None)
+    return int(code) if code is not None else 1
 
 
 def exit_codes(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -447,7 +448,7 @@ def exit_codes(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
             return code
         except NnspecError as exc:
             code = _code_of(exc)
-            if not hasattr(exc, "exit_code"):
+            if exc.exit_code is None:
                 raise
             print(f"nnspec run: error: {exc}", file=sys.stderr)
             return code

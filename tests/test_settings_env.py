@@ -72,7 +72,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def _bare_env(**extra: str) -> dict[str, str]:
     """The environment of a fresh nnspec process: this checkout importable, no settings of the caller."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS and not k.startswith(("LC_", "LANG", "PYTHON"))}
+    caller = ("LC_", "LANG", "PYTHON", "PYTENSOR", "THEANO")  # PYTENSOR_FLAGS: set by an earlier test's Theano setup
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS and not k.startswith(caller)}
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env

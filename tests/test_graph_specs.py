@@ -286,7 +286,8 @@ def test_one_wiring_mistake_does_not_cascade() -> None:
 
 
 @pytest.mark.parametrize(
-    "version, ok", [("1", True), ("1.1", True), ("1.2", True), ("1.3", False), ("2", False), ('"1.1"', False)]
+    "version, ok",
+    [("1", True), ("1.1", True), ("1.2", True), ("1.3", True), ("1.4", False), ("2", False), ('"1.1"', False)],
 )
 def test_language_versions(version: str, ok: bool) -> None:
     codes = [d.code for d in diagnose_text(spec("- flatten\n- dense: {units: 2}\n", version=version))]
@@ -311,11 +312,31 @@ def test_spec_error_lists_warnings_too() -> None:
 
 def test_opset_is_the_one_source_of_the_vocabulary() -> None:
     assert opset.LAYER_TYPES == tuple(schema.LAYER_FIELDS) == tuple(shapes.DEFAULTS)
-    assert shapes.MERGE_OPS == opset.MERGE_OPS == {"add", "concat"}
-    assert opset.SPATIAL_OPS == {"conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d"}
+    merges = {"add", "concat", "multiply", "subtract", "average", "maximum", "minimum"}
+    assert shapes.MERGE_OPS == opset.MERGE_OPS == merges
+    assert opset.SPATIAL_OPS == {
+        "conv1d",
+        "conv2d",
+        "max_pool1d",
+        "max_pool2d",
+        "avg_pool1d",
+        "avg_pool2d",
+        "depthwise_conv2d",
+        "separable_conv2d",
+        "conv2d_transpose",
+    }
     assert opset.STATEFUL_OPS == {"batch_norm"}
     assert opset.WIDE_OPS == {"batch_norm", "layer_norm"}
-    assert schema.LAYER_SHORTHAND == {"reshape": "shape", "dropout": "rate", "activation": "activation"}
+    assert schema.LAYER_SHORTHAND == {
+        "reshape": "shape",
+        "dropout": "rate",
+        "activation": "activation",
+        "layer_scale": "init_values",
+        "zero_pad2d": "padding",
+        "crop2d": "cropping",
+        "upsample2d": "size",
+        "spatial_dropout2d": "rate",
+    }
     for name, definition in opset.OPS.items():
         assert definition.name == name and definition.doc
         assert set(definition.defaults) <= set(definition.fields), name

@@ -125,6 +125,11 @@ def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
         "avg_pool1d",
         "global_avg_pool1d",
         "global_max_pool1d",
+        "rescaling",
+        "layer_scale",
+        "zero_pad2d",
+        "crop2d",
+        "upsample2d",
     ]
     assert defs["layer.dense"]["properties"]["activation"]["$ref"] == "#/$defs/activation"
     assert defs["activation"]["anyOf"][0]["enum"] == [a for a in ACTIVATIONS if a != "threshold"], "threshold needs args"
@@ -137,7 +142,7 @@ def test_vocabularies_come_from_the_front_end(schema: dict[str, Any]) -> None:
     assert list(train["schedule"]["anyOf"][1]["properties"]) == list(SCHEDULES)
     assert train["schedule"]["anyOf"][0]["enum"] == ["constant"], "step, exponential and cosine need a parameter"
     assert schema["properties"]["data"]["properties"]["dataset"]["enum"] == list(DATASETS)
-    assert schema["properties"]["nnspec"]["enum"] == [1, 1.1, 1.2]
+    assert schema["properties"]["nnspec"]["enum"] == [1, 1.1, 1.2, 1.3]
     assert train["early_stopping"]["properties"]["mode"]["enum"] == ["auto", "min", "max"]
 
 

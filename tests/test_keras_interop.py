@@ -260,7 +260,7 @@ def _import_error(config: dict, tmp_path) -> str:
         ),
         (lambda b: _replace(b, "flat", "Softmax", {"axis": 1}), r"'flat' \(Softmax\): axis=1 is not supported"),
         (
-            lambda b: _replace(b, "flat", "Dropout", {"rate": 0.5, "noise_shape": [None, 1, 1, 4]}),
+            lambda b: _replace(b, "flat", "Dropout", {"rate": 0.5, "noise_shape": [1, 1, 1, 4]}),
             r"'flat' \(Dropout\): noise_shape",
         ),
         (

@@ -55,6 +55,12 @@ def _ones(rng: np.random.Generator, p: ParamSpec, init: Initializer) -> np.ndarr
     return np.ones(p.shape)
 
 
+@sampler("constant")
+def _constant(rng: np.random.Generator, p: ParamSpec, init: Initializer) -> np.ndarray:
+    """Every value ``init.arg("value")`` (not a spec initialiser: ``layer_scale``'s gamma starts at ``init_values``)."""
+    return np.full(p.shape, init.arg("value", 0.0))
+
+
 @sampler("normal")
 def _normal(rng: np.random.Generator, p: ParamSpec, init: Initializer) -> np.ndarray:
     return init.arg("mean", 0.0) + init.arg("stddev", 0.05) * rng.standard_normal(p.shape)

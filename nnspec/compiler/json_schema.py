@@ -487,6 +487,9 @@ def _field_value(field: Field) -> Schema:
         if not all(_accepts(read_version, _plain(v)) for v in LANGUAGE_VERSIONS):
             raise SchemaGap("nnspec refuses a version of LANGUAGE_VERSIONS")
         return {"enum": versions}
+    own = getattr(field.read, "json_schema", None)  # a reader of nested lists states its schema itself
+    if own is not None:
+        return dict(own)
     return value_schema(field.read)
 
 

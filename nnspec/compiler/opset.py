@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import rules
+from . import conv_rules, merge_rules, resample_rules, rules
 from .ir import ACTIVATIONS, INITIALIZERS, Activation, Initializer
 from .loader import YMap, YNode, YScalar, YSeq
 from .values import (
@@ -328,6 +328,15 @@ class OpDef:
         return own or self.since
 
 
+_KERNEL_2D = Field(_pair("kernel", 3), required=True, doc="Kernel height and width: n for [n, n], or [height, width].")
+_DILATION_2D = Field(
+    _pair("dilation", 2),
+    doc="Spacing of the kernel's taps: n for [n, n], or [height, width] (Keras's dilation_rate); strides and "
+    "dilation cannot both exceed 1.",
+    since="1.3",
+)
+
+
 def _pool(name: str, doc: str) -> OpDef:
     return OpDef(
         name,
@@ -375,6 +384,232 @@ def _pool1d(name: str, doc: str) -> OpDef:
     )
 
 
+def _read_output_padding(node: YNode) -> tuple[int, int]:
+    """``output_padding``: a non-negative int ``n`` (``(n, n)``) or ``[height, width]``."""
+    items = node.items if isinstance(node, YSeq) and len(node.items) == 2 else [node, node]
+    try:
+        return read_int(items[0], 0), read_int(items[1], 0)
+    except Invalid:
+        raise Invalid(
+            f"must be a non-negative int or [height, width]; got {describe(node)}", "use output_padding: 1", node
+        ) from None
+
+
+def _depthwise_fields(init_doc: dict[str, Field]) -> dict[str, Field]:
+    """The fields of the depthwise part of ``depthwise_conv2d`` and ``separable_conv2d`` and their own."""
+    return {
+        "kernel": _KERNEL_2D,
+        **_WINDOWED,
+        "dilation": _DILATION_2D,
+        "depth_multiplier": Field(
+            _positive_int, doc="Filters per input channel (Keras's depth_multiplier): output channel c * m + i."
+        ),
+        **init_doc,
+        "activation": _DENSE_LIKE["activation"],
+        "use_bias": _DENSE_LIKE["use_bias"],
+        "bias_init": _DENSE_LIKE["bias_init"],
+    }
+
+
+_DEPTHWISE_DEFAULTS = {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "depth_multiplier": 1}
+
+#: The convolutions of language 1.3 (Keras's DepthwiseConv2D, SeparableConv2D and Conv2DTranspose).
+CONV_FAMILY: tuple[OpDef, ...] = (
+    OpDef(
+        "depthwise_conv2d",
+        conv_rules.depthwise_conv2d,
+        "each channel convolved with its own depth_multiplier filters (Keras's DepthwiseConv2D): "
+        "activation(conv(x, kernel, groups=in) + bias); kernel [kh, kw, in, depth_multiplier]",
+        _depthwise_fields({"kernel_init": _DENSE_LIKE["kernel_init"]}),
+        {**_DEPTHWISE_DEFAULTS, **_DENSE_LIKE_DEFAULTS},
+        spatial=True,
+        since="1.3",
+    ),
+    OpDef(
+        "separable_conv2d",
+        conv_rules.separable_conv2d,
+        "a depthwise convolution then a 1x1 convolution (Keras's SeparableConv2D): "
+        "activation(pointwise(depthwise(x)) + bias)",
+        {
+            "filters": Field(_positive_int, required=True, doc="Output channels (of the pointwise convolution)."),
+            **_depthwise_fields(
+                {
+                    "depthwise_init": Field(
+                        read_initializer, doc="Initialiser of depthwise_kernel [kh, kw, in, depth_multiplier]."
+                    ),
+                    "pointwise_init": Field(
+                        read_initializer, doc="Initialiser of pointwise_kernel [1, 1, in * depth_multiplier, filters]."
+                    ),
+                }
+            ),
+        },
+        {
+            **_DEPTHWISE_DEFAULTS,
+            **{k: v for k, v in _DENSE_LIKE_DEFAULTS.items() if k != "kernel_init"},
+            "depthwise_init": DEFAULT_KERNEL_INIT,
+            "pointwise_init": DEFAULT_KERNEL_INIT,
+        },
+        spatial=True,
+        since="1.3",
+    ),
+    OpDef(
+        "conv2d_transpose",
+        conv_rules.conv2d_transpose,
+        "the transposed 2-D convolution (Keras's Conv2DTranspose): the input gradient of a convolution with "
+        "kernel [kh, kw, filters, in]; activation(conv_transpose(x, kernel) + bias)",
+        {
+            "filters": Field(_positive_int, required=True, doc="Output channels."),
+            "kernel": _KERNEL_2D,
+            "strides": _WINDOWED["strides"],
+            "padding": Field(
+                choice_reader(PADDINGS, "padding"),
+                doc="valid: output (n - 1) * s + max(k, s); same: output n * s (Keras's sizes).",
+            ),
+            "output_padding": Field(
+                _read_output_padding,
+                doc="Extra rows and columns at the end of the output, each below the stride: the output is "
+                "(n - 1) * s + k + output_padding (valid) or (n - 1) * s + k % 2 + output_padding (same). "
+                "Default: none (the sizes of padding).",
+            ),
+            **_DENSE_LIKE,
+        },
+        {"strides": (1, 1), "padding": "valid", "output_padding": None, **_DENSE_LIKE_DEFAULTS},
+        spatial=True,
+        since="1.3",
+    ),
+)
+
+
+#: The inputs of an element-wise merge, and the broadcasting rule (docs/spec.md, "Element-wise merges").
+_BROADCAST_DOC = (
+    "shapes broadcast as in Keras: aligned on the last axis, each length equal or 1 (a per-channel gate (C,) or "
+    "(1, 1, C) times a feature map (H, W, C))"
+)
+
+
+def _elementwise(name: str, doc: str, inputs_doc: str, rule: Callable[..., rules.Inferred] = merge_rules.elementwise):
+    return OpDef(name, rule, f"{doc}; {_BROADCAST_DOC}", merge=True, since="1.3", inputs_doc=inputs_doc)
+
+
+_KEEPDIMS = Field(read_bool, doc="Keep the pooled axes with length 1: (1, 1, C) / (1, C) instead of (C,).", since="1.3")
+
+#: The element-wise merges and per-channel affine layers of language 1.3 (Keras's Multiply, Subtract, Average,
+#: Maximum, Minimum, Rescaling and ConvNeXt's LayerScale).
+MERGE_FAMILY: tuple[OpDef, ...] = (
+    _elementwise("multiply", "the elementwise product of two or more inputs", "The two or more layers to multiply."),
+    _elementwise(
+        "subtract",
+        "the first input minus the second",
+        "Exactly two layers [a, b]: the output is a - b.",
+        merge_rules.subtract,
+    ),
+    _elementwise("average", "the elementwise mean of two or more inputs", "The two or more layers to average."),
+    _elementwise(
+        "maximum",
+        "the elementwise maximum of two or more inputs (at a tie the first input takes the gradient)",
+        "The two or more layers to compare.",
+    ),
+    _elementwise(
+        "minimum",
+        "the elementwise minimum of two or more inputs (at a tie the first input takes the gradient)",
+        "The two or more layers to compare.",
+    ),
+    OpDef(
+        "rescaling",
+        merge_rules.rescaling,
+        "x * scale + offset, elementwise (Keras's Rescaling); also how to multiply by or add a number",
+        {
+            "scale": Field(
+                merge_rules.read_number_or_list,
+                doc="The factor: a number, or a list with one number per channel (the last axis).",
+            ),
+            "offset": Field(
+                merge_rules.read_number_or_list,
+                doc="Added after scaling: a number, or a list with one number per channel.",
+            ),
+        },
+        {"scale": 1.0, "offset": 0.0},
+        since="1.3",
+    ),
+    OpDef(
+        "layer_scale",
+        merge_rules.layer_scale,
+        "x * gamma with a learned per-channel gamma (the last axis), as ConvNeXt's LayerScale",
+        {"init_values": Field(read_float, doc="The value every element of gamma starts from.")},
+        {"init_values": 1e-6},
+        shorthand="init_values",
+        since="1.3",
+    ),
+)
+
+
+_DROP_RATE = Field(
+    lambda n: read_float(n, 0.0, 1.0, max_open=True),
+    required=True,
+    doc="The probability of DROPPING a unit (Keras's meaning), in [0, 1); 0 makes the layer the identity.",
+)
+
+#: Padding, cropping, upsampling and channel dropout of language 1.3 (Keras's ZeroPadding2D, Cropping2D,
+#: UpSampling2D and SpatialDropout2D).
+RESAMPLE_FAMILY: tuple[OpDef, ...] = (
+    OpDef(
+        "zero_pad2d",
+        resample_rules.zero_pad2d,
+        "zeros added around an image (Keras's ZeroPadding2D): (H, W, C) -> (H + top + bottom, W + left + right, C)",
+        {
+            "padding": Field(
+                resample_rules.read_padding,
+                doc="Rows and columns of zeros: n on every side, [h, w] (h above and below, w left and right) or "
+                "[[top, bottom], [left, right]]. Default: 1.",
+            )
+        },
+        {"padding": ((1, 1), (1, 1))},
+        shorthand="padding",
+        since="1.3",
+    ),
+    OpDef(
+        "crop2d",
+        resample_rules.crop2d,
+        "rows and columns cut from the edges of an image (Keras's Cropping2D): "
+        "(H, W, C) -> (H - top - bottom, W - left - right, C)",
+        {
+            "cropping": Field(
+                resample_rules.read_cropping,
+                doc="Rows and columns to cut: n on every side, [h, w] (h above and below, w left and right) or "
+                "[[top, bottom], [left, right]]. Default: 0 (nothing).",
+            )
+        },
+        {"cropping": ((0, 0), (0, 0))},
+        shorthand="cropping",
+        since="1.3",
+    ),
+    OpDef(
+        "upsample2d",
+        resample_rules.upsample2d,
+        "an image enlarged by whole factors (Keras's UpSampling2D): (H, W, C) -> (H * sh, W * sw, C)",
+        {
+            "size": Field(_pair("size", 2), doc="Upsampling factors: n for [n, n], or [height, width]."),
+            "interpolation": Field(
+                choice_reader(("nearest", "bilinear"), "interpolation"),
+                doc="nearest: each pixel repeated; bilinear: linear in each axis between the nearest pixel "
+                "centres (half-pixel centres, edges repeated, as Keras 3's resize without antialiasing).",
+            ),
+        },
+        {"size": (2, 2), "interpolation": "nearest"},
+        shorthand="size",
+        since="1.3",
+    ),
+    OpDef(
+        "spatial_dropout2d",
+        resample_rules.spatial_dropout2d,
+        "drops whole channels of an image with probability rate while training (Keras's SpatialDropout2D): one "
+        "mask value per example and channel",
+        {"rate": _DROP_RATE},
+        shorthand="rate",
+        since="1.3",
+    ),
+)
+
 _OPS: tuple[OpDef, ...] = (
     OpDef(
         "dense",
@@ -394,12 +629,20 @@ _OPS: tuple[OpDef, ...] = (
                 _pair("kernel", 3), required=True, doc="Kernel height and width: n for [n, n], or [height, width]."
             ),
             **_WINDOWED,
+            "dilation": _DILATION_2D,
+            "groups": Field(
+                _positive_int,
+                doc="Split the input channels and the filters into this many independent convolutions "
+                "(Keras's groups; it divides both); the kernel is [kh, kw, in / groups, filters].",
+                since="1.3",
+            ),
             **_DENSE_LIKE,
         },
-        {"strides": (1, 1), "padding": "valid", **_DENSE_LIKE_DEFAULTS},
+        {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "groups": 1, **_DENSE_LIKE_DEFAULTS},
         spatial=True,
         since="1",
     ),
+    *CONV_FAMILY,
     _pool("max_pool2d", "the maximum of each window, per channel"),
     _pool("avg_pool2d", "the mean of each window, per channel (same padding is not averaged in)"),
     OpDef("flatten", rules.flatten, "row-major over (H, W, C) to one axis", since="1"),
@@ -419,14 +662,17 @@ _OPS: tuple[OpDef, ...] = (
     ),
     OpDef(
         "dropout",
-        rules.dropout,
+        resample_rules.dropout,
         "drops each unit with probability rate while training",
         {
-            "rate": Field(
-                lambda n: read_float(n, 0.0, 1.0, max_open=True),
-                required=True,
-                doc="The probability of DROPPING a unit (Keras's meaning), in [0, 1); 0 makes the layer the identity.",
-            )
+            "rate": _DROP_RATE,
+            "noise_shape": Field(
+                resample_rules.read_noise_shape,
+                doc="The shape of the mask, per example (Keras's noise_shape without the batch axis): 1 on an axis "
+                "shares one mask value along it, null (or the axis's length) draws one per element; [1, 1, null] "
+                "drops whole channels of an image. Default: the input's shape.",
+                since="1.3",
+            ),
         },
         shorthand="rate",
         since="1",
@@ -449,11 +695,11 @@ _OPS: tuple[OpDef, ...] = (
     OpDef("softmax", rules.softmax, "softmax over the last axis", since="1"),
     OpDef(
         "add",
-        rules.add,
-        "the elementwise sum of two or more inputs of one shape",
+        merge_rules.elementwise,
+        f"the elementwise sum of two or more inputs; {_BROADCAST_DOC} (since 1.3)",
         merge=True,
         since="1.1",
-        inputs_doc="The two or more layers to add (outputs of one shape).",
+        inputs_doc="The two or more layers to add (shapes that broadcast).",
     ),
     OpDef(
         "concat",
@@ -499,13 +745,17 @@ _OPS: tuple[OpDef, ...] = (
     OpDef(
         "global_avg_pool2d",
         rules.global_pool2d,
-        "the mean over (H, W), per channel: (H, W, C) -> (C,)",
+        "the mean over (H, W), per channel: (H, W, C) -> (C,), or (1, 1, C) with keepdims",
+        {"keepdims": _KEEPDIMS},
+        {"keepdims": False},
         since="1.1",
     ),
     OpDef(
         "global_max_pool2d",
         rules.global_pool2d,
-        "the maximum over (H, W), per channel: (H, W, C) -> (C,)",
+        "the maximum over (H, W), per channel: (H, W, C) -> (C,), or (1, 1, C) with keepdims",
+        {"keepdims": _KEEPDIMS},
+        {"keepdims": False},
         since="1.1",
     ),
     # sequences (steps, channels), Keras's Conv1D, MaxPooling1D, AveragePooling1D and global pools
@@ -536,11 +786,23 @@ _OPS: tuple[OpDef, ...] = (
     _pool1d("max_pool1d", "the maximum of each window of steps, per channel"),
     _pool1d("avg_pool1d", "the mean of each window of steps, per channel (same padding is not averaged in)"),
     OpDef(
-        "global_avg_pool1d", rules.global_pool1d, "the mean over steps, per channel: (steps, C) -> (C,)", since="1.2"
+        "global_avg_pool1d",
+        rules.global_pool1d,
+        "the mean over steps, per channel: (steps, C) -> (C,), or (1, C) with keepdims",
+        {"keepdims": _KEEPDIMS},
+        {"keepdims": False},
+        since="1.2",
     ),
     OpDef(
-        "global_max_pool1d", rules.global_pool1d, "the maximum over steps, per channel: (steps, C) -> (C,)", since="1.2"
+        "global_max_pool1d",
+        rules.global_pool1d,
+        "the maximum over steps, per channel: (steps, C) -> (C,), or (1, C) with keepdims",
+        {"keepdims": _KEEPDIMS},
+        {"keepdims": False},
+        since="1.2",
     ),
+    *MERGE_FAMILY,
+    *RESAMPLE_FAMILY,
 )
 
 #: Every op, by name, in the order of the language reference.

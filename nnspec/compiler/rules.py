@@ -137,7 +137,8 @@ def dense(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 
 
 def _conv(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
-    """A convolution over every axis of ``shape`` but the last: kernel ``[*k, in, filters]``, bias ``[filters]``."""
+    """A convolution over every axis of ``shape`` but the last: kernel ``[*k, in / groups, filters]``, bias
+    ``[filters]``."""
     window = tuple(attrs["kernel"])
     dilation = tuple(attrs.get("dilation", (1,) * len(window)))
     if any(d > 1 for d in dilation) and any(s > 1 for s in attrs["strides"]):
@@ -147,7 +148,14 @@ def _conv(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
             code="E0302",
         )
     out = _spatial(attrs, shape, window, "kernel", dilation)
-    taps, cin, cout = math.prod(window), shape[-1], attrs["filters"]
+    taps, groups, cout = math.prod(window), int(attrs.get("groups", 1)), attrs["filters"]
+    if shape[-1] % groups or cout % groups:
+        raise ShapeProblem(
+            f"groups {groups} must divide the input's {shape[-1]} channels and the {cout} filters",
+            "use a number of groups that divides both (1: an ordinary convolution)",
+            code="E0302",
+        )
+    cin = shape[-1] // groups
     fan_in, fan_out = taps * cin, taps * cout
     params = [ParamSpec("kernel", (*window, cin, cout), attrs["kernel_init"], fan_in, fan_out)]
     if attrs["use_bias"]:
@@ -166,7 +174,7 @@ def conv1d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 
 
 def conv2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
-    """``conv2d``: a rank-3 input; kernel ``[kh, kw, in, filters]`` and bias ``[filters]``."""
+    """``conv2d``: a rank-3 input; kernel ``[kh, kw, in / groups, filters]`` and bias ``[filters]``."""
     _needs_rank(
         shape,
         3,
@@ -231,19 +239,6 @@ def activation(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 def softmax(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
     """``softmax``: the shape is kept; three FLOPs per element."""
     return Inferred(shape, (), 3 * _size(shape))
-
-
-def add(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
-    """``add``: two or more inputs of one shape."""
-    for shape, name in zip(shapes[1:], names[1:]):
-        if shape != shapes[0]:
-            raise ShapeProblem(
-                f"cannot add {names[0]!r} {shapes[0]} and {name!r} {shape}: add needs inputs of one shape",
-                "make both branches produce the same shape (for example a 1x1 conv2d on the shortcut, "
-                "or padding: same)",
-                code="E0305",
-            )
-    return Inferred(shapes[0], (), (len(shapes) - 1) * _size(shapes[0]))
 
 
 def concat(attrs: Mapping[str, Any], shapes: tuple[Shape, ...], names: tuple[str, ...]) -> Inferred:
@@ -312,19 +307,19 @@ def layer_norm(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
 
 
 def global_pool2d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
-    """``global_avg_pool2d`` and ``global_max_pool2d``: (H, W, C) -> (C,)."""
+    """``global_avg_pool2d`` and ``global_max_pool2d``: (H, W, C) -> (C,), or (1, 1, C) with ``keepdims``."""
     _needs_rank(
         shape,
         3,
         "a rank-3 input (height, width, channels) per example",
         "pool only after a conv2d or a reshape to [H, W, C]",
     )
-    return Inferred((shape[2],), (), _size(shape))
+    return Inferred((1, 1, shape[2]) if attrs.get("keepdims") else (shape[2],), (), _size(shape))
 
 
 def global_pool1d(attrs: Mapping[str, Any], shape: Shape) -> Inferred:
-    """``global_avg_pool1d`` and ``global_max_pool1d``: (steps, C) -> (C,)."""
+    """``global_avg_pool1d`` and ``global_max_pool1d``: (steps, C) -> (C,), or (1, C) with ``keepdims``."""
     _needs_rank(
         shape, 2, "a rank-2 input (steps, channels) per example", "pool only after a conv1d or a reshape to [steps, C]"
     )
-    return Inferred((shape[1],), (), _size(shape))
+    return Inferred((1, shape[1]) if attrs.get("keepdims") else (shape[1],), (), _size(shape))

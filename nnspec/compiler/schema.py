@@ -36,7 +36,7 @@ from .values import (
 
 #: The language versions this nnspec reads, as written after ``nnspec:``, oldest first; each reads every spec of
 #: the versions before it. What each added is in the op table (``OpDef.since``, ``Field.since``).
-LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1", "1.2")
+LANGUAGE_VERSIONS: tuple[str, ...] = ("1", "1.1", "1.2", "1.3")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 METRICS: tuple[str, ...] = ("accuracy",)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .ir import INPUT, DataConfig, Graph, Node, Shape, TrainConfig
 from .opset import DEFAULT_BIAS_INIT, DEFAULT_KERNEL_INIT, MERGE_OPS, OPS, as_activation
+from .resample_rules import sides
 from .rules import MAX_ELEMENTS, Inferred, MergeRule, Rule, ShapeProblem, check_sizes, output_length, same_padding
 
 if TYPE_CHECKING:
@@ -154,12 +155,17 @@ def make_node(
     input_shape = shapes[0] if shapes else ()
     full = {**DEFAULTS[op], **attrs}
     rank = window_rank(op)
-    for key in ("kernel", "strides", "size", "dilation"):
+    for key in ("kernel", "strides", "size", "dilation", "output_padding"):
         if key in full and isinstance(full[key], int):
             full[key] = (full[key],) * rank
-        elif key in full:
+        elif full.get(key) is not None:
             full[key] = tuple(full[key])
-    if "size" in full and "strides" not in full:
+    for key in ("padding", "cropping"):  # an amount per side (zero_pad2d, crop2d), not a padding rule's name
+        if key in full and not isinstance(full[key], str):
+            full[key] = sides(full[key])
+    if full.get("noise_shape") is not None:
+        full["noise_shape"] = tuple(full["noise_shape"])
+    if "size" in full and "strides" not in full and OPS[op].spatial:  # a pool's default strides: its size
         full["strides"] = tuple(full["size"])
     if op == "reshape":
         full["shape"] = resolve_reshape_target(full["shape"], input_shape)

@@ -83,7 +83,7 @@ def map_layer(layer: KerasLayer) -> list[SpecLayer]:
     mapper = _MAPPERS.get(layer.class_name)
     if mapper is None:
         raise KerasImportError(
-            f"{layer.label} has no nnspec equivalent (nnspec imports {', '.join(known_classes())})",
+            f"{layer.label} has no nnspec equivalent",
             where=f"{layer.path}.class_name",
         )
     _check_dtype(layer)
@@ -310,23 +310,89 @@ def _dense(layer: KerasLayer) -> list[SpecLayer]:
     return _with_activation(layer, "dense", params, notes)
 
 
-@maps("Conv2D")
-def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
-    cfg = layer.config
+def _window_2d(layer: KerasLayer, params: dict[str, Any], dilation: bool = True) -> None:
+    """``strides``, ``padding`` (and ``dilation``) of a 2-D convolution, where they differ from the defaults."""
     _channels_last(layer)
-    if _pair(layer, "dilation_rate", 1) != 1:
-        raise _unsupported(layer, "dilation_rate", cfg["dilation_rate"], "nnspec's conv2d has no dilation")
-    _require_default(layer, "groups", 1, "nnspec's conv2d has no grouped convolution")
-    padding = str(cfg.get("padding", "valid")).lower()
+    padding = str(layer.config.get("padding", "valid")).lower()
     if padding not in ("valid", "same"):
         raise _unsupported(layer, "padding", padding, "nnspec pads 'valid' or 'same'")
-    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(layer, "kernel_size")}
     if _pair(layer, "strides", 1) != 1:
         params["strides"] = _pair(layer, "strides")
     if padding != "valid":
         params["padding"] = padding
+    if dilation and _pair(layer, "dilation_rate", 1) != 1:
+        params["dilation"] = _pair(layer, "dilation_rate")
+
+
+@maps("Conv2D")
+def _conv2d(layer: KerasLayer) -> list[SpecLayer]:
+    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(layer, "kernel_size")}
+    _window_2d(layer, params)
+    if layer.config.get("groups", 1) != 1:
+        params["groups"] = _positive(layer, "groups")
     notes = _weights_options(layer, params)
     return _with_activation(layer, "conv2d", params, notes)
+
+
+@maps("Conv2DTranspose")
+def _conv2d_transpose(layer: KerasLayer) -> list[SpecLayer]:
+    params: dict[str, Any] = {"filters": _positive(layer, "filters"), "kernel": _pair(layer, "kernel_size")}
+    _window_2d(layer, params, dilation=False)
+    if _pair(layer, "dilation_rate", 1) != 1:
+        raise _unsupported(layer, "dilation_rate", layer.config["dilation_rate"], "nnspec's conv2d_transpose has none")
+    extra = layer.config.get("output_padding")
+    if extra is not None:
+        values = list(extra) if isinstance(extra, (list, tuple)) else [extra, extra]
+        if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v for v in values):
+            raise _unsupported(layer, "output_padding", extra, "expected one or two non-negative ints")
+        params["output_padding"] = values[0] if values[0] == values[1] else values
+    notes = _weights_options(layer, params)
+    return _with_activation(layer, "conv2d_transpose", params, notes)
+
+
+#: Options of the depthwise convolutions that nnspec lacks (regularisers, constraints).
+_DEPTHWISE_EXTRAS = tuple(
+    f"{part}_{what}" for part in ("depthwise", "pointwise", "bias") for what in ("regularizer", "constraint")
+) + ("activity_regularizer", "lora_rank", "quantization_config")
+
+
+def _depthwise_layer(
+    layer: KerasLayer, op: str, params: dict[str, Any], kernels: dict[str, tuple[str, str]]
+) -> list[SpecLayer]:
+    """A ``DepthwiseConv2D`` or ``SeparableConv2D``; ``kernels`` maps each Keras kernel initialiser key to its
+    spec key and the weight it initialises, in Keras's order of weights."""
+    params["kernel"] = _pair(layer, "kernel_size")
+    _window_2d(layer, params)
+    if layer.config.get("depth_multiplier", 1) != 1:
+        params["depth_multiplier"] = _positive(layer, "depth_multiplier")
+    _no_extras(layer, _DEPTHWISE_EXTRAS)
+    if not layer.config.get("use_bias", True):
+        params["use_bias"] = False
+    notes: list[str] = []
+    inits = {key: (spec_key, "glorot_uniform") for key, (spec_key, _) in kernels.items()}
+    for key, (spec_key, default) in {**inits, "bias_initializer": ("bias_init", "zeros")}.items():
+        value, more = _initializer(layer, key, default)
+        notes += more
+        if value is not None:
+            params[spec_key] = value
+    specs = _with_activation(layer, op, params, notes)
+    weights = tuple(weight for _, weight in kernels.values())
+    specs[0].weight_names = (*weights, "bias") if params.get("use_bias", True) else weights
+    return specs
+
+
+@maps("DepthwiseConv2D")
+def _depthwise_conv2d(layer: KerasLayer) -> list[SpecLayer]:
+    return _depthwise_layer(layer, "depthwise_conv2d", {}, {"depthwise_initializer": ("kernel_init", "kernel")})
+
+
+@maps("SeparableConv2D")
+def _separable_conv2d(layer: KerasLayer) -> list[SpecLayer]:
+    kernels = {
+        "depthwise_initializer": ("depthwise_init", "depthwise_kernel"),
+        "pointwise_initializer": ("pointwise_init", "pointwise_kernel"),
+    }
+    return _depthwise_layer(layer, "separable_conv2d", {"filters": _positive(layer, "filters")}, kernels)
 
 
 @maps("MaxPooling1D", "AveragePooling1D", "MaxPooling2D", "AveragePooling2D")
@@ -384,22 +450,86 @@ def _reshape(layer: KerasLayer) -> list[SpecLayer]:
     return [SpecLayer("reshape", {"shape": list(shape)}, layer.name, layer)]
 
 
+def _seed_notes(layer: KerasLayer) -> list[str]:
+    if layer.config.get("seed") is None:
+        return []
+    return [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"]
+
+
+def _noise_shape(layer: KerasLayer, key: str, batched: bool) -> list[int | None] | None:
+    """Keras's ``noise_shape`` as nnspec's (the batch axis dropped: it must be None, one mask per example)."""
+    value = layer.config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or not all(v is None or _is_dim(v) for v in value):
+        raise _unsupported(layer, key, value, "expected a list of positive ints or None, one per axis")
+    if batched:
+        if value[0] is not None:
+            raise _unsupported(layer, key, value, "nnspec draws one mask per example: the batch entry must be None")
+        value = value[1:]
+    return list(value)
+
+
 @maps("Dropout")
 def _dropout(layer: KerasLayer) -> list[SpecLayer]:
-    if layer.config.get("noise_shape") is not None:
-        raise _unsupported(layer, "noise_shape", layer.config["noise_shape"], "nnspec drops each unit independently")
-    notes = (
-        [f"{layer.label}: its seed is not kept; nnspec's dropout masks come from train.seed"]
-        if layer.config.get("seed") is not None
-        else []
-    )
-    return [SpecLayer("dropout", {"rate": _number(layer, "rate")}, layer.name, layer, notes=notes)]
+    params: dict[str, Any] = {"rate": _number(layer, "rate")}
+    noise = _noise_shape(layer, "noise_shape", batched=True)
+    if noise is not None:
+        params["noise_shape"] = noise
+    return [SpecLayer("dropout", params, layer.name, layer, notes=_seed_notes(layer))]
+
+
+@maps("SpatialDropout2D")
+def _spatial_dropout2d(layer: KerasLayer) -> list[SpecLayer]:
+    _channels_last(layer)
+    rate = _number(layer, "rate")
+    return [SpecLayer("spatial_dropout2d", {"rate": rate}, layer.name, layer, notes=_seed_notes(layer))]
 
 
 @maps("CounterDropout")
 def _counter_dropout(layer: KerasLayer) -> list[SpecLayer]:
     """nnspec's own training dropout (in a model saved from the keras backend's ``to_keras()``)."""
-    return [SpecLayer("dropout", {"rate": _number(layer, "rate")}, layer.name, layer)]
+    params: dict[str, Any] = {"rate": _number(layer, "rate")}
+    mask = _noise_shape(layer, "mask_shape", batched=False)
+    if mask is not None and any(m == 1 for m in mask):
+        params["noise_shape"] = [1 if m == 1 else None for m in mask]
+    return [SpecLayer("dropout", params, layer.name, layer)]
+
+
+def _sides(layer: KerasLayer, key: str) -> Any:
+    """ZeroPadding2D's ``padding`` / Cropping2D's ``cropping`` as ``[[top, bottom], [left, right]]``."""
+    value = layer.config.get(key, 1 if key == "padding" else 0)
+    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_DIM  # noqa: E731
+    if ok(value):
+        return [[value, value], [value, value]]
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        pairs = [list(v) if isinstance(v, (list, tuple)) else [v, v] for v in value]
+        if all(len(p) == 2 and all(ok(v) for v in p) for p in pairs):
+            return pairs
+    raise _unsupported(layer, key, value, "expected an int, two ints or two pairs of ints >= 0")
+
+
+@maps("ZeroPadding2D")
+def _zero_padding2d(layer: KerasLayer) -> list[SpecLayer]:
+    _channels_last(layer)
+    return [SpecLayer("zero_pad2d", {"padding": _sides(layer, "padding")}, layer.name, layer)]
+
+
+@maps("Cropping2D")
+def _cropping2d(layer: KerasLayer) -> list[SpecLayer]:
+    _channels_last(layer)
+    return [SpecLayer("crop2d", {"cropping": _sides(layer, "cropping")}, layer.name, layer)]
+
+
+@maps("UpSampling2D", "Upsample2D")
+def _upsampling2d(layer: KerasLayer) -> list[SpecLayer]:
+    """Keras's ``UpSampling2D`` (and nnspec's own float64 form of it, from the keras backend's ``to_keras()``)."""
+    _channels_last(layer)
+    interpolation = layer.config.get("interpolation", "nearest")
+    if interpolation not in ("nearest", "bilinear"):
+        raise _unsupported(layer, "interpolation", interpolation, "nnspec upsamples nearest or bilinear")
+    params = {"size": _pair(layer, "size", 2), "interpolation": interpolation}
+    return [SpecLayer("upsample2d", params, layer.name, layer)]
 
 
 @maps("Activation")
@@ -565,6 +695,59 @@ _GLOBAL_POOLS = {
 @maps(*_GLOBAL_POOLS)
 def _global_pool(layer: KerasLayer) -> list[SpecLayer]:
     _channels_last(layer)
-    if layer.config.get("keepdims"):
-        raise _unsupported(layer, "keepdims", True, "nnspec's global pools give (channels,); add a Reshape after it")
-    return [SpecLayer(_GLOBAL_POOLS[layer.class_name], {}, layer.name, layer)]
+    params = {"keepdims": True} if layer.config.get("keepdims") else {}
+    return [SpecLayer(_GLOBAL_POOLS[layer.class_name], params, layer.name, layer)]
+
+
+# ---- element-wise merges, rescaling, layer scale (language 1.3) ------------------------------------------------
+
+_MERGES = {
+    "Multiply": "multiply",
+    "Subtract": "subtract",
+    "Average": "average",
+    "Maximum": "maximum",
+    "Minimum": "minimum",
+}
+
+
+@maps(*_MERGES)
+def _elementwise_merge(layer: KerasLayer) -> list[SpecLayer]:
+    return [SpecLayer(_MERGES[layer.class_name], {}, layer.name, layer)]
+
+
+@maps("FirstExtreme")
+def _first_extreme(layer: KerasLayer) -> list[SpecLayer]:
+    """nnspec's own training maximum/minimum (in a model saved from the keras backend's ``to_keras()``)."""
+    from ..semantics.merges import EXTREMES
+
+    op = layer.config.get("op")
+    if op not in EXTREMES:
+        raise _unsupported(layer, "op", op, "expected maximum or minimum")
+    return [SpecLayer(str(op), {}, layer.name, layer)]
+
+
+def _numbers(layer: KerasLayer, key: str, default: float) -> Any:
+    """A number or a flat list of numbers (one per channel) at ``key``, as the spec writes it."""
+    value = layer.config.get(key, default)
+    if isinstance(value, list):
+        if not value or any(isinstance(v, list) for v in value):
+            raise _unsupported(layer, key, value, "nnspec takes a number or one number per channel")
+        return [_number(layer, key, within={key: v}, where=layer.at(key)) for v in value]
+    return _number(layer, key, default)
+
+
+@maps("Rescaling", "ExactRescaling")
+def _rescaling(layer: KerasLayer) -> list[SpecLayer]:
+    params: dict[str, Any] = {}
+    for key, default in (("scale", 1.0), ("offset", 0.0)):
+        value = _numbers(layer, key, default)
+        if value != default:
+            params[key] = value
+    return [SpecLayer("rescaling", params, layer.name, layer)]
+
+
+@maps("LayerScale")
+def _layer_scale(layer: KerasLayer) -> list[SpecLayer]:
+    """ConvNeXt's ``LayerScale(init_values, projection_dim)``: ``x * gamma`` (the channels come from the input)."""
+    params = {"init_values": _number(layer, "init_values")}
+    return [SpecLayer("layer_scale", params, layer.name, layer, weight_names=("gamma",))]

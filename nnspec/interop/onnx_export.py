@@ -29,6 +29,11 @@ import numpy as np
 from ..compiler.ir import Graph
 from ..outputs import check_output_file, write_outputs
 from ..semantics.weights import check_weights
+from . import (
+    onnx_conv_ops,  # noqa: F401  (registers the converters of the depthwise and transposed convolutions)
+    onnx_merges,  # noqa: F401  (registers the converters of the element-wise merges)
+    onnx_resample,  # noqa: F401  (registers the converters of padding, cropping and upsampling)
+)
 from .onnx_graph import GraphBuilder
 from .onnx_ops import OnnxExportError, convert
 

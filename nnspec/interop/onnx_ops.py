@@ -7,19 +7,20 @@ ONNX nodes and returns the layer's output value. Every nnspec op has an exact ON
   the last axis of a channels-last input of higher rank; then the activation.
 * ``conv1d`` and ``conv2d``: ``Conv`` on channels-first data, kernel transposed to ``[out, in, *k]``;
   ``same`` and ``causal`` padding become explicit pads (``same``: TensorFlow's rule, the odd element at the
-  end; ``causal``: all of it before), a dilation becomes ``dilations``.
+  end; ``causal``: all of it before), a dilation becomes ``dilations``, ``groups`` ``group``; the depthwise,
+  separable and transposed convolutions: :mod:`.onnx_conv_ops`.
 * max pools: ``MaxPool`` (padding takes no part); average pools: ``AveragePool`` with
   ``count_include_pad=0`` (nnspec averages over the in-image elements only).
 * ``flatten`` and ``reshape``: on channels-last data, so that the order is nnspec's row-major (H, W, C).
 * ``dropout`` and the ``linear`` activation: ``Identity`` (dropout is the identity at inference).
 * activations: one ONNX operator each where ONNX has one, a few where it has not
   (:mod:`.onnx_activations`).
-* ``softmax``: ``Softmax`` over the channel axis; ``add``: a left-to-right chain of ``Add``; ``concat``:
-  ``Concat`` on the batched axis of the per-example axis.
+* ``softmax``: ``Softmax`` over the channel axis; ``concat``: ``Concat`` on the batched axis of the per-example
+  axis; the element-wise merges (``add`` included), ``rescaling`` and ``layer_scale``: :mod:`.onnx_merges`.
 * ``batch_norm``: ``BatchNormalization`` in inference mode with the moving statistics (ones and zeros
   stand in for ``gamma`` and ``beta`` when ``scale`` or ``center`` is false).
 * ``layer_norm``: ``LayerNormalization`` over the last axis.
-* global pools (1-D and 2-D): ``ReduceMean`` / ``ReduceMax`` over the spatial axes.
+* global pools (1-D and 2-D): ``ReduceMean`` / ``ReduceMax`` over the spatial axes (kept with ``keepdims``).
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ def _conv(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weigh
     kernel = builder.constant(node.key("kernel"), np.transpose(weights[node.key("kernel")], to_onnx))
     rank = len(node.output_shape)
     ins = [x.name, kernel, *_bias(builder, node, weights)]
-    return _then_activation(builder, node, "Conv", ins, rank, True, **_window_attrs(node))
+    groups = int(node.attrs.get("groups", 1))
+    extra = {"group": groups} if groups != 1 else {}
+    return _then_activation(builder, node, "Conv", ins, rank, True, **_window_attrs(node), **extra)
 
 
 @converter("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
@@ -179,17 +182,6 @@ def _softmax(builder: GraphBuilder, node: Node, inputs: list[Value], weights: We
     x = inputs[0]
     out = builder.emit("Softmax", [x.name], builder.tensor_name(node), name=node.name, axis=x.channel_axis)
     return Value(out, x.rank, x.channels_first)
-
-
-@converter("add")
-def _add(builder: GraphBuilder, node: Node, inputs: list[Value], weights: Weights) -> Value:
-    values = builder.same_layout(inputs)
-    total = values[0].name
-    for position, v in enumerate(values[1:], start=2):
-        last = position == len(values)
-        out = builder.tensor_name(node) if last else builder.fresh(node, f"sum{position}")
-        total = builder.emit("Add", [total, v.name], out, name=node.name if last else out)
-    return Value(total, values[0].rank, values[0].channels_first)
 
 
 @converter("concat")
@@ -253,4 +245,6 @@ def _global_pool(builder: GraphBuilder, node: Node, inputs: list[Value], weights
     spatial = list(range(2, x.rank + 1)) if x.channels_first else list(range(1, x.rank))
     axes = builder.constant(builder.fresh(node, "axes"), np.array(spatial), dtype=np.int64)
     op = "ReduceMean" if node.op.startswith("global_avg") else "ReduceMax"
-    return Value(builder.emit(op, [x.name, axes], builder.tensor_name(node), name=node.name, keepdims=0), 1)
+    keep = bool(node.attrs.get("keepdims"))
+    out = builder.emit(op, [x.name, axes], builder.tensor_name(node), name=node.name, keepdims=int(keep))
+    return Value(out, x.rank, x.channels_first) if keep else Value(out, 1)

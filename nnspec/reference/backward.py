@@ -33,8 +33,11 @@ from ..compiler.shapes import dilation_of, padding_pairs, window_of
 from ..semantics import numpy_windows as win
 from ..semantics.losses import loss_from_head
 from ..semantics.numpy_ops import NumpyOps
+from . import conv_family
 from .activation_backward import activation_backward, activation_derivative
 from .forward import LayerRecord, run_trace, split_weights
+from .merge_backward import RULES as MERGE_RULES
+from .resample_backward import RULES as RESAMPLE_RULES
 
 __all__ = ["activation_derivative", "loss_and_gradients"]
 
@@ -105,6 +108,25 @@ def _conv(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tupl
     return win.conv_transpose(dz, kernel, spatial, strides, pads, dilation, groups), grads
 
 
+@backward_rule("depthwise_conv2d")
+@backward_rule("separable_conv2d")
+@backward_rule("conv2d_transpose")
+def _conv_family(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+    node = rec.node
+    dz = _through_activation(rec, dy)
+    grads = {node.key("bias"): dz.reshape(-1, dz.shape[-1]).sum(axis=0)} if node.attrs["use_bias"] else {}
+    if node.op == "conv2d_transpose":
+        dx, grads[node.key("kernel")] = conv_family.transpose_backward(node, rec.input, w[node.key("kernel")], dz)
+    elif node.op == "depthwise_conv2d":
+        dx, grads[node.key("kernel")] = conv_family.depthwise_backward(node, rec.input, w[node.key("kernel")], dz)
+    else:
+        pointwise, depthwise = w[node.key("pointwise_kernel")], w[node.key("depthwise_kernel")]
+        mid = rec.saved["depthwise"]
+        dmid, grads[node.key("pointwise_kernel")] = conv_family.pointwise_backward(mid, pointwise, dz)
+        dx, grads[node.key("depthwise_kernel")] = conv_family.depthwise_backward(node, rec.input, depthwise, dmid)
+    return dx, grads
+
+
 @backward_rule("max_pool1d")
 @backward_rule("max_pool2d")
 def _max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
@@ -126,6 +148,7 @@ def _reshape(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> t
     return dy.reshape(rec.input.shape), {}
 
 
+@backward_rule("spatial_dropout2d")
 @backward_rule("dropout")
 def _dropout(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[np.ndarray, Grads]:
     if rec.keep is None:  # inference, or rate 0
@@ -149,11 +172,6 @@ def _softmax(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> t
 
 
 # ---- merges, normalisation and global pools --------------------------------------------------------
-
-
-@backward_rule("add")
-def _add(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
-    return [dy for _ in rec.all_inputs], {}
 
 
 @backward_rule("concat")
@@ -200,12 +218,14 @@ def _layer_norm(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -
 @backward_rule("global_avg_pool2d")
 def _global_avg_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
     b, h, wd, c = rec.input.shape
+    dy = dy.reshape(b, c)  # keepdims: (b, 1, 1, c)
     return np.broadcast_to(dy[:, None, None, :] / (h * wd), (b, h, wd, c)).copy(), {}
 
 
 @backward_rule("global_max_pool2d")
 def _global_max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
     b, h, wd, c = rec.input.shape
+    dy = dy.reshape(b, c)
     first = np.argmax(rec.input.reshape(b, h * wd, c), axis=1)  # the first maximum in row-major (h, w) order
     routed = (np.arange(h * wd)[None, :, None] == first[:, None, :]) * dy[:, None, :]
     return routed.reshape(b, h, wd, c), {}
@@ -214,14 +234,22 @@ def _global_max_pool(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarr
 @backward_rule("global_avg_pool1d")
 def _global_avg_pool1d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
     b, steps, c = rec.input.shape
+    dy = dy.reshape(b, c)  # keepdims: (b, 1, c)
     return np.broadcast_to(dy[:, None, :] / steps, (b, steps, c)).copy(), {}
 
 
 @backward_rule("global_max_pool1d")
 def _global_max_pool1d(rec: LayerRecord, w: Mapping[str, np.ndarray], dy: np.ndarray) -> tuple[InputGrads, Grads]:
     first = np.argmax(rec.input, axis=1)  # the first maximum over the steps
+    dy = dy.reshape(first.shape)
     routed = (np.arange(rec.input.shape[1])[None, :, None] == first[:, None, :]) * dy[:, None, :]
     return routed, {}
+
+
+# the element-wise merges (add included), rescaling and layer_scale
+_RULES.update(MERGE_RULES)  # type: ignore[arg-type]
+# padding, cropping and upsampling
+_RULES.update(RESAMPLE_RULES)  # type: ignore[arg-type]
 
 
 # ---- loss ----------------------------------------------------------------------------------------------

@@ -20,20 +20,22 @@ statistics and writes new moving statistics (:attr:`Trace.state`); in inference 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..compiler.ir import INPUT, Graph, Node
 from ..compiler.shapes import dilation_of, padding_pairs, window_of
+from ..semantics import merges
 from ..semantics import normalization as norm
 from ..semantics import numpy_windows as win
 from ..semantics.activations import activate
-from ..semantics.dropout import apply_dropout, numpy_keep_mask, scale
+from ..semantics.dropout import apply_dropout, layer_mask_shape, numpy_keep_mask, scale
 from ..semantics.losses import correct_count, loss_from_head
 from ..semantics.lowering import LoweringContext, OpRegistry, run_graph
 from ..semantics.numpy_ops import NumpyOps
+from . import conv_family, resample
 
 Weights = Mapping[str, np.ndarray]
 
@@ -131,6 +133,24 @@ def _conv(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     return _finish(ctx, node, inputs[0], z)
 
 
+@forward_op("depthwise_conv2d")
+def _depthwise_conv(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return _finish(ctx, node, inputs[0], conv_family.depthwise(node, inputs[0], ctx.param(node, "kernel")))
+
+
+@forward_op("separable_conv2d")
+def _separable_conv(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    mid = conv_family.depthwise(node, inputs[0], ctx.param(node, "depthwise_kernel"))
+    y = _finish(ctx, node, inputs[0], conv_family.pointwise(mid, ctx.param(node, "pointwise_kernel")))
+    ctx.records[node.name] = replace(ctx.records[node.name], saved={"depthwise": mid})
+    return y
+
+
+@forward_op("conv2d_transpose")
+def _conv_transpose(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return _finish(ctx, node, inputs[0], conv_family.transpose(node, inputs[0], ctx.param(node, "kernel")))
+
+
 @forward_op("max_pool1d", "max_pool2d")
 def _max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     y = win.max_pool(inputs[0], window_of(node), node.attrs["strides"], padding_pairs(node))
@@ -153,15 +173,32 @@ def _reshape(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     return ctx.keep_record(node, inputs, inputs[0].reshape(inputs[0].shape[0], *node.attrs["shape"]))
 
 
-@forward_op("dropout")
+@forward_op("dropout", "spatial_dropout2d")
 def _dropout(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     x = inputs[0]
     rate = float(node.attrs["rate"])
     if not ctx.training or rate <= 0.0:
         return ctx.keep_record(node, inputs, x)
-    keep = numpy_keep_mask(ctx.seed, node.index, int(ctx.step), x.shape, rate)
-    y = apply_dropout(ctx.ops, x, ctx.seed, node.index, int(ctx.step), rate, x.shape)
+    shape = layer_mask_shape(node, x.shape[0], spatial=node.op == "spatial_dropout2d")  # broadcast over x
+    keep = numpy_keep_mask(ctx.seed, node.index, int(ctx.step), shape, rate)
+    y = apply_dropout(ctx.ops, x, ctx.seed, node.index, int(ctx.step), rate, shape)
     return ctx.keep_record(node, inputs, y, keep=keep, scale=scale(rate, ctx.ops.float_dtype))
+
+
+@forward_op("zero_pad2d")
+def _zero_pad2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, resample.pad(inputs[0], node.attrs["padding"]))
+
+
+@forward_op("crop2d")
+def _crop2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, resample.crop(inputs[0], node.attrs["cropping"]))
+
+
+@forward_op("upsample2d")
+def _upsample2d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    y = resample.upsample(inputs[0], tuple(node.attrs["size"]), node.attrs["interpolation"])  # type: ignore[arg-type]
+    return ctx.keep_record(node, inputs, y)
 
 
 @forward_op("activation")
@@ -176,9 +213,19 @@ def _softmax(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     return ctx.keep_record(node, inputs, ctx.ops.softmax(inputs[0]))
 
 
-@forward_op("add")
-def _add(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, norm.add_all(list(inputs)))
+@forward_op("add", "multiply", "subtract", "average", "maximum", "minimum")
+def _elementwise_merge(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, merges.merge_node(ctx.ops, node, inputs))
+
+
+@forward_op("rescaling")
+def _rescaling(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, merges.rescale(ctx.ops, inputs[0], node.attrs["scale"], node.attrs["offset"]))
+
+
+@forward_op("layer_scale")
+def _layer_scale(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
+    return ctx.keep_record(node, inputs, inputs[0] * ctx.param(node, "gamma"))
 
 
 @forward_op("concat")
@@ -216,23 +263,25 @@ def _layer_norm(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
 
 @forward_op("global_avg_pool2d")
 def _global_avg_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[-1]))
+    pooled = norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[-1])
+    return ctx.keep_record(node, inputs, pooled.reshape(-1, *node.output_shape))
 
 
 @forward_op("global_max_pool2d")
 def _global_max_pool(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
     shape: Any = node.input_shape
-    return ctx.keep_record(node, inputs, norm.global_max_pool2d(ctx.ops, inputs[0], shape))
+    pooled = norm.global_max_pool2d(ctx.ops, inputs[0], shape)
+    return ctx.keep_record(node, inputs, pooled.reshape(-1, *node.output_shape))
 
 
 @forward_op("global_avg_pool1d")
 def _global_avg_pool1d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, np.mean(inputs[0], axis=1))
+    return ctx.keep_record(node, inputs, np.mean(inputs[0], axis=1).reshape(-1, *node.output_shape))
 
 
 @forward_op("global_max_pool1d")
 def _global_max_pool1d(ctx: ReferenceContext, node: Node, inputs: list) -> np.ndarray:
-    return ctx.keep_record(node, inputs, np.max(inputs[0], axis=1))
+    return ctx.keep_record(node, inputs, np.max(inputs[0], axis=1).reshape(-1, *node.output_shape))
 
 
 # ---- weights and state ------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ A mask is a pure function of (seed, layer index, step, element index), computed 
     keep[i] = (h[i] >> 8) >= threshold,  threshold = round(rate * 2**24)
     y[i] = keep[i] ? x[i] * scale : 0,   scale = 1 / (1 - rate) rounded to the model's float dtype
 
-``step`` counts optimiser steps from 0 over the whole training run.
+``step`` counts optimiser steps from 0 over the whole training run. A ``noise_shape`` (and
+``spatial_dropout2d``) draws the mask at a smaller shape, 1 on the axes it is shared along, numbered
+row-major in that shape, and broadcasts it over the input (:func:`layer_mask_shape`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..compiler.ir import Node
+from ..compiler.resample_rules import mask_shape
 from .numpy_ops import NumpyOps
 from .ops import Ops
 
@@ -58,8 +62,15 @@ def scale(rate: float, dtype: str) -> float:
     return float(np.asarray(1.0 / (1.0 - rate), dtype=dtype))
 
 
+def layer_mask_shape(node: Node, batch: int, spatial: bool = False) -> tuple[int, ...]:
+    """The shape (batch axis first) at which dropout layer ``node`` draws its mask: its input's, or 1 on the
+    axes its ``noise_shape`` shares the mask along (with ``spatial``: all but the channels)."""
+    return (int(batch), *mask_shape(node.attrs.get("noise_shape"), tuple(node.input_shape), spatial))
+
+
 def apply_dropout(ops: Ops, x: Any, seed: int, layer_index: int, step: Any, rate: float, shape: tuple[int, ...]) -> Any:
-    """Training-time dropout of ``x`` (whose full static shape is ``shape``)."""
+    """Training-time dropout of ``x``; the mask is drawn at ``shape``: the full static shape of ``x``, or a shape
+    with 1 on the axes the mask is broadcast along (see :func:`layer_mask_shape`)."""
     if rate <= 0.0:
         return x
     keep = keep_mask(ops, seed, layer_index, step, shape, rate)

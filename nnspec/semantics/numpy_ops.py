@@ -136,6 +136,12 @@ class NumpyOps:
     def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
         return win.avg_pool(x, window, strides, padding)
 
+    def pad(self, x: Any, padding: Any) -> Any:
+        return np.pad(x, [(0, 0), *[tuple(p) for p in padding], (0, 0)])
+
+    def crop(self, x: Any, cropping: Any) -> Any:
+        return x[crop_index(cropping)]
+
     def u32(self, value: Any) -> np.ndarray:
         return np.asarray(np.asarray(value, dtype=np.int64) & 0xFFFFFFFF, dtype=np.uint32)
 
@@ -153,3 +159,10 @@ class NumpyOps:
 
     def u32_ge(self, a: Any, constant: int) -> Any:
         return a >= np.uint32(constant)
+
+
+def crop_index(cropping: Any) -> tuple[slice, ...]:
+    """The index of a (B, *spatial, C) array that drops ``cropping`` (one (before, after) pair per spatial axis);
+    every engine's arrays take it (``x[index]``)."""
+    spatial = [slice(int(a), -int(b) if b else None) for a, b in cropping]
+    return (slice(None), *spatial, slice(None))

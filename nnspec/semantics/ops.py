@@ -137,6 +137,13 @@ class Ops(Protocol):
     def avg_pool(self, x: Array, window: tuple[int, ...], strides: tuple[int, ...], padding: Pads) -> Array:
         """The mean of each window of ``x`` (B, *spatial, C) over its in-image elements (padding not counted)."""
 
+    # --- padding and cropping of the spatial axes (zero_pad2d, crop2d, upsample2d) -------------
+    def pad(self, x: Array, padding: Pads) -> Array:
+        """``x`` (B, *spatial, C) with ``padding`` zeros, one (before, after) pair per spatial axis."""
+
+    def crop(self, x: Array, cropping: Pads) -> Array:
+        """``x`` (B, *spatial, C) without ``cropping`` elements, one (before, after) pair per spatial axis."""
+
     # --- unsigned 32-bit integers, for the dropout-mask hash -----------------------------------
     def u32(self, value: Array) -> U32:
         """Convert a Python int or an integer array/scalar (seed, layer index, step) to U32, modulo 2**32."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..compiler.conv_rules import transpose_padding
 from ..compiler.ir import Node
 from ..compiler.shapes import dilation_of, padding_pairs, window_of
+from . import merges, resample
 from . import normalization as norm
 from .activations import activate
-from .dropout import apply_dropout
+from .dropout import apply_dropout, layer_mask_shape
 from .lowering import Lowering, LoweringContext, OpRegistry
 
 Context = LoweringContext
@@ -62,6 +64,38 @@ def conv(ctx: Context, node: Node, inputs: list) -> Any:
     return bias_activation(ctx, node, z)
 
 
+def depthwise(ctx: Context, node: Node, x: Any, kernel: str) -> Any:
+    """The depthwise convolution of ``x`` with the node's ``kernel`` ``[kh, kw, in, m]``: the convolution with
+    ``groups = in`` and the kernel read as ``[kh, kw, 1, in * m]`` (output channel ``c * m + i``, Keras's order)."""
+    *window, cin, mult = next(p.shape for p in node.params if p.name == kernel)
+    grouped = ctx.ops.reshape(ctx.param(node, kernel), (*window, 1, cin * mult))
+    return ctx.ops.conv(x, grouped, tuple(node.attrs["strides"]), padding_pairs(node), dilation_of(node), cin)
+
+
+@shared("depthwise_conv2d")
+def depthwise_conv2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """``activation(depthwise(x, kernel) + bias)``."""
+    return bias_activation(ctx, node, depthwise(ctx, node, inputs[0], "kernel"))
+
+
+@shared("separable_conv2d")
+def separable_conv2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """``activation(pointwise(depthwise(x)) + bias)``, the pointwise convolution 1x1 and ungrouped."""
+    mid = depthwise(ctx, node, inputs[0], "depthwise_kernel")
+    z = ctx.ops.conv(mid, ctx.param(node, "pointwise_kernel"), (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    return bias_activation(ctx, node, z)
+
+
+@shared("conv2d_transpose")
+def conv2d_transpose(ctx: Context, node: Node, inputs: list) -> Any:
+    """``activation(conv_transpose(x, kernel) + bias)``: the input gradient of the convolution (kernel
+    ``[kh, kw, filters, in]``) whose input is this layer's output, Keras's sizes (:func:`transpose_padding`)."""
+    spatial = tuple(node.output_shape[:-1])
+    strides, pads = tuple(node.attrs["strides"]), transpose_padding(node)
+    z = ctx.ops.conv_transpose(inputs[0], ctx.param(node, "kernel"), spatial, strides, pads, (1,) * len(spatial), 1)
+    return bias_activation(ctx, node, z)
+
+
 @shared("max_pool1d", "max_pool2d")
 def max_pool(ctx: Context, node: Node, inputs: list) -> Any:
     """The maximum of each window (padding takes no part; ties: the first maximum gets the gradient)."""
@@ -86,16 +120,35 @@ def reshape(ctx: Context, node: Node, inputs: list) -> Any:
     return ctx.ops.reshape(inputs[0], (-1, *node.attrs["shape"]))
 
 
-@shared("dropout")
+@shared("dropout", "spatial_dropout2d")
 def dropout(ctx: Context, node: Node, inputs: list) -> Any:
-    """The counter-based mask of (seed, layer index, step) in training; the identity otherwise."""
+    """The counter-based mask of (seed, layer index, step) in training, drawn at the layer's mask shape
+    (``noise_shape``; one value per channel for ``spatial_dropout2d``) and broadcast; the identity otherwise."""
     x = inputs[0]
     if not ctx.training:
         return x
     batch = ctx.batch if ctx.batch is not None else x.shape[0]
-    return apply_dropout(
-        ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), (batch, *node.input_shape)
-    )
+    shape = layer_mask_shape(node, batch, spatial=node.op == "spatial_dropout2d")
+    return apply_dropout(ctx.ops, x, ctx.seed, node.index, ctx.step, float(node.attrs["rate"]), shape)
+
+
+@shared("zero_pad2d")
+def zero_pad2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Zeros around the image: ``padding`` ((top, bottom), (left, right))."""
+    return ctx.ops.pad(inputs[0], node.attrs["padding"])
+
+
+@shared("crop2d")
+def crop2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """The image without its ``cropping`` ((top, bottom), (left, right))."""
+    return ctx.ops.crop(inputs[0], node.attrs["cropping"])
+
+
+@shared("upsample2d")
+def upsample2d(ctx: Context, node: Node, inputs: list) -> Any:
+    """Upsampling by ``size``, nearest or bilinear (:mod:`nnspec.semantics.resample`)."""
+    shape = tuple(node.input_shape)
+    return resample.upsample2d(ctx.ops, inputs[0], shape, node.attrs["size"], node.attrs["interpolation"])  # type: ignore[arg-type]
 
 
 @shared("activation")
@@ -110,10 +163,10 @@ def softmax(ctx: Context, node: Node, inputs: list) -> Any:
     return ctx.ops.softmax(inputs[0])
 
 
-@shared("add")
-def add(ctx: Context, node: Node, inputs: list) -> Any:
-    """Elementwise sum of the inputs."""
-    return norm.add_all(inputs)
+@shared("add", "multiply", "subtract", "average", "maximum", "minimum")
+def elementwise_merge(ctx: Context, node: Node, inputs: list) -> Any:
+    """The element-wise merge of the inputs, broadcast as Keras broadcasts (:mod:`nnspec.semantics.merges`)."""
+    return merges.merge_node(ctx.ops, node, inputs)
 
 
 @shared("concat")
@@ -161,25 +214,42 @@ def layer_norm(ctx: Context, node: Node, inputs: list) -> Any:
     return y if wide is ctx.ops else ctx.ops.to_float(y)
 
 
+def _pooled(ctx: Context, node: Node, pooled: Any) -> Any:
+    """A global pool's (N, C) result, with the pooled axes kept as length 1 under ``keepdims``."""
+    return ctx.ops.reshape(pooled, (-1, *node.output_shape)) if node.attrs.get("keepdims") else pooled
+
+
+@shared("rescaling")
+def rescaling(ctx: Context, node: Node, inputs: list) -> Any:
+    """``x * scale + offset`` (a number, or one per channel)."""
+    return merges.rescale(ctx.ops, inputs[0], node.attrs["scale"], node.attrs["offset"])
+
+
+@shared("layer_scale")
+def layer_scale(ctx: Context, node: Node, inputs: list) -> Any:
+    """``x * gamma``, gamma per channel (the last axis)."""
+    return inputs[0] * ctx.param(node, "gamma")
+
+
 @shared("global_avg_pool2d")
 def global_avg_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
     """Mean over height and width."""
-    return norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[0])
+    return _pooled(ctx, node, norm.global_avg_pool2d(ctx.ops, inputs[0], node.output_shape[-1]))
 
 
 @shared("global_max_pool2d")
 def global_max_pool2d(ctx: Context, node: Node, inputs: list) -> Any:
     """Maximum over height and width."""
-    return norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape)  # type: ignore[arg-type]
+    return _pooled(ctx, node, norm.global_max_pool2d(ctx.ops, inputs[0], node.input_shape))  # type: ignore[arg-type]
 
 
 @shared("global_avg_pool1d")
 def global_avg_pool1d(ctx: Context, node: Node, inputs: list) -> Any:
     """Mean over the steps of (N, steps, C)."""
-    return ctx.ops.reshape(ctx.ops.mean_over(inputs[0], (1,)), (-1, node.output_shape[0]))
+    return _pooled(ctx, node, ctx.ops.reshape(ctx.ops.mean_over(inputs[0], (1,)), (-1, node.output_shape[-1])))
 
 
 @shared("global_max_pool1d")
 def global_max_pool1d(ctx: Context, node: Node, inputs: list) -> Any:
     """Maximum over the steps of (N, steps, C); the gradient goes to the first maximum (``Ops.first_max``)."""
-    return ctx.ops.first_max(inputs[0])
+    return _pooled(ctx, node, ctx.ops.first_max(inputs[0]))

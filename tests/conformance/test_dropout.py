@@ -58,3 +58,32 @@ def test_dropout_is_identity_when_not_training(backend_name: str) -> None:
     x = np.random.default_rng(0).normal(size=(4, 30))
     np.testing.assert_array_equal(model.layer_outputs(x)[0], x)
     np.testing.assert_array_equal(model.predict(x), x)
+
+
+#: Shaped masks (language 1.3): a noise_shape sharing the mask along the height and the channels, then whole
+#: channels dropped (spatial_dropout2d).
+SHAPED = [
+    ("reshape", {"shape": [5, 4, 3]}),
+    ("dropout", {"rate": 0.4, "noise_shape": [None, 1, 1]}),
+    ("spatial_dropout2d", {"rate": 0.5}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shaped_masks_are_drawn_at_the_reduced_shape_and_broadcast(backend_name: str, dtype: str) -> None:
+    g = graph((60,), SHAPED, seed=987654321)
+    model = compile_model(backend_name, g, dtype=dtype)
+    x = np.random.default_rng(0).uniform(0.5, 1.5, size=(7, 60)).astype(dtype)
+    for step in (0, 3, 2**31 - 1):
+        outputs = model.layer_outputs(x, training=True, step=step)
+        previous = outputs[0]
+        for node, out, reduced in zip(g.nodes[1:], outputs[1:], [(7, 5, 1, 1), (7, 1, 1, 3)]):
+            rate = node.attrs["rate"]
+            keep = numpy_keep_mask(g.train.seed, node.index, step, reduced, rate)
+            assert 0 < keep.sum() < keep.size, "some units kept, some dropped"
+            # the mask bit for bit (x has no zeros); the kept values to rounding (PyTensor fuses the product)
+            np.testing.assert_array_equal(out != 0, np.broadcast_to(keep, out.shape) & (previous != 0), node.name)
+            factor = np.asarray(scale(rate, dtype), dtype=dtype)
+            expected = np.where(keep, previous * factor, np.zeros((), dtype=dtype))
+            np.testing.assert_allclose(out, expected, rtol=1e-6 if dtype == "float32" else 1e-15, atol=0)
+            previous = out

@@ -2,7 +2,8 @@
 
 The merge layers (``add``, ``concat``, a merge that reads the graph's input), ``batch_norm`` (batch statistics
 and the moving-average update in training, moving statistics in inference), ``layer_norm`` (before and after
-a global pool) and the global pools: forward per layer in both modes, loss and gradients (summed where a value
+a global pool), the global pools and Keras 3's convolutions (grouped and dilated ``conv2d``, ``depthwise_conv2d``,
+``separable_conv2d``, ``conv2d_transpose``): forward per layer in both modes, loss and gradients (summed where a value
 fans out), a 10-step trajectory whose running statistics, optimiser slots and evaluation after training are
 compared too, one ``fit`` epoch, and a training state that continues bit for bit. float64 to 1e-10, float32 to
 the suite's float32 tolerance (forward) and 1e-4 after 10 steps. Convolutions right before a batch norm have
@@ -36,6 +37,9 @@ from nnspec.semantics.training_state import from_tensors, to_tensors
 def _conv(name: str, filters: int, **extra):
     return ("conv2d", {"name": name, "filters": filters, "kernel": 3, "padding": "same", **extra})
 
+
+_SAME_SIGMOID = {"padding": "same", "activation": "sigmoid"}
+_SAME_TANH_PADDED = {"padding": "same", "output_padding": 1, "activation": "tanh"}
 
 #: Every activation once as a layer, and with arguments also inside a dense layer; each reads the same mix.
 ACTIVATION_VARIANTS: list = [name for name in ACTIVATIONS if name != "threshold"] + [
@@ -136,6 +140,77 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
         None,
     ),
     "every-activation": ((5,), _every_activation(), None),
+    # Keras 3's convolutions: grouped and dilated, depthwise (multiplier, strides), separable (dilated, a
+    # non-square kernel), transposed (same with output_padding, valid with strides below the kernel)
+    "conv-family": (
+        (6, 6, 4),
+        [
+            _conv("grouped", 6, groups=2, dilation=2, activation="tanh"),
+            ("depthwise_conv2d", {"name": "dw", "kernel": 3, "depth_multiplier": 2, "strides": 2, "padding": "same"}),
+            ("activation", {"name": "dw_act", "activation": "tanh"}),
+            ("separable_conv2d", {"name": "sep", "filters": 5, "kernel": [3, 2], "dilation": [1, 2], **_SAME_SIGMOID}),
+            ("conv2d_transpose", {"name": "up", "filters": 3, "kernel": 3, "strides": 2, **_SAME_TANH_PADDED}),
+            ("conv2d_transpose", {"name": "up2", "filters": 2, "kernel": [2, 3], "strides": [3, 2], "use_bias": False}),
+            ("depthwise_conv2d", {"name": "dw2", "kernel": 2, "dilation": 2, "use_bias": False, "inputs": ["grouped"]}),
+            ("global_avg_pool2d", {"name": "gap", "inputs": ["up2"]}),
+            ("global_max_pool2d", {"name": "gmp", "inputs": ["dw2"]}),
+            ("concat", {"name": "both", "inputs": ["gap", "gmp"]}),
+            ("dense", {"name": "logits", "units": 3}),
+            "softmax",
+        ],
+        None,
+    ),
+    # language 1.3's element-wise merges with broadcasting (a squeeze-and-excite gate (1, 1, C) times a feature
+    # map, a (C,) vector against (H, W, C)), rescaling by a number and per channel, layer_scale, keepdims pools
+    "elementwise-merges": (
+        (4, 4, 3),
+        [
+            _conv("f", 3, activation="tanh"),
+            ("global_avg_pool2d", {"name": "gap", "keepdims": True}),
+            ("dense", {"name": "gate", "units": 3, "activation": "sigmoid"}),
+            ("multiply", {"name": "se", "inputs": ["f", "gate"]}),
+            ("global_max_pool2d", {"name": "gmp", "inputs": ["f"]}),
+            ("subtract", {"name": "sub", "inputs": ["se", "gmp"]}),
+            ("conv2d", {"name": "g", "filters": 3, "kernel": 1, "inputs": ["input"]}),
+            ("maximum", {"name": "mx", "inputs": ["sub", "g", "f"]}),
+            ("minimum", {"name": "mn", "inputs": ["g", "sub"]}),
+            ("average", {"name": "avg", "inputs": ["mx", "mn", "gate"]}),
+            ("add", {"name": "sum", "inputs": ["avg", "gmp"]}),
+            ("rescaling", {"name": "half", "scale": 0.5}),
+            ("rescaling", {"name": "rs", "scale": [0.5, -1.0, 2.0], "offset": 0.1}),
+            ("layer_scale", {"name": "ls", "init_values": 0.1}),
+            ("reshape", {"name": "steps", "shape": [16, 3]}),
+            ("global_avg_pool1d", {"name": "gap1", "keepdims": True}),
+            ("global_max_pool1d", {"name": "gmp1", "keepdims": True, "inputs": ["steps"]}),
+            ("multiply", {"name": "both", "inputs": ["gap1", "gmp1", "gmp"]}),
+            ("flatten", {"name": "flat"}),
+            ("dense", {"name": "logits", "units": 4}),
+            "softmax",
+        ],
+        None,
+    ),
+    # language 1.3's padding, cropping, upsampling (bilinear, nearest, a 1x1 image) and shaped dropout masks
+    "resample-dropout": (
+        (5, 4, 3),
+        [
+            _conv("c", 4, activation="tanh"),
+            ("zero_pad2d", {"name": "pad", "padding": [[1, 0], [2, 1]]}),
+            ("crop2d", {"name": "crop", "cropping": [[0, 1], [1, 2]]}),
+            ("upsample2d", {"name": "bil", "size": [2, 3], "interpolation": "bilinear"}),
+            ("spatial_dropout2d", {"name": "sdrop", "rate": 0.4}),
+            ("conv2d", {"name": "c2", "filters": 3, "kernel": 3, "strides": 2, "activation": "tanh"}),
+            ("zero_pad2d", {"name": "pad1", "padding": 1}),
+            ("upsample2d", {"name": "near", "size": 2}),
+            ("dropout", {"name": "drop", "rate": 0.3, "noise_shape": [1, None, 1]}),
+            ("crop2d", {"name": "crop1", "cropping": [3, 2]}),
+            ("global_avg_pool2d", {"name": "gap", "keepdims": True}),
+            ("upsample2d", {"name": "one", "size": [3, 2], "interpolation": "bilinear"}),
+            ("flatten", {"name": "flat"}),
+            ("dense", {"name": "logits", "units": 3}),
+            "softmax",
+        ],
+        None,
+    ),
     "output-in-the-middle": (
         (4, 4, 1),
         [
@@ -151,7 +226,12 @@ CASES: dict[str, tuple[tuple[int, ...], list, str | None]] = {
 TRAINED = ["concat-width-norm-then-max", "fan-out-dense", "inception-concat", "residual-bn"]
 #: (case, dtype) of the ten-step checks: the trained cases in both dtypes; every activation in float64 only (in
 #: float32 ten Adam steps through fifty kinked branches amplify rounding beyond float32's tolerance).
-TRAJECTORIES = [(case, dtype) for case in TRAINED for dtype in ("float64", "float32")] + [("every-activation", "float64")]
+TRAJECTORIES = [(case, dtype) for case in TRAINED for dtype in ("float64", "float32")] + [
+    ("every-activation", "float64"),
+    ("conv-family", "float64"),
+    ("elementwise-merges", "float64"),
+    ("resample-dropout", "float64"),
+]
 STEPS = 10
 
 

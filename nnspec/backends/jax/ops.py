@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ...semantics.numpy_ops import crop_index
 from . import windows
 
 HIGHEST = lax.Precision.HIGHEST
@@ -147,6 +148,12 @@ class JaxOps:
 
     def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
         return windows.avg_pool(x, tuple(window), tuple(strides), padding)
+
+    def pad(self, x: Any, padding: Any) -> Any:
+        return jnp.pad(x, [(0, 0), *[tuple(p) for p in padding], (0, 0)])
+
+    def crop(self, x: Any, cropping: Any) -> Any:
+        return x[crop_index(cropping)]
 
     def u32(self, value: Any) -> Any:
         if isinstance(value, int):

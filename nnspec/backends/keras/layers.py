@@ -27,8 +27,9 @@ import numpy as np
 from ...compiler.ir import INPUT, Activation, Graph, Initializer, Node
 from ...compiler.opset import MERGE_OPS
 from ...errors import BackendError
-from ...semantics.dropout import apply_dropout
+from ...semantics.dropout import apply_dropout, layer_mask_shape
 from ...semantics.lowering import OpRegistry
+from . import merge_layers, resample_layers
 from .activations import export_activation_layer, needs_own_layer, training_activation
 from .ops import KerasOps
 
@@ -42,11 +43,13 @@ class CounterDropout(keras.layers.Layer):
     Keras training loop sees it count up by one per training call. Inference is the identity.
     """
 
-    def __init__(self, rate: float, seed: int = 0, layer_index: int = 0, **kwargs: Any):
+    def __init__(self, rate: float, seed: int = 0, layer_index: int = 0, mask_shape: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.rate = float(rate)
         self.seed = int(seed)
         self.layer_index = int(layer_index)
+        #: the per-example shape the mask is drawn at and broadcast from (None: the input's)
+        self.mask_shape = None if mask_shape is None else tuple(int(d) for d in mask_shape)
         self.supports_masking = True
 
     def build(self, input_shape: Any) -> None:
@@ -62,6 +65,8 @@ class CounterDropout(keras.layers.Layer):
                 f"CounterDropout '{self.name}' needs a static input shape to number its elements; got {shape}"
             )
         step = keras.ops.convert_to_tensor(self.step)
+        if self.mask_shape is not None:
+            shape = (shape[0], *self.mask_shape)
         outputs = apply_dropout(
             KerasOps(self.compute_dtype), inputs, self.seed, self.layer_index, step, self.rate, shape
         )  # type: ignore[arg-type]
@@ -72,7 +77,8 @@ class CounterDropout(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed, "layer_index": self.layer_index}
+        config = {**super().get_config(), "rate": self.rate, "seed": self.seed, "layer_index": self.layer_index}
+        return {**config, "mask_shape": None if self.mask_shape is None else list(self.mask_shape)}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,57 @@ def _conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
         tuple(a["kernel"]),
         strides=tuple(a["strides"]),
         padding=a["padding"],
+        dilation_rate=tuple(a["dilation"]),
+        groups=int(a["groups"]),
+        data_format="channels_last",
+        **_weighted_layer_options(node, opts),
+    )
+
+
+def _depthwise_options(node: Node, opts: BuildOptions) -> dict[str, Any]:
+    """Keyword arguments of ``DepthwiseConv2D`` and ``SeparableConv2D`` (their depthwise half, bias, activation)."""
+    a = node.attrs
+    return {
+        "kernel_size": tuple(a["kernel"]),
+        "strides": tuple(a["strides"]),
+        "padding": a["padding"],
+        "depth_multiplier": int(a["depth_multiplier"]),
+        "dilation_rate": tuple(a["dilation"]),
+        "data_format": "channels_last",
+        "activation": opts.activation(a["activation"]),
+        "use_bias": a["use_bias"],
+        "bias_initializer": keras_initializer(a["bias_init"]),
+        "name": node.name,
+        "dtype": opts.dtype,
+    }
+
+
+@builds("depthwise_conv2d")
+def _depthwise_conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    init = keras_initializer(node.attrs["kernel_init"])
+    return keras.layers.DepthwiseConv2D(depthwise_initializer=init, **_depthwise_options(node, opts))
+
+
+@builds("separable_conv2d")
+def _separable_conv2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    return keras.layers.SeparableConv2D(
+        a["filters"],
+        depthwise_initializer=keras_initializer(a["depthwise_init"]),
+        pointwise_initializer=keras_initializer(a["pointwise_init"]),
+        **_depthwise_options(node, opts),
+    )
+
+
+@builds("conv2d_transpose")
+def _conv2d_transpose(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    a = node.attrs
+    return keras.layers.Conv2DTranspose(
+        a["filters"],
+        tuple(a["kernel"]),
+        strides=tuple(a["strides"]),
+        padding=a["padding"],
+        output_padding=None if a["output_padding"] is None else tuple(a["output_padding"]),
         data_format="channels_last",
         **_weighted_layer_options(node, opts),
     )
@@ -195,7 +252,8 @@ def _pool(node: Node, opts: BuildOptions) -> keras.layers.Layer:
 
 @builds("global_avg_pool1d", "global_max_pool1d", "global_avg_pool2d", "global_max_pool2d")
 def _global_pool(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return _pool_class(node, "Global")(data_format="channels_last", name=node.name, dtype=opts.dtype)
+    keepdims = bool(node.attrs.get("keepdims", False))
+    return _pool_class(node, "Global")(data_format="channels_last", keepdims=keepdims, name=node.name, dtype=opts.dtype)
 
 
 @builds("flatten")
@@ -208,12 +266,33 @@ def _reshape(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     return keras.layers.Reshape(tuple(node.attrs["shape"]), name=node.name, dtype=opts.dtype)
 
 
-@builds("dropout")
+@builds("dropout", "spatial_dropout2d")
 def _dropout(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    rate = float(node.attrs["rate"])
+    rate, spatial = float(node.attrs["rate"]), node.op == "spatial_dropout2d"
+    if opts.export and spatial:
+        return keras.layers.SpatialDropout2D(rate, data_format="channels_last", name=node.name, dtype=opts.dtype)
     if opts.export:
-        return keras.layers.Dropout(rate, name=node.name, dtype=opts.dtype)
-    return CounterDropout(rate, seed=opts.seed, layer_index=node.index, name=node.name, dtype=opts.dtype)
+        noise = resample_layers.keras_noise_shape(node)
+        return keras.layers.Dropout(rate, noise_shape=noise, name=node.name, dtype=opts.dtype)
+    mask = layer_mask_shape(node, 1, spatial)[1:]
+    return CounterDropout(
+        rate, seed=opts.seed, layer_index=node.index, mask_shape=mask, name=node.name, dtype=opts.dtype
+    )
+
+
+@builds("zero_pad2d")
+def _zero_pad2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return resample_layers.zero_padding(node, opts.dtype)
+
+
+@builds("crop2d")
+def _crop2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return resample_layers.cropping(node, opts.dtype)
+
+
+@builds("upsample2d")
+def _upsample2d(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return resample_layers.upsampling(node, opts.dtype, opts.export)
 
 
 @builds("activation")
@@ -237,9 +316,19 @@ def _softmax(node: Node, opts: BuildOptions) -> keras.layers.Layer:
     return keras.layers.Softmax(axis=-1, name=node.name, dtype=opts.dtype)
 
 
-@builds("add")
-def _add(node: Node, opts: BuildOptions) -> keras.layers.Layer:
-    return keras.layers.Add(name=node.name, dtype=opts.dtype)
+@builds("add", "multiply", "subtract", "average", "maximum", "minimum")
+def _elementwise_merge(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return merge_layers.merge_layer(node, opts.dtype, opts.export)
+
+
+@builds("rescaling")
+def _rescaling(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return merge_layers.rescaling_layer(node, opts.dtype, opts.export)
+
+
+@builds("layer_scale")
+def _layer_scale(node: Node, opts: BuildOptions) -> keras.layers.Layer:
+    return merge_layers.layer_scale_layer(node, opts.dtype)
 
 
 @builds("concat")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops as K
 
+from ...semantics.numpy_ops import crop_index
 from ...semantics.numpy_windows import window_counts
 
 
@@ -179,6 +180,12 @@ class KerasOps:
         )
         scale = math.prod(window) / window_counts(tuple(x.shape[1:-1]), window, strides, padding)
         return mean * K.convert_to_tensor(scale.astype(self.float_dtype))
+
+    def pad(self, x: Any, padding: Any) -> Any:
+        return _pad(x, padding, 0.0)
+
+    def crop(self, x: Any, cropping: Any) -> Any:
+        return x[crop_index(cropping)]
 
     # --- unsigned 32-bit integers -----------------------------------------------------------------
     def u32(self, value: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ...compiler.ir import Node
 from ...errors import BackendError
-from ...semantics.dropout import keep_mask, scale
+from ...semantics.dropout import keep_mask, layer_mask_shape, scale
 from ...semantics.lowering import Lowering, LoweringContext, OpRegistry
 from ...semantics.shared_lowerings import engine_registry
 from .engine import load_tensorflow
@@ -35,7 +35,7 @@ LOWERINGS: OpRegistry[Lowering] = engine_registry("tensorflow")
 lowering = LOWERINGS.register
 
 
-@lowering("dropout")
+@lowering("dropout", "spatial_dropout2d")
 def _dropout(ctx: Context, node: Node, inputs: list) -> Any:
     x = inputs[0]
     if not ctx.training:
@@ -49,7 +49,8 @@ def _dropout(ctx: Context, node: Node, inputs: list) -> Any:
             f"layer {node.index} '{node.name}' (dropout): training needs a static batch size; "
             f"got shape {tuple(x.shape)}"
         )
-    keep = compiled_keep_mask(ctx.seed, node.index, (int(batch), *node.input_shape), rate)(tf.cast(ctx.step, tf.int64))
+    shape = layer_mask_shape(node, int(batch), spatial=node.op == "spatial_dropout2d")
+    keep = compiled_keep_mask(ctx.seed, node.index, shape, rate)(tf.cast(ctx.step, tf.int64))
     return ctx.ops.where(keep, x * ctx.ops.constant(scale(rate, ctx.ops.float_dtype)), ctx.ops.constant(0.0))
 
 

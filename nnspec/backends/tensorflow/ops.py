@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...semantics.numpy_ops import crop_index
 from . import windows
 from .engine import load_tensorflow
 
@@ -170,6 +171,14 @@ class TensorFlowOps:
 
     def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
         return windows.avg_pool(x, window, strides, padding)
+
+    def pad(self, x: Any, padding: Any) -> Any:
+        """``tf.pad`` with zeros on the spatial axes."""
+        return tf.pad(x, [(0, 0), *[tuple(p) for p in padding], (0, 0)])
+
+    def crop(self, x: Any, cropping: Any) -> Any:
+        """A strided slice of the spatial axes."""
+        return x[crop_index(cropping)]
 
     # --- unsigned 32-bit integers ------------------------------------------------------------------
     def u32(self, value: Any) -> Any:

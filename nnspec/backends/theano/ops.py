@@ -23,6 +23,7 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import zero_grad
 
+from ...semantics.numpy_ops import crop_index
 from . import windows
 
 _MASK32 = 0xFFFFFFFF
@@ -197,6 +198,17 @@ class PyTensorOps:
 
     def avg_pool(self, x: Any, window: Any, strides: Any, padding: Any) -> Any:
         return windows.avg_pool(x, window, strides, padding, self.constant)
+
+    def pad(self, x: Any, padding: Any) -> Any:
+        """Zeros with ``x`` set into their inner part (``set_subtensor``; its gradient is the slice)."""
+        spatial = [int(n) + a + b for n, (a, b) in zip(x.type.shape[1:-1], padding)]
+        zeros = pt.zeros((x.shape[0], *spatial, x.shape[-1]), dtype=x.dtype)
+        inner = tuple(slice(a, a + int(n)) for n, (a, _) in zip(x.type.shape[1:-1], padding))
+        index = (slice(None), *inner, slice(None))
+        return pt.set_subtensor(zeros[index], x)
+
+    def crop(self, x: Any, cropping: Any) -> Any:
+        return x[crop_index(cropping)]
 
     # --- unsigned 32-bit integers held in uint64 -----------------------------------------------
     def u32(self, value: Any) -> Any:

@@ -277,7 +277,7 @@ def _garbage_layers(config: dict) -> dict:
         (_set("ln", axis=[1, 2, 3]), r"'ln' \(LayerNormalization\): axis=\[1, 2, 3\] is not supported"),
         (_set("ln", rms_scaling=True), r"'ln' \(LayerNormalization\): rms_scaling=True"),
         (_set("cat", axis=0), r"'cat' \(Concatenate\): axis=0 is the batch axis"),
-        (_set("pool", keepdims=True), r"'pool' \(GlobalMaxPooling2D\): keepdims=True is not supported"),
+        (_set("pool", data_format="channels_first"), r"'pool' \(GlobalMaxPooling2D\): data_format='channels_first'"),
         (_cycle, r"form a cycle"),
         (_second_output, r"has 2 outputs \(pool, a\); nnspec models have one output"),
         (

@@ -313,7 +313,8 @@ def test_registry_adds_only_tensorflow_forms_to_the_shared_lowerings() -> None:
     from nnspec.semantics.shared_lowerings import SHARED
 
     own = {op for op, fn in LOWERINGS.items() if SHARED.get(op) is not fn}
-    assert own == {"dropout"}  # convolution, pools, dense and activations are shared lowerings over Ops
+    # convolution, pools, dense and activations are shared lowerings over Ops; the dropouts draw XLA-compiled masks
+    assert own == {"dropout", "spatial_dropout2d"}
     caps = get_backend("tensorflow").capabilities()
     assert caps.layers == frozenset(LOWERINGS)
     assert {"batch_norm", "layer_norm", "add", "concat", "global_avg_pool2d", "global_max_pool2d"} <= caps.layers

@@ -308,19 +308,20 @@ def test_checkpoint_from_two_devices_resumes_on_one(engine: str) -> None:
 
 
 def free_port() -> int:
-    """A TCP port free on localhost now (and its successor, for TensorFlow's second worker)."""
+    """A TCP port free on localhost now, and its two successors (TensorFlow's two workers)."""
     import socket
 
     for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
+        with socket.socket() as a, socket.socket() as b, socket.socket() as c:
             a.bind(("127.0.0.1", 0))
             port = a.getsockname()[1]
             try:
                 b.bind(("127.0.0.1", port + 1))
+                c.bind(("127.0.0.1", port + 2))
             except OSError:
                 continue
             return int(port)
-    raise RuntimeError("no free pair of ports")
+    raise RuntimeError("no free run of ports")
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -417,7 +418,7 @@ def test_cluster_from_flags_environment_and_slurm() -> None:
     with pytest.raises(NnspecError, match="HOST:PORT"):
         cluster_from("nohostport", 2, 0, environ={})
     assert tf_config(Cluster("localhost:5000", 2, 1), environ={}) == {
-        "cluster": {"worker": ["localhost:5000", "localhost:5001"]},
+        "cluster": {"worker": ["localhost:5001", "localhost:5002"]},  # the coordinator's port stays nnspec's
         "task": {"type": "worker", "index": 1},
     }
     assert tf_config(Cluster("a:1", 2, 0), environ={"NNSPEC_WORKERS": "a:1,b:1"})["cluster"] == {

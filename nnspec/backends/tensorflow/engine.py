@@ -154,7 +154,8 @@ def gpus() -> list[dict[str, Any]]:
 # ---- several processes --------------------------------------------------------------------------------
 def tf_config(cluster: Cluster, environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """The ``TF_CONFIG`` of this process: workers from ``NNSPEC_WORKERS`` (comma-separated ``host:port``),
-    else the coordinator's host with ports counted up from its port (processes on one machine)."""
+    else the coordinator's host with the ports after its port, one per process (processes on one machine; the
+    coordinator's own port stays with nnspec's check-in connections, which live as long as the run)."""
     env = os.environ if environ is None else environ
     listed = [w.strip() for w in env.get(ENV_WORKERS, "").split(",") if w.strip()]
     if listed:
@@ -165,14 +166,14 @@ def tf_config(cluster: Cluster, environ: Mapping[str, str] | None = None) -> dic
         workers = listed
     else:
         host, port = split_address(cluster.coordinator or "")
-        if port + cluster.num_processes - 1 > 65535:
+        if port + cluster.num_processes > 65535:
             raise NnspecError(
-                f"{cluster.num_processes} TensorFlow workers on one host take the ports {port} to "
-                f"{port + cluster.num_processes - 1}, past 65535: choose a lower --coordinator port, or list the "
+                f"{cluster.num_processes} TensorFlow workers on one host take the ports {port + 1} to "
+                f"{port + cluster.num_processes}, past 65535: choose a lower --coordinator port, or list the "
                 f"workers in {ENV_WORKERS}"
             )
         host = f"[{host}]" if ":" in host else host
-        workers = [f"{host}:{port + i}" for i in range(cluster.num_processes)]
+        workers = [f"{host}:{port + 1 + i}" for i in range(cluster.num_processes)]
     return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": cluster.process_id}}
 
 
